@@ -1,0 +1,29 @@
+# Two commands for a fresh machine: `make demo` (main job on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: pip then takes the CPU wheel on disk, not multi-GB CUDA wheels.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: install demo test lint
+install: $(STAMP)
+
+# Demo weights, scikit-image's bundled images, CPU: export FP32 + FP16 ONNX and validate both.
+demo: $(STAMP)
+	$(BIN)/dgla-export info
+	$(BIN)/dgla-export onnx --output build/dgla_resnet50.onnx --report build/validate_fp32.json --force
+	$(BIN)/dgla-export onnx --precision fp16 --output build/dgla_resnet50_fp16.onnx --report build/validate_fp16.json --force
+
+test: $(STAMP)
+	$(BIN)/ruff check dgla_export tests benchmarks scripts
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check dgla_export tests benchmarks scripts

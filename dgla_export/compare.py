@@ -1,0 +1,134 @@
+"""Compare a runtime's outputs with the FP32 PyTorch reference: errors, flips, a verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from dgla_export.models.config import Tolerance
+
+__all__ = ["Comparison", "ErrorStats", "Flip", "compare_logits", "error_stats", "softmax"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorStats:
+    """Absolute errors, and relative errors scaled by the reference's largest magnitude."""
+
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    mean_rel: float
+    p99_rel: float
+    nan: int
+    inf: int
+
+
+def error_stats(reference: np.ndarray, actual: np.ndarray) -> ErrorStats:
+    if reference.shape != actual.shape:
+        raise ValueError(f"shape mismatch: reference {reference.shape} vs actual {actual.shape}")
+    actual64 = actual.astype(np.float64)
+    finite = np.isfinite(actual64)
+    diff = np.abs(np.where(finite, actual64, np.inf) - reference.astype(np.float64))
+    scale = max(float(np.abs(reference).max()), 1e-12)
+    return ErrorStats(
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        p99_abs=float(np.percentile(diff, 99)),
+        max_rel=float(diff.max() / scale),
+        mean_rel=float(diff.mean() / scale),
+        p99_rel=float(np.percentile(diff, 99) / scale),
+        nan=int(np.isnan(actual64).sum()),
+        inf=int(np.isinf(actual64).sum()),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Flip:
+    """An image whose top-1 class differs from the reference's; margins are top1 - top2 prob."""
+
+    image: str
+    reference_class: str
+    actual_class: str
+    reference_margin: float
+    actual_margin: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    logits: ErrorStats
+    probs: ErrorStats
+    images: int
+    top1_agreement: float
+    flips: tuple[Flip, ...]
+    tolerance: Tolerance
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["passed"] = self.passed
+        return record
+
+
+def _margin(probs: np.ndarray) -> np.ndarray:
+    top2 = np.sort(probs, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def compare_logits(
+    reference: np.ndarray,
+    actual: np.ndarray,
+    *,
+    tolerance: Tolerance,
+    image_names: Sequence[str],
+    class_names: Sequence[str],
+    actual_probs: np.ndarray | None = None,
+) -> Comparison:
+    """Judge ``actual`` (N, classes) logits against ``reference``: every failure is named."""
+    ref_probs = softmax(reference.astype(np.float64))
+    probs = softmax(actual.astype(np.float64)) if actual_probs is None else actual_probs
+    logit_stats = error_stats(reference, actual)
+    prob_stats = error_stats(ref_probs, probs)
+    ref_top, top = reference.argmax(-1), np.nan_to_num(actual).argmax(-1)
+    ref_margin, margin = _margin(ref_probs), _margin(np.nan_to_num(probs))
+    flips = tuple(
+        Flip(
+            image_names[i],
+            class_names[ref_top[i]],
+            class_names[top[i]],
+            float(ref_margin[i]),
+            float(margin[i]),
+        )
+        for i in np.flatnonzero(ref_top != top)
+    )
+    failures = []
+    if logit_stats.nan or logit_stats.inf or prob_stats.nan or prob_stats.inf:
+        nan, inf = logit_stats.nan + prob_stats.nan, logit_stats.inf + prob_stats.inf
+        failures.append(f"non-finite outputs: {nan} NaN, {inf} Inf")
+    if logit_stats.max_rel > tolerance.logits_rel:
+        failures.append(f"logits max rel error {logit_stats.max_rel:.3g} > {tolerance.logits_rel:g}")
+    if prob_stats.max_abs > tolerance.probs_abs:
+        failures.append(f"probs max abs error {prob_stats.max_abs:.3g} > {tolerance.probs_abs:g}")
+    if len(flips) > tolerance.max_top1_flips:
+        failures.append(f"{len(flips)} top-1 flips > {tolerance.max_top1_flips} allowed")
+    return Comparison(
+        logits=logit_stats,
+        probs=prob_stats,
+        images=len(reference),
+        top1_agreement=float((ref_top == top).mean()),
+        flips=flips,
+        tolerance=tolerance,
+        failures=tuple(failures),
+    )

@@ -1,0 +1,47 @@
+"""Real images for calibration and parity checks: scikit-image's bundled set, or a folder."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from dgla_export.preprocess import ImageError, load_image
+
+__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "load_images", "sample_images"]
+
+# Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
+# a fundus photograph and a stained micrograph are the closest to dermoscopy.
+SAMPLE_IMAGE_NAMES = ("retina", "immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> tuple[tuple[str, np.ndarray], ...]:
+    import skimage.data
+
+    images = []
+    for name in SAMPLE_IMAGE_NAMES:
+        image = getattr(skimage.data, name)()
+        image.setflags(write=False)
+        images.append((name, image))
+    return tuple(images)
+
+
+def sample_images(count: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, RGB uint8 array) pairs of the bundled images, in a fixed order."""
+    return list(_bundled()[:count])
+
+
+def load_images(folder: str | Path | None = None) -> list[tuple[str, np.ndarray]]:
+    """Images of ``folder`` (sorted by name), or the bundled set when ``folder`` is None."""
+    if folder is None:
+        return sample_images()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder {folder} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return [(p.name, load_image(p)) for p in paths]

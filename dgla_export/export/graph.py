@@ -1,0 +1,142 @@
+"""Checks on an exported ONNX graph: the contract TensorRT, ONNX Runtime and Triton rely on."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import onnx
+
+__all__ = [
+    "FORBIDDEN_OPS",
+    "GraphContractError",
+    "GraphReport",
+    "inspect_graph",
+    "tensorrt_support",
+]
+
+# Ops that mean the export went wrong for this model: unrolled or control-flow attention
+# (Loop/If/Einsum/Resize with computed sizes), run-time size arithmetic, unfolded BN.
+FORBIDDEN_OPS = frozenset(
+    {
+        "Loop",
+        "If",
+        "Scan",
+        "Einsum",
+        "Resize",
+        "Shape",
+        "Gather",
+        "ConstantOfShape",
+        "BatchNormalization",
+        "Expand",
+        "Range",
+    }
+)
+
+
+class GraphContractError(ValueError):
+    """An ONNX graph that breaks the export contract (names, shapes, ops)."""
+
+
+@functools.lru_cache(maxsize=1)
+def tensorrt_support() -> dict:
+    return json.loads((Path(__file__).with_name("tensorrt_onnx_ops.json")).read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphReport:
+    opset: int
+    ir_version: int
+    node_count: int
+    op_counts: dict[str, int]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: dict[str, str]
+    problems: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_param or d.dim_value for d in tensor.shape.dim)
+        specs.append(
+            TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, dims)
+        )
+    return tuple(specs)
+
+
+def inspect_graph(
+    model: onnx.ModelProto,
+    *,
+    expected_inputs: dict[str, tuple[int | str, ...]] | None = None,
+    expected_outputs: dict[str, tuple[int | str, ...]] | None = None,
+    tensorrt_major: str = "10",
+) -> GraphReport:
+    """Report the graph's contract and list every way it breaks the export rules.
+
+    Names and shapes are checked before ops, as a consumer would meet them.
+    """
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    inputs, outputs = _specs(list(graph.input)), _specs(list(graph.output))
+    problems: list[str] = []
+    for label, specs, expected in (("input", inputs, expected_inputs), ("output", outputs, expected_outputs)):
+        if expected is None:
+            continue
+        found = {s.name: s.shape for s in specs}
+        if list(found) != list(expected):
+            problems.append(f"{label} names {list(found)} != expected {list(expected)}")
+            continue
+        for name, shape in expected.items():
+            if found[name] != tuple(shape):
+                problems.append(f"{label} {name} has shape {found[name]}, expected {tuple(shape)}")
+    batch_symbols = {s.shape[0] for s in inputs + outputs if s.shape}
+    if len(batch_symbols) != 1 or not all(isinstance(b, str) for b in batch_symbols):
+        problems.append(f"inputs and outputs must share one symbolic batch dimension, found {batch_symbols}")
+    for spec in inputs + outputs:
+        if any(not isinstance(d, int) or d <= 0 for d in spec.shape[1:]):
+            problems.append(f"{spec.name}: only the batch dimension may be dynamic, got {spec.shape}")
+
+    counts = collections.Counter(node.op_type for node in graph.node)
+    foreign = sorted({node.domain for node in graph.node if node.domain not in ("", "ai.onnx")})
+    if foreign or model.functions:
+        problems.append(
+            f"custom domains or functions in the graph: {foreign or [f.name for f in model.functions]}"
+        )
+    forbidden = sorted(op for op in counts if op in FORBIDDEN_OPS)
+    if forbidden:
+        problems.append(
+            "ops that this export must not contain: " + ", ".join(f"{op} x{counts[op]}" for op in forbidden)
+        )
+    support = tensorrt_support()
+    unsupported = sorted(op for op in counts if op not in support["supported"])
+    if unsupported:
+        problems.append(f"ops not on TensorRT's ONNX parser support list: {unsupported}")
+    limits = support["tensorrt_versions"][tensorrt_major]
+    if not limits["min_opset"] <= opset <= limits["max_opset"]:
+        problems.append(f"opset {opset} outside TensorRT {tensorrt_major}.x's range {limits}")
+    metadata = {p.key: p.value for p in model.metadata_props}
+    return GraphReport(
+        opset=opset,
+        ir_version=model.ir_version,
+        node_count=len(graph.node),
+        op_counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        inputs=inputs,
+        outputs=outputs,
+        metadata=metadata,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,144 @@
+"""PyTorch -> ONNX: one self-contained, TensorRT-friendly file per precision.
+
+Stages: fold BN (and cast to FP16 with FP32 islands) -> dynamo export with one symbolic batch
+shared by every input and output -> Polygraphy constant folding -> contract check -> atomic
+write. Every stage is a function of its own so tests and the CLI can call them alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import onnx
+import torch
+
+import dgla_export
+from dgla_export.export.graph import GraphContractError, GraphReport, inspect_graph
+from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
+from dgla_export.io import atomic_path, check_output
+from dgla_export.models.config import SPEC_VERSION, ModelConfig
+from dgla_export.models.resnet import ResNet
+
+__all__ = ["OUTPUT_NAMES", "ExportOptions", "build_metadata", "export_onnx", "to_onnx"]
+
+log = logging.getLogger(__name__)
+OUTPUT_NAMES = ("logits", "probs")
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """opset 18 is parsed by TensorRT 8.6 to 11.x and ONNX Runtime >= 1.14."""
+
+    opset: int = 18
+    precision: Literal["fp32", "fp16"] = "fp32"
+    min_batch: int = 1
+    max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be fp32 or fp16, got {self.precision!r}")
+        if not 1 <= self.min_batch <= self.max_batch:
+            raise ValueError(f"need 1 <= min_batch <= max_batch, got {self.min_batch}:{self.max_batch}")
+        if not 18 <= self.opset <= 23:
+            raise ValueError(f"opset {self.opset} unsupported: use 18 to 23 (TensorRT 10.0 parses up to 20)")
+
+
+def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha256: str) -> dict[str, str]:
+    """``metadata_props`` that let a consumer (Triton writer, bench) trust the file alone."""
+    return {
+        "model_name": config.name,
+        "class_names": json.dumps(list(config.class_names)),
+        "mean": json.dumps(list(config.mean)),
+        "std": json.dumps(list(config.std)),
+        "input_sizes": json.dumps(config.input_sizes),
+        "precision": options.precision,
+        "batch_range": f"{options.min_batch}:{options.max_batch}",
+        "checkpoint_sha256": checkpoint_sha256,
+        "spec_version": SPEC_VERSION,
+        "tool": f"dgla-export {dgla_export.__version__}",
+        "torch_version": torch.__version__,
+        "config": json.dumps(config.to_dict()),
+    }
+
+
+def to_onnx(model: ResNet, options: ExportOptions) -> onnx.ModelProto:
+    """Trace ``model`` (eval) into an ONNX model with a symbolic batch dimension."""
+    prepared = fold_batchnorm(model)
+    if options.precision == "fp16":
+        prepared = to_fp16(prepared)
+    config = model.config
+    example = tuple(torch.rand(shape) for shape in config.input_shapes(2).values())
+    batch = torch.export.Dim("batch", min=options.min_batch, max=options.max_batch)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            ExportModule(prepared),
+            example,
+            dynamo=True,
+            opset_version=options.opset,
+            input_names=list(config.input_names),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=(tuple({0: batch} for _ in config.input_names),),  # forward(*images)
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    proto = _fold_constants(proto)
+    # The lowest IR version that carries this opset: loadable by the widest range of runtimes.
+    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
+    _name_batch(proto)
+    return proto
+
+
+def _fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from polygraphy.backend.onnx import fold_constants
+
+    return fold_constants(proto, num_passes=2, size_threshold=None, allow_onnxruntime_shape_inference=False)
+
+
+def _name_batch(proto: onnx.ModelProto) -> None:
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def export_onnx(
+    model: ResNet,
+    output: str | Path,
+    *,
+    options: ExportOptions = ExportOptions(),
+    checkpoint_sha256: str,
+    force: bool = False,
+    progress: Progress = log.info,
+) -> GraphReport:
+    """Export, check and atomically write ``output``; raise before writing if the graph
+    breaks the contract (see :func:`dgla_export.export.graph.inspect_graph`)."""
+    output = check_output(output, force)
+    started = time.perf_counter()
+    progress(f"exporting {model.config.name} ({options.precision}, opset {options.opset}) with torch.export")
+    proto = to_onnx(model, options)
+    progress(f"traced in {time.perf_counter() - started:.0f} s; checking the graph")
+    onnx.helper.set_model_props(proto, build_metadata(model.config, options, checkpoint_sha256))
+    proto.producer_name, proto.producer_version = "dgla-export", dgla_export.__version__
+    onnx.checker.check_model(proto, full_check=True)
+    config = model.config
+    num_classes = config.num_classes
+    report = inspect_graph(
+        proto,
+        expected_inputs={n: tuple(s) for n, s in config.input_shapes("batch").items()},
+        expected_outputs={name: ("batch", num_classes) for name in OUTPUT_NAMES},
+    )
+    if report.problems:
+        raise GraphContractError("exported graph breaks the contract:\n- " + "\n- ".join(report.problems))
+    with atomic_path(output) as tmp:
+        onnx.save_model(proto, str(tmp))
+    progress(f"wrote {output} ({report.node_count} nodes) in {time.perf_counter() - started:.0f} s")
+    return report

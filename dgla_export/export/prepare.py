@@ -1,0 +1,89 @@
+"""Make a model export-ready: BatchNorm folded, optional FP16 with FP32 islands, named outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from dgla_export.models.resnet import ResNet
+
+__all__ = ["FP32_PARAMETERS", "ChannelAffine", "ExportModule", "fold_batchnorm", "to_fp16"]
+
+# Parameters that stay FP32 in an FP16 graph: the classifier (the head pools in FP32), the
+# attention scalars, which multiply FP32 attention outputs, and the query/key projections,
+# whose outputs form the energies.
+FP32_PARAMETERS = ("fc.", ".alpha", ".beta", ".gamma", ".query.weight", ".key.weight")
+
+
+class ChannelAffine(nn.Module):
+    """A frozen eval-mode BatchNorm as ``x * scale + shift`` (for a BN that follows no conv)."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias.detach() - bn.running_mean * scale
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _conv_partner(parent: nn.Module, name: str) -> str | None:
+    """The conv whose output feeds BN ``name``: ``convK`` for ``bnK``, or the previous entry of
+    a Sequential (``downsample.0`` -> ``.1``, ``la.convs.0`` -> ``.1``)."""
+    if isinstance(parent, nn.Sequential):
+        previous = str(int(name) - 1)
+        return previous if int(name) > 0 and isinstance(parent[int(previous)], nn.Conv2d) else None
+    candidate = name.replace("bn", "conv", 1)
+    return (
+        candidate
+        if name.startswith("bn") and isinstance(getattr(parent, candidate, None), nn.Conv2d)
+        else None
+    )
+
+
+def fold_batchnorm(model: ResNet) -> ResNet:
+    """Copy of ``model`` with every BN folded into its conv (or turned into a channel affine).
+
+    The graph then has no BatchNormalization node, and TensorRT fuses the rest.
+    """
+    model = copy.deepcopy(model).eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.BatchNorm2d):
+                continue
+            partner = _conv_partner(parent, name)
+            if partner is None:
+                replacement: nn.Module = ChannelAffine(child)
+            else:
+                conv = parent.get_submodule(partner)
+                parent.register_module(partner, fuse_conv_bn_eval(conv, child))
+                replacement = nn.Identity()
+            parent.register_module(name, replacement)
+    return model
+
+
+def to_fp16(model: ResNet) -> ResNet:
+    """Copy of ``model`` in FP16 except :data:`FP32_PARAMETERS`; the attention code widens its
+    energies, softmaxes and reductions to FP32 itself, so the graph carries explicit Casts."""
+    model = copy.deepcopy(model).half()
+    for name, param in model.named_parameters():
+        if name.startswith(FP32_PARAMETERS) or name.endswith(FP32_PARAMETERS):
+            param.data = param.data.float()
+    return model
+
+
+class ExportModule(nn.Module):
+    """The graph's contract: the model's inputs -> ``logits`` and ``probs`` (softmax), FP32."""
+
+    def __init__(self, model: ResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(*images).float()
+        return logits, logits.softmax(dim=-1)

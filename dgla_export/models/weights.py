@@ -1,0 +1,269 @@
+"""Checkpoints in and out, strict key checking, and the deterministic demo weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dgla_export.models.attention import GlobalLocalAttention
+from dgla_export.models.resnet import ResNet
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "LoadReport",
+    "apply_demo_weights",
+    "load_weights",
+    "read_checkpoint",
+    "state_dict_sha256",
+]
+
+log = logging.getLogger(__name__)
+DEMO_SEED = 20240107
+DEMO_RECIPE = 1  # bump when the demo recipe changes, to invalidate caches
+DEMO_LOGIT_STD = 3.0
+DEMO_ENERGY_STD = 3.0
+DEMO_ALPHA_BETA = 0.5
+DEMO_GAMMA = 1.0
+DEMO_CACHE_ENV = "DGLA_EXPORT_CACHE"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read as a state dict."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A state dict whose keys or shapes do not match the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    wrong_shape: tuple[str, ...]
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        return self.missing + self.unexpected + self.wrong_shape
+
+    def describe(self) -> str:
+        lines = [f"{len(self.loaded)} tensors loaded"]
+        for label, keys in (
+            ("missing from the checkpoint", self.missing),
+            ("unexpected in the checkpoint", self.unexpected),
+            ("wrong shape", self.wrong_shape),
+        ):
+            if keys:
+                lines.append(f"{len(keys)} {label}: {', '.join(keys)}")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .pt/.pth (``weights_only=True``) or .safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (give a .pt, .pth or .safetensors)")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+    if suffix not in (".pt", ".pth"):
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint type {suffix!r}; use .pt, .pth or .safetensors"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} holds Python objects beyond tensors and is refused (weights_only=True). "
+            "Re-save it with torch.save(model.state_dict(), path)."
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_weights(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, partial: bool = False
+) -> LoadReport:
+    """Copy ``state_dict`` into ``model``.
+
+    Strict by default: any missing, unexpected or wrong-shape key raises one error naming all
+    of them. ``partial=True`` loads every tensor that matches (e.g. a torchvision ResNet50
+    into a GLA model) and returns the report of what it skipped.
+    """
+    own = model.state_dict()
+    missing = tuple(k for k in own if k not in state_dict)
+    unexpected = tuple(k for k in state_dict if k not in own)
+    wrong_shape = tuple(
+        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})"
+        for k, v in state_dict.items()
+        if k in own and v.shape != own[k].shape
+    )
+    loadable = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    report = LoadReport(tuple(loadable), missing, unexpected, wrong_shape)
+    if report.skipped and not partial:
+        raise CheckpointMismatchError(
+            "checkpoint does not match the model:\n"
+            + report.describe()
+            + "\nPass partial=True (CLI: --partial) to load only the matching tensors."
+        )
+    model.load_state_dict(loadable, strict=False)
+    if report.skipped:
+        log.warning("partial load: %s", report.describe())
+    return report
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the state dict (order-independent)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get(DEMO_CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dgla_export"
+    )
+    return Path(root)
+
+
+def _seeded_init(model: ResNet, generator: torch.Generator) -> None:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            std = (2.0 / fan_out) ** 0.5
+            if name.endswith((".query", ".key")):
+                # Unit-scale q and k give energies of std ~ sqrt(DEMO_ENERGY_STD): a soft
+                # attention rather than an arg-max, so the demo is well conditioned.
+                std = (DEMO_ENERGY_STD / module.out_channels**0.5) ** 0.5 / module.in_channels**0.5
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            with torch.no_grad():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+                module.bias.zero_()
+        elif isinstance(module, GlobalLocalAttention):
+            with torch.no_grad():
+                module.ha.alpha.fill_(DEMO_ALPHA_BETA)
+                module.va.beta.fill_(DEMO_ALPHA_BETA)
+                # softmax <= 1, so gamma bounds how much LA can amplify one position; a gamma
+                # of the order of H*W (to undo the softmax's 1/(H*W)) blew up the 448 branch.
+                module.gamma.fill_(DEMO_GAMMA)
+
+
+def _calibrate(model: ResNet) -> None:
+    """Set BatchNorm statistics from real images, then scale ``fc`` to a sane logit range.
+
+    In eval mode, each BN takes the mean and variance of the first input it sees (the main
+    branch's batch) before normalising it, so the calibration pass is exactly the forward of
+    the final weights and every BN output is normalised. (Train-mode recalibration mixes the
+    two branches' statistics and diverged in eval mode.) Runs in float64 and rounds to
+    float32 at the end, so the result does not depend on SIMD width or thread count.
+    """
+    from dgla_export.data import sample_images
+    from dgla_export.preprocess import preprocess_batch
+
+    inputs = preprocess_batch([image for _, image in sample_images()], model.config)
+    calibrated: set[int] = set()
+
+    def set_statistics(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if id(module) in calibrated:
+            return
+        calibrated.add(id(module))
+        x = args[0]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
+
+    pooled: list[torch.Tensor] = []
+    hooks = [model.fc.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))]
+    hooks += [
+        m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+    ]
+    model.double().eval()
+    try:
+        with torch.no_grad():
+            model(*(x.double() for x in inputs))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    features = pooled[0]
+    with torch.no_grad():
+        logits = (features - features.mean(dim=0)) @ model.fc.weight.t()
+        model.fc.weight.mul_(DEMO_LOGIT_STD / logits.std())
+        model.fc.bias.copy_(-(features.mean(dim=0) @ model.fc.weight.t()))
+    model.float().eval()
+
+
+def apply_demo_weights(model: ResNet) -> ResNet:
+    """Deterministic, untrained demo weights: seeded init + BN calibrated on bundled images.
+
+    alpha, beta and gamma are non-zero so that every branch (HA, VA, LA, DBI fusion) changes
+    the output. The result is cached per config under ``$DGLA_EXPORT_CACHE`` (default
+    ``~/.cache/dgla_export``) because calibrating the full model takes tens of seconds.
+    """
+    config_key = hashlib.sha256(
+        repr(
+            (
+                DEMO_RECIPE,
+                DEMO_SEED,
+                DEMO_LOGIT_STD,
+                DEMO_ENERGY_STD,
+                DEMO_ALPHA_BETA,
+                DEMO_GAMMA,
+                sorted(model.config.to_dict().items()),
+            )
+        ).encode()
+    ).hexdigest()[:16]
+    cache = _cache_dir() / f"demo-{model.config.name}-{config_key}.safetensors"
+    if cache.is_file():
+        try:
+            load_weights(model, read_checkpoint(cache))
+            return model.eval()
+        except CheckpointError:
+            log.warning("ignoring unreadable demo-weight cache %s", cache)
+    generator = torch.Generator().manual_seed(DEMO_SEED)
+    _seeded_init(model, generator)
+    _calibrate(model)
+    _write_cache(model, cache)
+    return model.eval()
+
+
+def _write_cache(model: nn.Module, cache: Path) -> None:
+    from safetensors.torch import save_file
+
+    from dgla_export.io import atomic_path
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    except OSError as err:  # a read-only home must not break the demo
+        log.warning("could not cache demo weights at %s: %s", cache, err)

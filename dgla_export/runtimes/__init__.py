@@ -1,0 +1,1 @@
+"""Runtimes that execute an exported model: ONNX Runtime and TensorRT (both imported lazily)."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny models with demo weights, real images, exported graphs (built once)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Demo weights are recomputed, not read from a developer's cache.
+    os.environ["DGLA_EXPORT_CACHE"] = str(tmp_path_factory.mktemp("demo-cache"))
+
+
+@pytest.fixture(scope="session")
+def images():
+    from dgla_export.data import sample_images
+
+    return sample_images()
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from dgla_export import create_model
+
+    return create_model("dgla_tiny", weights="demo")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny, tmp_path_factory):
+    """(fp32 path, fp16 path) of the tiny model, exported once for the session."""
+    from dgla_export.export.onnx_export import ExportOptions, export_onnx
+    from dgla_export.models.weights import state_dict_sha256
+
+    folder = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        paths[precision] = folder / f"tiny_{precision}.onnx"
+        export_onnx(
+            tiny,
+            paths[precision],
+            options=ExportOptions(precision=precision, max_batch=8),
+            checkpoint_sha256=state_dict_sha256(tiny),
+        )
+    return paths

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgla_export import create_model, list_models
+from dgla_export.models import UnknownModelError
+from dgla_export.models.weights import (
+    CheckpointError,
+    CheckpointMismatchError,
+    load_weights,
+    read_checkpoint,
+    state_dict_sha256,
+)
+
+
+def spec_keys(depths=(3, 4, 6, 3), dual=True) -> set[str]:
+    """The state-dict layout of dgla-spec.md, written out from its text."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = {"conv1.weight", "fc.weight", "fc.bias"} | {f"bn1.{s}" for s in bn}
+    for n, depth in enumerate(depths, start=1):
+        for i in range(depth):
+            p = f"layer{n}.{i}"
+            keys |= {f"{p}.conv1.weight", f"{p}.conv3.weight"}
+            keys |= {f"{p}.{b}.{s}" for b in ("bn1", "bn2", "bn3") for s in bn}
+            if i == 0:
+                keys |= {f"{p}.downsample.0.weight"} | {f"{p}.downsample.1.{s}" for s in bn}
+            for axis, scalar in (("ha", "alpha"), ("va", "beta")):
+                keys |= {f"{p}.gla.{axis}.{w}.weight" for w in ("query", "key", "value")}
+                keys.add(f"{p}.gla.{axis}.{scalar}")
+            keys |= {f"{p}.gla.la.convs.{j}.weight" for j in (0, 3, 6)}
+            keys |= {f"{p}.gla.la.convs.{j}.{s}" for j in (1, 4, 7) for s in bn}
+            keys.add(f"{p}.gla.gamma")
+    if dual:
+        keys |= {f"fuse.{k}.weight" for k in range(3)}
+    return keys
+
+
+def test_registry_lists_the_ablation_rows() -> None:
+    assert {"dgla_resnet50", "gla_resnet50", "dbi_resnet50", "resnet50"} <= set(list_models())
+
+
+def test_unknown_model_names_the_known_ones() -> None:
+    with pytest.raises(UnknownModelError, match="dgla_resnet50"):
+        create_model("dgla_resnet5O")
+
+
+def test_state_dict_keys_are_the_spec_layout() -> None:
+    model = create_model("dgla_resnet50")
+    assert set(model.state_dict()) == spec_keys()
+    assert set(create_model("gla_resnet50").state_dict()) == spec_keys(dual=False)
+
+
+def test_cost_matches_the_spec_estimate() -> None:
+    from dgla_export.models.cost import measure_cost
+
+    cost = measure_cost(create_model("dgla_resnet50"))
+    assert abs(cost.params - 52.7e6) < 0.1e6, cost.params
+    assert 34e9 < cost.macs < 40e9, f"{cost.macs / 1e9:.2f} GMACs, spec says about 36"
+
+
+def test_single_and_dual_inputs() -> None:
+    for name, count in (("resnet50", 1), ("gla_resnet50", 1), ("dbi_resnet50", 2), ("dgla_resnet50", 2)):
+        config = create_model(
+            name, widths=(8, 8, 8, 8), stem_width=8, input_size=64, aux_input_size=128
+        ).config
+        assert len(config.input_names) == count
+
+
+def test_torchvision_resnet50_initialises_every_shared_tensor() -> None:
+    # resnet50 here uses torchvision's module names (320 state-dict entries, as torchvision's).
+    torchvision_like = create_model("resnet50", num_classes=1000).state_dict()
+    assert len(torchvision_like) == 320
+    model = create_model("dgla_resnet50")
+    report = load_weights(model, torchvision_like, partial=True)
+    assert {k.split(".")[-2] for k in report.unexpected} == {"conv2"}
+    assert [w.split(" ")[0] for w in report.wrong_shape] == ["fc.weight", "fc.bias"]
+    shared = set(torchvision_like) & set(model.state_dict()) - {"fc.weight", "fc.bias"}
+    assert set(report.loaded) == shared
+    for key in shared:
+        assert torch.equal(model.state_dict()[key], torchvision_like[key]), key
+
+
+def test_strict_load_names_every_problem() -> None:
+    state = create_model("dgla_tiny").state_dict()
+    state.pop("fc.bias")
+    state["extra.weight"] = torch.zeros(1)
+    state["conv1.weight"] = torch.zeros(1, 2, 3)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(create_model("dgla_tiny"), state)
+    message = str(info.value)
+    for needle in ("fc.bias", "extra.weight", "conv1.weight", "--partial"):
+        assert needle in message
+
+
+def test_checkpoint_round_trip(tmp_path, tiny) -> None:
+    from safetensors.torch import save_file
+
+    torch.save({"state_dict": tiny.state_dict()}, tmp_path / "ckpt.pt")
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(tmp_path / "ckpt.safetensors"))
+    for name in ("ckpt.pt", "ckpt.safetensors"):
+        model = create_model("dgla_tiny", weights=tmp_path / name)
+        assert state_dict_sha256(model) == state_dict_sha256(tiny)
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path) -> None:
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "optimizer": object()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "bad.onnx").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unsupported"):
+        read_checkpoint(tmp_path / "bad.onnx")
+
+
+def test_demo_weights_are_deterministic_and_sane(tiny, images, tmp_path, monkeypatch) -> None:
+    from dgla_export.preprocess import preprocess_batch
+
+    monkeypatch.setenv("DGLA_EXPORT_CACHE", str(tmp_path))  # recompute, do not read the cache
+    torch.set_num_threads(1)
+    try:
+        again = create_model("dgla_tiny", weights="demo")
+    finally:
+        torch.set_num_threads(2)
+    assert state_dict_sha256(again) == state_dict_sha256(tiny), "demo weights depend on thread count"
+    scalars = [p.item() for n, p in tiny.named_parameters() if n.endswith(("alpha", "beta", "gamma"))]
+    assert scalars and all(s != 0 for s in scalars)
+    with torch.no_grad():
+        logits = tiny(*preprocess_batch([image for _, image in images], tiny.config))
+    assert 0.5 < logits.abs().max() < 30, f"logit scale {logits.abs().max():.2f}"
+
+
+@pytest.mark.parametrize("branch", ["alpha", "beta", "gamma", "fuse"])
+def test_every_branch_changes_the_demo_output(tiny, images, branch) -> None:
+    from dgla_export.preprocess import preprocess_batch
+
+    inputs = preprocess_batch([image for _, image in images], tiny.config)
+    ablated = create_model("dgla_tiny")
+    ablated.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        for name, p in ablated.named_parameters():
+            if name.endswith(branch) or name.startswith(branch):
+                p.zero_()
+        base, changed = tiny(*inputs), ablated(*inputs)
+    change = ((base - changed).abs().max() / base.abs().max()).item()
+    assert change > 1e-2, f"zeroing {branch} changed the logits by only {change:.2e}"
