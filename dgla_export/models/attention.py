@@ -61,6 +61,7 @@ def _interpolation_matrix_np(n_out: int, n_in: int) -> np.ndarray:
     return weights
 
 
+@torch.compiler.disable  # torch.compile: build this constant eagerly instead of tracing numpy
 def interpolation_matrix(n_out: int, n_in: int) -> torch.Tensor:
     """(n_out, n_in) matrix M with ``M @ v`` = 1-D linear resize of v, align_corners=True.
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Device", "create_session", "physical_cores"]
+__all__ = ["Device", "ProviderUnavailableError", "available_cpus", "create_session"]
 
 Device = Literal["cpu", "cuda", "tensorrt"]
 _PROVIDERS = {
@@ -23,20 +23,11 @@ class ProviderUnavailableError(RuntimeError):
     """The requested execution provider did not load (e.g. no GPU, no CUDA libraries)."""
 
 
-def physical_cores() -> int:
-    """Physical cores: ONNX Runtime is fastest with one intra-op thread per physical core."""
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     try:
-        with open("/proc/cpuinfo") as handle:
-            pairs = {
-                (block.get("physical id"), block.get("core id"))
-                for block in (
-                    dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
-                    for chunk in handle.read().split("\n\n")
-                )
-                if block.get("core id") is not None
-            }
-        return max(len(pairs), 1)
-    except OSError:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
 
@@ -50,7 +41,7 @@ def create_session(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or physical_cores()
+    options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     providers: list[Any] = list(_PROVIDERS[device])

@@ -1,0 +1,1 @@
+"""dgla-bench: every runtime checked against the PyTorch FP32 reference, then timed."""

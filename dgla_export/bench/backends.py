@@ -1,0 +1,136 @@
+"""Backends behind one small interface. Each says why it cannot run instead of failing late."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgla_export.models.resnet import ResNet
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "default_backends"]
+
+
+class Backend(abc.ABC):
+    """Load once, then ``infer`` a batch of device-resident inputs and return logits."""
+
+    name: str
+    precision: str
+    device: str
+
+    def unavailable(self) -> str | None:
+        """None if this backend can run here, else the reason it is skipped."""
+        return None
+
+    @abc.abstractmethod
+    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None: ...
+
+    def stage(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Copy host inputs to where ``infer`` reads them (timed apart from compute)."""
+        return tuple(x.to(self.device) for x in inputs)
+
+    @abc.abstractmethod
+    def infer(self, staged: tuple[torch.Tensor, ...]) -> np.ndarray: ...
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+
+class TorchBackend(Backend):
+    """PyTorch: eager FP32 (the reference), FP16/BF16 autocast, channels_last, torch.compile."""
+
+    def __init__(self, variant: str, device: str) -> None:
+        self.variant, self.device = variant, device
+        self.precision = {"autocast-fp16": "fp16", "autocast-bf16": "bf16"}.get(variant, "fp32")
+        self.name = f"torch-{variant}-{device}"
+        self.model: ResNet | None = None
+
+    def unavailable(self) -> str | None:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            return "no CUDA GPU visible to torch"
+        if self.variant == "autocast-fp16" and self.device == "cpu":
+            return "FP16 autocast on CPU is emulated (~20 s per pair); use ONNX Runtime for CPU FP16"
+        return None
+
+    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+        import copy
+
+        net = copy.deepcopy(model).to(self.device).eval()
+        if self.variant == "channels_last":
+            net = net.to(memory_format=torch.channels_last)
+        if self.variant == "compile":
+            net = torch.compile(net)
+        self.model = net
+
+    def stage(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        staged = super().stage(inputs)
+        if self.variant == "channels_last":
+            staged = tuple(x.contiguous(memory_format=torch.channels_last) for x in staged)
+        return staged
+
+    def infer(self, staged: tuple[torch.Tensor, ...]) -> np.ndarray:
+        assert self.model is not None
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        autocast = torch.autocast(self.device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return self.model(*staged).float().cpu().numpy()
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU, CUDA or TensorRT provider; IO binding on GPU."""
+
+    def __init__(self, provider: str, precision: str) -> None:
+        self.provider, self.precision = provider, precision
+        self.device = "cpu" if provider == "cpu" else "cuda"
+        self.name = f"onnxruntime-{provider}-{precision}"
+        self.session = None
+
+    def unavailable(self) -> str | None:
+        if self.provider != "cpu" and not torch.cuda.is_available():
+            return "no CUDA GPU (ONNX Runtime would fall back to the CPU provider)"
+        return None
+
+    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+        from dgla_export.runtimes.onnxruntime import create_session
+
+        if self.precision not in onnx_files:
+            raise FileNotFoundError(f"no {self.precision} ONNX file given")
+        options = (
+            {"trt_fp16_enable": True} if self.provider == "tensorrt" and self.precision == "fp16" else {}
+        )
+        self.session = create_session(onnx_files[self.precision], self.provider, **options)  # type: ignore[arg-type]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def stage(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(x.contiguous().to(self.device) for x in inputs)
+
+    def infer(self, staged: tuple[torch.Tensor, ...]) -> np.ndarray:
+        assert self.session is not None
+        if self.device == "cpu":
+            feed = {name: x.numpy() for name, x in zip(self.input_names, staged, strict=True)}
+            return self.session.run(["logits"], feed)[0]
+        binding = self.session.io_binding()
+        for name, x in zip(self.input_names, staged, strict=True):
+            binding.bind_input(name, "cuda", 0, np.float32, list(x.shape), x.data_ptr())
+        binding.bind_output("logits", "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def default_backends(devices: list[str]) -> list[Backend]:
+    backends: list[Backend] = []
+    for device in devices:
+        backends += [
+            TorchBackend(v, device)
+            for v in ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
+        ]
+    backends += [OnnxRuntimeBackend("cpu", "fp32")]
+    if "cuda" in devices:
+        backends += [
+            OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")
+        ]
+    return backends

@@ -1,0 +1,133 @@
+"""dgla-bench on the tiny model: parity fields, speed fields, files, and mismatch exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from dgla_export.bench.cli import EXIT_MISMATCH, main
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_onnx, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    code = main(
+        [
+            "--model",
+            "dgla_tiny",
+            "--onnx",
+            str(tiny_onnx["fp32"]),
+            "--onnx-fp16",
+            str(tiny_onnx["fp16"]),
+            "--backends",
+            "torch-eager-cpu,torch-channels_last-cpu,onnxruntime-cpu-fp32",
+            "--batches",
+            "1,3",
+            "--min-seconds",
+            "0.2",
+            "--min-runs",
+            "3",
+            "--output",
+            str(folder),
+            "--fail-on-mismatch",
+        ]
+    )
+    return code, folder
+
+
+def test_bench_writes_every_format(bench_run) -> None:
+    code, folder = bench_run
+    assert code == 0
+    for name in ("results.json", "results.csv", "results.md", "throughput.png"):
+        assert (folder / name).stat().st_size > 0, name
+    results = json.loads((folder / "results.json").read_text())
+    assert results["machine"]["cpu"] and results["commit"]
+    by_name = {b["backend"]: b for b in results["backends"]}
+    ort = by_name["onnxruntime-cpu-fp32"]
+    assert ort["parity"]["passed"] and ort["parity"]["top1_agreement"] == 1.0
+    for field in ("max_abs", "mean_abs", "p99_abs", "max_rel", "nan", "inf"):
+        assert field in ort["parity"]["logits"] and field in ort["parity"]["probs"]
+    assert [t["batch"] for t in ort["timing"]] == [1, 3]
+    for timing in ort["timing"]:
+        assert 0 < timing["p50_ms"] <= timing["p99_ms"]
+        assert timing["throughput_pairs_s"] > 0 and timing["runs"] >= 3
+    # The reference backend matches the reference up to batch-size-dependent summation order.
+    assert by_name["torch-eager-cpu"]["parity"]["logits"]["max_rel"] < 1e-5
+
+
+def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
+    model = onnx.load(str(tiny_onnx["fp32"]))
+    fc = next(init for init in model.graph.initializer if list(init.dims) == [7, 64])
+    array = onnx.numpy_helper.to_array(fc)
+    fc.CopyFrom(onnx.numpy_helper.from_array(array[[1, 0, 3, 2, 5, 4, 6]].copy(), fc.name))
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    argv = [
+        "--model",
+        "dgla_tiny",
+        "--onnx",
+        str(tmp_path / "tampered.onnx"),
+        "--backends",
+        "onnxruntime-cpu-fp32",
+        "--batches",
+        "1",
+        "--min-seconds",
+        "0.1",
+        "--min-runs",
+        "2",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main([*argv, "--fail-on-mismatch"]) == EXIT_MISMATCH
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    flips = results["backends"][0]["parity"]["flips"]
+    assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(
+        flips[0]
+    )
+
+
+def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
+    for i, (name, _) in enumerate(images):
+        onehot = ["0"] * 7
+        onehot[i % 7] = "1"
+        rows.append(",".join([name, *onehot]))
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    code = main(
+        [
+            "--model",
+            "dgla_tiny",
+            "--onnx",
+            str(tiny_onnx["fp32"]),
+            "--backends",
+            "onnxruntime-cpu-fp32",
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--batches",
+            "1",
+            "--min-seconds",
+            "0.1",
+            "--min-runs",
+            "2",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]["metrics"]
+    assert metrics["images"] == len(images)
+    assert next(iter(metrics["sensitivity"])) == "MEL"
+    for key in ("accuracy", "weighted_f1", "balanced_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_unavailable_backends_say_why() -> None:
+    import torch
+
+    from dgla_export.bench.backends import OnnxRuntimeBackend, TorchBackend
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert "CUDA" in (TorchBackend("eager", "cuda").unavailable() or "")
+    assert "CUDA" in (OnnxRuntimeBackend("cuda", "fp32").unavailable() or "")
