@@ -22,8 +22,9 @@ demo: $(STAMP)
 	$(BIN)/dgla-export onnx --precision fp16 --output build/dgla_resnet50_fp16.onnx --report build/validate_fp16.json --force
 
 test: $(STAMP)
-	$(BIN)/ruff check dgla_export tests benchmarks
+	$(BIN)/ruff check dgla_export tests benchmarks scripts
+	$(BIN)/python scripts/check_tensorrt_names.py
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check dgla_export tests benchmarks
+	$(BIN)/ruff check dgla_export tests benchmarks scripts

@@ -1,4 +1,4 @@
-"""``dgla-export``: info, onnx, validate. Heavy backends are imported inside the commands."""
+"""``dgla-export``: info, onnx, trt, validate. Heavy backends are imported inside the commands."""
 
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ def _console():  # rich is light, but keep `--help` free of it
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="dgla_resnet50", choices=list_models(), help="registered model name"
-    )
+    parser.add_argument("--model", default="dgla_resnet50", choices=list_models(), help="registered model name")
     parser.add_argument(
         "--weights",
         default="demo",
@@ -38,12 +36,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_validation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, help="folder of images (default: scikit-image's bundled set)")
-    parser.add_argument(
-        "--device", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime provider"
-    )
-    parser.add_argument(
-        "--batches", default=None, help="comma-separated batch sizes (default: 1, 3 and the maximum)"
-    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime provider")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1, 3 and the maximum)")
     parser.add_argument("--report", type=Path, help="write the validation report as JSON here")
 
 
@@ -65,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument("--force", action="store_true", help="overwrite an existing output")
     onnx_cmd.add_argument("--no-validate", action="store_true", help="skip the validation run")
     _add_validation_args(onnx_cmd)
+
+    trt_cmd = sub.add_parser("trt", help="build a TensorRT engine (+ manifest) from an exported ONNX graph")
+    trt_cmd.add_argument("--onnx", type=Path, required=True, help="ONNX file from `dgla-export onnx`")
+    trt_cmd.add_argument("--output", type=Path, required=True, help="engine file to write (.plan)")
+    trt_cmd.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="must match the ONNX graph")
+    trt_cmd.add_argument("--target", default="h100", help="build defaults from engines/profiles.json (default h100)")
+    trt_cmd.add_argument("--batch", help="MIN:OPT:MAX batch profile (default: the target's)")
+    trt_cmd.add_argument("--workspace", help="workspace pool limit, e.g. 8GiB (default: the target's)")
+    trt_cmd.add_argument("--timing-cache", type=Path, help="read and update this timing cache (same GPU/TensorRT only)")
+    trt_cmd.add_argument("--hardware-compatible", action="store_true", help="run on Ampere and newer GPUs (slower)")
+    trt_cmd.add_argument("--version-compatible", action="store_true", help="run on later TensorRT versions (slower)")
+    trt_cmd.add_argument("--force", action="store_true")
 
     validate = sub.add_parser("validate", help="validate an ONNX file against the PyTorch model")
     _add_model_args(validate)
@@ -129,9 +135,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     console.print("MACs = multiply-accumulates of conv/matmul/linear (1 MAC = 2 FLOPs)")
     for name, shape in record["inputs"].items():
         console.print(f"input  {name}: {tuple(shape)} float32, RGB, ImageNet-normalised")
-    console.print(
-        f"output logits, probs: (B, {config.num_classes}) float32; classes {', '.join(config.class_names)}"
-    )
+    console.print(f"output logits, probs: (B, {config.num_classes}) float32; classes {', '.join(config.class_names)}")
     return 0
 
 
@@ -230,12 +234,46 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
             progress=lambda message: console.log(message),
         )
     ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.items())
-    console.print(
-        f"{args.output}: opset {report.opset}, IR {report.ir_version}, {report.node_count} nodes ({ops})"
-    )
+    console.print(f"{args.output}: opset {report.opset}, IR {report.ir_version}, {report.node_count} nodes ({ops})")
     if args.no_validate:
         return 0
     return _validate(args, model, args.output, console)
+
+
+def _cmd_trt(args: argparse.Namespace) -> int:
+    from dgla_export.export.manifest import BatchProfile, load_build_profiles, parse_size
+    from dgla_export.io import check_output
+
+    profiles = load_build_profiles()
+    if args.target not in profiles:
+        raise ValueError(f"unknown --target {args.target!r}; known: {', '.join(profiles)}")
+    target = profiles[args.target]
+    profile = BatchProfile.parse(args.batch or target["batch"])
+    workspace = parse_size(args.workspace or target["workspace"])
+    check_output(args.output, args.force)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(
+            "TensorRT is not installed here: install NVIDIA's tensorrt wheel (10.x or 11.x) on the GPU machine"
+        ) from err
+    from dgla_export.export.tensorrt_build import build_engine
+
+    console = _console()
+    manifest = build_engine(
+        args.onnx,
+        args.output,
+        precision=args.precision,
+        profile=profile,
+        workspace=workspace,
+        timing_cache=args.timing_cache,
+        hardware_compatible=args.hardware_compatible,
+        version_compatible=args.version_compatible,
+        force=args.force,
+        progress=lambda m: console.log(m),
+    )
+    console.print(json.dumps({"engine": str(args.output), "layer_dtypes": dict(manifest.layer_dtypes)}))
+    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -251,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("torch.onnx", "torch._dynamo", "torch.export"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-    commands = {"info": _cmd_info, "onnx": _cmd_onnx, "validate": _cmd_validate}
+    commands = {"info": _cmd_info, "onnx": _cmd_onnx, "trt": _cmd_trt, "validate": _cmd_validate}
     try:
         return commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:

@@ -82,9 +82,7 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     assert main([*argv, "--fail-on-mismatch"]) == EXIT_MISMATCH
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     flips = results["backends"][0]["parity"]["flips"]
-    assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(
-        flips[0]
-    )
+    assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(flips[0])
 
 
 def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from dgla_export.models.resnet import ResNet
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "default_backends"]
+__all__ = ["Backend", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend", "default_backends"]
 
 
 class Backend(abc.ABC):
@@ -99,9 +99,7 @@ class OnnxRuntimeBackend(Backend):
 
         if self.precision not in onnx_files:
             raise FileNotFoundError(f"no {self.precision} ONNX file given")
-        options = (
-            {"trt_fp16_enable": True} if self.provider == "tensorrt" and self.precision == "fp16" else {}
-        )
+        options = {"trt_fp16_enable": True} if self.provider == "tensorrt" and self.precision == "fp16" else {}
         self.session = create_session(onnx_files[self.precision], self.provider, **options)  # type: ignore[arg-type]
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -121,16 +119,48 @@ class OnnxRuntimeBackend(Backend):
         return binding.copy_outputs_to_cpu()[0]
 
 
-def default_backends(devices: list[str]) -> list[Backend]:
+class TensorRTBackend(Backend):
+    """A TensorRT engine from ``dgla-export trt``, run through :class:`TensorRTRunner`."""
+
+    device = "cuda"
+
+    def __init__(self, engine: Path | None) -> None:
+        self.engine = engine
+        self.name = "tensorrt-engine"
+        self.precision = "fp16"
+        self.runner = None
+
+    def unavailable(self) -> str | None:
+        if self.engine is None:
+            return "no --engine given (build one with dgla-export trt)"
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "TensorRT is not installed"
+        if not torch.cuda.is_available():
+            return "no CUDA GPU"
+        return None
+
+    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+        from dgla_export.runtimes.tensorrt import TensorRTRunner
+
+        assert self.engine is not None
+        self.runner = TensorRTRunner(self.engine)
+        self.precision = self.runner.manifest.precision
+
+    def infer(self, staged: tuple[torch.Tensor, ...]) -> np.ndarray:
+        assert self.runner is not None
+        outputs = self.runner.infer(dict(zip(self.runner.input_names, staged, strict=True)))
+        return outputs["logits"].float().cpu().numpy()
+
+
+def default_backends(devices: list[str], engine: Path | None = None) -> list[Backend]:
     backends: list[Backend] = []
     for device in devices:
         backends += [
-            TorchBackend(v, device)
-            for v in ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
+            TorchBackend(v, device) for v in ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
         ]
     backends += [OnnxRuntimeBackend("cpu", "fp32")]
     if "cuda" in devices:
-        backends += [
-            OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")
-        ]
+        backends += [OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")]
     return backends

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="demo", help="'demo' or a checkpoint (.pt/.pth/.safetensors)")
     parser.add_argument("--onnx", type=Path, help="FP32 ONNX file (exported with dgla-export onnx)")
     parser.add_argument("--onnx-fp16", type=Path, help="FP16 ONNX file")
+    parser.add_argument("--engine", type=Path, help="TensorRT engine from dgla-export trt (with its manifest)")
     parser.add_argument(
         "--backends",
         default=None,
@@ -34,16 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch devices (default: cpu, and cuda if present)",
     )
     parser.add_argument("--images", type=Path, help="image folder (default: scikit-image's bundled set)")
-    parser.add_argument(
-        "--labels", type=Path, help="ISIC 2018 Task 3 ground-truth CSV: adds accuracy, F1, AUC ..."
-    )
+    parser.add_argument("--labels", type=Path, help="ISIC 2018 Task 3 ground-truth CSV: adds accuracy, F1, AUC ...")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default 1,4)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per point")
     parser.add_argument("--min-runs", type=int, default=5)
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
-    parser.add_argument(
-        "--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity"
-    )
+    parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
     return parser
 
 
@@ -59,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(stderr=True)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    backends = default_backends(devices)
+    backends = default_backends(devices, args.engine)
     if args.list_backends:
         for backend in backends:
             print(backend.name, "-", backend.unavailable() or "available")

@@ -98,9 +98,7 @@ def run_bench(
             continue
         record["load_s"] = time.perf_counter() - t0
         try:
-            _measure(
-                backend, record, tensors, reference, names, config, options, macs_per_pair, labels, progress
-            )
+            _measure(backend, record, tensors, reference, names, config, options, macs_per_pair, labels, progress)
         except Exception as err:  # one broken backend must not hide the others' results
             record["failed"] = f"{type(err).__name__}: {err}"
             progress(f"{backend.name} failed: {record['failed']}")
@@ -167,9 +165,7 @@ def _measure(
                 "h2d_ms": h2d_ms,
                 "achieved_tflops": achieved_tflops,
                 "mfu": achieved_tflops / peak if peak else None,
-                "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20
-                if backend.device == "cuda"
-                else None,
+                "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if backend.device == "cuda" else None,
                 "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )

@@ -73,9 +73,7 @@ def _specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
     for value in values:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_param or d.dim_value for d in tensor.shape.dim)
-        specs.append(
-            TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, dims)
-        )
+        specs.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, dims))
     return tuple(specs)
 
 
@@ -114,9 +112,7 @@ def inspect_graph(
     counts = collections.Counter(node.op_type for node in graph.node)
     foreign = sorted({node.domain for node in graph.node if node.domain not in ("", "ai.onnx")})
     if foreign or model.functions:
-        problems.append(
-            f"custom domains or functions in the graph: {foreign or [f.name for f in model.functions]}"
-        )
+        problems.append(f"custom domains or functions in the graph: {foreign or [f.name for f in model.functions]}")
     forbidden = sorted(op for op in counts if op in FORBIDDEN_OPS)
     if forbidden:
         problems.append(

@@ -39,11 +39,7 @@ def _conv_partner(parent: nn.Module, name: str) -> str | None:
         previous = str(int(name) - 1)
         return previous if int(name) > 0 and isinstance(parent[int(previous)], nn.Conv2d) else None
     candidate = name.replace("bn", "conv", 1)
-    return (
-        candidate
-        if name.startswith("bn") and isinstance(getattr(parent, candidate, None), nn.Conv2d)
-        else None
-    )
+    return candidate if name.startswith("bn") and isinstance(getattr(parent, candidate, None), nn.Conv2d) else None
 
 
 def fold_batchnorm(model: ResNet) -> ResNet:

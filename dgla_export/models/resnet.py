@@ -21,9 +21,7 @@ EXPANSION = 4
 def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential | None:
     if stride == 1 and inplanes == outplanes:
         return None
-    return nn.Sequential(
-        nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes)
-    )
+    return nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes))
 
 
 class Bottleneck(nn.Module):
@@ -118,8 +116,7 @@ class DualResNet(ResNet):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.fuse = nn.ModuleList(
-            nn.Conv2d(2 * planes * EXPANSION, planes * EXPANSION, 1, bias=False)
-            for planes in config.widths[:-1]
+            nn.Conv2d(2 * planes * EXPANSION, planes * EXPANSION, 1, bias=False) for planes in config.widths[:-1]
         )
 
     def forward(self, image_224: torch.Tensor, image_448: torch.Tensor) -> torch.Tensor:

@@ -82,9 +82,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
     if suffix not in (".pt", ".pth"):
-        raise CheckpointError(
-            f"{path}: unsupported checkpoint type {suffix!r}; use .pt, .pth or .safetensors"
-        )
+        raise CheckpointError(f"{path}: unsupported checkpoint type {suffix!r}; use .pt, .pth or .safetensors")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -105,9 +103,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, partial: bool = False
-) -> LoadReport:
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, partial: bool = False) -> LoadReport:
     """Copy ``state_dict`` into ``model``.
 
     Strict by default: any missing, unexpected or wrong-shape key raises one error naming all
@@ -208,9 +204,7 @@ def _calibrate(model: ResNet) -> None:
 
     pooled: list[torch.Tensor] = []
     hooks = [model.fc.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))]
-    hooks += [
-        m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-    ]
+    hooks += [m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     model.double().eval()
     try:
         with torch.no_grad():

@@ -22,9 +22,7 @@ from dgla_export.runtimes.onnxruntime import create_session
 def test_full_size_fp32_export_matches_reference(tmp_path, images) -> None:
     model = create_model("dgla_resnet50", weights="demo")
     path = tmp_path / "dgla_resnet50.onnx"
-    report = export_onnx(
-        model, path, options=ExportOptions(max_batch=8), checkpoint_sha256=state_dict_sha256(model)
-    )
+    report = export_onnx(model, path, options=ExportOptions(max_batch=8), checkpoint_sha256=state_dict_sha256(model))
     print(f"full-size graph: {report.node_count} nodes, {report.op_counts}")
     assert not inspect_graph(onnx.load(str(path))).problems
     inputs = preprocess_batch([image for _, image in images[:3]], model.config)

@@ -77,13 +77,9 @@ def test_metadata_props(tiny_onnx, tiny) -> None:
 
 def test_fp16_graph_keeps_fp32_islands(tiny_onnx) -> None:
     model = onnx.shape_inference.infer_shapes(_load(tiny_onnx["fp16"]))
-    dtypes = {
-        v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.output)
-    }
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.value_info) + list(model.graph.output)}
     fp16_conv_weights = [
-        init
-        for init in model.graph.initializer
-        if init.data_type == onnx.TensorProto.FLOAT16 and len(init.dims) == 4
+        init for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT16 and len(init.dims) == 4
     ]
     assert fp16_conv_weights, "no FP16 convolution weights"
     softmax_types = {dtypes[node.output[0]] for node in model.graph.node if node.op_type == "Softmax"}
@@ -91,8 +87,7 @@ def test_fp16_graph_keeps_fp32_islands(tiny_onnx) -> None:
     energies = [
         n
         for n in model.graph.node
-        if n.op_type == "MatMul"
-        and any(c.op_type == "Softmax" and c.input[0] == n.output[0] for c in model.graph.node)
+        if n.op_type == "MatMul" and any(c.op_type == "Softmax" and c.input[0] == n.output[0] for c in model.graph.node)
     ]
     assert energies and all(dtypes[n.output[0]] == onnx.TensorProto.FLOAT for n in energies)
     assert sum(n.op_type == "Cast" for n in model.graph.node) > 0
@@ -122,9 +117,7 @@ def test_validation_passes_and_detects_tampering(tiny_onnx, tiny, images, tmp_pa
 
     def validate(path, precision):
         with OnnxrtRunner(create_session(path, "cpu")) as runner:
-            return validate_runner(
-                runner.infer, tiny, images, runtime="ort", precision=precision, batches=(1, 3, 8)
-            )
+            return validate_runner(runner.infer, tiny, images, runtime="ort", precision=precision, batches=(1, 3, 8))
 
     for precision in ("fp32", "fp16"):
         report = validate(tiny_onnx[precision], precision)

@@ -47,9 +47,7 @@ def test_axis_attention_matches_loop_reference(size: int, rect: bool) -> None:
         _randomise(module, size)
         with torch.no_grad():
             actual = module(x)
-            expected = loop(
-                x, module.query.weight, module.key.weight, module.value.weight, getattr(module, scalar)
-            )
+            expected = loop(x, module.query.weight, module.key.weight, module.value.weight, getattr(module, scalar))
         _assert_close(actual, expected, f"{cls.__name__} at {height}x{width}")
         assert (actual - x).abs().max() > 1e-3, "attention contributed nothing"
 

@@ -46,9 +46,7 @@ def test_defect3_vertical_attention_at_odd_size_matches_reference() -> None:
     with torch.no_grad():
         module.beta.fill_(1.0)
         x = torch.randn(1, 8, 7, 7)
-        expected = reference.vertical_loop(
-            x, module.query.weight, module.key.weight, module.value.weight, module.beta
-        )
+        expected = reference.vertical_loop(x, module.query.weight, module.key.weight, module.value.weight, module.beta)
         assert (module(x) - expected).abs().max() < 1e-5 * expected.abs().max()
 
 

@@ -61,9 +61,7 @@ def test_cost_matches_the_spec_estimate() -> None:
 
 def test_single_and_dual_inputs() -> None:
     for name, count in (("resnet50", 1), ("gla_resnet50", 1), ("dbi_resnet50", 2), ("dgla_resnet50", 2)):
-        config = create_model(
-            name, widths=(8, 8, 8, 8), stem_width=8, input_size=64, aux_input_size=128
-        ).config
+        config = create_model(name, widths=(8, 8, 8, 8), stem_width=8, input_size=64, aux_input_size=128).config
         assert len(config.input_names) == count
 
 
