@@ -100,9 +100,21 @@ class _AxisAttention(nn.Module):
         v = widen(self.value(x))
         return _resize(q, mapped_size(height), mapped_size(width)), k, v
 
-    def _observe(self, energy: torch.Tensor) -> None:
+    def _attend(
+        self,
+        x: torch.Tensor,
+        energy: torch.Tensor,
+        value_mean: torch.Tensor,
+        order: tuple[int, ...],
+        scale: nn.Parameter,
+    ) -> torch.Tensor:
+        """Softmax over the last axis, weigh the value means, permute back to (B, C, Hm, Wm)
+        by ``order``, unmap to x's size and add the residual."""
         if self.energy_observer is not None:
             self.energy_observer(energy)
+        context = (energy.softmax(dim=-1) @ value_mean).permute(*order)
+        out = widen(x) + scale * _resize(context, x.shape[-2], x.shape[-1])
+        return out.to(x.dtype)
 
 
 class HorizontalAttention(_AxisAttention):
@@ -113,17 +125,12 @@ class HorizontalAttention(_AxisAttention):
         self.alpha = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
         qm, k, v = self._projections(x)
         key_rows = k[:, :, 0::2, :]
         # e[b, i, j, w] = sum_c qm[b, c, i, j] * key_rows[b, c, i, w]
         energy = qm.permute(0, 2, 3, 1) @ key_rows.permute(0, 2, 1, 3)
-        self._observe(energy)
-        attention = energy.softmax(dim=-1)
         value_mean = v.mean(dim=2).transpose(1, 2).unsqueeze(1)  # (B, 1, W, C)
-        context = (attention @ value_mean).permute(0, 3, 1, 2)  # (B, C, Hm, Wm)
-        out = widen(x) + self.alpha * _resize(context, height, width)
-        return out.to(x.dtype)
+        return self._attend(x, energy, value_mean, (0, 3, 1, 2), self.alpha)
 
 
 class VerticalAttention(_AxisAttention):
@@ -134,17 +141,12 @@ class VerticalAttention(_AxisAttention):
         self.beta = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
         qm, k, v = self._projections(x)
         key_cols = k[:, :, :, 0::2]
         # e[b, j, i, h] = sum_c qm[b, c, i, j] * key_cols[b, c, h, j]
         energy = qm.permute(0, 3, 2, 1) @ key_cols.permute(0, 3, 1, 2)
-        self._observe(energy)
-        attention = energy.softmax(dim=-1)
         value_mean = v.mean(dim=3).transpose(1, 2).unsqueeze(1)  # (B, 1, H, C)
-        context = (attention @ value_mean).permute(0, 3, 2, 1)  # (B, C, Hm, Wm)
-        out = widen(x) + self.beta * _resize(context, height, width)
-        return out.to(x.dtype)
+        return self._attend(x, energy, value_mean, (0, 3, 2, 1), self.beta)
 
 
 class LocalAttention(nn.Module):

@@ -28,7 +28,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 DEMO_SEED = 20240107
-DEMO_RECIPE = 1  # bump when the demo recipe changes, to invalidate caches
 DEMO_LOGIT_STD = 3.0
 DEMO_ENERGY_STD = 3.0
 DEMO_ALPHA_BETA = 0.5
@@ -227,19 +226,12 @@ def apply_demo_weights(model: ResNet) -> ResNet:
     the output. The result is cached per config under ``$DGLA_EXPORT_CACHE`` (default
     ``~/.cache/dgla_export``) because calibrating the full model takes tens of seconds.
     """
-    config_key = hashlib.sha256(
-        repr(
-            (
-                DEMO_RECIPE,
-                DEMO_SEED,
-                DEMO_LOGIT_STD,
-                DEMO_ENERGY_STD,
-                DEMO_ALPHA_BETA,
-                DEMO_GAMMA,
-                sorted(model.config.to_dict().items()),
-            )
-        ).encode()
-    ).hexdigest()[:16]
+    # Keyed on the model package's source and the config: any change to the recipe, the
+    # network or the calibration invalidates the cache (a hand-kept list of constants did not).
+    digest = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    config_key = digest.hexdigest()[:16]
     cache = _cache_dir() / f"demo-{model.config.name}-{config_key}.safetensors"
     if cache.is_file():
         try:
