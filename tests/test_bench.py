@@ -57,28 +57,21 @@ def test_bench_writes_every_format(bench_run) -> None:
     assert by_name["torch-eager-cpu"]["parity"]["logits"]["max_rel"] < 1e-5
 
 
+def _quick_run(onnx_file, output) -> list[str]:
+    """One backend, batch 1, minimal timing: for tests about parity and reports, not speed."""
+    return [
+        "--model", "dgla_tiny", "--onnx", str(onnx_file), "--backends", "onnxruntime-cpu-fp32",
+        "--batches", "1", "--min-seconds", "0.1", "--min-runs", "2", "--output", str(output),
+    ]  # fmt: skip
+
+
 def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     model = onnx.load(str(tiny_onnx["fp32"]))
     fc = next(init for init in model.graph.initializer if list(init.dims) == [7, 64])
     array = onnx.numpy_helper.to_array(fc)
     fc.CopyFrom(onnx.numpy_helper.from_array(array[[1, 0, 3, 2, 5, 4, 6]].copy(), fc.name))
     onnx.save(model, str(tmp_path / "tampered.onnx"))
-    argv = [
-        "--model",
-        "dgla_tiny",
-        "--onnx",
-        str(tmp_path / "tampered.onnx"),
-        "--backends",
-        "onnxruntime-cpu-fp32",
-        "--batches",
-        "1",
-        "--min-seconds",
-        "0.1",
-        "--min-runs",
-        "2",
-        "--output",
-        str(tmp_path / "out"),
-    ]
+    argv = _quick_run(tmp_path / "tampered.onnx", tmp_path / "out")
     assert main([*argv, "--fail-on-mismatch"]) == EXIT_MISMATCH
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     flips = results["backends"][0]["parity"]["flips"]
@@ -92,26 +85,7 @@ def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
         onehot[i % 7] = "1"
         rows.append(",".join([name, *onehot]))
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    code = main(
-        [
-            "--model",
-            "dgla_tiny",
-            "--onnx",
-            str(tiny_onnx["fp32"]),
-            "--backends",
-            "onnxruntime-cpu-fp32",
-            "--labels",
-            str(tmp_path / "labels.csv"),
-            "--batches",
-            "1",
-            "--min-seconds",
-            "0.1",
-            "--min-runs",
-            "2",
-            "--output",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = main([*_quick_run(tiny_onnx["fp32"], tmp_path / "out"), "--labels", str(tmp_path / "labels.csv")])
     assert code == 0
     metrics = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]["metrics"]
     assert metrics["images"] == len(images)

@@ -64,19 +64,32 @@ def _driver_version() -> str | None:
         return None
 
 
+def _dtype_name(format_datatype: str) -> str:
+    """Normalise the inspector's 'Format/Datatype' text, which varies across versions:
+    'Half', 'Row major linear FP16 format', 'Float', 'Thirty-two wide channel vectorized row
+    major Int8 format.', 'N/A due to dynamic shapes' (no execution context was attached)."""
+    text = format_datatype.lower()
+    for names, dtype in (
+        (("bf16", "bfloat"), "BFloat16"),
+        (("fp16", "half"), "Half"),
+        (("fp32", "float"), "Float"),
+        (("int8",), "Int8"),
+        (("int32",), "Int32"),
+        (("int64",), "Int64"),
+        (("bool",), "Bool"),
+    ):
+        if any(name in text for name in names):
+            return dtype
+    return "unknown"
+
+
 def layer_output_dtypes(engine_information: str) -> dict[str, int]:
     """Count layers per output dtype from the engine inspector's JSON (DETAILED verbosity)."""
     counts: collections.Counter[str] = collections.Counter()
     for layer in json.loads(engine_information).get("Layers", []):
-        if not isinstance(layer, dict):
-            continue
-        for output in layer.get("Outputs", []):
-            fmt = output.get("Format/Datatype", "")
-            dtype = next(
-                (d for d in ("Half", "Float", "BFloat16", "Int8", "Int32", "Int64", "Bool") if d in fmt),
-                fmt or "?",
-            )
-            counts[dtype] += 1
+        if isinstance(layer, dict):
+            for output in layer.get("Outputs", []):
+                counts[_dtype_name(str(output.get("Format/Datatype", "")))] += 1
     return dict(counts)
 
 
@@ -140,7 +153,13 @@ def build_engine(
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
+    # With a dynamic batch the inspector reports "N/A due to dynamic shapes" for every tensor
+    # unless it sees an execution context whose input shapes are set.
+    context = engine.create_execution_context()
+    for name, shape in shapes.items():
+        context.set_input_shape(name, tuple(shape["opt"]))
     inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
     dtypes = layer_output_dtypes(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     outputs = {
         engine.get_tensor_name(i): str(engine.get_tensor_dtype(engine.get_tensor_name(i)))

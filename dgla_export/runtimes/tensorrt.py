@@ -65,17 +65,14 @@ class TensorRTRunner:
         self._buffers: dict[int, dict[str, Any]] = {}
         self._graphs: dict[int, Any] = {}
 
-    def _prepare(self, batch: int, like: dict[str, Any]) -> dict[str, Any]:
+    def _allocate(self, batch: int, like: dict[str, Any]) -> dict[str, Any]:
+        """Static input/output buffers for one batch size (a CUDA graph replays fixed addresses)."""
         import torch
 
         buffers = {name: torch.empty_like(like[name]) for name in self.input_names}
         for name in self.output_names:
             shape = (batch, *tuple(self.engine.get_tensor_shape(name))[1:])
             buffers[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
-        for name in self.input_names:
-            self.context.set_input_shape(name, tuple(buffers[name].shape))
-        for name, tensor in buffers.items():
-            self.context.set_tensor_address(name, tensor.data_ptr())
         return buffers
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +81,7 @@ class TensorRTRunner:
         batch = int(next(iter(inputs.values())).shape[0])
         self.manifest.batch_profile.check(batch)  # before launch: TensorRT would fail late
         if batch not in self._buffers:
-            self._buffers[batch] = self._prepare(batch, inputs)
+            self._buffers[batch] = self._allocate(batch, inputs)
         buffers = self._buffers[batch]
         for name in self.input_names:
             buffers[name].copy_(inputs[name], non_blocking=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -124,3 +125,18 @@ def test_trt_cli_refuses_bad_arguments_before_needing_tensorrt(tmp_path, capsys)
     assert "MIN <= OPT <= MAX" in capsys.readouterr().err
     assert export_main(["trt", "--onnx", str(onnx_file), "--output", str(tmp_path / "e.plan"), "--target", "x"]) == 2
     assert "h100" in capsys.readouterr().err
+
+
+def test_layer_dtypes_read_every_documented_inspector_spelling() -> None:
+    from dgla_export.export.tensorrt_build import layer_output_dtypes
+
+    def layer(fmt: str) -> dict:
+        return {"Name": "l", "Outputs": [{"Name": "t", "Format/Datatype": fmt}]}
+
+    spellings = [
+        "Row major linear FP16 format", "Half", "Two wide channel vectorized row major FP16 format",
+        "Row major linear FP32", "Float", "Thirty-two wide channel vectorized row major Int8 format.",
+        "Row major linear BF16 format", "N/A due to dynamic shapes",
+    ]  # fmt: skip
+    info = json.dumps({"Layers": [layer(f) for f in spellings] + ["a layer given by name only"]})
+    assert layer_output_dtypes(info) == {"Half": 3, "Float": 2, "Int8": 1, "BFloat16": 1, "unknown": 1}
