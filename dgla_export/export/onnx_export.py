@@ -40,7 +40,7 @@ class ExportOptions:
     opset: int = 18
     precision: Literal["fp32", "fp16"] = "fp32"
     min_batch: int = 1
-    max_batch: int = 64
+    max_batch: int = 32
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16"):
