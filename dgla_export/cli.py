@@ -1,4 +1,4 @@
-"""``dgla-export``: info, onnx, trt, validate. Heavy backends are imported inside the commands."""
+"""``dgla-export``: info, onnx, trt, triton, validate. Heavy backends are imported inside the commands."""
 
 from __future__ import annotations
 
@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     trt_cmd.add_argument("--hardware-compatible", action="store_true", help="run on Ampere and newer GPUs (slower)")
     trt_cmd.add_argument("--version-compatible", action="store_true", help="run on later TensorRT versions (slower)")
     trt_cmd.add_argument("--force", action="store_true")
+
+    triton = sub.add_parser("triton", help="write a Triton model repository (ONNX, engine, preprocessing, ensemble)")
+    triton.add_argument("--onnx", type=Path, required=True, help="ONNX file from `dgla-export onnx`")
+    triton.add_argument("--engine", type=Path, help="TensorRT engine from `dgla-export trt` (adds dgla_trt)")
+    triton.add_argument("--output", type=Path, required=True, help="repository folder to write")
+    triton.add_argument("--max-batch-size", type=int, help="default: the graph's / engine's maximum batch")
+    triton.add_argument("--preferred-batch-sizes", default="8,16", help="dynamic batching targets (default 8,16)")
+    triton.add_argument("--max-queue-delay-us", type=int, default=200)
+    triton.add_argument("--instances", type=int, default=1, help="instances per GPU model")
+    triton.add_argument("--ort-tensorrt-fp16", action="store_true", help="ONNX Runtime's TensorRT accelerator, FP16")
+    triton.add_argument("--force", action="store_true")
 
     validate = sub.add_parser("validate", help="validate an ONNX file against the PyTorch model")
     _add_model_args(validate)
@@ -276,6 +287,21 @@ def _cmd_trt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_triton(args: argparse.Namespace) -> int:
+    from dgla_export.triton.repository import TritonOptions, write_repository
+
+    options = TritonOptions(
+        max_batch_size=args.max_batch_size,
+        preferred_batch_sizes=tuple(int(b) for b in args.preferred_batch_sizes.split(",")),
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+        ort_tensorrt_fp16=args.ort_tensorrt_fp16,
+    )
+    texts = write_repository(args.onnx, args.output, engine=args.engine, options=options, force=args.force)
+    print(f"wrote {args.output}: {', '.join(sorted(texts))} (configs parsed with Triton's schema)")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     console = _console()
     with console.status("loading the model"):
@@ -289,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("torch.onnx", "torch._dynamo", "torch.export"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-    commands = {"info": _cmd_info, "onnx": _cmd_onnx, "trt": _cmd_trt, "validate": _cmd_validate}
+    commands = {"info": _cmd_info, "onnx": _cmd_onnx, "trt": _cmd_trt, "triton": _cmd_triton, "validate": _cmd_validate}
     try:
         return commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:

@@ -90,6 +90,15 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict` (JSON turns tuples into lists)."""
+        data = dict(record)
+        data["tolerances"] = {k: Tolerance(**v) for k, v in data["tolerances"].items()}
+        for key in ("depths", "widths", "mean", "std", "class_names"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["tolerances"] = {k: dataclasses.asdict(v) for k, v in self.tolerances.items()}

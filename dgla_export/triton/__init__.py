@@ -1,0 +1,1 @@
+"""Triton Inference Server: model repository writer (tritonclient is imported lazily)."""

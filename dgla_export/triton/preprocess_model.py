@@ -1,0 +1,34 @@
+"""Triton Python-backend model ``dgla_preprocess``: encoded image bytes -> the two inputs.
+
+Copied into ``dgla_preprocess/1/model.py`` by ``dgla-export triton``. It runs the package's own
+preprocessing (dgla_export.preprocess), so the server's Python environment needs dgla-export
+installed (see scripts/triton_server.sh).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
+
+from dgla_export.models.config import ModelConfig
+from dgla_export.preprocess import decode_image, preprocess
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        parameters = json.loads(args["model_config"])["parameters"]
+        self.config = ModelConfig.from_dict(json.loads(parameters["dgla_config"]["string_value"]))
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            blobs = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
+            tensors = [preprocess(decode_image(bytes(blob)), self.config) for blob in blobs]
+            outputs = [
+                pb_utils.Tensor(name, np.stack([t[i].numpy() for t in tensors]).astype(np.float32))
+                for i, name in enumerate(self.config.input_names)
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses

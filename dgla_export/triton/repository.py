@@ -1,0 +1,202 @@
+"""Write a Triton model repository for an exported graph (and optionally a TensorRT engine).
+
+Configs are built as Triton's own protobuf (``tritonclient``'s ``model_config_pb2``), written as
+text, parsed back with the same schema, and cross-checked against the ONNX file and the engine
+manifest before anything is written. The whole repository is written to a temporary folder
+and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+
+from dgla_export.export.manifest import EngineManifest, manifest_path
+from dgla_export.io import atomic_path, check_output
+
+__all__ = ["RepositoryError", "TritonOptions", "write_repository"]
+
+_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+PREPROCESS_SOURCE = Path(__file__).with_name("preprocess_model.py")
+
+
+class RepositoryError(ValueError):
+    """Inputs that would give Triton a repository it cannot serve correctly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonOptions:
+    """Defaults for one H100: dynamic batching towards 8-16, one instance per model."""
+
+    max_batch_size: int | None = None  # default: the ONNX graph's (or the engine's) maximum batch
+    preferred_batch_sizes: tuple[int, ...] = (8, 16)
+    max_queue_delay_us: int = 200
+    instances: int = 1
+    kind: str = "KIND_GPU"
+    preprocess_instances: int = 4
+    ort_tensorrt_fp16: bool = False
+
+
+def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
+    model = onnx.load(str(path), load_external_data=False)
+
+    def specs(values) -> dict[str, tuple[str, list[int]]]:
+        out = {}
+        for value in values:
+            tensor = value.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+            out[value.name] = (dtype, [d.dim_value for d in tensor.shape.dim][1:])
+        return out
+
+    return specs(model.graph.input), specs(model.graph.output), {p.key: p.value for p in model.metadata_props}
+
+
+def _tensor(message, name: str, dtype: str, dims: list[int]):
+    message.name = name
+    message.data_type = _pb().TYPE_STRING if dtype == "string" else getattr(_pb(), _DTYPES[dtype])
+    message.dims.extend(dims)
+    return message
+
+
+def _pb():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _runtime_config(name: str, platform: str, filename: str, inputs, outputs, max_batch: int, options: TritonOptions):
+    pb = _pb()
+    config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch, default_model_filename=filename)
+    for input_name, (dtype, dims) in inputs.items():
+        _tensor(config.input.add(), input_name, dtype, dims)
+    for output_name, (dtype, dims) in outputs.items():
+        tensor = _tensor(config.output.add(), output_name, dtype, dims)
+        if output_name == "probs":
+            tensor.label_filename = "labels.txt"
+    config.dynamic_batching.preferred_batch_size.extend(b for b in options.preferred_batch_sizes if b <= max_batch)
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.instance_group.add(count=options.instances, kind=getattr(pb.ModelInstanceGroup, options.kind))
+    warmup = config.model_warmup.add(name="one_pair", batch_size=1)
+    for input_name, (dtype, dims) in inputs.items():
+        data = warmup.inputs[input_name]
+        data.data_type = getattr(pb, _DTYPES[dtype])
+        data.dims.extend(dims)
+        data.random_data = True
+    if platform == "onnxruntime_onnx" and options.ort_tensorrt_fp16:
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        accelerator.parameters["precision_mode"] = "FP16"
+    return config
+
+
+def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata: dict[str, str]):
+    pb = _pb()
+    config = pb.ModelConfig(name="dgla_preprocess", backend="python", max_batch_size=max_batch)
+    _tensor(config.input.add(), "image", "string", [1])
+    for input_name, (dtype, dims) in inputs.items():
+        _tensor(config.output.add(), input_name, dtype, dims)
+    config.instance_group.add(count=options.preprocess_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    config.parameters["dgla_config"].string_value = metadata["config"]
+    return config
+
+
+def _ensemble_config(runtime: str, inputs, outputs, max_batch: int):
+    pb = _pb()
+    config = pb.ModelConfig(name="dgla", platform="ensemble", max_batch_size=max_batch)
+    _tensor(config.input.add(), "image", "string", [1])
+    for output_name, (dtype, dims) in outputs.items():
+        tensor = _tensor(config.output.add(), output_name, dtype, dims)
+        if output_name == "probs":
+            tensor.label_filename = "labels.txt"
+    pre = config.ensemble_scheduling.step.add(model_name="dgla_preprocess", model_version=-1)
+    pre.input_map["image"] = "image"
+    run = config.ensemble_scheduling.step.add(model_name=runtime, model_version=-1)
+    for input_name in inputs:
+        pre.output_map[input_name] = f"_{input_name}"
+        run.input_map[input_name] = f"_{input_name}"
+    for output_name in outputs:
+        run.output_map[output_name] = output_name
+    return config
+
+
+def _check_engine(manifest: EngineManifest, inputs, max_batch: int) -> None:
+    if set(manifest.inputs) != set(inputs):
+        raise RepositoryError(f"engine inputs {sorted(manifest.inputs)} differ from the ONNX graph's {sorted(inputs)}")
+    for name, (_, dims) in inputs.items():
+        if list(manifest.inputs[name]["max"][1:]) != dims:
+            raise RepositoryError(f"engine input {name} has dims {manifest.inputs[name]['max'][1:]}, the graph {dims}")
+    if max_batch > manifest.batch_profile.max:
+        raise RepositoryError(
+            f"max_batch_size {max_batch} exceeds the engine profile's maximum {manifest.batch_profile.max}; "
+            "lower --max-batch-size or rebuild the engine with a larger --batch"
+        )
+
+
+def _parse_back(text: str):
+    from google.protobuf import text_format
+
+    try:
+        return text_format.Parse(text, _pb().ModelConfig())
+    except text_format.ParseError as err:
+        raise RepositoryError(f"generated config does not parse with Triton's schema: {err}") from err
+
+
+def write_repository(
+    onnx_path: Path,
+    output: Path,
+    *,
+    engine: Path | None = None,
+    options: TritonOptions = TritonOptions(),
+    force: bool = False,
+) -> dict[str, str]:
+    """Write ``output`` (dgla_onnx, dgla_preprocess, dgla, and dgla_trt given an engine).
+
+    Returns each model's config.pbtxt text.
+    """
+    check_output(output, force)
+    inputs, outputs, metadata = _graph_io(onnx_path)
+    if "config" not in metadata or "class_names" not in metadata:
+        raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
+    graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
+    max_batch = options.max_batch_size or graph_max
+    if max_batch > graph_max:
+        raise RepositoryError(
+            f"max_batch_size {max_batch} exceeds the ONNX graph's batch range {metadata['batch_range']}"
+        )
+    configs = {
+        "dgla_onnx": _runtime_config("dgla_onnx", "onnxruntime_onnx", "model.onnx", inputs, outputs, max_batch, options)
+    }
+    runtime = "dgla_onnx"
+    manifest = None
+    if engine is not None:
+        manifest = EngineManifest.read(manifest_path(engine))
+        trt_max = min(max_batch, manifest.batch_profile.max) if options.max_batch_size is None else max_batch
+        _check_engine(manifest, inputs, trt_max)
+        configs["dgla_trt"] = _runtime_config(
+            "dgla_trt", "tensorrt_plan", "model.plan", inputs, outputs, trt_max, options
+        )
+        runtime, max_batch = "dgla_trt", trt_max
+    configs["dgla_preprocess"] = _preprocess_config(inputs, max_batch, options, metadata)
+    configs["dgla"] = _ensemble_config(runtime, inputs, outputs, max_batch)
+    from google.protobuf import text_format
+
+    texts = {name: text_format.MessageToString(config) for name, config in configs.items()}
+    for name, text in texts.items():
+        if _parse_back(text) != configs[name]:
+            raise RepositoryError(f"{name}: config.pbtxt does not round-trip through Triton's schema")
+    labels = "\n".join(json.loads(metadata["class_names"])) + "\n"
+    with atomic_path(output) as tmp:
+        for name, text in texts.items():
+            (tmp / name / "1").mkdir(parents=True)
+            (tmp / name / "config.pbtxt").write_text(text)
+        shutil.copyfile(onnx_path, tmp / "dgla_onnx" / "1" / "model.onnx")
+        if engine is not None:
+            shutil.copyfile(engine, tmp / "dgla_trt" / "1" / "model.plan")
+        shutil.copyfile(PREPROCESS_SOURCE, tmp / "dgla_preprocess" / "1" / "model.py")
+        for name in ("dgla_onnx", "dgla_trt", "dgla"):
+            if name in texts:
+                (tmp / name / "labels.txt").write_text(labels)
+    return texts

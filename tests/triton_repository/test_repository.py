@@ -1,0 +1,86 @@
+"""The Triton repository: configs parsed independently with Triton's schema, cross-checks, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from dgla_export.cli import main as export_main
+from dgla_export.export.manifest import BatchProfile, EngineManifest, RuntimeInfo, manifest_path
+from dgla_export.io import OutputExistsError, sha256_file
+from dgla_export.models.config import ModelConfig
+from dgla_export.triton.repository import RepositoryError, TritonOptions, write_repository
+
+
+def _parse(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _engine(tmp_path, profile: str, dims: int = 96):
+    engine = tmp_path / "e.plan"
+    engine.write_bytes(b"engine")
+    shapes = {
+        name: {k: list(v) for k, v in BatchProfile.parse(profile).shapes((0, 3, size, size)).items()}
+        for name, size in (("image_224", dims), ("image_448", 2 * dims))
+    }
+    EngineManifest(
+        engine_file="e.plan", engine_sha256=sha256_file(engine), engine_bytes=6, precision="fp16", profile=profile,
+        inputs=shapes, outputs={"logits": "FLOAT", "probs": "FLOAT"}, layer_dtypes={"Half": 10},
+        runtime=RuntimeInfo("10.13.0.35", "NVIDIA H100", "90"), onnx_sha256="x", onnx_metadata={}, build_seconds=1.0,
+    ).write(manifest_path(engine))  # fmt: skip
+    return engine
+
+
+def test_repository_layout_and_configs(tiny_onnx, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    assert export_main(["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)]) == 0
+    for model in ("dgla_onnx", "dgla_preprocess", "dgla"):
+        assert (repo / model / "1").is_dir() and (repo / model / "config.pbtxt").is_file()
+    onnx_config = _parse(repo / "dgla_onnx" / "config.pbtxt")
+    assert onnx_config.platform == "onnxruntime_onnx" and onnx_config.max_batch_size == 8
+    assert {i.name: list(i.dims) for i in onnx_config.input} == {"image_224": [3, 96, 96], "image_448": [3, 192, 192]}
+    assert {o.name: list(o.dims) for o in onnx_config.output} == {"logits": [7], "probs": [7]}
+    assert list(onnx_config.dynamic_batching.preferred_batch_size) == [8]  # 16 > max batch is dropped
+    assert onnx_config.model_warmup[0].inputs["image_448"].dims == [3, 192, 192]
+    assert (repo / "dgla_onnx" / "labels.txt").read_text().split() == ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    ensemble = _parse(repo / "dgla" / "config.pbtxt")
+    assert ensemble.platform == "ensemble" and ensemble.input[0].data_type == model_config_pb2.TYPE_STRING
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_preprocess", "dgla_onnx"]
+    pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
+    config = ModelConfig.from_dict(json.loads(pre.parameters["dgla_config"].string_value))
+    assert config.name == "dgla_tiny" and config.input_sizes == {"image_224": 96, "image_448": 192}
+    assert (repo / "dgla_preprocess" / "1" / "model.py").read_text().count("TritonPythonModel") == 1
+
+
+def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
+    texts = write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=_engine(tmp_path, "1:4:6"))
+    trt = text_format.Parse(texts["dgla_trt"], model_config_pb2.ModelConfig())
+    assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 6
+    assert (tmp_path / "repo" / "dgla_trt" / "1" / "model.plan").read_bytes() == b"engine"
+    assert (
+        text_format.Parse(texts["dgla"], model_config_pb2.ModelConfig()).ensemble_scheduling.step[1].model_name
+        == "dgla_trt"
+    )
+
+
+def test_bad_inputs_are_refused_before_writing(tiny_onnx, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    with pytest.raises(RepositoryError, match="exceeds the engine profile"):
+        write_repository(
+            tiny_onnx["fp16"], repo, engine=_engine(tmp_path, "1:2:4"), options=TritonOptions(max_batch_size=8)
+        )
+    with pytest.raises(RepositoryError, match="dims"):
+        write_repository(tiny_onnx["fp16"], repo, engine=_engine(tmp_path, "1:4:8", dims=128))
+    with pytest.raises(RepositoryError, match="batch range"):
+        write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(max_batch_size=64))
+    assert not repo.exists()
+    repo.mkdir()
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_repository(tiny_onnx["fp32"], repo)
+
+
+def test_config_dict_round_trip(tiny) -> None:
+    assert ModelConfig.from_dict(json.loads(json.dumps(tiny.config.to_dict()))) == tiny.config
