@@ -22,6 +22,12 @@ class ClientError(RuntimeError):
     """The server is down, slow, missing the model, or answered with the wrong shape."""
 
 
+def _short(err: object, limit: int = 300) -> str:
+    """Server errors can echo the request (megabytes of image bytes): keep the gist."""
+    text = err.message() if hasattr(err, "message") and callable(err.message) else str(err)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def _client(url: str, protocol: str, timeout: float) -> tuple[Any, Any]:
     if protocol == "grpc":
         import tritonclient.grpc as module
@@ -49,11 +55,11 @@ def classify(
         try:
             client.is_server_live()
         except Exception as err:  # InferenceServerException over gRPC, socket errors over HTTP
-            raise ClientError(f"no Triton server answers at {url} ({protocol}): {err}") from err
+            raise ClientError(f"no Triton server answers at {url} ({protocol}): {_short(err)}") from err
         try:
             ready = client.is_model_ready(model)
         except InferenceServerException as err:  # some servers answer an unknown model with an error
-            raise ClientError(f"model {model!r} is not ready on {url}: {err.message()}") from err
+            raise ClientError(f"model {model!r} is not ready on {url}: {_short(err)}") from err
         if not ready:
             raise ClientError(f"model {model!r} is not ready on {url}; check the repository and the server log")
         inputs = _inputs(client, module, model, images, base_model, protocol)
@@ -63,7 +69,7 @@ def classify(
         except InferenceServerException as err:
             if "Deadline" in str(err) or "timed out" in str(err).lower():
                 raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from err
-            raise ClientError(f"{model} on {url} failed: {err.message()}") from err
+            raise ClientError(f"{model} on {url} failed: {_short(err)}") from err
     finally:
         client.close()
     probs = result.as_numpy("probs")
@@ -84,7 +90,8 @@ def _inputs(client: Any, module: Any, model: str, images: Sequence[Path], base_m
     if "image" in specs:  # the ensemble: encoded bytes, one per row
         blobs = np.array([[Path(p).read_bytes()] for p in images], dtype=np.object_)
         tensor = module.InferInput("image", list(blobs.shape), "BYTES")
-        tensor.set_data_from_numpy(blobs)
+        # Over HTTP, encoded images are not UTF-8 text: they must travel as binary data.
+        tensor.set_data_from_numpy(blobs, **({"binary_data": True} if protocol == "http" else {}))
         return [tensor]
     from dgla_export.models.registry import get_config
     from dgla_export.preprocess import load_image, preprocess_batch
