@@ -7,7 +7,7 @@ import platform
 import subprocess
 from typing import Any
 
-__all__ = ["commit", "machine", "machine_and_commit"]
+__all__ = ["commit", "driver_version", "machine", "machine_and_commit"]
 
 
 def machine() -> dict[str, Any]:
@@ -34,16 +34,22 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name()
         record["cuda"] = torch.version.cuda
-        try:
-            record["driver"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            record["driver"] = None
+        record["driver"] = driver_version()
     return record
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version from nvidia-smi (first GPU), or None without one."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return None
 
 
 def commit() -> str:

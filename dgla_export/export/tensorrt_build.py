@@ -39,29 +39,16 @@ def running_info() -> RuntimeInfo:
     import tensorrt as trt
     import torch
 
+    from dgla_export.bench.environment import driver_version
+
     major, minor = torch.cuda.get_device_capability()
     return RuntimeInfo(
         tensorrt_version=trt.__version__,
         gpu_name=torch.cuda.get_device_name(),
         compute_capability=f"{major}{minor}",
         cuda_version=torch.version.cuda,
-        driver_version=_driver_version(),
+        driver_version=driver_version(),
     )
-
-
-def _driver_version() -> str | None:
-    import subprocess
-
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return result.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        return None
 
 
 def _dtype_name(format_datatype: str) -> str:

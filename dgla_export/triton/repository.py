@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 
+from dgla_export.export.graph import inspect_graph
 from dgla_export.export.manifest import EngineManifest, manifest_path
 from dgla_export.io import atomic_path, check_output
 
@@ -42,17 +43,13 @@ class TritonOptions:
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
-    model = onnx.load(str(path), load_external_data=False)
+    """Inputs and outputs as name -> (dtype, dims without batch), and the metadata."""
+    report = inspect_graph(onnx.load(str(path), load_external_data=False))
 
-    def specs(values) -> dict[str, tuple[str, list[int]]]:
-        out = {}
-        for value in values:
-            tensor = value.type.tensor_type
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-            out[value.name] = (dtype, [d.dim_value for d in tensor.shape.dim][1:])
-        return out
+    def specs(tensors) -> dict[str, tuple[str, list[int]]]:
+        return {t.name: (t.dtype, [int(d) for d in t.shape[1:]]) for t in tensors}
 
-    return specs(model.graph.input), specs(model.graph.output), {p.key: p.value for p in model.metadata_props}
+    return specs(report.inputs), specs(report.outputs), report.metadata
 
 
 def _tensor(message, name: str, dtype: str, dims: list[int]):
