@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,22 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         if self.device == "cuda":
             torch.cuda.synchronize()
+
+    def details(self) -> dict[str, Any]:
+        """Facts about the loaded backend worth recording beside its figures."""
+        return {}
+
+    def release(self) -> None:
+        """Drop the loaded model so the next backend's memory figures are its own."""
+        import gc
+
+        self._drop()
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    @abc.abstractmethod
+    def _drop(self) -> None: ...
 
 
 class TorchBackend(Backend):
@@ -79,6 +96,9 @@ class TorchBackend(Backend):
         with torch.inference_mode(), autocast:
             return self.model(*staged).float().cpu().numpy()
 
+    def _drop(self) -> None:
+        self.model = None
+
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU, CUDA or TensorRT provider; IO binding on GPU."""
@@ -118,6 +138,9 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
+    def _drop(self) -> None:
+        self.session = None
+
 
 class TensorRTBackend(Backend):
     """A TensorRT engine from ``dgla-export trt``, run through :class:`TensorRTRunner`."""
@@ -152,6 +175,22 @@ class TensorRTBackend(Backend):
         assert self.runner is not None
         outputs = self.runner.infer(dict(zip(self.runner.input_names, staged, strict=True)))
         return outputs["logits"].float().cpu().numpy()
+
+    def details(self) -> dict[str, Any]:
+        assert self.runner is not None
+        manifest = self.runner.manifest
+        return {
+            "engine": {
+                "build_seconds": manifest.build_seconds,
+                "engine_bytes": manifest.engine_bytes,
+                "profile": manifest.profile,
+                "layer_dtypes": dict(manifest.layer_dtypes),
+                "tensorrt_version": manifest.runtime.tensorrt_version,
+            }
+        }
+
+    def _drop(self) -> None:
+        self.runner = None
 
 
 def default_backends(devices: list[str], engine: Path | None = None) -> list[Backend]:

@@ -52,7 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dgla_export.bench.backends import default_backends
     from dgla_export.bench.environment import machine_and_commit
-    from dgla_export.bench.run import BenchOptions, read_labels, run_bench, write_results
+    from dgla_export.bench.run import (
+        BenchOptions,
+        format_speedup,
+        format_utilisation,
+        read_labels,
+        run_bench,
+        write_results,
+    )
 
     console = Console(stderr=True)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("bench", total=len(backends) * (2 + len(options.batches)))
+        task = bar.add_task("bench", total=2 + len(backends) * (2 + len(options.batches)))
 
         def progress(message: str) -> None:
             bar.console.log(message)
@@ -109,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "p50 ms",
         "p99 ms",
         "pairs/s",
+        "x eager",
         "MFU",
         "logits rel",
         "probs abs",
@@ -121,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "skipped" in b or "parity" not in b:
             if "failed" in b:
                 failed.append(b["backend"])
-            table.add_row(b["backend"], *["-"] * 8, "[dim]skipped[/]" if "skipped" in b else "[red]FAILED[/]")
+            table.add_row(b["backend"], *["-"] * 9, "[dim]skipped[/]" if "skipped" in b else "[red]FAILED[/]")
             continue
         parity = b["parity"]
         if not parity["passed"]:
@@ -133,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{t['p50_ms']:.1f}",
                 f"{t['p99_ms']:.1f}",
                 f"{t['throughput_pairs_s']:.2f}",
-                f"{t['mfu']:.1%}" if t["mfu"] else "n/a",
+                format_speedup(t),
+                format_utilisation(t),
                 f"{parity['logits']['max_rel']:.1e}",
                 f"{parity['probs']['max_abs']:.1e}",
                 str(len(parity["flips"])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import resource
 import time
@@ -16,11 +17,20 @@ import torch
 
 from dgla_export.bench.backends import Backend
 from dgla_export.compare import compare_logits
+from dgla_export.models.config import ModelConfig
 from dgla_export.models.resnet import ResNet
 from dgla_export.preprocess import preprocess_batch
 from dgla_export.validate import reference_logits
 
-__all__ = ["PEAK_TFLOPS", "BenchOptions", "run_bench", "write_results"]
+__all__ = [
+    "PEAK_TFLOPS",
+    "BenchOptions",
+    "cpu_gemm_tflops",
+    "format_speedup",
+    "format_utilisation",
+    "run_bench",
+    "write_results",
+]
 
 # Dense peak TFLOP/s by GPU name fragment and precision (NVIDIA datasheets, SXM parts);
 # fp32 is the non-tensor-core figure. MFU is reported only where the device is listed here.
@@ -46,6 +56,143 @@ def _peak_tflops(device: str, precision: str) -> float | None:
     return next((table.get(precision) for key, table in PEAK_TFLOPS.items() if key in name), None)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """What every backend is held to: the images, their inputs and the PyTorch FP32 logits."""
+
+    config: ModelConfig
+    names: list[str]
+    tensors: tuple[torch.Tensor, ...]
+    logits: np.ndarray
+    labels: dict[str, int] | None
+
+
+def run_bench(
+    model: ResNet,
+    backends: Sequence[Backend],
+    images: Sequence[tuple[str, np.ndarray]],
+    onnx_files: dict[str, Path],
+    *,
+    options: BenchOptions,
+    macs_per_pair: int,
+    labels: dict[str, int] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    names = [name for name, _ in images]
+    tensors = preprocess_batch([image for _, image in images], model.config)
+    progress(f"PyTorch FP32 reference on {len(names)} images")
+    reference = _Reference(model.config, names, tensors, reference_logits(model, tensors), labels)
+    results: dict[str, Any] = {
+        "model": model.config.name,
+        "images": names,
+        "macs_per_pair": macs_per_pair,
+        "options": dataclasses.asdict(options),
+    }
+    if labels is not None:
+        results["reference_metrics"] = _metrics(reference.logits, names, labels, model.config.class_names)
+    cpu_gemm = None
+    if any(b.device == "cpu" and not b.unavailable() for b in backends):
+        progress("CPU FP32 GEMM ceiling")
+        cpu_gemm = results["cpu_fp32_gemm_tflops"] = cpu_gemm_tflops()
+    records = []
+    for backend in backends:
+        record: dict[str, Any] = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
+        records.append(record)
+        reason = backend.unavailable()
+        if reason:
+            progress(f"skip {backend.name}: {reason}")
+            record["skipped"] = reason
+            continue
+        progress(f"{backend.name}: load")
+        t0 = time.perf_counter()
+        try:
+            backend.load(model, onnx_files)
+        except Exception as err:  # a backend that cannot load is reported, not fatal
+            record["skipped"] = f"load failed: {err}"
+            progress(f"skip {backend.name}: {record['skipped']}")
+            continue
+        record["load_s"] = time.perf_counter() - t0
+        record["precision"] = backend.precision  # an engine states its own on load
+        record.update(backend.details())
+        try:
+            progress(f"{backend.name}: parity on {len(names)} images")
+            record.update(_parity(backend, reference, results.get("reference_metrics")))
+            record["timing"] = []
+            for batch in options.batches:
+                progress(f"{backend.name}: batch {batch}")
+                record["timing"].append(_timing(backend, tensors, batch, options, 2 * macs_per_pair, cpu_gemm))
+        except Exception as err:  # one broken backend must not hide the others' results
+            record["failed"] = f"{type(err).__name__}: {err}"
+            progress(f"{backend.name} failed: {record['failed']}")
+        finally:
+            backend.release()
+    _add_speedups(records)
+    results["backends"] = records
+    return results
+
+
+def _parity(backend: Backend, reference: _Reference, reference_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Compare one image at a time (batch 1: no batch-composition effects) with the reference."""
+    logits = np.concatenate(
+        [
+            backend.infer(backend.stage(tuple(t[i : i + 1] for t in reference.tensors)))
+            for i in range(len(reference.names))
+        ]
+    )
+    comparison = compare_logits(
+        reference.logits,
+        logits,
+        tolerance=reference.config.tolerances[backend.precision],
+        image_names=reference.names,
+        class_names=reference.config.class_names,
+    )
+    record: dict[str, Any] = {"parity": comparison.to_dict()}
+    if reference.labels is not None and reference_metrics is not None:
+        metrics = _metrics(logits, reference.names, reference.labels, reference.config.class_names)
+        record["metrics"] = metrics
+        record["metrics_delta"] = _metrics_delta(metrics, reference_metrics)
+    return record
+
+
+def _timing(
+    backend: Backend,
+    tensors: tuple[torch.Tensor, ...],
+    batch: int,
+    options: BenchOptions,
+    flops_per_pair: int,
+    cpu_gemm: float | None,
+) -> dict[str, Any]:
+    index = np.arange(batch) % len(tensors[0])
+    host = tuple(t[index].contiguous() for t in tensors)
+    on_cpu = backend.device == "cpu"
+    if not on_cpu:
+        host = tuple(t.pin_memory() for t in host)
+        torch.cuda.reset_peak_memory_stats()
+    _reset_peak_rss()
+    t0 = time.perf_counter()
+    staged = backend.stage(host)
+    backend.sync()
+    h2d_ms = 0.0 if on_cpu else (time.perf_counter() - t0) * 1e3
+    samples = np.array(_time(backend, staged, options)) * 1e3
+    p50 = float(np.percentile(samples, 50))
+    achieved_tflops = flops_per_pair * batch / (p50 / 1e3) / 1e12
+    peak = _peak_tflops(backend.device, backend.precision)
+    return {
+        "batch": batch,
+        "runs": len(samples),
+        "p50_ms": p50,
+        "p90_ms": float(np.percentile(samples, 90)),
+        "p99_ms": float(np.percentile(samples, 99)),
+        "throughput_pairs_s": batch / (p50 / 1e3),
+        "h2d_ms": h2d_ms,
+        "achieved_tflops": achieved_tflops,
+        "mfu": achieved_tflops / peak if peak else None,
+        "cpu_gemm_fraction": achieved_tflops / cpu_gemm if on_cpu and cpu_gemm else None,
+        "gpu_peak_mem_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
+        "process_peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOptions) -> list[float]:
     for _ in range(options.warmup):
         backend.infer(staged)
@@ -60,115 +207,52 @@ def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOpti
     return samples
 
 
-def run_bench(
-    model: ResNet,
-    backends: Sequence[Backend],
-    images: Sequence[tuple[str, np.ndarray]],
-    onnx_files: dict[str, Path],
-    *,
-    options: BenchOptions,
-    macs_per_pair: int,
-    labels: dict[str, int] | None = None,
-    progress: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    config = model.config
-    names = [name for name, _ in images]
-    tensors = preprocess_batch([image for _, image in images], config)
-    progress(f"PyTorch FP32 reference on {len(names)} images")
-    reference = reference_logits(model, tensors)
-    results: list[dict[str, Any]] = []
-    for backend in backends:
-        reason = backend.unavailable()
-        record: dict[str, Any] = {
-            "backend": backend.name,
-            "precision": backend.precision,
-            "device": backend.device,
-        }
-        if reason:
-            progress(f"skip {backend.name}: {reason}")
-            results.append({**record, "skipped": reason})
-            continue
-        progress(f"{backend.name}: load")
-        t0 = time.perf_counter()
-        try:
-            backend.load(model, onnx_files)
-        except Exception as err:  # a backend that cannot load is reported, not fatal
-            results.append({**record, "skipped": f"load failed: {err}"})
-            progress(f"skip {backend.name}: load failed: {err}")
-            continue
-        record["load_s"] = time.perf_counter() - t0
-        try:
-            _measure(backend, record, tensors, reference, names, config, options, macs_per_pair, labels, progress)
-        except Exception as err:  # one broken backend must not hide the others' results
-            record["failed"] = f"{type(err).__name__}: {err}"
-            progress(f"{backend.name} failed: {record['failed']}")
-        results.append(record)
-    return {
-        "model": config.name,
-        "images": names,
-        "macs_per_pair": macs_per_pair,
-        "options": dataclasses.asdict(options),
-        "backends": results,
+def _add_speedups(records: list[dict[str, Any]]) -> None:
+    """``speedup_vs_torch_eager``: p50 of eager FP32 on the same device and batch, same run."""
+    eager = {
+        (r["device"], t["batch"]): t["p50_ms"]
+        for r in records
+        if r["backend"] == f"torch-eager-{r['device']}"
+        for t in r.get("timing", [])
     }
+    for record in records:
+        for timing in record.get("timing", []):
+            base = eager.get((record["device"], timing["batch"]))
+            timing["speedup_vs_torch_eager"] = base / timing["p50_ms"] if base else None
 
 
-def _measure(
-    backend: Backend,
-    record: dict[str, Any],
-    tensors: tuple[torch.Tensor, ...],
-    reference: np.ndarray,
-    names: list[str],
-    config: Any,
-    options: BenchOptions,
-    macs_per_pair: int,
-    labels: dict[str, int] | None,
-    progress: Callable[[str], None],
-) -> None:
-    progress(f"{backend.name}: parity on {len(names)} images")
-    logits = np.concatenate(
-        [backend.infer(backend.stage(tuple(t[i : i + 1] for t in tensors))) for i in range(len(names))]
-    )
-    comparison = compare_logits(
-        reference,
-        logits,
-        tolerance=config.tolerances[backend.precision],
-        image_names=names,
-        class_names=config.class_names,
-    )
-    record["parity"] = comparison.to_dict()
-    if labels is not None:
-        record["metrics"] = _metrics(logits, names, labels, config.class_names)
-    record["timing"] = []
-    for batch in options.batches:
-        index = np.arange(batch) % len(names)
-        host = tuple(t[index].contiguous() for t in tensors)
-        if backend.device == "cuda":
-            host = tuple(t.pin_memory() for t in host)
-            torch.cuda.reset_peak_memory_stats()
+@functools.lru_cache(maxsize=1)
+def cpu_gemm_tflops(size: int = 4096, repeats: int = 2) -> float:
+    """FP32 TFLOP/s of the best of ``repeats`` size^3 matrix products (numpy's BLAS, all cores).
+
+    No datasheet peak is known for a CPU (clocks vary, VMs hide the model), so CPU backends are
+    held against what a dense kernel reaches on this machine, measured in the same run.
+    """
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    a @ a  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        staged = backend.stage(host)
-        backend.sync()
-        h2d_ms = (time.perf_counter() - t0) * 1e3 if backend.device == "cuda" else 0.0
-        progress(f"{backend.name}: batch {batch}")
-        samples = np.array(_time(backend, staged, options)) * 1e3
-        p50 = float(np.percentile(samples, 50))
-        peak = _peak_tflops(backend.device, backend.precision)
-        achieved_tflops = 2 * macs_per_pair * batch / (p50 / 1e3) / 1e12
-        record["timing"].append(
-            {
-                "batch": batch,
-                "runs": len(samples),
-                "p50_ms": p50,
-                "p90_ms": float(np.percentile(samples, 90)),
-                "p99_ms": float(np.percentile(samples, 99)),
-                "throughput_pairs_s": batch / (p50 / 1e3),
-                "h2d_ms": h2d_ms,
-                "achieved_tflops": achieved_tflops,
-                "mfu": achieved_tflops / peak if peak else None,
-                "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if backend.device == "cuda" else None,
-                "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e12
+
+
+def _reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS counter (Linux) so that each batch reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            return next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
@@ -216,6 +300,30 @@ def _metrics(
     return record
 
 
+def _metrics_delta(metrics: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Backend minus reference for every score (per class for the sensitivities)."""
+    delta: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key == "sensitivity":
+            delta[key] = {c: value[c] - reference[key][c] for c in value}
+        elif key != "images" and value is not None and reference[key] is not None:
+            delta[key] = value - reference[key]
+    return delta
+
+
+def format_speedup(timing: dict[str, Any]) -> str:
+    return f"{timing['speedup_vs_torch_eager']:.2f}x" if timing.get("speedup_vs_torch_eager") else "-"
+
+
+def format_utilisation(timing: dict[str, Any]) -> str:
+    """MFU against the datasheet peak, or on a CPU the share of the measured GEMM ceiling."""
+    if timing.get("mfu"):
+        return f"{timing['mfu']:.1%}"
+    if timing.get("cpu_gemm_fraction"):
+        return f"{timing['cpu_gemm_fraction']:.0%} of GEMM"
+    return "n/a"
+
+
 def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any]) -> list[Path]:
     """results.json, results.csv, results.md and throughput.png in ``folder``."""
     from dgla_export.io import atomic_path
@@ -251,14 +359,21 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
         "",
         f"commit `{metadata.get('commit')}`, machine: {json.dumps(metadata.get('machine'))}",
         "",
-        "| backend | batch | p50 ms | p99 ms | pairs/s | logits max rel | probs max abs | top-1 | parity |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| backend | batch | p50 ms | p99 ms | pairs/s | x eager | MFU | logits max rel | probs max abs | top-1 "
+        "| parity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['throughput_pairs_s']:.2f} | {r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | "
+            f"{r['throughput_pairs_s']:.2f} | {format_speedup(r)} | {format_utilisation(r)} | "
+            f"{r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | "
             f"{r['top1_agreement']:.0%} | {'pass' if r['parity_passed'] else 'FAIL'} |"
+        )
+    if results.get("cpu_fp32_gemm_tflops"):
+        lines.append(
+            f"\nCPU FP32 GEMM ceiling measured in this run: {results['cpu_fp32_gemm_tflops'] * 1e3:.0f} GFLOP/s "
+            "(CPU rows show their achieved FLOP/s as a share of it, marked 'of GEMM')."
         )
     for b in results["backends"]:
         for outcome in ("skipped", "failed"):

@@ -54,7 +54,19 @@ def test_bench_writes_every_format(bench_run) -> None:
         assert 0 < timing["p50_ms"] <= timing["p99_ms"]
         assert timing["throughput_pairs_s"] > 0 and timing["runs"] >= 3
     # The reference backend matches the reference up to batch-size-dependent summation order.
-    assert by_name["torch-eager-cpu"]["parity"]["logits"]["max_rel"] < 1e-5
+    eager = by_name["torch-eager-cpu"]
+    assert eager["parity"]["logits"]["max_rel"] < 1e-5
+    # Speed-ups are read from this run's eager timings; CPU rows are held to the GEMM ceiling.
+    assert 0 < results["cpu_fp32_gemm_tflops"] < 100
+    for backend in (eager, ort):
+        for timing in backend["timing"]:
+            eager_p50 = next(t["p50_ms"] for t in eager["timing"] if t["batch"] == timing["batch"])
+            assert timing["speedup_vs_torch_eager"] == pytest.approx(eager_p50 / timing["p50_ms"])
+            assert timing["mfu"] is None and timing["gpu_peak_mem_mb"] is None and timing["h2d_ms"] == 0.0
+            assert timing["cpu_gemm_fraction"] == pytest.approx(
+                timing["achieved_tflops"] / results["cpu_fp32_gemm_tflops"]
+            )
+            assert timing["process_peak_rss_mb"] > 50
 
 
 def _quick_run(onnx_file, output) -> list[str]:
@@ -87,11 +99,15 @@ def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     code = main([*_quick_run(tiny_onnx["fp32"], tmp_path / "out"), "--labels", str(tmp_path / "labels.csv")])
     assert code == 0
-    metrics = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]["metrics"]
-    assert metrics["images"] == len(images)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    reference, backend = results["reference_metrics"], results["backends"][0]
+    metrics, delta = backend["metrics"], backend["metrics_delta"]
+    assert metrics["images"] == reference["images"] == len(images)
     assert next(iter(metrics["sensitivity"])) == "MEL"
     for key in ("accuracy", "weighted_f1", "balanced_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
+        assert delta[key] == pytest.approx(metrics[key] - reference[key])
+    assert delta["sensitivity"]["MEL"] == pytest.approx(metrics["sensitivity"]["MEL"] - reference["sensitivity"]["MEL"])
 
 
 def test_unavailable_backends_say_why() -> None:
