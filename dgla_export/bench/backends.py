@@ -21,13 +21,14 @@ class Backend(abc.ABC):
     name: str
     precision: str
     device: str
+    uses_model = False  # True: ``load`` needs the PyTorch model (others read files)
 
     def unavailable(self) -> str | None:
         """None if this backend can run here, else the reason it is skipped."""
         return None
 
     @abc.abstractmethod
-    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None: ...
+    def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None: ...
 
     def stage(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Copy host inputs to where ``infer`` reads them (timed apart from compute)."""
@@ -60,6 +61,8 @@ class Backend(abc.ABC):
 class TorchBackend(Backend):
     """PyTorch: eager FP32 (the reference), FP16/BF16 autocast, channels_last, torch.compile."""
 
+    uses_model = True
+
     def __init__(self, variant: str, device: str) -> None:
         self.variant, self.device = variant, device
         self.precision = {"autocast-fp16": "fp16", "autocast-bf16": "bf16"}.get(variant, "fp32")
@@ -73,9 +76,10 @@ class TorchBackend(Backend):
             return "FP16 autocast on CPU is emulated (~20 s per pair); use ONNX Runtime for CPU FP16"
         return None
 
-    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+    def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
         import copy
 
+        assert model is not None
         net = copy.deepcopy(model).to(self.device).eval()
         if self.variant == "channels_last":
             net = net.to(memory_format=torch.channels_last)
@@ -114,7 +118,7 @@ class OnnxRuntimeBackend(Backend):
             return "no CUDA GPU (ONNX Runtime would fall back to the CPU provider)"
         return None
 
-    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+    def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
         from dgla_export.runtimes.onnxruntime import create_session
 
         if self.precision not in onnx_files:
@@ -164,7 +168,7 @@ class TensorRTBackend(Backend):
             return "no CUDA GPU"
         return None
 
-    def load(self, model: ResNet, onnx_files: dict[str, Path]) -> None:
+    def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
         from dgla_export.runtimes.tensorrt import TensorRTRunner
 
         assert self.engine is not None

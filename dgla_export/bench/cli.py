@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-runs", type=int, default=5)
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure every backend in this process (faster start; later backends inherit earlier ones' state)",
+    )
     return parser
 
 
@@ -88,11 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         batches=tuple(int(b) for b in args.batches.split(",")),
         min_seconds=args.min_seconds,
         min_runs=args.min_runs,
+        isolate=not args.in_process,
     )
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("bench", total=2 + len(backends) * (2 + len(options.batches)))
+        task = bar.add_task("bench", total=2 + len(backends))
 
         def progress(message: str) -> None:
             bar.console.log(message)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import functools
 import json
+import multiprocessing
 import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -47,6 +49,10 @@ class BenchOptions:
     warmup: int = 2
     min_runs: int = 5
     min_seconds: float = 3.0
+    isolate: bool = True
+
+
+_T = TypeVar("_T")
 
 
 def _peak_tflops(device: str, precision: str) -> float | None:
@@ -65,6 +71,7 @@ class _Reference:
     tensors: tuple[torch.Tensor, ...]
     logits: np.ndarray
     labels: dict[str, int] | None
+    metrics: dict[str, Any] | None
 
 
 def run_bench(
@@ -78,60 +85,137 @@ def run_bench(
     labels: dict[str, int] | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    """Parity, then timing, of every backend against the PyTorch FP32 reference.
+
+    With ``options.isolate`` each backend runs in a fresh process: a backend measured after
+    another otherwise inherits its heap, threads and caches (ONNX Runtime ran 10-20% slower
+    after eager PyTorch in the same process here), and a backend that crashes is reported
+    instead of ending the run.
+    """
     names = [name for name, _ in images]
     tensors = preprocess_batch([image for _, image in images], model.config)
     progress(f"PyTorch FP32 reference on {len(names)} images")
-    reference = _Reference(model.config, names, tensors, reference_logits(model, tensors), labels)
+    logits = reference_logits(model, tensors)
+    metrics = _metrics(logits, names, labels, model.config.class_names) if labels is not None else None
+    reference = _Reference(model.config, names, tensors, logits, labels, metrics)
     results: dict[str, Any] = {
         "model": model.config.name,
         "images": names,
         "macs_per_pair": macs_per_pair,
         "options": dataclasses.asdict(options),
     }
-    if labels is not None:
-        results["reference_metrics"] = _metrics(reference.logits, names, labels, model.config.class_names)
+    if metrics is not None:
+        results["reference_metrics"] = metrics
+    run = _in_fresh_process if options.isolate else _in_this_process
     cpu_gemm = None
     if any(b.device == "cpu" and not b.unavailable() for b in backends):
         progress("CPU FP32 GEMM ceiling")
-        cpu_gemm = results["cpu_fp32_gemm_tflops"] = cpu_gemm_tflops()
+        cpu_gemm = results["cpu_fp32_gemm_tflops"] = run(cpu_gemm_tflops)
     records = []
     for backend in backends:
         record: dict[str, Any] = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
-        records.append(record)
         reason = backend.unavailable()
         if reason:
-            progress(f"skip {backend.name}: {reason}")
             record["skipped"] = reason
-            continue
-        progress(f"{backend.name}: load")
-        t0 = time.perf_counter()
-        try:
-            backend.load(model, onnx_files)
-        except Exception as err:  # a backend that cannot load is reported, not fatal
-            record["skipped"] = f"load failed: {err}"
-            progress(f"skip {backend.name}: {record['skipped']}")
-            continue
-        record["load_s"] = time.perf_counter() - t0
-        record["precision"] = backend.precision  # an engine states its own on load
-        record.update(backend.details())
-        try:
-            progress(f"{backend.name}: parity on {len(names)} images")
-            record.update(_parity(backend, reference, results.get("reference_metrics")))
-            record["timing"] = []
-            for batch in options.batches:
-                progress(f"{backend.name}: batch {batch}")
-                record["timing"].append(_timing(backend, tensors, batch, options, 2 * macs_per_pair, cpu_gemm))
-        except Exception as err:  # one broken backend must not hide the others' results
-            record["failed"] = f"{type(err).__name__}: {err}"
-            progress(f"{backend.name} failed: {record['failed']}")
-        finally:
-            backend.release()
+        else:
+            progress(f"{backend.name}: load, parity on {len(names)} images, batches {list(options.batches)}")
+            job = _BackendJob(
+                backend,
+                model if backend.uses_model else None,
+                onnx_files,
+                reference,
+                options,
+                2 * macs_per_pair,
+                cpu_gemm,
+            )
+            try:
+                record.update(run(job))
+            except Exception as err:  # e.g. the backend's process died: report it, go on
+                record["failed"] = f"{type(err).__name__}: {err}"
+        for outcome in ("skipped", "failed"):
+            if outcome in record:
+                progress(f"{backend.name} {outcome}: {record[outcome]}")
+        records.append(record)
     _add_speedups(records)
     results["backends"] = records
     return results
 
 
-def _parity(backend: Backend, reference: _Reference, reference_metrics: dict[str, Any] | None) -> dict[str, Any]:
+def _in_this_process(job: Callable[[], _T]) -> _T:
+    return job()
+
+
+def _in_fresh_process(job: Callable[[], _T]) -> _T:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(job).result()
+
+
+@dataclasses.dataclass(frozen=True)
+class _BackendJob:
+    """All that one backend's measurement needs; picklable, so it can run in a fresh process."""
+
+    backend: Backend
+    model: ResNet | None
+    onnx_files: dict[str, Path]
+    reference: _Reference
+    options: BenchOptions
+    flops_per_pair: int
+    cpu_gemm: float | None
+
+    def __call__(self) -> dict[str, Any]:
+        """Load, check parity, time every batch; failures become part of the record."""
+        backend = self.backend
+        t0 = time.perf_counter()
+        try:
+            backend.load(self.model, self.onnx_files)
+        except Exception as err:  # a backend that cannot load is reported, not fatal
+            return {"skipped": f"load failed: {err}"}
+        record: dict[str, Any] = {"load_s": time.perf_counter() - t0, "precision": backend.precision}
+        record.update(backend.details())
+        try:
+            record.update(_parity(backend, self.reference))
+            record["timing"] = [self._timing(batch) for batch in self.options.batches]
+        except Exception as err:  # one broken backend must not hide the others' results
+            record["failed"] = f"{type(err).__name__}: {err}"
+        finally:
+            backend.release()
+        return record
+
+    def _timing(self, batch: int) -> dict[str, Any]:
+        backend, tensors = self.backend, self.reference.tensors
+        index = np.arange(batch) % len(tensors[0])
+        host = tuple(t[index].contiguous() for t in tensors)
+        on_cpu = backend.device == "cpu"
+        if not on_cpu:
+            host = tuple(t.pin_memory() for t in host)
+            torch.cuda.reset_peak_memory_stats()
+        _reset_peak_rss()
+        t0 = time.perf_counter()
+        staged = backend.stage(host)
+        backend.sync()
+        h2d_ms = 0.0 if on_cpu else (time.perf_counter() - t0) * 1e3
+        samples = np.array(_time(backend, staged, self.options)) * 1e3
+        p50 = float(np.percentile(samples, 50))
+        achieved_tflops = self.flops_per_pair * batch / (p50 / 1e3) / 1e12
+        peak = _peak_tflops(backend.device, backend.precision)
+        return {
+            "batch": batch,
+            "runs": len(samples),
+            "p50_ms": p50,
+            "p90_ms": float(np.percentile(samples, 90)),
+            "p99_ms": float(np.percentile(samples, 99)),
+            "throughput_pairs_s": batch / (p50 / 1e3),
+            "h2d_ms": h2d_ms,
+            "achieved_tflops": achieved_tflops,
+            "mfu": achieved_tflops / peak if peak else None,
+            "cpu_gemm_fraction": achieved_tflops / self.cpu_gemm if on_cpu and self.cpu_gemm else None,
+            "gpu_peak_mem_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
+            "process_peak_rss_mb": _peak_rss_mb(),
+        }
+
+
+def _parity(backend: Backend, reference: _Reference) -> dict[str, Any]:
     """Compare one image at a time (batch 1: no batch-composition effects) with the reference."""
     logits = np.concatenate(
         [
@@ -147,50 +231,11 @@ def _parity(backend: Backend, reference: _Reference, reference_metrics: dict[str
         class_names=reference.config.class_names,
     )
     record: dict[str, Any] = {"parity": comparison.to_dict()}
-    if reference.labels is not None and reference_metrics is not None:
+    if reference.labels is not None and reference.metrics is not None:
         metrics = _metrics(logits, reference.names, reference.labels, reference.config.class_names)
         record["metrics"] = metrics
-        record["metrics_delta"] = _metrics_delta(metrics, reference_metrics)
+        record["metrics_delta"] = _metrics_delta(metrics, reference.metrics)
     return record
-
-
-def _timing(
-    backend: Backend,
-    tensors: tuple[torch.Tensor, ...],
-    batch: int,
-    options: BenchOptions,
-    flops_per_pair: int,
-    cpu_gemm: float | None,
-) -> dict[str, Any]:
-    index = np.arange(batch) % len(tensors[0])
-    host = tuple(t[index].contiguous() for t in tensors)
-    on_cpu = backend.device == "cpu"
-    if not on_cpu:
-        host = tuple(t.pin_memory() for t in host)
-        torch.cuda.reset_peak_memory_stats()
-    _reset_peak_rss()
-    t0 = time.perf_counter()
-    staged = backend.stage(host)
-    backend.sync()
-    h2d_ms = 0.0 if on_cpu else (time.perf_counter() - t0) * 1e3
-    samples = np.array(_time(backend, staged, options)) * 1e3
-    p50 = float(np.percentile(samples, 50))
-    achieved_tflops = flops_per_pair * batch / (p50 / 1e3) / 1e12
-    peak = _peak_tflops(backend.device, backend.precision)
-    return {
-        "batch": batch,
-        "runs": len(samples),
-        "p50_ms": p50,
-        "p90_ms": float(np.percentile(samples, 90)),
-        "p99_ms": float(np.percentile(samples, 99)),
-        "throughput_pairs_s": batch / (p50 / 1e3),
-        "h2d_ms": h2d_ms,
-        "achieved_tflops": achieved_tflops,
-        "mfu": achieved_tflops / peak if peak else None,
-        "cpu_gemm_fraction": achieved_tflops / cpu_gemm if on_cpu and cpu_gemm else None,
-        "gpu_peak_mem_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
-        "process_peak_rss_mb": _peak_rss_mb(),
-    }
 
 
 def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOptions) -> list[float]:

@@ -70,10 +70,10 @@ def test_bench_writes_every_format(bench_run) -> None:
 
 
 def _quick_run(onnx_file, output) -> list[str]:
-    """One backend, batch 1, minimal timing: for tests about parity and reports, not speed."""
+    """One backend, batch 1, minimal timing, in this process: for tests about parity and reports."""
     return [
         "--model", "dgla_tiny", "--onnx", str(onnx_file), "--backends", "onnxruntime-cpu-fp32",
-        "--batches", "1", "--min-seconds", "0.1", "--min-runs", "2", "--output", str(output),
+        "--batches", "1", "--min-seconds", "0.1", "--min-runs", "2", "--output", str(output), "--in-process",
     ]  # fmt: skip
 
 
