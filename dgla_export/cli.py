@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     trt_cmd.add_argument("--onnx", type=Path, required=True, help="ONNX file from `dgla-export onnx`")
     trt_cmd.add_argument("--output", type=Path, required=True, help="engine file to write (.plan)")
     trt_cmd.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="must match the ONNX graph")
-    trt_cmd.add_argument("--target", default="h100", help="build defaults from engines/profiles.json (default h100)")
+    trt_cmd.add_argument(
+        "--target", default="h100", help="build defaults from dgla_export/export/engine_profiles.json (default h100)"
+    )
     trt_cmd.add_argument("--batch", help="MIN:OPT:MAX batch profile (default: the target's)")
     trt_cmd.add_argument("--workspace", help="workspace pool limit, e.g. 8GiB (default: the target's)")
     trt_cmd.add_argument("--timing-cache", type=Path, help="read and update this timing cache (same GPU/TensorRT only)")

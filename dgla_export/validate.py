@@ -6,11 +6,10 @@ positions of one batch (a batch-dependent bug shows up as a spread between posit
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from dgla_export.compare import Comparison, compare_logits
-from dgla_export.models.attention import _AxisAttention
+from dgla_export.models.attention import observe_attention_energy
 from dgla_export.models.config import Tolerance
 from dgla_export.models.resnet import ResNet
 from dgla_export.preprocess import preprocess_batch
@@ -27,7 +26,6 @@ __all__ = [
     "FP16_MAX",
     "BatchCheck",
     "ValidationReport",
-    "observe_attention_energy",
     "reference_logits",
     "run_batched",
     "validate_runner",
@@ -67,20 +65,6 @@ class ValidationReport:
 
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
-
-
-@contextlib.contextmanager
-def observe_attention_energy(model: ResNet) -> Iterator[list[float]]:
-    """Collect the largest |energy| each HVA softmax sees while the block runs."""
-    seen: list[float] = [0.0]
-    modules = [m for m in model.modules() if isinstance(m, _AxisAttention)]
-    for module in modules:
-        module.energy_observer = lambda e: seen.append(float(e.abs().max()))
-    try:
-        yield seen
-    finally:
-        for module in modules:
-            module.energy_observer = None
 
 
 def reference_logits(model: ResNet, inputs: Sequence[torch.Tensor], batch: int = 8) -> np.ndarray:

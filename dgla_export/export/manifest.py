@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "dgla-engine-manifest/1"
-PROFILES_FILE = Path(__file__).resolve().parents[2] / "engines" / "profiles.json"
+PROFILES_FILE = Path(__file__).with_name("engine_profiles.json")
 
 
 class ManifestError(ValueError):
@@ -85,7 +85,7 @@ def parse_size(text: str) -> int:
 
 
 def load_build_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
-    """Build defaults per target GPU, kept as data under ``engines/``."""
+    """Build defaults per target GPU, kept as data beside this module (packaged with it)."""
     profiles = json.loads(path.read_text())["profiles"]
     for name, profile in profiles.items():
         BatchProfile.parse(profile["batch"])

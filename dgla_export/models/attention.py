@@ -15,9 +15,10 @@ underflows (a softmax over 3,136 positions). The casts are no-ops in an FP32 mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "VerticalAttention",
     "interpolation_matrix",
     "mapped_size",
+    "observe_attention_energy",
     "widen",
 ]
 
@@ -187,3 +189,17 @@ class GlobalLocalAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = widen(self.va(self.ha(x))) + self.gamma * self.la(x)
         return out.to(x.dtype)
+
+
+@contextlib.contextmanager
+def observe_attention_energy(model: nn.Module) -> Iterator[list[float]]:
+    """Collect the largest |energy| each HVA softmax sees while the block runs."""
+    seen: list[float] = [0.0]
+    modules = [m for m in model.modules() if isinstance(m, _AxisAttention)]
+    for module in modules:
+        module.energy_observer = lambda e: seen.append(float(e.abs().max()))
+    try:
+        yield seen
+    finally:
+        for module in modules:
+            module.energy_observer = None

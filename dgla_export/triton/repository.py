@@ -9,8 +9,10 @@ and renamed into place.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import onnx
@@ -23,6 +25,7 @@ __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 PREPROCESS_SOURCE = Path(__file__).with_name("preprocess_model.py")
+WARMUP_IMAGE = "sample_image"  # in dgla_preprocess/warmup/, where Triton looks for warm-up data
 
 
 class RepositoryError(ValueError):
@@ -97,7 +100,27 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
         _tensor(config.output.add(), input_name, dtype, dims)
     config.instance_group.add(count=options.preprocess_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     config.parameters["dgla_config"].string_value = metadata["config"]
+    # An ensemble cannot be warmed up itself; warming its Python step with a real encoded image
+    # loads the decoder and torch before the first request instead of during it.
+    warmup = config.model_warmup.add(name="one_image", batch_size=1)
+    image = warmup.inputs["image"]
+    image.data_type = pb.TYPE_STRING
+    image.dims.append(1)
+    image.input_data_file = WARMUP_IMAGE
     return config
+
+
+def _warmup_image_bytes() -> bytes:
+    """A bundled image as PNG, serialised as Triton reads one TYPE_STRING element from a file:
+    a 4-byte little-endian length, then the bytes."""
+    from PIL import Image
+
+    from dgla_export.data import sample_images
+
+    _, pixels = sample_images(1)[0]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return struct.pack("<I", buffer.tell()) + buffer.getvalue()
 
 
 def _ensemble_config(runtime: str, inputs, outputs, max_batch: int):
@@ -193,6 +216,8 @@ def write_repository(
         if engine is not None:
             shutil.copyfile(engine, tmp / "dgla_trt" / "1" / "model.plan")
         shutil.copyfile(PREPROCESS_SOURCE, tmp / "dgla_preprocess" / "1" / "model.py")
+        (tmp / "dgla_preprocess" / "warmup").mkdir()
+        (tmp / "dgla_preprocess" / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_image_bytes())
         for name in ("dgla_onnx", "dgla_trt", "dgla"):
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)

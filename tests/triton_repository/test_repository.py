@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import struct
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -12,6 +14,7 @@ from dgla_export.cli import main as export_main
 from dgla_export.export.manifest import BatchProfile, EngineManifest, RuntimeInfo, manifest_path
 from dgla_export.io import OutputExistsError, sha256_file
 from dgla_export.models.config import ModelConfig
+from dgla_export.preprocess import decode_image
 from dgla_export.triton.repository import RepositoryError, TritonOptions, write_repository
 
 
@@ -53,6 +56,18 @@ def test_repository_layout_and_configs(tiny_onnx, tmp_path) -> None:
     config = ModelConfig.from_dict(json.loads(pre.parameters["dgla_config"].string_value))
     assert config.name == "dgla_tiny" and config.input_sizes == {"image_224": 96, "image_448": 192}
     assert (repo / "dgla_preprocess" / "1" / "model.py").read_text().count("TritonPythonModel") == 1
+
+
+def test_preprocess_warmup_is_a_real_image_in_tritons_string_layout(tiny_onnx, tmp_path, images) -> None:
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repo)
+    warmup = _parse(repo / "dgla_preprocess" / "config.pbtxt").model_warmup[0].inputs["image"]
+    assert warmup.data_type == model_config_pb2.TYPE_STRING and list(warmup.dims) == [1]
+    data = (repo / "dgla_preprocess" / "warmup" / warmup.input_data_file).read_bytes()
+    (length,) = struct.unpack("<I", data[:4])
+    assert length == len(data) - 4, f"length prefix {length}, payload {len(data) - 4} bytes"
+    np.testing.assert_array_equal(decode_image(data[4:]), images[0][1])  # PNG: lossless
+    assert not _parse(repo / "dgla" / "config.pbtxt").model_warmup  # Triton refuses warm-up on ensembles
 
 
 def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
