@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flips",
         "parity",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     failed = []
     for b in results["backends"]:
         if "skipped" in b or "parity" not in b:
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(len(parity["flips"])),
                 "[green]pass[/]" if parity["passed"] else "[red]FAIL[/]",
             )
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 140)).print(table)
     for b in results["backends"]:
         for outcome in ("skipped", "failed"):
             if outcome in b:
