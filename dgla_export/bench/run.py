@@ -166,6 +166,7 @@ class _BackendJob:
     def __call__(self) -> dict[str, Any]:
         """Load, check parity, time every batch; failures become part of the record."""
         backend = self.backend
+        device_baseline = _device_used_mb() if backend.device == "cuda" else None
         t0 = time.perf_counter()
         try:
             backend.load(self.model, self.onnx_files)
@@ -175,14 +176,14 @@ class _BackendJob:
         record.update(backend.details())
         try:
             record.update(_parity(backend, self.reference))
-            record["timing"] = [self._timing(batch) for batch in self.options.batches]
+            record["timing"] = [self._timing(batch, device_baseline) for batch in self.options.batches]
         except Exception as err:  # one broken backend must not hide the others' results
             record["failed"] = f"{type(err).__name__}: {err}"
         finally:
             backend.release()
         return record
 
-    def _timing(self, batch: int) -> dict[str, Any]:
+    def _timing(self, batch: int, device_baseline: float | None) -> dict[str, Any]:
         backend, tensors = self.backend, self.reference.tensors
         index = np.arange(batch) % len(tensors[0])
         host = tuple(t[index].contiguous() for t in tensors)
@@ -210,7 +211,10 @@ class _BackendJob:
             "achieved_tflops": achieved_tflops,
             "mfu": achieved_tflops / peak if peak else None,
             "cpu_gemm_fraction": achieved_tflops / self.cpu_gemm if on_cpu and self.cpu_gemm else None,
-            "gpu_peak_mem_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
+            # torch's allocator sees only torch tensors; ONNX Runtime and TensorRT allocate their
+            # own, which the device-level figure (allocators keep their peak reserved) includes.
+            "gpu_torch_peak_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
+            "gpu_device_used_mb": None if device_baseline is None else _device_used_mb() - device_baseline,
             "process_peak_rss_mb": _peak_rss_mb(),
         }
 
@@ -281,6 +285,12 @@ def cpu_gemm_tflops(size: int = 4096, repeats: int = 2) -> float:
         a @ a
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e12
+
+
+def _device_used_mb() -> float:
+    """Memory in use on the current GPU (all processes), from cudaMemGetInfo."""
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**20
 
 
 def _reset_peak_rss() -> None:
