@@ -1,0 +1,70 @@
+"""compare_logits on hand-made outputs whose errors, flips and verdicts are known exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dgla_export.compare import compare_logits, error_stats
+from dgla_export.models.config import Tolerance
+
+CLASSES = ["MEL", "NV", "BCC"]
+LOOSE = Tolerance(logits_rel=1.0, probs_abs=1.0, max_top1_flips=10)
+
+
+def test_error_statistics_are_scaled_by_the_largest_reference_logit() -> None:
+    reference = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    actual = reference + np.array([[0.01, 0.0, 0.0], [0.0, 0.0, -0.02]])
+    stats = error_stats(reference, actual)
+    assert stats.max_abs == pytest.approx(0.02)
+    assert stats.mean_abs == pytest.approx(0.03 / 6)
+    assert stats.max_rel == pytest.approx(0.01)  # 0.02 / max |reference| = 2
+    assert stats.nan == stats.inf == 0
+
+
+def test_each_exceeded_tolerance_is_named() -> None:
+    reference = np.array([[2.0, 0.0, -1.0]])
+    comparison = compare_logits(
+        reference,
+        reference + np.array([[0.02, 0.0, 0.0]]),
+        tolerance=Tolerance(logits_rel=0.005, probs_abs=1e-6),
+        image_names=["a"],
+        class_names=CLASSES,
+    )
+    assert not comparison.passed
+    assert any("logits max rel error 0.01 > 0.005" in f for f in comparison.failures), comparison.failures
+    assert any(f.startswith("probs max abs error") for f in comparison.failures), comparison.failures
+
+
+def test_a_flip_names_the_image_classes_and_margins() -> None:
+    reference = np.array([[1.0, 0.9, 0.0], [3.0, 0.0, 0.0]])
+    actual = np.array([[0.9, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    comparison = compare_logits(
+        reference,
+        actual,
+        tolerance=Tolerance(logits_rel=1.0, probs_abs=1.0),
+        image_names=["close_call", "clear"],
+        class_names=CLASSES,
+    )
+    (flip,) = comparison.flips
+    assert (flip.image, flip.reference_class, flip.actual_class) == ("close_call", "MEL", "NV")
+    total = math.exp(1.0) + math.exp(0.9) + 1.0
+    margin = (math.exp(1.0) - math.exp(0.9)) / total
+    assert flip.reference_margin == pytest.approx(margin) and flip.actual_margin == pytest.approx(margin)
+    assert comparison.top1_agreement == 0.5
+    assert comparison.failures == ("1 top-1 flips > 0 allowed",)
+
+
+def test_non_finite_outputs_are_counted_and_fail() -> None:
+    reference = np.zeros((2, 3))
+    actual = np.array([[np.nan, 0.0, 0.0], [np.inf, 0.0, 0.0]])
+    comparison = compare_logits(reference, actual, tolerance=LOOSE, image_names=["a", "b"], class_names=CLASSES)
+    assert (comparison.logits.nan, comparison.logits.inf) == (1, 1)
+    assert comparison.failures and comparison.failures[0].startswith("non-finite outputs")
+
+
+def test_shapes_must_match() -> None:
+    with pytest.raises(ValueError, match=r"\(2, 3\) vs actual \(2, 7\)"):
+        error_stats(np.zeros((2, 3)), np.zeros((2, 7)))
