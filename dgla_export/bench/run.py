@@ -87,10 +87,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Parity, then timing, of every backend against the PyTorch FP32 reference.
 
-    With ``options.isolate`` each backend runs in a fresh process: a backend measured after
-    another otherwise inherits its heap, threads and caches (on the 2-core CI machine ONNX
-    Runtime ran ~13% and eager PyTorch ~25% slower in a shared process), and a backend that
-    crashes is reported instead of ending the run.
+    With ``options.isolate`` each backend runs in a fresh process: it does not inherit an earlier
+    backend's heap, thread pools or allocator caches, its memory figures are its own, and a
+    backend that crashes its process is reported instead of ending the run.
     """
     names = [name for name, _ in images]
     tensors = preprocess_batch([image for _, image in images], model.config)
