@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", type=Path, help="ISIC 2018 Task 3 ground-truth CSV: adds accuracy, F1, AUC ...")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default 1,4)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per point")
-    parser.add_argument("--min-runs", type=int, default=5)
+    parser.add_argument("--min-runs", type=int, default=5, help="minimum timed runs per point")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timing rounds visiting every backend in turn; the minimums are split between them (default 3)",
+    )
     parser.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
     parser.add_argument(
@@ -93,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         batches=tuple(int(b) for b in args.batches.split(",")),
         min_seconds=args.min_seconds,
         min_runs=args.min_runs,
+        rounds=args.rounds,
         isolate=not args.in_process,
     )
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("bench", total=2 + len(backends))
+        task = bar.add_task("bench", total=2 + len(backends) * options.rounds)
 
         def progress(message: str) -> None:
             bar.console.log(message)

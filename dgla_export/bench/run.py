@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import multiprocessing
 import resource
 import time
@@ -48,8 +49,15 @@ class BenchOptions:
     batches: tuple[int, ...] = (1, 4)
     warmup: int = 2
     min_runs: int = 5
-    min_seconds: float = 3.0
+    min_seconds: float = 3.0  # per backend and batch, over all rounds
+    rounds: int = 3
     isolate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
+            raise ValueError(f"bench options need rounds >= 1, min_runs >= 1, warmup and min_seconds >= 0: {self}")
+        if not self.batches or min(self.batches) < 1:
+            raise ValueError(f"batch sizes must be positive integers, got {self.batches}")
 
 
 _T = TypeVar("_T")
@@ -87,9 +95,11 @@ def run_bench(
 ) -> dict[str, Any]:
     """Parity, then timing, of every backend against the PyTorch FP32 reference.
 
-    With ``options.isolate`` each backend runs in a fresh process: it does not inherit an earlier
-    backend's heap, thread pools or allocator caches, its memory figures are its own, and a
-    backend that crashes its process is reported instead of ending the run.
+    Timing runs in ``options.rounds`` rounds that visit every backend in turn, so that a slow
+    spell of a shared machine lands on all backends rather than on whichever ran then; the
+    samples of all rounds are pooled. With ``options.isolate`` each visit is a fresh process: a
+    backend inherits no earlier backend's heap, thread pools or allocator caches, its memory
+    figures are its own, and one that crashes its process is reported instead of ending the run.
     """
     names = [name for name, _ in images]
     tensors = preprocess_batch([image for _, image in images], model.config)
@@ -110,31 +120,40 @@ def run_bench(
     if any(b.device == "cpu" and not b.unavailable() for b in backends):
         progress("CPU FP32 GEMM ceiling")
         cpu_gemm = results["cpu_fp32_gemm_tflops"] = run(cpu_gemm_tflops)
-    records = []
+    records: list[dict[str, Any]] = []
     for backend in backends:
-        record: dict[str, Any] = {"backend": backend.name, "precision": backend.precision, "device": backend.device}
+        records.append({"backend": backend.name, "precision": backend.precision, "device": backend.device})
         reason = backend.unavailable()
         if reason:
-            record["skipped"] = reason
-        else:
-            progress(f"{backend.name}: load, parity on {len(names)} images, batches {list(options.batches)}")
-            job = _BackendJob(
-                backend,
-                model if backend.uses_model else None,
-                onnx_files,
-                reference,
-                options,
-                2 * macs_per_pair,
-                cpu_gemm,
+            records[-1]["skipped"] = reason
+            progress(f"{backend.name} skipped: {reason}")
+    measured: dict[str, list[dict[str, Any]]] = {b.name: [] for b in backends}
+    for round_index in range(options.rounds):
+        for backend, record in zip(backends, records, strict=True):
+            if "skipped" in record or "failed" in record:
+                continue
+            first = round_index == 0
+            progress(
+                f"{backend.name}: round {round_index + 1}/{options.rounds}"
+                + (f", parity on {len(names)} images" if first else "")
             )
+            job = _BackendJob(backend, model if backend.uses_model else None, onnx_files, reference, options, first)
             try:
-                record.update(run(job))
+                outcome = run(job)
             except Exception as err:  # e.g. the backend's process died: report it, go on
-                record["failed"] = f"{type(err).__name__}: {err}"
-        for outcome in ("skipped", "failed"):
-            if outcome in record:
-                progress(f"{backend.name} {outcome}: {record[outcome]}")
-        records.append(record)
+                outcome = {"failed": f"{type(err).__name__}: {err}"}
+            measured[backend.name].extend(outcome.pop("batches", []))
+            record.update(outcome if first else {k: v for k, v in outcome.items() if k in ("skipped", "failed")})
+            for problem in ("skipped", "failed"):
+                if problem in outcome:
+                    progress(f"{backend.name} {problem}: {outcome[problem]}")
+    for backend, record in zip(backends, records, strict=True):
+        if "parity" in record and "failed" not in record:
+            visits = measured[backend.name]
+            record["timing"] = [
+                _summarise(backend, [v for v in visits if v["batch"] == batch], 2 * macs_per_pair, cpu_gemm)
+                for batch in options.batches
+            ]
     _add_speedups(records)
     results["backends"] = records
     return results
@@ -152,18 +171,17 @@ def _in_fresh_process(job: Callable[[], _T]) -> _T:
 
 @dataclasses.dataclass(frozen=True)
 class _BackendJob:
-    """All that one backend's measurement needs; picklable, so it can run in a fresh process."""
+    """One visit of one backend; picklable, so it can run in a fresh process."""
 
     backend: Backend
     model: ResNet | None
     onnx_files: dict[str, Path]
     reference: _Reference
     options: BenchOptions
-    flops_per_pair: int
-    cpu_gemm: float | None
+    check_parity: bool
 
     def __call__(self) -> dict[str, Any]:
-        """Load, check parity, time every batch; failures become part of the record."""
+        """Load, (check parity,) time every batch; failures become part of the record."""
         backend = self.backend
         device_baseline = _device_used_mb() if backend.device == "cuda" else None
         t0 = time.perf_counter()
@@ -172,17 +190,19 @@ class _BackendJob:
         except Exception as err:  # a backend that cannot load is reported, not fatal
             return {"skipped": f"load failed: {err}"}
         record: dict[str, Any] = {"load_s": time.perf_counter() - t0, "precision": backend.precision}
-        record.update(backend.details())
         try:
-            record.update(_parity(backend, self.reference))
-            record["timing"] = [self._timing(batch, device_baseline) for batch in self.options.batches]
+            if self.check_parity:
+                record.update(backend.details())
+                record.update(_parity(backend, self.reference))
+            record["batches"] = [self._measure(batch, device_baseline) for batch in self.options.batches]
         except Exception as err:  # one broken backend must not hide the others' results
             record["failed"] = f"{type(err).__name__}: {err}"
         finally:
             backend.release()
         return record
 
-    def _timing(self, batch: int, device_baseline: float | None) -> dict[str, Any]:
+    def _measure(self, batch: int, device_baseline: float | None) -> dict[str, Any]:
+        """Raw samples (ms) and memory figures of one batch size in this visit."""
         backend, tensors = self.backend, self.reference.tensors
         index = np.arange(batch) % len(tensors[0])
         host = tuple(t[index].contiguous() for t in tensors)
@@ -195,27 +215,50 @@ class _BackendJob:
         staged = backend.stage(host)
         backend.sync()
         h2d_ms = 0.0 if on_cpu else (time.perf_counter() - t0) * 1e3
-        samples = np.array(_time(backend, staged, self.options)) * 1e3
-        p50 = float(np.percentile(samples, 50))
-        achieved_tflops = self.flops_per_pair * batch / (p50 / 1e3) / 1e12
-        peak = _peak_tflops(backend.device, backend.precision)
+        samples = _time(backend, staged, self.options)
         return {
             "batch": batch,
-            "runs": len(samples),
-            "p50_ms": p50,
-            "p90_ms": float(np.percentile(samples, 90)),
-            "p99_ms": float(np.percentile(samples, 99)),
-            "throughput_pairs_s": batch / (p50 / 1e3),
+            "samples_ms": [s * 1e3 for s in samples],
             "h2d_ms": h2d_ms,
-            "achieved_tflops": achieved_tflops,
-            "mfu": achieved_tflops / peak if peak else None,
-            "cpu_gemm_fraction": achieved_tflops / self.cpu_gemm if on_cpu and self.cpu_gemm else None,
             # torch's allocator sees only torch tensors; ONNX Runtime and TensorRT allocate their
             # own, which the device-level figure (allocators keep their peak reserved) includes.
             "gpu_torch_peak_mb": None if on_cpu else torch.cuda.max_memory_allocated() / 2**20,
             "gpu_device_used_mb": None if device_baseline is None else _device_used_mb() - device_baseline,
             "process_peak_rss_mb": _peak_rss_mb(),
         }
+
+
+def _summarise(
+    backend: Backend, visits: list[dict[str, Any]], flops_per_pair: int, cpu_gemm: float | None
+) -> dict[str, Any]:
+    """Pool one batch size's samples over all rounds; memory is the largest seen."""
+    batch = visits[0]["batch"]
+    samples = np.concatenate([v["samples_ms"] for v in visits])
+    p50 = float(np.percentile(samples, 50))
+    achieved_tflops = flops_per_pair * batch / (p50 / 1e3) / 1e12
+    peak = _peak_tflops(backend.device, backend.precision)
+
+    def largest(key: str) -> float | None:
+        values = [v[key] for v in visits if v[key] is not None]
+        return max(values) if values else None
+
+    return {
+        "batch": batch,
+        "rounds": len(visits),
+        "runs": len(samples),
+        "p50_ms": p50,
+        "p90_ms": float(np.percentile(samples, 90)),
+        "p99_ms": float(np.percentile(samples, 99)),
+        "round_p50_ms": [float(np.median(v["samples_ms"])) for v in visits],
+        "throughput_pairs_s": batch / (p50 / 1e3),
+        "h2d_ms": float(np.median([v["h2d_ms"] for v in visits])),
+        "achieved_tflops": achieved_tflops,
+        "mfu": achieved_tflops / peak if peak else None,
+        "cpu_gemm_fraction": achieved_tflops / cpu_gemm if cpu_gemm and backend.device == "cpu" else None,
+        "gpu_torch_peak_mb": largest("gpu_torch_peak_mb"),
+        "gpu_device_used_mb": largest("gpu_device_used_mb"),
+        "process_peak_rss_mb": largest("process_peak_rss_mb"),
+    }
 
 
 def _parity(backend: Backend, reference: _Reference) -> dict[str, Any]:
@@ -242,12 +285,14 @@ def _parity(backend: Backend, reference: _Reference) -> dict[str, Any]:
 
 
 def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOptions) -> list[float]:
+    """Seconds per call after warm-up; one round's share of the minimum runs and time."""
     for _ in range(options.warmup):
         backend.infer(staged)
     backend.sync()
+    min_runs, min_seconds = math.ceil(options.min_runs / options.rounds), options.min_seconds / options.rounds
     samples: list[float] = []
     started = time.perf_counter()
-    while len(samples) < options.min_runs or time.perf_counter() - started < options.min_seconds:
+    while len(samples) < min_runs or time.perf_counter() - started < min_seconds:
         t0 = time.perf_counter()
         backend.infer(staged)
         backend.sync()  # synchronised clock: GPU work is finished when the sample ends
@@ -388,7 +433,7 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
         {
             "backend": b["backend"],
             "precision": b["precision"],
-            **t,
+            **{key: value for key, value in t.items() if not isinstance(value, list)},  # CSV: scalars only
             "parity_passed": b["parity"]["passed"],
             "logits_max_rel": b["parity"]["logits"]["max_rel"],
             "probs_max_abs": b["parity"]["probs"]["max_abs"],

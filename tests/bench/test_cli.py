@@ -29,6 +29,8 @@ def bench_run(tiny_onnx, tmp_path_factory):
             "0.2",
             "--min-runs",
             "3",
+            "--rounds",
+            "2",
             "--output",
             str(folder),
             "--fail-on-mismatch",
@@ -53,6 +55,7 @@ def test_bench_writes_every_format(bench_run) -> None:
     for timing in ort["timing"]:
         assert 0 < timing["p50_ms"] <= timing["p99_ms"]
         assert timing["throughput_pairs_s"] > 0 and timing["runs"] >= 3
+        assert timing["rounds"] == len(timing["round_p50_ms"]) == 2
     # The reference backend matches the reference up to batch-size-dependent summation order.
     eager = by_name["torch-eager-cpu"]
     assert eager["parity"]["logits"]["max_rel"] < 1e-5

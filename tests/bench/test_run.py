@@ -33,11 +33,13 @@ def test_a_backend_that_kills_its_process_is_reported(tiny, images) -> None:
         [_DiesOnLoad(), TorchBackend("eager", "cpu")],
         images[:2],
         {},
-        options=BenchOptions(batches=(1,), warmup=1, min_runs=2, min_seconds=0.0),
+        options=BenchOptions(batches=(1,), warmup=1, min_runs=2, min_seconds=0.0, rounds=2),
         macs_per_pair=1,
         progress=lambda message: None,
     )
     dead, eager = results["backends"]
     assert "BrokenProcessPool" in dead["failed"], dead
     assert eager["parity"]["passed"] and eager["timing"][0]["speedup_vs_torch_eager"] == 1.0
+    # Two visits of one run each (min_runs split between rounds), pooled.
+    assert eager["timing"][0]["rounds"] == 2 and eager["timing"][0]["runs"] == 2
     assert results["cpu_fp32_gemm_tflops"] > 0
