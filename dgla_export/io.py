@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["OutputExistsError", "atomic_path", "check_output", "sha256_file"]
+__all__ = ["CACHE_ENV", "OutputExistsError", "atomic_path", "cache_dir", "check_output", "sha256_file"]
+
+CACHE_ENV = "DGLA_EXPORT_CACHE"
 
 
 class OutputExistsError(FileExistsError):
@@ -51,3 +53,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where derived, re-creatable data is kept: ``$DGLA_EXPORT_CACHE``, else ~/.cache/dgla_export."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dgla_export"
+    )
+    return Path(root)

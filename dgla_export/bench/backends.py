@@ -119,11 +119,23 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
+        from dgla_export.io import cache_dir
         from dgla_export.runtimes.onnxruntime import create_session
 
         if self.precision not in onnx_files:
             raise FileNotFoundError(f"no {self.precision} ONNX file given")
-        options = {"trt_fp16_enable": True} if self.provider == "tensorrt" and self.precision == "fp16" else {}
+        options: dict[str, object] = {}
+        if self.provider == "tensorrt":
+            # Engines and timings cached on disk: the first load builds (minutes, reported as
+            # load_s), later rounds and runs load the cached engine.
+            cache = cache_dir() / "onnxruntime-tensorrt"
+            cache.mkdir(parents=True, exist_ok=True)
+            options = {
+                "trt_fp16_enable": self.precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+            }
         self.session = create_session(onnx_files[self.precision], self.provider, **options)  # type: ignore[arg-type]
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dgla_export.io import atomic_path, cache_dir
 from dgla_export.models.attention import GlobalLocalAttention
 from dgla_export.models.resnet import ResNet
 
@@ -33,7 +33,6 @@ DEMO_ENERGY_STD = 3.0
 DEMO_ALPHA_BETA = 0.5
 DEMO_GAMMA = 1.0
 DEMO_RESIDUAL_SCALE = 0.15
-DEMO_CACHE_ENV = "DGLA_EXPORT_CACHE"
 
 
 class CheckpointError(ValueError):
@@ -141,13 +140,6 @@ def state_dict_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get(DEMO_CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dgla_export"
-    )
-    return Path(root)
-
-
 def _seeded_init(model: ResNet, generator: torch.Generator) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
@@ -232,7 +224,7 @@ def apply_demo_weights(model: ResNet) -> ResNet:
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
     config_key = digest.hexdigest()[:16]
-    cache = _cache_dir() / f"demo-{model.config.name}-{config_key}.safetensors"
+    cache = cache_dir() / f"demo-{model.config.name}-{config_key}.safetensors"
     if cache.is_file():
         try:
             load_weights(model, read_checkpoint(cache))
@@ -248,8 +240,6 @@ def apply_demo_weights(model: ResNet) -> ResNet:
 
 def _write_cache(model: nn.Module, cache: Path) -> None:
     from safetensors.torch import save_file
-
-    from dgla_export.io import atomic_path
 
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
