@@ -1,10 +1,9 @@
-"""Helpers for the benchmark scripts: a timer and a results writer (machine info comes from
-dgla_export.bench.environment, shared with dgla-bench)."""
+"""Helpers for the benchmark scripts: a timer and a results writer. Sampling and machine info
+come from dgla_export.bench, so benchmarks and dgla-bench time and record the same way."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dgla_export.bench.environment import commit, machine
+from dgla_export.bench.run import sample_seconds
 
 __all__ = ["RESULTS", "commit", "machine", "time_call", "write_json"]
 
@@ -26,18 +26,9 @@ def time_call(
     min_seconds: float = 1.0,
     sync: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
-    """Latency statistics (ms) after ``warmup`` calls; runs until both minimums are met."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    samples = []
-    started = time.perf_counter()
-    while len(samples) < min_runs or time.perf_counter() - started < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    array = np.array(samples)
+    """Latency statistics (ms) of dgla-bench's sampling loop (warm-up, then both minimums)."""
+    samples = sample_seconds(fn, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, sync=sync)
+    array = np.array(samples) * 1e3
     return {
         "runs": len(samples),
         "mean_ms": float(array.mean()),

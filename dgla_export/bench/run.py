@@ -32,6 +32,7 @@ __all__ = [
     "format_speedup",
     "format_utilisation",
     "run_bench",
+    "sample_seconds",
     "write_results",
 ]
 
@@ -284,20 +285,40 @@ def _parity(backend: Backend, reference: _Reference) -> dict[str, Any]:
     return record
 
 
-def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOptions) -> list[float]:
-    """Seconds per call after warm-up; one round's share of the minimum runs and time."""
-    for _ in range(options.warmup):
-        backend.infer(staged)
-    backend.sync()
-    min_runs, min_seconds = math.ceil(options.min_runs / options.rounds), options.min_seconds / options.rounds
+def sample_seconds(
+    fn: Callable[[], object],
+    *,
+    warmup: int,
+    min_runs: int,
+    min_seconds: float,
+    sync: Callable[[], None] = lambda: None,
+) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` calls, until both minimums are met.
+
+    ``sync`` runs after every call inside the sample (a synchronised clock: GPU work is finished
+    when the sample ends)."""
+    for _ in range(warmup):
+        fn()
+    sync()
     samples: list[float] = []
     started = time.perf_counter()
     while len(samples) < min_runs or time.perf_counter() - started < min_seconds:
         t0 = time.perf_counter()
-        backend.infer(staged)
-        backend.sync()  # synchronised clock: GPU work is finished when the sample ends
+        fn()
+        sync()
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+def _time(backend: Backend, staged: tuple[torch.Tensor, ...], options: BenchOptions) -> list[float]:
+    """One round's share of the minimum runs and time."""
+    return sample_seconds(
+        lambda: backend.infer(staged),
+        warmup=options.warmup,
+        min_runs=math.ceil(options.min_runs / options.rounds),
+        min_seconds=options.min_seconds / options.rounds,
+        sync=backend.sync,
+    )
 
 
 def _add_speedups(records: list[dict[str, Any]]) -> None:
