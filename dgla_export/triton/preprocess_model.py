@@ -13,7 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
 
 from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import decode_image, preprocess
+from dgla_export.preprocess import decode_image, preprocess_batch
 
 
 class TritonPythonModel:
@@ -25,10 +25,10 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             blobs = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
-            tensors = [preprocess(decode_image(bytes(blob)), self.config) for blob in blobs]
+            batch = preprocess_batch([decode_image(bytes(blob)) for blob in blobs], self.config)
             outputs = [
-                pb_utils.Tensor(name, np.stack([t[i].numpy() for t in tensors]).astype(np.float32))
-                for i, name in enumerate(self.config.input_names)
+                pb_utils.Tensor(name, tensor.numpy().astype(np.float32))
+                for name, tensor in zip(self.config.input_names, batch, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
