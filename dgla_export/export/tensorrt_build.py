@@ -122,7 +122,7 @@ def build_engine(
     shapes = {}
     for name, shape in inputs.items():
         shapes[name] = {k: list(v) for k, v in profile.shapes(shape).items()}
-        optimization_profile.set_shape(name, *(trt.Dims(v) for v in profile.shapes(shape).values()))
+        optimization_profile.set_shape(name, *(trt.Dims(v) for v in shapes[name].values()))
     config.add_optimization_profile(optimization_profile)
     if hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
