@@ -23,7 +23,7 @@ from dgla_export.io import atomic_path, check_output
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
-_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING"}
 PREPROCESS_SOURCE = Path(__file__).with_name("preprocess_model.py")
 WARMUP_IMAGE = "sample_image"  # in dgla_preprocess/warmup/, where Triton looks for warm-up data
 
@@ -57,9 +57,14 @@ def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, t
 
 def _tensor(message, name: str, dtype: str, dims: list[int]):
     message.name = name
-    message.data_type = _pb().TYPE_STRING if dtype == "string" else getattr(_pb(), _DTYPES[dtype])
+    message.data_type = _data_type(dtype)
     message.dims.extend(dims)
     return message
+
+
+def _data_type(dtype: str) -> int:
+    """Triton's DataType for a graph dtype name (or "string" for encoded bytes)."""
+    return getattr(_pb(), _DTYPES[dtype])
 
 
 def _pb():
@@ -83,7 +88,7 @@ def _runtime_config(name: str, platform: str, filename: str, inputs, outputs, ma
     warmup = config.model_warmup.add(name="one_pair", batch_size=1)
     for input_name, (dtype, dims) in inputs.items():
         data = warmup.inputs[input_name]
-        data.data_type = getattr(pb, _DTYPES[dtype])
+        data.data_type = _data_type(dtype)
         data.dims.extend(dims)
         data.random_data = True
     if platform == "onnxruntime_onnx" and options.ort_tensorrt_fp16:
@@ -104,7 +109,7 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
     # loads the decoder and torch before the first request instead of during it.
     warmup = config.model_warmup.add(name="one_image", batch_size=1)
     image = warmup.inputs["image"]
-    image.data_type = pb.TYPE_STRING
+    image.data_type = _data_type("string")
     image.dims.append(1)
     image.input_data_file = WARMUP_IMAGE
     return config
