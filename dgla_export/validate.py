@@ -67,11 +67,12 @@ class ValidationReport:
             tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
 
-def reference_logits(model: ResNet, inputs: Sequence[torch.Tensor], batch: int = 8) -> np.ndarray:
+def reference_logits(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
     outputs = []
     with torch.no_grad():
         for start in range(0, len(inputs[0]), batch):
-            outputs.append(model(*(x[start : start + batch] for x in inputs)).float().numpy())
+            chunk = (torch.as_tensor(x[start : start + batch]) for x in inputs)
+            outputs.append(model(*chunk).float().numpy())
     return np.concatenate(outputs)
 
 
@@ -112,12 +113,11 @@ def validate_runner(
     config = model.config
     tolerance = tolerance or config.tolerances[precision]
     names = [name for name, _ in images]
-    tensors = preprocess_batch([image for _, image in images], config)
+    arrays = preprocess_batch([image for _, image in images], config)
     progress(f"PyTorch FP32 reference on {len(names)} images")
     with observe_attention_energy(model) as energies:
-        reference = reference_logits(model, tensors)
+        reference = reference_logits(model, arrays)
     energy = max(energies)
-    arrays = [t.numpy() for t in tensors]
     checks = []
     spread = 0.0
     for batch in batches:

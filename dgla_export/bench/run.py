@@ -103,7 +103,7 @@ def run_bench(
     figures are its own, and one that crashes its process is reported instead of ending the run.
     """
     names = [name for name, _ in images]
-    tensors = preprocess_batch([image for _, image in images], model.config)
+    tensors = tuple(torch.from_numpy(a) for a in preprocess_batch([image for _, image in images], model.config))
     progress(f"PyTorch FP32 reference on {len(names)} images")
     logits = reference_logits(model, tensors)
     metrics = _metrics(logits, names, labels, model.config.class_names) if labels is not None else None

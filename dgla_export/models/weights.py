@@ -182,7 +182,7 @@ def _calibrate(model: ResNet) -> None:
     from dgla_export.data import sample_images
     from dgla_export.preprocess import preprocess_batch
 
-    inputs = preprocess_batch([image for _, image in sample_images()], model.config)
+    inputs = [torch.from_numpy(a) for a in preprocess_batch([image for _, image in sample_images()], model.config)]
     calibrated: set[int] = set()
 
     def set_statistics(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:

@@ -1,25 +1,38 @@
 """``dgla-client``: classify images through a running Triton (KServe v2 protocol) server.
 
-Raw models (dgla_onnx, dgla_trt) get tensors preprocessed here; the ensemble (dgla) gets the
-encoded bytes and preprocesses on the server.
+Every image is its own request and up to ``concurrency`` are in flight at once: the server's
+dynamic batcher merges them into batches, and an image the server cannot decode fails alone
+while the others are answered. Raw models (dgla_onnx, dgla_trt) get tensors preprocessed here
+with the same code the server's ``dgla_preprocess`` runs; the ensemble (dgla) gets the bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import queue
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ClientError", "classify", "main"]
+__all__ = ["ClientError", "Prediction", "classify", "main"]
 
 
 class ClientError(RuntimeError):
     """The server is down, slow, missing the model, or answered with the wrong shape."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One image's answer: probabilities, or the reason it has none."""
+
+    image: Path
+    probs: np.ndarray | None
+    error: str | None = None
 
 
 def _short(err: object, limit: int = 300) -> str:
@@ -28,14 +41,76 @@ def _short(err: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _client(url: str, protocol: str, timeout: float) -> tuple[Any, Any]:
+def _client(url: str, protocol: str, timeout: float, concurrency: int) -> tuple[Any, Any]:
     if protocol == "grpc":
         import tritonclient.grpc as module
 
         return module.InferenceServerClient(url=url), module
-    import tritonclient.http as module
+    try:
+        import tritonclient.http as module
+    except ImportError as err:  # tritonclient without its [http] extra
+        raise ClientError(f"the HTTP client is not installed ({err}); pip install 'tritonclient[http]'") from err
+    client = module.InferenceServerClient(
+        url=url, connection_timeout=timeout, network_timeout=timeout, concurrency=concurrency
+    )
+    return client, module
 
-    return module.InferenceServerClient(url=url, connection_timeout=timeout, network_timeout=timeout), module
+
+def _input_specs(client: Any, model: str, protocol: str) -> dict[str, list[int]]:
+    metadata = client.get_model_metadata(model)
+    if protocol == "grpc":
+        return {i.name: [int(d) for d in i.shape] for i in metadata.inputs}
+    return {i["name"]: [int(d) for d in i["shape"]] for i in metadata["inputs"]}
+
+
+def _request_builder(
+    module: Any, specs: dict[str, list[int]], model: str, base_model: str, protocol: str
+) -> Callable[[Path], list[Any]]:
+    """A function: image path -> the request's inputs (one image, batch 1)."""
+    if not specs:
+        raise ClientError(f"the server reports no inputs for {model}; is it a dgla model?")
+    if "image" in specs:  # the ensemble: encoded bytes
+
+        def encoded(path: Path) -> list[Any]:
+            tensor = module.InferInput("image", [1, 1], "BYTES")
+            # Over HTTP, encoded images are not UTF-8 text: they must travel as binary data.
+            options = {"binary_data": True} if protocol == "http" else {}
+            tensor.set_data_from_numpy(np.array([[path.read_bytes()]], dtype=np.object_), **options)
+            return [tensor]
+
+        return encoded
+    from dgla_export.models.registry import get_config
+    from dgla_export.preprocess import load_image, preprocess
+
+    sides = [dims[-1] for dims in specs.values()]
+    config = get_config(base_model, input_size=sides[0], **({"aux_input_size": sides[1]} if len(sides) > 1 else {}))
+    if list(specs) != list(config.input_names):
+        raise ClientError(f"{model} takes {list(specs)}, not the inputs of {base_model} {list(config.input_names)}")
+
+    def tensors(path: Path) -> list[Any]:
+        inputs = []
+        for name, array in zip(config.input_names, preprocess(load_image(path), config), strict=True):
+            item = module.InferInput(name, [1, *array.shape], "FP32")
+            item.set_data_from_numpy(array[None])
+            inputs.append(item)
+        return inputs
+
+    return tensors
+
+
+def _check_server(client: Any, url: str, protocol: str, model: str) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        client.is_server_live()
+    except Exception as err:  # InferenceServerException over gRPC, socket errors over HTTP
+        raise ClientError(f"no Triton server answers at {url} ({protocol}): {_short(err)}") from err
+    try:
+        ready = client.is_model_ready(model)
+    except InferenceServerException as err:  # some servers answer an unknown model with an error
+        raise ClientError(f"model {model!r} is not ready on {url}: {_short(err)}") from err
+    if not ready:
+        raise ClientError(f"model {model!r} is not ready on {url}; check the repository and the server log")
 
 
 def classify(
@@ -46,94 +121,131 @@ def classify(
     protocol: str = "grpc",
     timeout: float = 30.0,
     base_model: str = "dgla_resnet50",
-) -> np.ndarray:
-    """Probabilities (N, classes) for ``images`` from ``model`` on the server at ``url``."""
-    from tritonclient.utils import InferenceServerException
+    concurrency: int = 8,
+) -> list[Prediction]:
+    """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
 
-    client, module = _client(url, protocol, timeout)
+    Raises :class:`ClientError` for what concerns every image (server down or slow, model
+    missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
+    """
+    client, module = _client(url, protocol, timeout, concurrency)
     try:
-        try:
-            client.is_server_live()
-        except Exception as err:  # InferenceServerException over gRPC, socket errors over HTTP
-            raise ClientError(f"no Triton server answers at {url} ({protocol}): {_short(err)}") from err
-        try:
-            ready = client.is_model_ready(model)
-        except InferenceServerException as err:  # some servers answer an unknown model with an error
-            raise ClientError(f"model {model!r} is not ready on {url}: {_short(err)}") from err
-        if not ready:
-            raise ClientError(f"model {model!r} is not ready on {url}; check the repository and the server log")
-        inputs = _inputs(client, module, model, images, base_model, protocol)
-        kwargs: dict[str, Any] = {"client_timeout": timeout} if protocol == "grpc" else {}
-        try:
-            result = client.infer(model, inputs, outputs=[module.InferRequestedOutput("probs")], **kwargs)
-        except InferenceServerException as err:
-            if "Deadline" in str(err) or "timed out" in str(err).lower():
-                raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from err
-            raise ClientError(f"{model} on {url} failed: {_short(err)}") from err
+        _check_server(client, url, protocol, model)
+        build = _request_builder(module, _input_specs(client, model, protocol), model, base_model, protocol)
+        outputs = [module.InferRequestedOutput("probs")]
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), concurrency):  # bounded: a folder of images is not sent at once
+            chunk = [Path(p) for p in images[start : start + concurrency]]
+            predictions += _infer_chunk(client, protocol, model, chunk, build, outputs, timeout, url)
     finally:
         client.close()
-    probs = result.as_numpy("probs")
-    if probs is None or probs.ndim != 2 or probs.shape[0] != len(images):
+    return predictions
+
+
+def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -> list[Prediction]:
+    from dgla_export.preprocess import ImageError
+
+    answers: dict[int, Any] = {}
+    pending: list[int] = []
+    done: queue.Queue = queue.Queue()
+    for index, path in enumerate(paths):
+        try:
+            inputs = build(path)
+        except (ImageError, OSError) as err:
+            answers[index] = f"cannot read image: {err}"
+            continue
+        pending.append(index)
+        if protocol == "grpc":
+            client.async_infer(
+                model, inputs, callback=lambda result, error, i=index: done.put((i, result, error)),
+                outputs=outputs, client_timeout=timeout,
+            )  # fmt: skip
+        else:
+            answers[index] = client.async_infer(model, inputs, outputs=outputs)
+    for index in pending:
+        if protocol == "grpc":
+            try:
+                i, result, error = done.get(timeout=timeout + 5)
+            except queue.Empty as err:
+                raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from err
+        else:
+            i, result, error = index, None, None
+            try:
+                result = answers[index].get_result()
+            except Exception as err:  # InferenceServerException, or a socket timeout
+                error = err
+        answers[i] = error if error is not None else result
+    return [_prediction(path, answers[i], model, url, timeout) for i, path in enumerate(paths)]
+
+
+def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -> Prediction:
+    if isinstance(answer, str):
+        return Prediction(path, None, answer)
+    if isinstance(answer, Exception):
+        text = _short(answer)
+        if "deadline" in text.lower() or "timed out" in text.lower() or isinstance(answer, TimeoutError):
+            raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from answer
+        if "unavailable" in text.lower() or "connect" in text.lower():
+            raise ClientError(f"{model} on {url} failed: {text}") from answer
+        return Prediction(path, None, text)
+    probs = answer.as_numpy("probs")
+    if probs is None or probs.ndim != 2 or probs.shape[0] != 1:
         shape = None if probs is None else probs.shape
-        raise ClientError(f"{model} answered probs of shape {shape}, expected ({len(images)}, classes)")
-    return probs
+        raise ClientError(f"{model} answered probs of shape {shape} for one image, expected (1, classes)")
+    return Prediction(path, probs[0])
 
 
-def _inputs(client: Any, module: Any, model: str, images: Sequence[Path], base_model: str, protocol: str) -> list[Any]:
-    metadata = client.get_model_metadata(model)
-    if protocol == "grpc":
-        specs = {i.name: [int(d) for d in i.shape] for i in metadata.inputs}
-    else:
-        specs = {i["name"]: [int(d) for d in i["shape"]] for i in metadata["inputs"]}
-    if not specs:
-        raise ClientError(f"the server reports no inputs for {model}; is it a dgla model?")
-    if "image" in specs:  # the ensemble: encoded bytes, one per row
-        blobs = np.array([[Path(p).read_bytes()] for p in images], dtype=np.object_)
-        tensor = module.InferInput("image", list(blobs.shape), "BYTES")
-        # Over HTTP, encoded images are not UTF-8 text: they must travel as binary data.
-        tensor.set_data_from_numpy(blobs, **({"binary_data": True} if protocol == "http" else {}))
-        return [tensor]
-    from dgla_export.models.registry import get_config
-    from dgla_export.preprocess import load_image, preprocess_batch
-
-    sides = [dims[-1] for dims in specs.values()]
-    config = get_config(base_model, input_size=sides[0], **({"aux_input_size": sides[1]} if len(sides) > 1 else {}))
-    if list(specs) != list(config.input_names):
-        raise ClientError(f"{model} takes {list(specs)}, not the inputs of {base_model} {list(config.input_names)}")
-    tensors = preprocess_batch([load_image(p) for p in images], config)
-    inputs = []
-    for name, tensor in zip(config.input_names, tensors, strict=True):
-        item = module.InferInput(name, list(tensor.shape), "FP32")
-        item.set_data_from_numpy(tensor.numpy())
-        inputs.append(item)
-    return inputs
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dgla-client",
+        description="Classify images through a running Triton server (see `dgla-serve`). Prints each image's "
+        "class and top-k probabilities; an image the server cannot decode gets an error line and exit code 2.",
+    )
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP)")
+    parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
+    parser.add_argument(
+        "--model",
+        default="dgla",
+        choices=["dgla", "dgla_onnx", "dgla_trt"],
+        help="dgla: the server preprocesses the image bytes; dgla_onnx/dgla_trt: tensors from here",
+    )
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dgla-client", description=__doc__)
-    parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--url", default="localhost:8001", help="server address (gRPC 8001, HTTP 8000 by default)")
-    parser.add_argument("--model", default="dgla", choices=["dgla", "dgla_onnx", "dgla_trt"])
-    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from dgla_export.models.config import ISIC2018_CLASSES
 
     try:
-        probs = classify(args.images, url=args.url, model=args.model, protocol=args.protocol, timeout=args.timeout)
-    except (ClientError, OSError, ValueError) as err:
+        predictions = classify(
+            args.images, url=args.url, model=args.model, protocol=args.protocol,
+            timeout=args.timeout, concurrency=args.concurrency,
+        )  # fmt: skip
+    except ClientError as err:
         print(f"dgla-client: error: {err}", file=sys.stderr)
         return 2
-    for path, row in zip(args.images, probs, strict=True):
+    failed = 0
+    for prediction in predictions:
+        if prediction.probs is None:
+            failed += 1
+            print(f"dgla-client: error: {prediction.image}: {prediction.error}", file=sys.stderr)
+            continue
+        row = prediction.probs
         order = np.argsort(row)[::-1][: args.top_k]
         top = [(ISIC2018_CLASSES[i], float(row[i])) for i in order]
         if args.json:
-            print(json.dumps({"image": str(path), "class": top[0][0], "probability": top[0][1], "top_k": top}))
+            print(
+                json.dumps({"image": str(prediction.image), "class": top[0][0], "probability": top[0][1], "top_k": top})
+            )
         else:
-            print(f"{path}: {top[0][0]} {top[0][1]:.3f}  (" + ", ".join(f"{c} {p:.3f}" for c, p in top[1:]) + ")")
-    return 0
+            rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
+            print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

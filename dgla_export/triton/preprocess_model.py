@@ -1,8 +1,10 @@
-"""Triton Python-backend model ``dgla_preprocess``: encoded image bytes -> the two inputs.
+"""Triton Python-backend model ``dgla_preprocess``: encoded image bytes -> the model's inputs.
 
-Copied into ``dgla_preprocess/1/model.py`` by ``dgla-export triton``. It runs the package's own
-preprocessing (dgla_export.preprocess), so the server's Python environment needs dgla-export
-installed (see scripts/triton_server.sh).
+``dgla-export triton`` copies this file to ``dgla_preprocess/1/model.py`` and the package's
+``preprocess.py`` beside it (the Python backend puts that folder on the import path), so the
+server runs the very same preprocessing with numpy and Pillow only: no torch, no dgla-export.
+A request whose image cannot be decoded gets an error naming the image; the others in the same
+batch are answered normally.
 """
 
 from __future__ import annotations
@@ -11,24 +13,32 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
-
-from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import decode_image, preprocess_batch
+from preprocess import ImageError, Preprocessing, decode_image, preprocess_batch  # copied beside this file
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         parameters = json.loads(args["model_config"])["parameters"]
-        self.config = ModelConfig.from_dict(json.loads(parameters["dgla_config"]["string_value"]))
+        self.recipe = Preprocessing.from_dict(json.loads(parameters["preprocessing"]["string_value"]))
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            blobs = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
-            batch = preprocess_batch([decode_image(bytes(blob)) for blob in blobs], self.config)
-            outputs = [
-                pb_utils.Tensor(name, tensor.numpy().astype(np.float32))
-                for name, tensor in zip(self.config.input_names, batch, strict=True)
-            ]
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
-        return responses
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        blobs = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().reshape(-1)
+        images = []
+        for index, blob in enumerate(blobs):
+            try:
+                images.append(decode_image(bytes(blob)))
+            except ImageError as err:
+                where = f"image {index} of {len(blobs)}: " if len(blobs) > 1 else ""
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{where}{err}"))
+        try:
+            batch = preprocess_batch(images, self.recipe)
+        except ImageError as err:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err)))
+        outputs = [
+            pb_utils.Tensor(name, np.ascontiguousarray(array, dtype=np.float32))
+            for name, array in zip(self.recipe.input_sizes, batch, strict=True)
+        ]
+        return pb_utils.InferenceResponse(output_tensors=outputs)

@@ -20,11 +20,14 @@ import onnx
 from dgla_export.export.graph import inspect_graph
 from dgla_export.export.manifest import EngineManifest, manifest_path
 from dgla_export.io import atomic_path, check_output
+from dgla_export.models.config import ModelConfig
+from dgla_export.preprocess import Preprocessing
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING"}
-PREPROCESS_SOURCE = Path(__file__).with_name("preprocess_model.py")
+PREPROCESS_MODEL = Path(__file__).with_name("preprocess_model.py")
+PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by PREPROCESS_MODEL
 WARMUP_IMAGE = "sample_image"  # in dgla_preprocess/warmup/, where Triton looks for warm-up data
 
 
@@ -104,9 +107,10 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
     for input_name, (dtype, dims) in inputs.items():
         _tensor(config.output.add(), input_name, dtype, dims)
     config.instance_group.add(count=options.preprocess_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
-    config.parameters["dgla_config"].string_value = metadata["config"]
+    recipe = Preprocessing.of(ModelConfig.from_dict(json.loads(metadata["config"])))
+    config.parameters["preprocessing"].string_value = json.dumps(recipe.to_dict())
     # An ensemble cannot be warmed up itself; warming its Python step with a real encoded image
-    # loads the decoder and torch before the first request instead of during it.
+    # loads the decoder before the first request instead of during it.
     warmup = config.model_warmup.add(name="one_image", batch_size=1)
     image = warmup.inputs["image"]
     image.data_type = _data_type("string")
@@ -220,7 +224,9 @@ def write_repository(
         shutil.copyfile(onnx_path, tmp / "dgla_onnx" / "1" / "model.onnx")
         if engine is not None:
             shutil.copyfile(engine, tmp / "dgla_trt" / "1" / "model.plan")
-        shutil.copyfile(PREPROCESS_SOURCE, tmp / "dgla_preprocess" / "1" / "model.py")
+            shutil.copyfile(manifest_path(engine), manifest_path(tmp / "dgla_trt" / "1" / "model.plan"))
+        shutil.copyfile(PREPROCESS_MODEL, tmp / "dgla_preprocess" / "1" / "model.py")
+        shutil.copyfile(PREPROCESS_LIBRARY, tmp / "dgla_preprocess" / "1" / "preprocess.py")
         (tmp / "dgla_preprocess" / "warmup").mkdir()
         (tmp / "dgla_preprocess" / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_image_bytes())
         for name in ("dgla_onnx", "dgla_trt", "dgla"):

@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import reference
+from inputs import torch_inputs
 
 from dgla_export import create_model
 from dgla_export.export.graph import inspect_graph
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
 from dgla_export.models.weights import state_dict_sha256
-from dgla_export.preprocess import preprocess_batch
 from dgla_export.runtimes.onnxruntime import create_session
 
 
@@ -25,7 +25,7 @@ def test_full_size_fp32_export_matches_reference(tmp_path, images) -> None:
     report = export_onnx(model, path, options=ExportOptions(max_batch=8), checkpoint_sha256=state_dict_sha256(model))
     print(f"full-size graph: {report.node_count} nodes, {report.op_counts}")
     assert not inspect_graph(onnx.load(str(path))).problems
-    inputs = preprocess_batch([image for _, image in images[:3]], model.config)
+    inputs = torch_inputs(images[:3], model.config)
     session = create_session(path, "cpu")
     actual = session.run(["logits"], {"image_224": inputs[0].numpy(), "image_448": inputs[1].numpy()})[0]
     expected = reference.forward(model.state_dict(), *inputs).numpy()

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import reference
+from inputs import torch_inputs
 
 from dgla_export.export.graph import FORBIDDEN_OPS, inspect_graph, tensorrt_support
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
 from dgla_export.io import OutputExistsError
 from dgla_export.models.weights import state_dict_sha256
-from dgla_export.preprocess import preprocess_batch
 
 
 def _load(path) -> onnx.ModelProto:
@@ -102,7 +102,7 @@ def _ort_logits(path, inputs) -> np.ndarray:
 
 
 def test_fp32_graph_equals_independent_reference(tiny_onnx, tiny, images) -> None:
-    inputs = preprocess_batch([image for _, image in images], tiny.config)
+    inputs = torch_inputs(images, tiny.config)
     actual = _ort_logits(tiny_onnx["fp32"], inputs)
     expected = reference.forward(tiny.state_dict(), *inputs).numpy()
     err = np.abs(actual - expected).max() / np.abs(expected).max()

@@ -31,9 +31,9 @@ def test_defect2_strided_gla_block_downsamples_the_main_path() -> None:
 def test_defect3_odd_sizes_align_in_the_full_network(tiny, images) -> None:
     # dgla_tiny runs layer4 at 3x3 and layer3's aux branch at 6x6 -> 3x3 mapping: a
     # scale_factor mapping misaligns there. The whole network must equal the loop reference.
-    from dgla_export.preprocess import preprocess_batch
+    from inputs import torch_inputs
 
-    inputs = preprocess_batch([image for _, image in images], tiny.config)
+    inputs = torch_inputs(images, tiny.config)
     with torch.no_grad():
         actual = tiny(*inputs)
         expected = reference.forward(tiny.state_dict(), *inputs)

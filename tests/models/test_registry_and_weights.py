@@ -111,7 +111,7 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path) -> None:
 
 
 def test_demo_weights_are_deterministic_and_sane(tiny, images, tmp_path, monkeypatch) -> None:
-    from dgla_export.preprocess import preprocess_batch
+    from inputs import torch_inputs
 
     monkeypatch.setenv("DGLA_EXPORT_CACHE", str(tmp_path))  # recompute, do not read the cache
     torch.set_num_threads(1)
@@ -123,15 +123,15 @@ def test_demo_weights_are_deterministic_and_sane(tiny, images, tmp_path, monkeyp
     scalars = [p.item() for n, p in tiny.named_parameters() if n.endswith(("alpha", "beta", "gamma"))]
     assert scalars and all(s != 0 for s in scalars)
     with torch.no_grad():
-        logits = tiny(*preprocess_batch([image for _, image in images], tiny.config))
+        logits = tiny(*torch_inputs(images, tiny.config))
     assert 0.5 < logits.abs().max() < 30, f"logit scale {logits.abs().max():.2f}"
 
 
 @pytest.mark.parametrize("branch", ["alpha", "beta", "gamma", "fuse"])
 def test_every_branch_changes_the_demo_output(tiny, images, branch) -> None:
-    from dgla_export.preprocess import preprocess_batch
+    from inputs import torch_inputs
 
-    inputs = preprocess_batch([image for _, image in images], tiny.config)
+    inputs = torch_inputs(images, tiny.config)
     ablated = create_model("dgla_tiny")
     ablated.load_state_dict(tiny.state_dict())
     with torch.no_grad():

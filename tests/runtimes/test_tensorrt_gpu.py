@@ -17,10 +17,11 @@ pytestmark = [
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tiny_engine_matches_pytorch(tiny, tiny_onnx, images, tmp_path, precision) -> None:
+    from inputs import torch_inputs
+
     from dgla_export.compare import compare_logits
     from dgla_export.export.manifest import BatchProfile
     from dgla_export.export.tensorrt_build import build_engine
-    from dgla_export.preprocess import preprocess_batch
     from dgla_export.runtimes.tensorrt import TensorRTRunner
 
     engine = tmp_path / f"tiny_{precision}.plan"
@@ -30,7 +31,7 @@ def test_tiny_engine_matches_pytorch(tiny, tiny_onnx, images, tmp_path, precisio
     if precision == "fp16":
         assert manifest.layer_dtypes.get("Half", 0) > 0
     runner = TensorRTRunner(engine)
-    inputs = preprocess_batch([image for _, image in images], tiny.config)
+    inputs = torch_inputs(images, tiny.config)
     with torch.no_grad():
         reference = tiny(*inputs).numpy()
     feed = {name: x.cuda() for name, x in zip(runner.input_names, inputs, strict=True)}

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from dgla_export import preprocess
 from dgla_export.cli import main as export_main
 from dgla_export.export.manifest import BatchProfile, EngineManifest, RuntimeInfo, manifest_path
 from dgla_export.io import OutputExistsError, sha256_file
 from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import decode_image
+from dgla_export.preprocess import Preprocessing, decode_image
 from dgla_export.triton.repository import RepositoryError, TritonOptions, write_repository
 
 
 def _parse(path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _metadata(path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _engine(tmp_path, profile: str, dims: int = 96):
@@ -53,9 +60,12 @@ def test_repository_layout_and_configs(tiny_onnx, tmp_path) -> None:
     assert ensemble.platform == "ensemble" and ensemble.input[0].data_type == model_config_pb2.TYPE_STRING
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_preprocess", "dgla_onnx"]
     pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
-    config = ModelConfig.from_dict(json.loads(pre.parameters["dgla_config"].string_value))
-    assert config.name == "dgla_tiny" and config.input_sizes == {"image_224": 96, "image_448": 192}
+    recipe = Preprocessing.from_dict(json.loads(pre.parameters["preprocessing"].string_value))
+    assert recipe == Preprocessing.of(ModelConfig.from_dict(json.loads(_metadata(tiny_onnx["fp32"])["config"])))
+    assert recipe.input_sizes == {"image_224": 96, "image_448": 192}
     assert (repo / "dgla_preprocess" / "1" / "model.py").read_text().count("TritonPythonModel") == 1
+    # the server runs the package's own preprocessing source, byte for byte
+    assert (repo / "dgla_preprocess" / "1" / "preprocess.py").read_bytes() == Path(preprocess.__file__).read_bytes()
 
 
 def test_preprocess_warmup_is_a_real_image_in_tritons_string_layout(tiny_onnx, tmp_path, images) -> None:
@@ -75,6 +85,7 @@ def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
     trt = text_format.Parse(texts["dgla_trt"], model_config_pb2.ModelConfig())
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 6
     assert (tmp_path / "repo" / "dgla_trt" / "1" / "model.plan").read_bytes() == b"engine"
+    assert EngineManifest.read(tmp_path / "repo" / "dgla_trt" / "1" / "model.plan.json").engine_bytes == 6
     assert (
         text_format.Parse(texts["dgla"], model_config_pb2.ModelConfig()).ensemble_scheduling.step[1].model_name
         == "dgla_trt"

@@ -1,0 +1,300 @@
+"""The written repository on a real Triton server (PyTriton's tritonserver), started by dgla-serve.
+
+No mocks: `dgla-serve` runs as a subprocess on loopback ports, every server is stopped by its PID
+in the fixture's teardown (also when a test fails), and the teardown asserts that no process of
+the server's group and no shared-memory segment is left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dgla_export.triton.client import ClientError, classify, main
+from dgla_export.triton.repository import write_repository
+
+if importlib.util.find_spec("pytriton") is None:
+    pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
+
+MODELS = Path(__file__).with_name("models")
+TOLERANCE = 1e-5  # served probabilities vs local ONNX Runtime's
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Serve:
+    """`dgla-serve REPO` in a subprocess; stop() by PID and report what is left behind."""
+
+    def __init__(self, repository: Path, timeout: float = 180.0) -> None:
+        self.http, self.grpc, self.metrics = free_ports(3)
+        command = [
+            sys.executable, "-m", "dgla_export.triton.serve", str(repository), "--http-port", str(self.http),
+            "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.server_pid: int | None = None
+        self.lines: list[str] = []
+
+    def wait_ready(self, timeout: float = 240.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip())
+            if line.startswith("ready"):
+                return "\n".join(self.lines)
+        self.stop()
+        pytest.fail(f"dgla-serve did not get ready: {self.process.stderr.read()[-3000:]}")
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http}"
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        stderr = self.process.stderr.read()
+        found = re.search(r"tritonserver pid (\d+)", stderr)
+        self.server_pid = int(found.group(1)) if found else None
+        return stderr
+
+    def leftovers(self) -> list[str]:
+        left = []
+        if self.server_pid is not None:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # A zombie is only an exit status; where PID 1 does not reap orphans, it stays.
+                if int(fields[2]) == self.server_pid and fields[0] != "Z":
+                    left.append(f"process {stat.parent.name} in the server's group")
+        left += [f"/dev/shm/{p.name}" for p in Path("/dev/shm").glob(f"dgla_serve_{self.process.pid}_*")]
+        return left
+
+
+def _slow_and_bad_shape(repository: Path) -> None:
+    """Two test-only models beside the real ones: a slow one, and one answering the wrong shape."""
+    for name, source in (("dgla_slow", "slow_model.py"), ("dgla_bad_shape", "bad_shape_model.py")):
+        (repository / name / "1").mkdir(parents=True)
+        shutil.copyfile(MODELS / source, repository / name / "1" / "model.py")
+        (repository / name / "config.pbtxt").write_text(
+            f'name: "{name}"\nbackend: "python"\nmax_batch_size: 8\n'
+            'input { name: "image" data_type: TYPE_STRING dims: 1 }\n'
+            'output { name: "probs" data_type: TYPE_FP32 dims: 7 }\n'
+            "instance_group { kind: KIND_CPU count: 1 }\n"
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tiny_onnx, tmp_path_factory):
+    repository = tmp_path_factory.mktemp("serving") / "repo"
+    write_repository(tiny_onnx["fp32"], repository)
+    _slow_and_bad_shape(repository)
+    started = time.monotonic()
+    server = Serve(repository)
+    output = server.wait_ready()
+    print(f"dgla-serve ready in {time.monotonic() - started:.1f} s")
+    yield server, output
+    stderr = server.stop()
+    assert server.server_pid is not None, stderr
+    assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"
+
+
+@pytest.fixture(scope="module")
+def image_files(images, tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for name, image in images[:4]:
+        paths.append(folder / f"{name}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def _local_probs(onnx_path: Path, paths: list[Path], config) -> np.ndarray:
+    from dgla_export.preprocess import load_image, preprocess_batch
+    from dgla_export.runtimes.onnxruntime import create_session
+
+    arrays = preprocess_batch([load_image(p) for p in paths], config)
+    return create_session(onnx_path, "cpu").run(["probs"], dict(zip(config.input_names, arrays, strict=True)))[0]
+
+
+def _probs(predictions) -> np.ndarray:
+    assert all(p.error is None for p in predictions), [p.error for p in predictions]
+    return np.stack([p.probs for p in predictions])
+
+
+def test_every_model_loads_ready_on_loopback(served) -> None:
+    server, output = served
+    states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
+    assert states == dict.fromkeys(["dgla", "dgla_bad_shape", "dgla_onnx", "dgla_preprocess", "dgla_slow"], "READY")
+    assert "ONNX Runtime (Python backend)" in output
+    assert re.search(rf"^grpc\s+127\.0\.0\.1:{server.grpc}$", output, flags=re.M), output
+    listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    ports = {server.http, server.grpc, server.metrics}
+    seen = set()
+    for line in listening.splitlines()[1:]:
+        address, _, port = line.split()[3].rpartition(":")
+        if int(port) in ports:
+            ip = ipaddress.ip_address(address.strip("[]"))
+            ip = getattr(ip, "ipv4_mapped", None) or ip
+            assert ip.is_loopback, f"port {port} listens beyond loopback: {line}"
+            seen.add(int(port))
+    assert not listening or seen == ports, f"not listening on {ports - seen}"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("model", ["dgla", "dgla_onnx"])
+def test_served_probabilities_equal_local_onnxruntime(served, tiny_onnx, tiny, image_files, protocol, model) -> None:
+    server, _ = served
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol, base_model="dgla_tiny"))
+    local = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
+    err = float(np.abs(served_probs - local).max())
+    assert err <= TOLERANCE, f"{model} over {protocol}: served vs local probs differ by {err:.2e}"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_corrupt_image_fails_alone_and_the_server_stays_up(served, image_files, tmp_path, protocol) -> None:
+    server, _ = served
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(image_files[0].read_bytes()[:200])  # a truncated PNG
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not an image")
+    mixed = [image_files[0], corrupt, image_files[1], junk]
+    predictions = classify(mixed, url=url, model="dgla", protocol=protocol, base_model="dgla_tiny")
+    assert [p.error is None for p in predictions] == [True, False, True, False]
+    assert "cannot decode image (200 bytes)" in predictions[1].error, predictions[1].error
+    assert "not a known image format" in predictions[3].error, predictions[3].error
+    again = classify(image_files[:1], url=url, model="dgla", protocol=protocol, base_model="dgla_tiny")
+    assert again[0].error is None and abs(float(again[0].probs.sum()) - 1) < 1e-5
+
+
+def test_large_photo_is_served(served, tiny_onnx, tiny, images, tmp_path) -> None:
+    from PIL import Image
+
+    server, _ = served
+    photo = tmp_path / "photo_4000x3000.jpg"
+    Image.fromarray(images[2][1]).resize((4000, 3000), Image.Resampling.BICUBIC).save(photo, quality=92)
+    served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla", base_model="dgla_tiny"))
+    err = float(np.abs(served_probs - _local_probs(tiny_onnx["fp32"], [photo], tiny.config)).max())
+    assert err <= TOLERANCE, f"4000x3000 JPEG: served vs local probs differ by {err:.2e}"
+
+
+def _batch_sizes(server, model: str) -> dict[int, int]:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/stats", timeout=10) as answer:
+        stats = json.load(answer)["model_stats"][0]
+    return {b["batch_size"]: b["compute_infer"]["count"] for b in stats.get("batch_stats", [])}
+
+
+def test_dynamic_batcher_merges_concurrent_clients(served, image_files) -> None:
+    server, _ = served
+    before = _batch_sizes(server, "dgla_onnx")
+    clients = 6
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        jobs = [
+            pool.submit(classify, image_files, url=server.grpc_url, model="dgla_onnx", base_model="dgla_tiny")
+            for _ in range(clients)
+        ]
+        for job in jobs:
+            _probs(job.result())
+    after = _batch_sizes(server, "dgla_onnx")
+    merged = {size: count - before.get(size, 0) for size, count in after.items() if count > before.get(size, 0)}
+    assert sum(size * count for size, count in merged.items()) == clients * len(image_files), merged
+    assert max(merged) > 1, f"every executed batch had size 1: {merged}"
+
+
+def test_client_errors_name_the_cause(served, image_files) -> None:
+    server, _ = served
+    with pytest.raises(ClientError, match="did not answer within 1 s"):
+        classify(image_files[:1], url=server.grpc_url, model="dgla_slow", timeout=1)
+    with pytest.raises(ClientError, match="did not answer within 1 s"):
+        classify(image_files[:1], url=server.http_url, model="dgla_slow", protocol="http", timeout=1)
+    with pytest.raises(ClientError, match=r"answered probs of shape \(3,\)"):
+        classify(image_files[:1], url=server.grpc_url, model="dgla_bad_shape")
+    with pytest.raises(ClientError, match="'dgla_trt' is not ready"):
+        classify(image_files[:1], url=server.grpc_url, model="dgla_trt")
+    (down,) = free_ports(1)
+    with pytest.raises(ClientError, match="no Triton server answers"):
+        classify(image_files[:1], url=f"127.0.0.1:{down}", timeout=3)
+    with pytest.raises(ClientError, match="no Triton server answers"):
+        classify(image_files[:1], url=f"127.0.0.1:{down}", protocol="http", timeout=3)
+
+
+def test_cli_over_http_prints_results_and_names_bad_files(served, image_files, tmp_path, capsys) -> None:
+    server, _ = served
+    assert main([*map(str, image_files[:2]), "--url", server.http_url, "--protocol", "http", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.count("(") == 1 for line in lines), lines
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"junk")
+    assert main([str(image_files[0]), str(junk), "--url", server.grpc_url, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip())["image"] == str(image_files[0])
+    assert captured.err.count("\n") == 1 and f"{junk}: " in captured.err and "Traceback" not in captured.err
+
+
+def test_port_in_use_is_a_clear_error_not_a_hang(served, tiny_onnx, tmp_path) -> None:
+    server, _ = served
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "dgla_export.triton.serve", str(tmp_path), "--grpc-port", str(server.grpc),
+         "--http-port", str(free_ports(1)[0]), "--metrics-port", str(free_ports(1)[0])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"127.0.0.1:{server.grpc} (grpc) cannot be used" in result.stderr and "--grpc-port" in result.stderr
+    assert "Traceback" not in result.stderr and time.monotonic() - started < 30
+
+
+def test_a_failing_warmup_keeps_the_model_from_loading(tiny_onnx, tmp_path) -> None:
+    """Warm-ups run at load: a corrupt warm-up image fails the preprocessing model, and dgla-serve
+    names it, exits 2 and leaves nothing behind."""
+    repository = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repository)
+    warmup = repository / "dgla_preprocess" / "warmup" / "sample_image"
+    warmup.write_bytes(warmup.read_bytes()[:4] + b"\0" * (len(warmup.read_bytes()) - 4))
+    server = Serve(repository, timeout=60)
+    server.process.wait(timeout=120)
+    stderr = server.stop()
+    assert server.process.returncode == 2, stderr
+    assert "dgla_preprocess" in stderr and "Traceback" not in stderr, stderr
+    assert not server.leftovers(), server.leftovers()
+    assert os.path.isdir(repository / "dgla_preprocess")  # the user's repository is untouched
