@@ -99,7 +99,10 @@ def baseline_preprocess(repository: Path, commit: str, workdir: Path) -> None:
         tar.extractall(source, filter="data")
     model = repository / "dgla_preprocess"
     old = (source / "dgla_export" / "triton" / "preprocess_model.py").read_text()
-    (model / "1" / "model.py").write_text(f"import sys\nsys.path.insert(0, {str(source)!r})\n" + old)
+    future = "from __future__ import annotations\n"
+    (model / "1" / "model.py").write_text(
+        old.replace(future, f"{future}import sys\nsys.path.insert(0, {str(source)!r})\n")
+    )
     (model / "1" / "preprocess.py").unlink()
     import onnx
 
