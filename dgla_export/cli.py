@@ -1,94 +1,249 @@
-"""``dgla-export``: info, onnx, trt, triton, validate. Heavy backends are imported inside the commands."""
+"""``dgla-export``: from a PyTorch checkpoint to checked deployment artefacts."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dgla_export.errors import EXIT_MISMATCH, UserError, batch_range, batch_sizes, positive_int, run_command
 from dgla_export.models.registry import list_models
 
 __all__ = ["main"]
 
-EXIT_MISMATCH = 3
+DESCRIPTION = """\
+Export DGLA-ResNet50 (or another registered model) from a PyTorch checkpoint to a two-input ONNX
+graph, check it against the PyTorch model on real images, build TensorRT engines from it, and
+write a Triton model repository.
+
+Exit codes: 0 success, 2 bad input (one line says what and how to fix it), 3 a validation or
+tolerance failure, 1 a bug (with a traceback; please report it).
+"""
+EPILOG = """\
+examples:
+  dgla-export info
+  dgla-export onnx --output dgla.onnx                       demo weights, FP32, validated
+  dgla-export onnx --weights ckpt.pt --precision fp16 --output dgla_fp16.onnx
+  dgla-export validate dgla.onnx --weights ckpt.pt --images my_dermoscopy/
+  dgla-export trt --onnx dgla_fp16.onnx --output dgla_fp16.plan       (GPU + TensorRT)
+  dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
+"""
 
 
-def _console():  # rich is light, but keep `--help` free of it
-    from rich.console import Console
+class _Console:
+    """Results always; progress only on a terminal (a CI log gets the results, not a spinner)."""
 
-    return Console(stderr=True)
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.err = Console(stderr=True)
+        self.interactive = self.err.is_terminal
+
+    def print(self, *objects: object) -> None:
+        self.err.print(*objects)
+
+    def log(self, message: str) -> None:
+        if self.interactive:
+            self.err.log(message)
+
+    def status(self, message: str):
+        import contextlib
+
+        return self.err.status(message) if self.interactive else contextlib.nullcontext()
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="dgla_resnet50", choices=list_models(), help="registered model name")
+    parser.add_argument(
+        "--model",
+        default="dgla_resnet50",
+        choices=list_models(),
+        metavar="NAME",
+        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
+    )
     parser.add_argument(
         "--weights",
         default="demo",
-        help="'demo' (deterministic untrained demo weights), 'random', or a .pt/.pth/.safetensors checkpoint",
+        metavar="WEIGHTS",
+        help="'demo' (deterministic, untrained; the default), 'random', or a checkpoint: a .pt/.pth state dict "
+        "(read with weights_only=True) or .safetensors",
     )
     parser.add_argument(
-        "--partial", action="store_true", help="load only the checkpoint tensors that match (report the rest)"
+        "--partial",
+        action="store_true",
+        help="load only the checkpoint tensors that match the model and report the rest "
+        "(e.g. torchvision's ImageNet ResNet50)",
     )
 
 
 def _add_validation_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, help="folder of images (default: scikit-image's bundled set)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime provider")
-    parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default: 1, 3 and the maximum)")
-    parser.add_argument("--report", type=Path, help="write the validation report as JSON here")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="folder of images to validate on (PNG, JPEG, TIFF, BMP; default: scikit-image's bundled photos, "
+        "which are not dermoscopy)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda", "tensorrt"],
+        help="ONNX Runtime provider to validate on (default cpu; cuda and tensorrt need a GPU)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=batch_sizes,
+        metavar="B,B,...",
+        help="batch sizes to check, e.g. 1,4,8 (default: 1, 3 and the graph's maximum)",
+    )
+    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgla-export", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    info = sub.add_parser("info", help="parameters and MACs per stage, input/output contract")
-    info.add_argument("--model", default="dgla_resnet50", choices=list_models())
-    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    onnx_cmd = sub.add_parser("onnx", help="export an ONNX graph, then validate it against PyTorch")
-    _add_model_args(onnx_cmd)
-    onnx_cmd.add_argument("--output", type=Path, required=True, help="the .onnx file to write")
-    onnx_cmd.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    onnx_cmd.add_argument("--opset", type=int, default=18)
-    onnx_cmd.add_argument("--batch", default="1:32", help="MIN:MAX of the dynamic batch (default 1:32)")
-    onnx_cmd.add_argument("--force", action="store_true", help="overwrite an existing output")
-    onnx_cmd.add_argument("--no-validate", action="store_true", help="skip the validation run")
-    _add_validation_args(onnx_cmd)
-
-    trt_cmd = sub.add_parser("trt", help="build a TensorRT engine (+ manifest) from an exported ONNX graph")
-    trt_cmd.add_argument("--onnx", type=Path, required=True, help="ONNX file from `dgla-export onnx`")
-    trt_cmd.add_argument("--output", type=Path, required=True, help="engine file to write (.plan)")
-    trt_cmd.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="must match the ONNX graph")
-    trt_cmd.add_argument(
-        "--target", default="h100", help="build defaults from dgla_export/export/engine_profiles.json (default h100)"
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="dgla-export", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
     )
-    trt_cmd.add_argument("--batch", help="MIN:OPT:MAX batch profile (default: the target's)")
-    trt_cmd.add_argument("--workspace", help="workspace pool limit, e.g. 8GiB (default: the target's)")
-    trt_cmd.add_argument("--timing-cache", type=Path, help="read and update this timing cache (same GPU/TensorRT only)")
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser(
+        "info",
+        help="parameters and MACs per stage, and the input/output contract",
+        description="Parameters and multiply-accumulates per stage, and the graph's inputs and outputs.",
+    )
+    info.add_argument(
+        "--model",
+        default="dgla_resnet50",
+        choices=list_models(),
+        metavar="NAME",
+        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
+    )
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_common(info)
+
+    onnx_cmd = sub.add_parser(
+        "onnx",
+        help="export an ONNX graph, then validate it against PyTorch",
+        description="Export the model to one self-contained ONNX file with a dynamic batch, then validate it with "
+        "ONNX Runtime against the FP32 PyTorch model on real images. The graph reaches --output only when "
+        "validation passes; a graph that fails is kept beside it as NAME.failed.onnx for inspection (exit 3).",
+    )
+    _add_model_args(onnx_cmd)
+    onnx_cmd.add_argument("--output", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
+    onnx_cmd.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16"],
+        help="fp32 (default), or fp16 with FP32 attention islands, for TensorRT",
+    )
+    onnx_cmd.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
+    onnx_cmd.add_argument(
+        "--batch",
+        type=batch_range,
+        default=(1, 32),
+        metavar="MIN:MAX",
+        help="range of the dynamic batch dimension (default 1:32)",
+    )
+    onnx_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    onnx_cmd.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
+    _add_validation_args(onnx_cmd)
+    _add_common(onnx_cmd)
+
+    trt_cmd = sub.add_parser(
+        "trt",
+        help="build a TensorRT engine (and its manifest) from an exported graph",
+        description="Build a strongly typed TensorRT engine from a graph of `dgla-export onnx`, on the GPU it will "
+        "run on, with a JSON manifest beside it (versions, GPU, profile, layer precisions). Needs NVIDIA's "
+        "tensorrt wheel (10.x or 11.x) and a CUDA GPU.",
+    )
+    trt_cmd.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="graph from `dgla-export onnx`")
+    trt_cmd.add_argument("--output", type=Path, required=True, metavar="FILE", help="engine file to write (.plan)")
+    trt_cmd.add_argument(
+        "--precision", default="fp16", choices=["fp16", "fp32"], help="must match the graph's precision (default fp16)"
+    )
+    trt_cmd.add_argument(
+        "--target",
+        default="h100",
+        metavar="GPU",
+        help="build defaults from dgla_export/export/engine_profiles.json (default h100)",
+    )
+    trt_cmd.add_argument("--batch", metavar="MIN:OPT:MAX", help="batch profile, e.g. 1:8:32 (default: the target's)")
+    trt_cmd.add_argument("--workspace", metavar="SIZE", help="workspace limit, e.g. 8GiB (default: the target's)")
+    trt_cmd.add_argument(
+        "--timing-cache",
+        type=Path,
+        metavar="FILE",
+        help="read and update this timing cache (valid for the same GPU and TensorRT only)",
+    )
     trt_cmd.add_argument("--hardware-compatible", action="store_true", help="run on Ampere and newer GPUs (slower)")
     trt_cmd.add_argument("--version-compatible", action="store_true", help="run on later TensorRT versions (slower)")
-    trt_cmd.add_argument("--force", action="store_true")
+    trt_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    _add_common(trt_cmd)
 
-    triton = sub.add_parser("triton", help="write a Triton model repository (ONNX, engine, preprocessing, ensemble)")
-    triton.add_argument("--onnx", type=Path, required=True, help="ONNX file from `dgla-export onnx`")
-    triton.add_argument("--engine", type=Path, help="TensorRT engine from `dgla-export trt` (adds dgla_trt)")
-    triton.add_argument("--output", type=Path, required=True, help="repository folder to write")
-    triton.add_argument("--max-batch-size", type=int, help="default: the graph's / engine's maximum batch")
-    triton.add_argument("--preferred-batch-sizes", default="8,16", help="dynamic batching targets (default 8,16)")
-    triton.add_argument("--max-queue-delay-us", type=int, default=200)
-    triton.add_argument("--instances", type=int, default=1, help="instances per GPU model")
-    triton.add_argument("--ort-tensorrt-fp16", action="store_true", help="ONNX Runtime's TensorRT accelerator, FP16")
-    triton.add_argument("--force", action="store_true")
+    triton = sub.add_parser(
+        "triton",
+        help="write a Triton model repository (ONNX, engine, preprocessing, ensemble)",
+        description="Write a Triton Inference Server repository: dgla_onnx (ONNX Runtime), dgla_trt (with "
+        "--engine), dgla_preprocess (image bytes -> tensors, numpy + Pillow) and dgla (the ensemble: image "
+        "bytes in, probabilities out). Serve it with `dgla-serve` or the official container.",
+    )
+    triton.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="graph from `dgla-export onnx`")
+    triton.add_argument("--engine", type=Path, metavar="FILE", help="engine from `dgla-export trt` (adds dgla_trt)")
+    triton.add_argument("--output", type=Path, required=True, metavar="FOLDER", help="repository folder to write")
+    triton.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        metavar="N",
+        help="largest batch Triton forms (default: the graph's, or the engine's, maximum)",
+    )
+    triton.add_argument(
+        "--preferred-batch-sizes",
+        type=batch_sizes,
+        default=(8, 16),
+        metavar="B,B,...",
+        help="batch sizes the dynamic batcher aims for (default 8,16)",
+    )
+    triton.add_argument(
+        "--max-queue-delay-us",
+        type=positive_int,
+        default=200,
+        metavar="US",
+        help="longest wait for a fuller batch, in microseconds (default 200)",
+    )
+    triton.add_argument(
+        "--instances",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="instances of each runtime model per GPU (default 1)",
+    )
+    triton.add_argument(
+        "--ort-tensorrt-fp16",
+        action="store_true",
+        help="let ONNX Runtime use its TensorRT accelerator in FP16 for dgla_onnx",
+    )
+    triton.add_argument("--force", action="store_true", help="replace --output if it exists")
+    _add_common(triton)
 
-    validate = sub.add_parser("validate", help="validate an ONNX file against the PyTorch model")
+    validate = sub.add_parser(
+        "validate",
+        help="validate an ONNX graph against the PyTorch model",
+        description="Run an exported graph with ONNX Runtime and compare it with the FP32 PyTorch model on real "
+        "images: errors, NaN/Inf, top-1 flips with margins. Exit 3 when a tolerance fails.",
+    )
+    validate.add_argument("onnx", type=Path, metavar="ONNX", help="graph from `dgla-export onnx`")
     _add_model_args(validate)
-    validate.add_argument("onnx", type=Path)
     _add_validation_args(validate)
+    _add_common(validate)
     return parser
 
 
@@ -100,8 +255,11 @@ def _load_model(args: argparse.Namespace):
         return create_model(args.model)
     if args.weights == "demo":
         return create_model(args.model, weights="demo")
+    state = weights_module.read_checkpoint(args.weights)  # before building the model: a bad file fails fast
     model = create_model(args.model)
-    weights_module.load_weights(model, weights_module.read_checkpoint(args.weights), partial=args.partial)
+    report = weights_module.load_weights(model, state, partial=args.partial)
+    if report.skipped and args.verbose:
+        print(report.describe(limit=None), file=sys.stderr)
     return model
 
 
@@ -152,9 +310,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batches(spec: str | None, max_batch: int) -> list[int]:
-    if spec:
-        return [int(b) for b in spec.split(",")]
+def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
+    if wanted:
+        too_large = [b for b in wanted if b > max_batch]
+        if too_large:
+            raise UserError(f"--batches {too_large} exceed the graph's maximum batch {max_batch}; give smaller sizes")
+        return list(wanted)
     return sorted({1, min(3, max_batch), max_batch})
 
 
@@ -194,85 +355,104 @@ def _print_validation(report, console) -> None:
             )
 
 
-def _validate(args: argparse.Namespace, model, onnx_path: Path, console) -> int:
-    import onnx
+def _validate(args: argparse.Namespace, model, onnx_path: Path, images, console: _Console):
+    """Validation report of ``onnx_path`` against ``model``; prints the table."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    from dgla_export.data import load_images
+    from dgla_export.export.graph import graph_metadata, load_graph
     from dgla_export.runtimes.onnxruntime import create_session
     from dgla_export.validate import validate_runner
 
-    metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    metadata = graph_metadata(load_graph(onnx_path))
+    graph_model = json.loads(metadata["config"])["name"]
+    if graph_model != model.config.name:
+        raise UserError(f"{onnx_path} is a {graph_model} graph, not {model.config.name}; pass --model {graph_model}")
     precision = metadata.get("precision", "fp32")
-    max_batch = int(metadata.get("batch_range", "1:8").split(":")[1])
+    batches = _batches(args.batches, int(metadata.get("batch_range", "1:8").split(":")[1]))
     session = create_session(onnx_path, args.device)
-    with OnnxrtRunner(session) as runner:
+    with OnnxrtRunner(session) as runner, console.status("validating against PyTorch FP32"):
         report = validate_runner(
             runner.infer,
             model,
-            load_images(args.images),
+            images,
             runtime=f"onnxruntime-{args.device}",
             precision=precision,
-            batches=_batches(args.batches, max_batch),
-            progress=lambda message: console.log(message),
+            batches=batches,
+            progress=console.log,
         )
     _print_validation(report, console)
     if args.report:
         report.write_json(args.report)
         console.print(f"report: {args.report}")
-    if not report.passed:
-        console.print("[red]validation FAILED[/]")
-        return EXIT_MISMATCH
+    return report
+
+
+def _cmd_onnx(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from dgla_export.data import load_images
+    from dgla_export.export.onnx_export import ExportOptions, export_onnx
+    from dgla_export.io import check_output
+
+    console = _Console()
+    # Inputs first: a bad folder or checkpoint must fail before a minute of export.
+    check_output(args.output, args.force)
+    images = None if args.no_validate else load_images(args.images)
+    low, high = args.batch
+    if args.batches:
+        _batches(args.batches, high)
+    options = ExportOptions(opset=args.opset, precision=args.precision, min_batch=low, max_batch=high)
+    with console.status("loading the model (the first demo-weight run calibrates BatchNorm: ~20 s, full model)"):
+        model = _load_model(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{args.output.name}.", dir=args.output.parent) as staging:
+        staged = Path(staging) / args.output.name
+        with console.status("exporting (about a minute for the full model on 2 cores)"):
+            report = export_onnx(
+                model, staged, options=options, checkpoint_sha256=_checkpoint_digest(args, model), progress=console.log
+            )
+        ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.items())
+        summary = f"opset {report.opset}, IR {report.ir_version}, {report.node_count} nodes ({ops})"
+        if args.no_validate:
+            os.replace(staged, args.output)
+            console.print(f"{args.output}: {summary} (not validated)")
+            return 0
+        validation = _validate(args, model, staged, images, console)
+        if not validation.passed:
+            rejected = args.output.with_name(f"{args.output.stem}.failed.onnx")
+            os.replace(staged, rejected)
+            console.print(
+                f"[red]validation FAILED[/]: the graph is kept as {rejected} for inspection, not at {args.output}"
+            )
+            return EXIT_MISMATCH
+        os.replace(staged, args.output)
+    console.print(f"{args.output}: {summary}")
     console.print("[green]validation passed[/]")
     return 0
 
 
-def _cmd_onnx(args: argparse.Namespace) -> int:
-    from dgla_export.export.onnx_export import ExportOptions, export_onnx
-    from dgla_export.io import check_output
-
-    console = _console()
-    check_output(args.output, args.force)  # fail before a minute of work, not after
-    low, high = (int(v) for v in args.batch.split(":"))
-    options = ExportOptions(opset=args.opset, precision=args.precision, min_batch=low, max_batch=high)
-    with console.status("loading the model (first demo run calibrates BatchNorm, ~20 s for the full model)"):
-        model = _load_model(args)
-    with console.status("exporting (about a minute for the full model on 2 cores)"):
-        report = export_onnx(
-            model,
-            args.output,
-            options=options,
-            checkpoint_sha256=_checkpoint_digest(args, model),
-            force=args.force,
-            progress=lambda message: console.log(message),
-        )
-    ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.items())
-    console.print(f"{args.output}: opset {report.opset}, IR {report.ir_version}, {report.node_count} nodes ({ops})")
-    if args.no_validate:
-        return 0
-    return _validate(args, model, args.output, console)
-
-
 def _cmd_trt(args: argparse.Namespace) -> int:
+    from dgla_export.export.graph import load_graph
     from dgla_export.export.manifest import BatchProfile, load_build_profiles, parse_size
     from dgla_export.io import check_output
 
     profiles = load_build_profiles()
     if args.target not in profiles:
-        raise ValueError(f"unknown --target {args.target!r}; known: {', '.join(profiles)}")
+        raise UserError(f"unknown --target {args.target!r}; known: {', '.join(profiles)}")
     target = profiles[args.target]
     profile = BatchProfile.parse(args.batch or target["batch"])
     workspace = parse_size(args.workspace or target["workspace"])
     check_output(args.output, args.force)
+    load_graph(args.onnx)
     try:
         import tensorrt  # noqa: F401
     except ImportError as err:
-        raise RuntimeError(
+        raise UserError(
             "TensorRT is not installed here: install NVIDIA's tensorrt wheel (10.x or 11.x) on the GPU machine"
         ) from err
     from dgla_export.export.tensorrt_build import build_engine
 
-    console = _console()
+    console = _Console()
     manifest = build_engine(
         args.onnx,
         args.output,
@@ -283,9 +463,9 @@ def _cmd_trt(args: argparse.Namespace) -> int:
         hardware_compatible=args.hardware_compatible,
         version_compatible=args.version_compatible,
         force=args.force,
-        progress=lambda m: console.log(m),
+        progress=console.log,
     )
-    console.print(json.dumps({"engine": str(args.output), "layer_dtypes": dict(manifest.layer_dtypes)}))
+    print(json.dumps({"engine": str(args.output), "layer_dtypes": dict(manifest.layer_dtypes)}))
     return 0
 
 
@@ -294,7 +474,7 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
     options = TritonOptions(
         max_batch_size=args.max_batch_size,
-        preferred_batch_sizes=tuple(int(b) for b in args.preferred_batch_sizes.split(",")),
+        preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
         ort_tensorrt_fp16=args.ort_tensorrt_fp16,
@@ -305,24 +485,43 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    console = _console()
+    from dgla_export.data import load_images
+    from dgla_export.export.graph import load_graph
+
+    console = _Console()
+    load_graph(args.onnx)  # inputs first, then the slow model load
+    images = load_images(args.images)
     with console.status("loading the model"):
         model = _load_model(args)
-    return _validate(args, model, args.onnx, console)
+    return 0 if _validate(args, model, args.onnx, images, console).passed else EXIT_MISMATCH
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Third-party chatter (exporter, Polygraphy) only with -v."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if verbose:
+        return
+    for noisy in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    G_LOGGER.colors = False  # else it warns once that the optional 'colored' module is missing
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "info": _cmd_info,
+    "onnx": _cmd_onnx,
+    "trt": _cmd_trt,
+    "triton": _cmd_triton,
+    "validate": _cmd_validate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    if not args.verbose:
-        for noisy in ("torch.onnx", "torch._dynamo", "torch.export"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-    commands = {"info": _cmd_info, "onnx": _cmd_onnx, "trt": _cmd_trt, "triton": _cmd_triton, "validate": _cmd_validate}
-    try:
-        return commands[args.command](args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
-        print(f"dgla-export {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    quiet_libraries(args.verbose)
+    return run_command(f"dgla-export {args.command}", lambda: COMMANDS[args.command](args), debug=args.debug)
 
 
 if __name__ == "__main__":

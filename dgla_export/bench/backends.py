@@ -215,7 +215,7 @@ def default_backends(devices: list[str], engine: Path | None = None) -> list[Bac
         backends += [
             TorchBackend(v, device) for v in ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
         ]
-    backends += [OnnxRuntimeBackend("cpu", "fp32")]
+    backends += [OnnxRuntimeBackend("cpu", "fp32"), OnnxRuntimeBackend("cpu", "fp16")]
     if "cuda" in devices:
         backends += [OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")]
     return backends

@@ -1,4 +1,4 @@
-"""``dgla-bench``: parity against the PyTorch FP32 reference first, then speed."""
+"""``dgla-bench``: every runtime against the PyTorch FP32 reference, parity first, then speed."""
 
 from __future__ import annotations
 
@@ -8,55 +8,154 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dgla_export.errors import EXIT_MISMATCH, UserError, batch_sizes, positive_int, run_command
 from dgla_export.models.registry import list_models
 
 __all__ = ["main"]
 
-EXIT_MISMATCH = 3
+DESCRIPTION = """\
+Check every runtime against the FP32 PyTorch model on real images (errors, NaN/Inf, top-1 flips,
+and with --labels the ISIC 2018 metrics), then time it: p50/p90/p99 latency, pairs/s, speed-up
+over eager PyTorch, memory. Results land in --output as JSON, CSV, Markdown and a plot.
+
+Exit codes: 0 success, 2 bad input (one line says what and how to fix it), 3 a backend failed
+parity (with --fail-on-mismatch) or could not run a given file, 1 a bug (with a traceback).
+"""
+EPILOG = """\
+examples:
+  dgla-bench --onnx dgla.onnx --onnx-fp16 dgla_fp16.onnx --batches 1,4 --fail-on-mismatch
+  dgla-bench --onnx dgla.onnx --backends torch-eager-cpu,onnxruntime-cpu-fp32 --images lesions/
+  dgla-bench --list-backends
+"""
+ONNX_OPTIONS = {"fp32": "--onnx", "fp16": "--onnx-fp16"}
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgla-bench", description=__doc__)
-    parser.add_argument("--model", default="dgla_resnet50", choices=list_models())
-    parser.add_argument("--weights", default="demo", help="'demo' or a checkpoint (.pt/.pth/.safetensors)")
-    parser.add_argument("--onnx", type=Path, help="FP32 ONNX file (exported with dgla-export onnx)")
-    parser.add_argument("--onnx-fp16", type=Path, help="FP16 ONNX file")
-    parser.add_argument("--engine", type=Path, help="TensorRT engine from dgla-export trt (with its manifest)")
+    parser = argparse.ArgumentParser(
+        prog="dgla-bench", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        default="dgla_resnet50",
+        choices=list_models(),
+        metavar="NAME",
+        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="demo",
+        metavar="WEIGHTS",
+        help="'demo' (the default), 'random', or the checkpoint the graphs were exported from (.pt/.pth/.safetensors)",
+    )
+    parser.add_argument("--onnx", type=Path, metavar="FILE", help="FP32 graph from `dgla-export onnx`")
+    parser.add_argument(
+        "--onnx-fp16", type=Path, metavar="FILE", help="FP16 graph from `dgla-export onnx --precision fp16`"
+    )
+    parser.add_argument(
+        "--engine", type=Path, metavar="FILE", help="TensorRT engine from `dgla-export trt` (with its manifest)"
+    )
     parser.add_argument(
         "--backends",
-        default=None,
-        help="comma-separated backend names (default: every one available; see --list-backends)",
+        metavar="NAME,NAME,...",
+        help="backends to run (default: every one that can run here with the files given; see --list-backends)",
     )
-    parser.add_argument("--list-backends", action="store_true")
+    parser.add_argument("--list-backends", action="store_true", help="list the backends, and why one cannot run here")
     parser.add_argument(
         "--device",
         action="append",
         choices=["cpu", "cuda"],
-        help="torch devices (default: cpu, and cuda if present)",
+        help="devices for the torch backends (repeatable; default: cpu, and cuda if present)",
     )
-    parser.add_argument("--images", type=Path, help="image folder (default: scikit-image's bundled set)")
-    parser.add_argument("--labels", type=Path, help="ISIC 2018 Task 3 ground-truth CSV: adds accuracy, F1, AUC ...")
-    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default 1,4)")
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="minimum timed seconds per point")
-    parser.add_argument("--min-runs", type=int, default=5, help="minimum timed runs per point")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="image folder (default: scikit-image's bundled photos, which are not dermoscopy)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="CSV",
+        help="ISIC 2018 Task 3 ground truth (image,MEL,NV,...): adds accuracy, F1, balanced accuracy, AUC",
+    )
+    parser.add_argument(
+        "--batches", type=batch_sizes, default=(1, 4), metavar="B,B,...", help="batch sizes (default 1,4)"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=_positive_float,
+        default=3.0,
+        metavar="S",
+        help="minimum timed seconds per batch size (default 3)",
+    )
+    parser.add_argument(
+        "--min-runs", type=positive_int, default=5, metavar="N", help="minimum timed runs per batch size (default 5)"
+    )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=3,
+        metavar="N",
         help="timing rounds visiting every backend in turn; the minimums are split between them (default 3)",
     )
-    parser.add_argument("--output", type=Path, default=Path("bench-results"), help="results folder")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("bench-results"),
+        metavar="FOLDER",
+        help="results folder (default bench-results)",
+    )
     parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
     parser.add_argument(
         "--in-process",
         action="store_true",
         help="measure every backend in this process (faster start; later backends inherit earlier ones' state)",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dgla_export.cli import quiet_libraries
+
+    quiet_libraries(args.verbose)
+    return run_command("dgla-bench", lambda: _bench(args), debug=args.debug)
+
+
+def _select(args: argparse.Namespace, backends: list, onnx_files: dict[str, Path]) -> list:
+    """The backends to run: the requested ones (each must be able to run), else every runnable one."""
+
+    def lacks(backend) -> str | None:
+        needs = ONNX_OPTIONS.get(backend.precision) if backend.name.startswith("onnxruntime") else None
+        return f"no {needs} given" if needs and backend.precision not in onnx_files else None
+
+    if not args.backends:
+        return [b for b in backends if not lacks(b)]
+    wanted = args.backends.split(",")
+    unknown = sorted(set(wanted) - {b.name for b in backends})
+    if unknown:
+        raise UserError(f"--backends: unknown {unknown}; known: {', '.join(b.name for b in backends)}")
+    chosen = [b for b in backends if b.name in wanted]
+    for backend in chosen:
+        reason = lacks(backend) or backend.unavailable()
+        if reason:
+            raise UserError(f"--backends: {backend.name} cannot run here: {reason}")
+    return chosen
+
+
+def _bench(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -79,24 +178,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in backends:
             print(backend.name, "-", backend.unavailable() or "available")
         return 0
-    if args.backends:
-        wanted = args.backends.split(",")
-        unknown = sorted(set(wanted) - {b.name for b in backends})
-        if unknown:
-            console.print(f"unknown backends {unknown}; known: {', '.join(b.name for b in backends)}")
-            return 2
-        backends = [b for b in backends if b.name in wanted]
+    # Every input is checked before the slow work starts.
+    from dgla_export.export.graph import graph_metadata, load_graph
+
+    onnx_files = {k: v for k, v in (("fp32", args.onnx), ("fp16", args.onnx_fp16)) if v}
+    for precision, path in onnx_files.items():
+        found = graph_metadata(load_graph(path)).get("precision", "fp32")
+        if found != precision:
+            raise UserError(f"{ONNX_OPTIONS[precision]} {path} is an {found} graph; pass it as {ONNX_OPTIONS[found]}")
+    if args.engine is not None:
+        from dgla_export.runtimes.tensorrt import verify_engine_file
+
+        verify_engine_file(args.engine)
+    backends = _select(args, backends, onnx_files)
+    for precision, path in onnx_files.items():
+        if not any(
+            b.name.startswith("onnxruntime") and b.precision == precision and not b.unavailable() for b in backends
+        ):
+            console.print(
+                f"warning: {ONNX_OPTIONS[precision]} {path} is not used by any selected backend that can run here"
+            )
+    engine_backend = next((b for b in backends if b.name == "tensorrt-engine"), None)
+    if args.engine is not None and (engine_backend is None or engine_backend.unavailable()):
+        why = engine_backend.unavailable() if engine_backend else "the tensorrt-engine backend is not selected"
+        console.print(f"warning: --engine {args.engine} is not used: {why}")
 
     from dgla_export.data import load_images
     from dgla_export.models.cost import measure_cost
-    from dgla_export.models.registry import create_model
+    from dgla_export.models.registry import create_model, get_config
 
+    images = load_images(args.images)
+    labels = read_labels(args.labels, get_config(args.model).class_names) if args.labels else None
+    if args.weights not in ("demo", "random"):
+        from dgla_export.models.weights import read_checkpoint
+
+        read_checkpoint(args.weights)  # a damaged file fails here, not after the reference run
     with console.status("loading the model"):
         model = create_model(args.model, weights=args.weights if args.weights != "random" else None)
-    onnx_files = {k: v for k, v in (("fp32", args.onnx), ("fp16", args.onnx_fp16)) if v}
-    labels = read_labels(args.labels, model.config.class_names) if args.labels else None
     options = BenchOptions(
-        batches=tuple(int(b) for b in args.batches.split(",")),
+        batches=args.batches,
         min_seconds=args.min_seconds,
         min_runs=args.min_runs,
         rounds=args.rounds,
@@ -108,13 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = bar.add_task("bench", total=2 + len(backends) * options.rounds)
 
         def progress(message: str) -> None:
-            bar.console.log(message)
+            if console.is_terminal:  # a CI log gets the results, not every step
+                bar.console.log(message)
             bar.advance(task)
 
         results = run_bench(
             model,
             backends,
-            load_images(args.images),
+            images,
             onnx_files,
             options=options,
             macs_per_pair=measure_cost(model).macs,
@@ -137,16 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parity",
     ):
         table.add_column(column, no_wrap=True)
-    failed = []
+    broken = [b["backend"] for b in results["backends"] if "failed" in b]
+    mismatched = [b["backend"] for b in results["backends"] if "parity" in b and not b["parity"]["passed"]]
     for b in results["backends"]:
-        if "skipped" in b or "parity" not in b:
-            if "failed" in b:
-                failed.append(b["backend"])
+        if "skipped" in b or "failed" in b or "parity" not in b:
             table.add_row(b["backend"], *["-"] * 9, "[dim]skipped[/]" if "skipped" in b else "[red]FAILED[/]")
             continue
         parity = b["parity"]
-        if not parity["passed"]:
-            failed.append(b["backend"])
         for t in b["timing"]:
             table.add_row(
                 b["backend"],
@@ -174,11 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{flip['actual_margin']:.3f})"
             )
     console.print("results: " + ", ".join(str(p) for p in written))
-    if failed:
-        console.print(f"[red]parity failed: {', '.join(failed)}[/]")
+    print(json.dumps({"results": str(args.output / "results.json"), "parity_failed": mismatched, "failed": broken}))
+    if broken:
+        console.print(f"[red]could not run: {', '.join(broken)}[/] (a requested backend that fails is a failure)")
+        return EXIT_MISMATCH
+    if mismatched:
+        console.print(f"[red]parity failed: {', '.join(mismatched)}[/]")
         if args.fail_on_mismatch:
             return EXIT_MISMATCH
-    print(json.dumps({"results": str(args.output / "results.json"), "parity_failed": failed}))
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 
 from dgla_export.bench.backends import Backend
 from dgla_export.compare import compare_logits
+from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.models.resnet import ResNet
 from dgla_export.preprocess import preprocess_batch
@@ -110,12 +111,14 @@ def run_bench(
     reference = _Reference(model.config, names, tensors, logits, labels, metrics)
     results: dict[str, Any] = {
         "model": model.config.name,
+        "class_names": list(model.config.class_names),
         "images": names,
         "macs_per_pair": macs_per_pair,
         "options": dataclasses.asdict(options),
     }
     if metrics is not None:
         results["reference_metrics"] = metrics
+    results["reference_probabilities"] = probabilities(logits).tolist()
     run = _in_fresh_process if options.isolate else _in_this_process
     cpu_gemm = None
     if any(b.device == "cpu" and not b.unavailable() for b in backends):
@@ -188,8 +191,8 @@ class _BackendJob:
         t0 = time.perf_counter()
         try:
             backend.load(self.model, self.onnx_files)
-        except Exception as err:  # a backend that cannot load is reported, not fatal
-            return {"skipped": f"load failed: {err}"}
+        except Exception as err:  # reported as a failure of this backend; the others still run
+            return {"failed": f"load failed: {type(err).__name__}: {err}"}
         record: dict[str, Any] = {"load_s": time.perf_counter() - t0, "precision": backend.precision}
         try:
             if self.check_parity:
@@ -277,7 +280,7 @@ def _parity(backend: Backend, reference: _Reference) -> dict[str, Any]:
         image_names=reference.names,
         class_names=reference.config.class_names,
     )
-    record: dict[str, Any] = {"parity": comparison.to_dict()}
+    record: dict[str, Any] = {"parity": comparison.to_dict(), "probabilities": probabilities(logits).tolist()}
     if reference.labels is not None and reference.metrics is not None:
         metrics = _metrics(logits, reference.names, reference.labels, reference.config.class_names)
         record["metrics"] = metrics
@@ -376,13 +379,34 @@ def _peak_rss_mb() -> float:
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
-    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns."""
+    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns.
+
+    Every row must hold exactly one 1 (and 0 elsewhere): a row without one is refused, never
+    read as the first class."""
+    if not path.is_file():
+        raise UserError(f"--labels {path} does not exist")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     missing = [c for c in ("image", *class_names) if rows and c not in rows[0]]
     if not rows or missing:
-        raise ValueError(f"{path}: expected columns image,{','.join(class_names)}; missing {missing}")
-    return {row["image"]: int(np.argmax([float(row[c]) for c in class_names])) for row in rows}
+        raise UserError(f"--labels {path}: expected columns image,{','.join(class_names)}; missing {missing}")
+    labels = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            values = [float(row[c]) for c in class_names]
+        except (TypeError, ValueError):
+            values = []
+        if sorted(values) != [0.0] * (len(class_names) - 1) + [1.0]:
+            raise UserError(
+                f"--labels {path}, line {line} ({row.get('image')}): the class columns must hold one 1 and "
+                f"0 elsewhere, found {[row.get(c) for c in class_names]}"
+            )
+        labels[row["image"]] = values.index(1.0)
+    return labels
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    return torch.from_numpy(logits).softmax(-1).numpy()
 
 
 def _metrics(
@@ -394,23 +418,22 @@ def _metrics(
     if not keep:
         raise ValueError("no image of the run has a label in the labels CSV (matched by file stem)")
     truth = np.array([labels[Path(names[i]).stem] for i in keep])
-    scores = torch.from_numpy(logits[keep]).softmax(-1).numpy()
+    scores = probabilities(logits[keep])
     predicted = scores.argmax(1)
     present = np.unique(truth)
+    # Per-class sensitivity: of the images whose ground truth is the class, the share whose top-1
+    # is that class (what balanced accuracy averages). A class absent from the ground truth has
+    # none: its sensitivity is undefined (None), not 0.
+    recall = metrics.recall_score(truth, predicted, labels=present, average=None, zero_division=0)
+    sensitivity: dict[str, float | None] = dict.fromkeys(classes)
+    sensitivity.update({classes[c]: float(r) for c, r in zip(present, recall, strict=True)})
     record = {
         "images": len(keep),
         "accuracy": metrics.accuracy_score(truth, predicted),
         "weighted_f1": metrics.f1_score(truth, predicted, average="weighted", zero_division=0),
         "balanced_accuracy": metrics.balanced_accuracy_score(truth, predicted),
-        "sensitivity": dict(
-            zip(
-                classes,
-                metrics.recall_score(
-                    truth, predicted, labels=range(len(classes)), average=None, zero_division=0
-                ).tolist(),
-                strict=True,
-            )
-        ),
+        "sensitivity": sensitivity,
+        "classes_absent_from_ground_truth": [c for c, v in sensitivity.items() if v is None],
     }
     record["macro_auc"] = (
         metrics.roc_auc_score(truth, scores, multi_class="ovr", average="macro", labels=range(len(classes)))
@@ -425,8 +448,12 @@ def _metrics_delta(metrics: dict[str, Any], reference: dict[str, Any]) -> dict[s
     delta: dict[str, Any] = {}
     for key, value in metrics.items():
         if key == "sensitivity":
-            delta[key] = {c: value[c] - reference[key][c] for c in value}
-        elif key != "images" and value is not None and reference[key] is not None:
+            delta[key] = {c: None if value[c] is None else value[c] - reference[key][c] for c in value}
+        elif (
+            key not in ("images", "classes_absent_from_ground_truth")
+            and value is not None
+            and reference[key] is not None
+        ):
             delta[key] = value - reference[key]
     return delta
 
@@ -442,6 +469,52 @@ def format_utilisation(timing: dict[str, Any]) -> str:
     if timing.get("cpu_gemm_fraction"):
         return f"{timing['cpu_gemm_fraction']:.0%} of GEMM"
     return "n/a"
+
+
+def throughput_figure(rows: Sequence[dict[str, Any]], title: str):
+    """Pairs/s per batch size and backend: ticks at the measured sizes, throughput from 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        points = [(r["batch"], r["throughput_pairs_s"]) for r in rows if r["backend"] == backend]
+        ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+    ax.set(xlabel="batch size", ylabel="image pairs / s", title=title)
+    measured = sorted({r["batch"] for r in rows})
+    if measured[-1] / measured[0] > 8:  # wide ranges read better on a log axis
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(measured, [str(b) for b in measured])
+    ax.minorticks_off()
+    if len(measured) == 1:
+        ax.set_xlim(measured[0] - 1, measured[0] + 1)
+    ax.set_ylim(0, 1.1 * max(r["throughput_pairs_s"] for r in rows))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _write_predictions(results: dict[str, Any], folder: Path) -> list[Path]:
+    """Per-image probabilities of the reference and of each backend, in the ISIC 2018 Task 3
+    submission layout (``image,MEL,NV,...``), so the official scorer can read them."""
+    from dgla_export.io import atomic_path
+
+    classes = results["class_names"]
+    tables = {"reference-torch-fp32": results["reference_probabilities"]}
+    tables.update({b["backend"]: b["probabilities"] for b in results["backends"] if "probabilities" in b})
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in tables.items():
+        with atomic_path(folder / f"{name}.csv") as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", *classes])
+            for image, probs in zip(results["images"], rows, strict=True):
+                writer.writerow([Path(image).stem, *(f"{p:.9g}" for p in probs)])
+        written.append(folder / f"{name}.csv")
+    return written
 
 
 def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any]) -> list[Path]:
@@ -502,21 +575,11 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
     with atomic_path(folder / "results.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     written.append(folder / "results.md")
+    written += _write_predictions(results, folder / "predictions")
     if rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for backend in dict.fromkeys(r["backend"] for r in rows):
-            points = [(r["batch"], r["throughput_pairs_s"]) for r in rows if r["backend"] == backend]
-            ax.plot(*zip(*points, strict=True), marker="o", label=backend)
-        ax.set(xlabel="batch", ylabel="image pairs / s", title=f"{results['model']} throughput")
-        ax.set_xscale("log", base=2)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        fig = throughput_figure(rows, f"{results['model']} throughput")
         with atomic_path(folder / "throughput.png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)
         plt.close(fig)

@@ -9,12 +9,18 @@ import json
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
+
+from dgla_export.errors import UserError
 
 __all__ = [
     "FORBIDDEN_OPS",
     "GraphContractError",
+    "GraphFileError",
     "GraphReport",
+    "graph_metadata",
     "inspect_graph",
+    "load_graph",
     "tensorrt_support",
 ]
 
@@ -39,6 +45,34 @@ FORBIDDEN_OPS = frozenset(
 
 class GraphContractError(ValueError):
     """An ONNX graph that breaks the export contract (names, shapes, ops)."""
+
+
+class GraphFileError(UserError):
+    """A file given as an exported graph that is missing, damaged or not from ``dgla-export onnx``."""
+
+
+def load_graph(path: str | Path) -> onnx.ModelProto:
+    """An exported graph, checked before any slow work: it exists, parses, passes onnx's checker
+    and carries dgla-export's metadata (without it no runtime knows the model's contract)."""
+    path = Path(path)
+    again = "export it again with `dgla-export onnx`"
+    if not path.is_file():
+        raise GraphFileError(f"ONNX file {path} does not exist; {again}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except DecodeError as err:
+        raise GraphFileError(f"{path} is not a readable ONNX file (truncated or not ONNX: {err}); {again}") from err
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().splitlines()[0]
+        raise GraphFileError(f"{path} fails onnx's checker ({first}); {again}") from err
+    if "config" not in {p.key for p in model.metadata_props}:
+        raise GraphFileError(f"{path} lacks dgla-export's metadata (model config, classes); {again}")
+    return model
+
+
+def graph_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dgla_export.errors import UserError
+
 __all__ = [
     "MANIFEST_FORMAT",
     "BatchProfile",
@@ -33,7 +35,7 @@ class ManifestError(ValueError):
     """A manifest that is missing, unreadable or inconsistent with its engine."""
 
 
-class EngineMismatchError(RuntimeError):
+class EngineMismatchError(UserError, RuntimeError):
     """An engine built for another GPU or TensorRT version than the running one."""
 
 

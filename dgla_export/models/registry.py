@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.models.resnet import ResNet, build_network
 
@@ -14,7 +15,7 @@ __all__ = ["UnknownModelError", "create_model", "get_config", "list_models", "re
 _REGISTRY: dict[str, Callable[..., ModelConfig]] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """A model name that is not registered."""
 
     def __str__(self) -> str:

@@ -54,16 +54,30 @@ class LoadReport:
     def skipped(self) -> tuple[str, ...]:
         return self.missing + self.unexpected + self.wrong_shape
 
-    def describe(self) -> str:
-        lines = [f"{len(self.loaded)} tensors loaded"]
+    def describe(self, limit: int | None = 3) -> str:
+        """Counts per kind with the first ``limit`` keys of each (all with ``limit=None``)."""
+        lines = [f"{len(self.loaded)} tensors match"]
         for label, keys in (
             ("missing from the checkpoint", self.missing),
             ("unexpected in the checkpoint", self.unexpected),
-            ("wrong shape", self.wrong_shape),
+            ("of the wrong shape", self.wrong_shape),
         ):
             if keys:
-                lines.append(f"{len(keys)} {label}: {', '.join(keys)}")
+                shown = keys if limit is None else keys[:limit]
+                more = f", ... ({len(keys) - len(shown)} more)" if len(shown) < len(keys) else ""
+                lines.append(f"{len(keys)} {label}: {', '.join(shown)}{more}")
         return "\n".join(lines)
+
+
+def _is_torch_archive(path: Path) -> bool:
+    """torch.save's format: a zip archive holding ``*/data.pkl``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -84,12 +98,15 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} holds Python objects beyond tensors and is refused (weights_only=True). "
-            "Re-save it with torch.save(model.state_dict(), path)."
-        ) from err
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+        if "Weights only load failed" in str(err) and _is_torch_archive(path):
+            raise CheckpointError(
+                f"{path} holds Python objects beyond tensors and is refused (weights_only=True); "
+                "re-save it with torch.save(model.state_dict(), path)"
+            ) from err
+        raise CheckpointError(f"{path} is corrupt or not a PyTorch checkpoint (it does not unpickle)") from err
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is corrupt or truncated ({first}); save or download it again") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -122,7 +139,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, pa
         raise CheckpointMismatchError(
             "checkpoint does not match the model:\n"
             + report.describe()
-            + "\nPass partial=True (CLI: --partial) to load only the matching tensors."
+            + "\nCheck --model; or pass --partial (partial=True) to load only the matching tensors (-v lists all keys)."
         )
     model.load_state_dict(loadable, strict=False)
     if report.skipped:

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from dgla_export.errors import UserError
+
 __all__ = ["Device", "ProviderUnavailableError", "available_cpus", "create_session"]
 
 Device = Literal["cpu", "cuda", "tensorrt"]
@@ -19,7 +21,7 @@ _PROVIDERS = {
 }
 
 
-class ProviderUnavailableError(RuntimeError):
+class ProviderUnavailableError(UserError, RuntimeError):
     """The requested execution provider did not load (e.g. no GPU, no CUDA libraries)."""
 
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from dgla_export.errors import EXIT_USAGE, UserError, positive_int, run_command
+
 __all__ = ["ClientError", "Prediction", "classify", "main"]
 
 
-class ClientError(RuntimeError):
+class ClientError(UserError, RuntimeError):
     """The server is down, slow, missing the model, or answered with the wrong shape."""
 
 
@@ -157,9 +159,12 @@ def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -
         pending.append(index)
         if protocol == "grpc":
             client.async_infer(
-                model, inputs, callback=lambda result, error, i=index: done.put((i, result, error)),
-                outputs=outputs, client_timeout=timeout,
-            )  # fmt: skip
+                model,
+                inputs,
+                callback=lambda result, error, i=index: done.put((i, result, error)),
+                outputs=outputs,
+                client_timeout=timeout,
+            )
         else:
             answers[index] = client.async_infer(model, inputs, outputs=outputs)
     for index in pending:
@@ -211,24 +216,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
-    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
+    parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("dgla-client", lambda: _classify(args), debug=args.debug)
+
+
+def _classify(args: argparse.Namespace) -> int:
     from dgla_export.models.config import ISIC2018_CLASSES
 
-    try:
-        predictions = classify(
-            args.images, url=args.url, model=args.model, protocol=args.protocol,
-            timeout=args.timeout, concurrency=args.concurrency,
-        )  # fmt: skip
-    except ClientError as err:
-        print(f"dgla-client: error: {err}", file=sys.stderr)
-        return 2
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise ClientError(f"no such image file: {', '.join(missing)}")
+    predictions = classify(
+        args.images,
+        url=args.url,
+        model=args.model,
+        protocol=args.protocol,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+    )
     failed = 0
     for prediction in predictions:
         if prediction.probs is None:
@@ -245,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
             print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
-    return 2 if failed else 0
+    return EXIT_USAGE if failed else 0
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ import shutil
 import struct
 from pathlib import Path
 
-import onnx
-
-from dgla_export.export.graph import inspect_graph
+from dgla_export.export.graph import inspect_graph, load_graph
 from dgla_export.export.manifest import EngineManifest, manifest_path
 from dgla_export.io import atomic_path, check_output
 from dgla_export.models.config import ModelConfig
@@ -50,7 +48,7 @@ class TritonOptions:
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
     """Inputs and outputs as name -> (dtype, dims without batch), and the metadata."""
-    report = inspect_graph(onnx.load(str(path), load_external_data=False))
+    report = inspect_graph(load_graph(path))
 
     def specs(tensors) -> dict[str, tuple[str, list[int]]]:
         return {t.name: (t.dtype, [int(d) for d in t.shape[1:]]) for t in tensors}
@@ -187,7 +185,7 @@ def write_repository(
     """
     check_output(output, force)
     inputs, outputs, metadata = _graph_io(onnx_path)
-    if "config" not in metadata or "class_names" not in metadata:
+    if "class_names" not in metadata:
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
     graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
     max_batch = options.max_batch_size or graph_max

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dgla_export.errors import EXIT_BUG, UserError, positive_int, run_command
+
 __all__ = ["Ports", "ServeError", "TritonInstall", "TritonServer", "main", "serving_repository"]
 
 INSTALL_HINT = "pip install 'dgla-export[serve]'"
@@ -48,7 +50,7 @@ SHM_ROOT = Path("/dev/shm")
 _HARMLESS = ("CudaDriverHelper", "pinned memory pool", "CUDA memory pool", "Timeout ", "--strict-model-config")
 
 
-class ServeError(RuntimeError):
+class ServeError(UserError, RuntimeError):
     """Triton is missing, a port is taken, or the repository cannot be served here."""
 
 
@@ -283,9 +285,13 @@ class TritonServer:
         ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=install.environment(), start_new_session=True,
-            )  # fmt: skip
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=install.environment(),
+                start_new_session=True,
+            )
 
     def log_errors(self, lines: int = 8) -> str:
         """The server log's error lines (Triton's ``E<date>`` lines), else its last lines."""
@@ -380,16 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("repository", type=Path, help="folder written by `dgla-export triton`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--http-port", type=positive_int, default=8000, help="HTTP/REST port (default 8000)")
+    parser.add_argument("--grpc-port", type=positive_int, default=8001, help="gRPC port (default 8001)")
+    parser.add_argument(
+        "--metrics-port", type=positive_int, default=8002, help="Prometheus metrics port (default 8002)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model (default 300)")
     parser.add_argument("--log", type=Path, help="append the server's log here (default: a temporary file)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("dgla-serve", lambda: _serve(args), debug=args.debug)
+
+
+def _serve(args: argparse.Namespace) -> int:
     ports = Ports(args.host, args.http_port, args.grpc_port, args.metrics_port)
     server = TritonServer(args.repository, ports, log_path=args.log)
     with _signals_raise():
@@ -407,13 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("ready; Ctrl-C or SIGTERM stops the server", flush=True)
             server.process.wait()  # type: ignore[union-attr]
             print(f"dgla-serve: error: {server.exit_reason()}", file=sys.stderr)
-            return 1
+            return EXIT_BUG
         except KeyboardInterrupt:
             print("dgla-serve: stopping", file=sys.stderr, flush=True)
             return 0
-        except ServeError as err:
-            print(f"dgla-serve: error: {err}", file=sys.stderr)
-            return 2
         finally:
             server.stop()
 

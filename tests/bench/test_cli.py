@@ -112,6 +112,14 @@ def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
         assert 0.0 <= metrics[key] <= 1.0
         assert delta[key] == pytest.approx(metrics[key] - reference[key])
     assert delta["sensitivity"]["MEL"] == pytest.approx(metrics["sensitivity"]["MEL"] - reference["sensitivity"]["MEL"])
+    # 6 images over 7 classes: VASC has no ground-truth image, so its sensitivity is undefined, not 0
+    assert metrics["sensitivity"]["VASC"] is None and metrics["classes_absent_from_ground_truth"] == ["VASC"]
+    assert delta["sensitivity"]["VASC"] is None
+    # per-image probabilities in the ISIC submission layout, for the reference and the backend
+    for name in ("reference-torch-fp32", "onnxruntime-cpu-fp32"):
+        lines = (tmp_path / "out" / "predictions" / f"{name}.csv").read_text().splitlines()
+        assert lines[0] == "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC" and len(lines) == 1 + len(images)
+        assert abs(sum(float(v) for v in lines[1].split(",")[1:]) - 1) < 1e-5
 
 
 def test_unavailable_backends_say_why() -> None:

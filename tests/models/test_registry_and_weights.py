@@ -141,3 +141,25 @@ def test_every_branch_changes_the_demo_output(tiny, images, branch) -> None:
         base, changed = tiny(*inputs), ablated(*inputs)
     change = ((base - changed).abs().max() / base.abs().max()).item()
     assert change > 1e-2, f"zeroing {branch} changed the logits by only {change:.2e}"
+
+
+def test_corrupt_and_truncated_checkpoints_are_called_so(tmp_path, tiny) -> None:
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(CheckpointError, match="corrupt or not a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "noise.pt")
+    torch.save(tiny.state_dict(), tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
+        read_checkpoint(tmp_path / "half.pt")
+    assert len(str(info.value)) < 300, str(info.value)
+
+
+def test_a_large_mismatch_is_summarised_with_counts() -> None:
+    state = {f"renamed.{k}": v for k, v in create_model("dgla_tiny").state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(create_model("dgla_tiny"), state)
+    message = str(info.value)
+    count = len(state)
+    assert f"{count} missing from the checkpoint" in message and f"{count} unexpected in the checkpoint" in message
+    assert f"({count - 3} more)" in message and len(message) < 1000, message

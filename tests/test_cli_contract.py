@@ -1,0 +1,212 @@
+"""Every CLI keeps one contract: a user's error is one line naming the input and the fix, exit 2,
+no traceback, nothing half-written; a broken artefact never passes with exit 0."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dgla_export.bench.cli import main as bench_main
+from dgla_export.cli import main as export_main
+from dgla_export.errors import EXIT_MISMATCH, EXIT_USAGE
+from dgla_export.triton.client import main as client_main
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    assert len(lines[0]) < 600, f"{len(lines[0])} characters: {lines[0][:200]}..."
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def truncated(tiny_onnx, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bad") / "truncated.onnx"
+    path.write_bytes(tiny_onnx["fp32"].read_bytes()[:50_000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def junk_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+QUICK_BENCH = ["--model", "dgla_tiny", "--batches", "1", "--min-seconds", "0.1", "--min-runs", "2", "--in-process"]
+
+
+def test_bench_refuses_a_truncated_graph_before_any_work(truncated, tmp_path, capsys) -> None:
+    argv = [*QUICK_BENCH, "--onnx", str(truncated), "--fail-on-mismatch", "--output", str(tmp_path / "out")]
+    assert bench_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, str(truncated), "not a readable ONNX file", "dgla-export onnx")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "triton"])
+def test_export_commands_refuse_a_truncated_graph(truncated, tmp_path, capsys, command) -> None:
+    argv = (
+        ["validate", str(truncated), "--model", "dgla_tiny"]
+        if command == "validate"
+        else ["triton", "--onnx", str(truncated), "--output", str(tmp_path / "repo")]
+    )
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, str(truncated), "truncated or not ONNX")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_image_folders_with_junk_or_nothing(tiny_onnx, tmp_path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--output", str(tmp_path / "out")]
+    assert bench_main([*argv, "--images", str(empty)]) == EXIT_USAGE
+    _one_line_error(capsys, "no images", str(empty))
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.png").write_text("not an image")
+    assert bench_main([*argv, "--images", str(junk)]) == EXIT_USAGE
+    _one_line_error(capsys, "notes.png", "not a known image format")
+
+
+def test_bad_numbers_name_their_option(tiny_onnx, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--onnx", str(tiny_onnx["fp32"]), "--batches", "0"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "argument --batches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["onnx", "--output", "x.onnx", "--batch", "abc"])
+    assert exit_info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "argument --batch" in err and "MIN:MAX" in err
+
+
+def test_a_corrupt_checkpoint_is_called_corrupt(tiny_onnx, junk_checkpoint, tmp_path, capsys) -> None:
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--weights", str(junk_checkpoint)]
+    assert bench_main([*argv, "--output", str(tmp_path / "out")]) == EXIT_USAGE
+    _one_line_error(capsys, str(junk_checkpoint), "corrupt")
+    argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--weights", str(junk_checkpoint)]
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, "corrupt")
+
+
+def test_a_mismatching_checkpoint_is_summarised(tiny_onnx, tmp_path, capsys) -> None:
+    from dgla_export import create_model
+
+    path = tmp_path / "other.pt"
+    torch.save(create_model("gla_tiny").state_dict(), path)  # no DBI fusion, so fuse.* is missing
+    argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--weights", str(path)]
+    assert export_main(argv) == EXIT_USAGE
+    line = _one_line_error(capsys, "does not match", "missing from the checkpoint", "--partial")
+    assert "fuse.0.weight" in line
+
+
+def test_onnx_checks_images_before_exporting(tmp_path, capsys) -> None:
+    output = tmp_path / "model.onnx"
+    argv = ["onnx", "--model", "dgla_tiny", "--output", str(output), "--images", str(tmp_path / "nowhere")]
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, "nowhere", "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_failing_validation_never_reaches_the_output(tmp_path, capsys, monkeypatch) -> None:
+    from dgla_export.models import config
+
+    # Tolerances are data: an FP32 bound of zero makes ONNX Runtime's summation-order error fail.
+    monkeypatch.setitem(config.DEFAULT_TOLERANCES, "fp32", config.Tolerance(logits_rel=0.0, probs_abs=0.0))
+    output = tmp_path / "model.onnx"
+    argv = ["onnx", "--model", "dgla_tiny", "--output", str(output), "--batch", "1:2", "--weights", "random"]
+    assert export_main(argv) == EXIT_MISMATCH
+    err = capsys.readouterr().err
+    assert not output.exists()
+    assert (tmp_path / "model.failed.onnx").is_file() and "model.failed.onnx" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed.onnx"]  # no staging left
+
+
+def test_bench_measures_fp16_on_the_cpu_and_warns_of_unused_files(tiny_onnx, tmp_path, capsys) -> None:
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--onnx-fp16", str(tiny_onnx["fp16"])]
+    assert bench_main([*argv, "--backends", "onnxruntime-cpu-fp16", "--output", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --onnx " in err and "not used" in err
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    fp16 = results["backends"][0]
+    assert fp16["backend"] == "onnxruntime-cpu-fp16" and fp16["parity"]["passed"], fp16.get("parity")
+    assert fp16["timing"][0]["p50_ms"] > 0
+    swapped = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp16"]), "--output", str(tmp_path / "b")]
+    assert bench_main(swapped) == EXIT_USAGE
+    _one_line_error(capsys, "fp16 graph", "--onnx-fp16")
+
+
+def test_a_requested_backend_that_cannot_run_is_an_error(tiny_onnx, tmp_path, capsys) -> None:
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--output", str(tmp_path / "out")]
+    assert bench_main([*argv, "--backends", "onnxruntime-cpu-fp16"]) == EXIT_USAGE
+    _one_line_error(capsys, "onnxruntime-cpu-fp16", "no --onnx-fp16 given")
+
+
+def test_labels_rows_must_be_one_hot(tiny_onnx, tmp_path, images, capsys) -> None:
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC", f"{images[0][0]},0,0,0,0,0,0,0"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--labels", str(tmp_path / "labels.csv")]
+    assert bench_main([*argv, "--output", str(tmp_path / "out")]) == EXIT_USAGE
+    _one_line_error(capsys, "line 2", images[0][0], "one 1")
+
+
+def test_client_names_missing_files(capsys) -> None:
+    assert client_main(["/nonexistent/lesion.jpg", "--url", "127.0.0.1:1"]) == EXIT_USAGE
+    _one_line_error(capsys, "/nonexistent/lesion.jpg")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dgla-export"], ["dgla-export", "onnx"], ["dgla-export", "validate"], ["dgla-export", "trt"],
+        ["dgla-export", "triton"], ["dgla-export", "info"], ["dgla-bench"], ["dgla-client"], ["dgla-serve"],
+    ],
+)  # fmt: skip
+def test_help_is_written_for_users(command) -> None:
+    modules = {
+        "dgla-export": "dgla_export.cli", "dgla-bench": "dgla_export.bench.cli",
+        "dgla-client": "dgla_export.triton.client", "dgla-serve": "dgla_export.triton.serve",
+    }  # fmt: skip
+    code = f"import sys; from {modules[command[0]]} import build_parser as b; b().parse_args(sys.argv[1:])"
+    result = subprocess.run([sys.executable, "-c", code, *command[1:], "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "``" not in text and ":class:" not in text, text
+    options = [line.split()[0] for line in text.splitlines() if line.startswith("  -")]
+    lines = [*text.splitlines(), ""]
+    # an option alone on its line has its help on the next, indented to the help column
+    undocumented = [
+        line for line, after in itertools.pairwise(lines) if line.startswith("  --") and len(line.split()) == 1
+        and not after.startswith(" " * 8)
+    ]  # fmt: skip
+    assert options and not undocumented, undocumented
+
+
+def test_single_batch_plot_has_measured_ticks_and_starts_at_zero() -> None:
+    import matplotlib.pyplot as plt
+
+    from dgla_export.bench.run import throughput_figure
+
+    rows = [
+        {"backend": "a", "batch": 1, "throughput_pairs_s": 2.0},
+        {"backend": "b", "batch": 1, "throughput_pairs_s": 3.0},
+    ]
+    fig = throughput_figure(rows, "t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
+    assert ax.get_ylim()[0] == 0 and ax.get_xscale() == "linear"
+    plt.close(fig)
+    rows = [{"backend": "a", "batch": b, "throughput_pairs_s": float(b)} for b in (1, 4, 32)]
+    fig = throughput_figure(rows, "t")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "4", "32"]
+    plt.close(fig)
