@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: pip then takes the CPU wheel on disk, not multi-GB CUDA wheels.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,serve]'
+	# Exact versions from constraints.txt; torch first, so pip takes the CPU wheel on disk (2.13.0),
+	# not a multi-GB CUDA wheel. The package itself only asks for ranges.
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,serve]'
 	touch $(STAMP)
 
 .PHONY: install demo test lint
@@ -24,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check dgla_export tests benchmarks scripts
 	$(BIN)/python scripts/check_tensorrt_names.py
+	$(BIN)/python scripts/check_lower_bounds.py
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -147,13 +147,31 @@ def input_data(folder: Path) -> Path:
     return path
 
 
+def tensor_data(folder: Path, onnx_path: Path) -> Path:
+    """perf_analyzer input for ``dgla_onnx``: one bundled image, preprocessed, as raw float32 per
+    input (random data is no real image, and random float bits include slow denormals)."""
+    import onnx
+
+    from dgla_export.models.config import ModelConfig
+    from dgla_export.preprocess import preprocess
+
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    config = ModelConfig.from_dict(json.loads(metadata["config"]))
+    data = folder / "tensors"
+    data.mkdir()
+    for name, array in zip(config.input_names, preprocess(sample_images(1)[0][1], config), strict=True):
+        (data / name).write_bytes(array.astype("<f4").tobytes())
+    return data
+
+
 def load_run(
     binary: Path, env: dict[str, str], ports: Ports, model: str, extra: list[str], folder: Path
 ) -> list[dict[str, Any]]:
     report = folder / f"{model}.csv"
     command = [
         str(binary), "-m", model, "-u", ports.urls["grpc"], "-i", "grpc", "--concurrency-range", "1:8",
-        "--measurement-interval", "10000", "--stability-percentage", "50", "--max-trials", "6", "-f", str(report),
+        "--measurement-mode", "count_windows", "--measurement-request-count", "24", "--stability-percentage", "50",
+        "--max-trials", "10", "-f", str(report),
         *extra,
     ]  # fmt: skip
     print(" ".join(command), flush=True)
@@ -163,15 +181,19 @@ def load_run(
         raise SystemExit(f"perf_analyzer failed on {model} (exit {result.returncode}): {result.stderr[-2000:]}")
     rows = []
     with open(report) as handle:
-        for row in csv.DictReader(handle):
+        for row in {int(r["Concurrency"]): r for r in csv.DictReader(handle)}.values():
             rows.append({
                 "concurrency": int(row["Concurrency"]),
                 "inferences_per_s": float(row["Inferences/Second"]),
                 "p50_ms": int(row["p50 latency"]) / 1000, "p90_ms": int(row["p90 latency"]) / 1000,
                 "p99_ms": int(row["p99 latency"]) / 1000,
             })  # fmt: skip
-    # perf_analyzer exits non-zero when any request fails, so these rows had no failed request.
-    return [dict(row, model=model, failed_requests=0) for row in rows]
+    # perf_analyzer 2.48 exits 0 even when it gives up on an unstable level: demand every level.
+    measured = sorted(r["concurrency"] for r in rows)
+    if measured != list(range(1, 9)) or "Failed to obtain stable" in result.stdout:
+        raise SystemExit(f"perf_analyzer measured concurrency {measured} for {model}, not 1-8; see {model}.log")
+    # It exits non-zero when a request fails, so these rows had no failed request.
+    return [dict(row, model=model, failed_requests=0) for row in sorted(rows, key=lambda r: r["concurrency"])]
 
 
 def batch_stats(ports: Ports, model: str) -> dict[int, int]:
@@ -211,7 +233,8 @@ def main() -> None:
             rows = load_run(
                 binary, env, ports, "dgla", ["--input-data", str(images), "--shape", "image:1"], args.output
             )
-            rows += load_run(binary, env, ports, "dgla_onnx", [], args.output)
+            tensors = tensor_data(workdir, args.onnx)
+            rows += load_run(binary, env, ports, "dgla_onnx", ["--input-data", str(tensors)], args.output)
             results["load"] = rows
             results["executed_batch_sizes"] = {m: batch_stats(ports, m) for m in ("dgla_onnx", "dgla_preprocess")}
             results["server_stub_memory_after_load"] = stub_memory(server)

@@ -444,12 +444,11 @@ def _cmd_trt(args: argparse.Namespace) -> int:
     workspace = parse_size(args.workspace or target["workspace"])
     check_output(args.output, args.force)
     load_graph(args.onnx)
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as err:
-        raise UserError(
-            "TensorRT is not installed here: install NVIDIA's tensorrt wheel (10.x or 11.x) on the GPU machine"
-        ) from err
+    from dgla_export.runtimes.availability import tensorrt_problem
+
+    problem = tensorrt_problem()
+    if problem:
+        raise UserError(f"cannot build an engine here: {problem}; build on the GPU machine the engine will run on")
     from dgla_export.export.tensorrt_build import build_engine
 
     console = _Console()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from dgla_export.models.resnet import ResNet
+from dgla_export.runtimes.availability import cuda_device_problem, onnxruntime_gpu_problem, tensorrt_problem
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend", "default_backends"]
 
@@ -71,7 +72,9 @@ class TorchBackend(Backend):
 
     def unavailable(self) -> str | None:
         if self.device == "cuda" and not torch.cuda.is_available():
-            return "no CUDA GPU visible to torch"
+            if torch.version.cuda is None:
+                return "this torch is a CPU build; install the CUDA build of torch for your CUDA version"
+            return cuda_device_problem() or "no CUDA GPU visible to torch"
         if self.variant == "autocast-fp16" and self.device == "cpu":
             return "FP16 autocast on CPU is emulated (~20 s per pair); use ONNX Runtime for CPU FP16"
         return None
@@ -114,9 +117,8 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
     def unavailable(self) -> str | None:
-        if self.provider != "cpu" and not torch.cuda.is_available():
-            return "no CUDA GPU (ONNX Runtime would fall back to the CPU provider)"
-        return None
+        # ONNX Runtime would silently fall back to its CPU provider: name what is missing instead.
+        return None if self.provider == "cpu" else onnxruntime_gpu_problem(self.provider)
 
     def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
         from dgla_export.io import cache_dir
@@ -172,13 +174,7 @@ class TensorRTBackend(Backend):
     def unavailable(self) -> str | None:
         if self.engine is None:
             return "no --engine given (build one with dgla-export trt)"
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return "TensorRT is not installed"
-        if not torch.cuda.is_available():
-            return "no CUDA GPU"
-        return None
+        return tensorrt_problem()
 
     def load(self, model: ResNet | None, onnx_files: dict[str, Path]) -> None:
         from dgla_export.runtimes.tensorrt import TensorRTRunner
@@ -218,4 +214,6 @@ def default_backends(devices: list[str], engine: Path | None = None) -> list[Bac
     backends += [OnnxRuntimeBackend("cpu", "fp32"), OnnxRuntimeBackend("cpu", "fp16")]
     if "cuda" in devices:
         backends += [OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")]
+    if "cuda" in devices or engine is not None:
+        backends.append(TensorRTBackend(engine))
     return backends

@@ -174,8 +174,8 @@ def _bench(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = default_backends(devices, args.engine)
-    if args.list_backends:
-        for backend in backends:
+    if args.list_backends:  # every backend, GPU ones included, with what it lacks here
+        for backend in default_backends(["cpu", "cuda"], args.engine):
             print(backend.name, "-", backend.unavailable() or "available")
         return 0
     # Every input is checked before the slow work starts.

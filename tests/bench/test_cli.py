@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import onnx
 import pytest
@@ -129,5 +130,10 @@ def test_unavailable_backends_say_why() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert "CUDA" in (TorchBackend("eager", "cuda").unavailable() or "")
-    assert "CUDA" in (OnnxRuntimeBackend("cuda", "fp32").unavailable() or "")
+    from dgla_export.bench.backends import TensorRTBackend
+
+    # This machine: a CPU build of torch, no NVIDIA driver, no TensorRT.
+    assert "CPU build" in (TorchBackend("eager", "cuda").unavailable() or "")
+    for provider in ("cuda", "tensorrt"):
+        assert "no NVIDIA driver" in (OnnxRuntimeBackend(provider, "fp32").unavailable() or "")
+    assert "TensorRT is not installed" in (TensorRTBackend(Path("e.plan")).unavailable() or "")
