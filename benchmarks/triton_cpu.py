@@ -196,6 +196,23 @@ def load_run(
     return [dict(row, model=model, failed_requests=0) for row in sorted(rows, key=lambda r: r["concurrency"])]
 
 
+def warm_up(ports: Ports, folder: Path) -> None:
+    """A few rounds of real requests through both models before any level is measured (the
+    first requests of a fresh server are slower, and perf_analyzer's stability test can take
+    them as a steady state)."""
+    from PIL import Image
+
+    from dgla_export.triton.client import classify
+
+    paths = []
+    for name, pixels in sample_images():
+        paths.append(folder / f"{name}.jpg")
+        Image.fromarray(pixels).save(paths[-1], quality=90)
+    for model in ("dgla", "dgla_onnx"):
+        for _ in range(3):
+            classify(paths, url=ports.urls["grpc"], model=model, concurrency=4)
+
+
 def batch_stats(ports: Ports, model: str) -> dict[int, int]:
     import urllib.request
 
@@ -229,6 +246,7 @@ def main() -> None:
             server.wait_ready(timeout=600)
             results["full_repository_ready_seconds"] = round(time.monotonic() - started, 2)
             results["how_models_run"] = server.how
+            warm_up(ports, workdir)
             images = input_data(workdir)
             rows = load_run(
                 binary, env, ports, "dgla", ["--input-data", str(images), "--shape", "image:1"], args.output

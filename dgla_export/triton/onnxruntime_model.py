@@ -41,10 +41,12 @@ class TritonPythonModel:
         options.intra_op_num_threads = len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        if args["model_instance_kind"] == "CPU":
-            # The cores are shared with the preprocessing instances: threads that spin while they
-            # wait for work take cycles from them and, under load, from each other.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # On a CPU the cores are shared with the preprocessing instances: threads that spin while
+        # they wait take cycles from them, and under load throughput collapsed (README, measured).
+        # Spinning can lower a lone request's latency on dedicated cores; the model parameter chooses.
+        default = "0" if args["model_instance_kind"] == "CPU" else "1"
+        spinning = config.get("parameters", {}).get("intra_op_allow_spinning", {}).get("string_value", default)
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         providers = _providers(config, args["model_instance_kind"], int(args["model_instance_device_id"]))
         self.session = ort.InferenceSession(str(folder / "model.onnx"), sess_options=options, providers=providers)
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]

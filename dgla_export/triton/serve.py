@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import EXIT_BUG, UserError, positive_int, run_command
+from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
 
 __all__ = ["Ports", "ServeError", "TritonInstall", "TritonServer", "main", "serving_repository"]
 
@@ -155,14 +156,6 @@ def _write_config(folder: Path, config) -> None:
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
-def _gpu_present() -> bool:
-    return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
-def _tensorrt_present() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
-
-
 def _as_python_model(source: Path, target: Path, config, model_file: str, runner: Path) -> None:
     """``target``: the model in ``source`` served by the Python backend running ``runner``."""
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -189,7 +182,7 @@ def _as_python_model(source: Path, target: Path, config, model_file: str, runner
 
 def serving_repository(repository: Path, target: Path, *, gpu: bool | None = None) -> dict[str, str]:
     """Fill ``target`` with what this server can load; returns how each model runs."""
-    gpu = _gpu_present() if gpu is None else gpu
+    gpu = cuda_device_problem() is None if gpu is None else gpu
     folders = sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file())
     if not folders:
         raise ServeError(f"{repository} holds no model (no */config.pbtxt); write one with `dgla-export triton`")
@@ -207,10 +200,10 @@ def serving_repository(repository: Path, target: Path, *, gpu: bool | None = Non
             _as_python_model(folder, target / folder.name, config, "model.onnx", ONNXRUNTIME_MODEL)
             how[folder.name] = "ONNX Runtime (Python backend)"
         elif kind in ("tensorrt_plan", "tensorrt"):
-            if not (gpu and _tensorrt_present()):
+            problem = tensorrt_problem() if gpu else "no CUDA GPU is used"
+            if problem:
                 raise ServeError(
-                    f"{folder.name} is a TensorRT engine, which needs a CUDA GPU and TensorRT "
-                    f"({'no GPU' if not gpu else 'no tensorrt package'} here); serve a repository "
+                    f"{folder.name} is a TensorRT engine, which cannot run here ({problem}); serve a repository "
                     "written without --engine, or run this on the GPU machine the engine was built for"
                 )
             _as_python_model(folder, target / folder.name, config, "model.plan", TENSORRT_MODEL)
@@ -350,17 +343,6 @@ class TritonServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """Processes of its group and shared-memory segments still there (empty after stop())."""
-        processes = []
-        if self.process is not None:
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                    if int(fields[2]) == self.process.pid and fields[0] != "Z":
-                        processes.append(stat.parent.name)
-        return {"processes": processes, "shm": sorted(p.name for p in SHM_ROOT.glob(f"{self._shm_prefix}*"))}
 
 
 @contextlib.contextmanager

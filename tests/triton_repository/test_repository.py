@@ -110,3 +110,36 @@ def test_bad_inputs_are_refused_before_writing(tiny_onnx, tmp_path) -> None:
 
 def test_config_dict_round_trip(tiny) -> None:
     assert ModelConfig.from_dict(json.loads(json.dumps(tiny.config.to_dict()))) == tiny.config
+
+
+def test_serving_copy_stands_in_for_missing_backends(tiny_onnx, tmp_path) -> None:
+    """dgla-serve's copy: ONNX Runtime under the Python backend, same I/O and batching, GPU groups
+    on CPU when no GPU is used, the accelerator carried as a parameter; the user's repository untouched."""
+    from dgla_export.triton.serve import ServeError, serving_repository
+
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(ort_tensorrt_fp16=True))
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    how = serving_repository(repo, tmp_path / "serving", gpu=False)
+    assert how == {
+        "dgla": "ensemble",
+        "dgla_onnx": "ONNX Runtime (Python backend)",
+        "dgla_preprocess": "Python backend",
+    }
+    original, served = (
+        _parse(repo / "dgla_onnx" / "config.pbtxt"),
+        _parse(tmp_path / "serving" / "dgla_onnx" / "config.pbtxt"),
+    )
+    assert served.backend == "python" and not served.platform and not served.HasField("optimization")
+    assert served.input == original.input and served.output == original.output
+    assert served.dynamic_batching == original.dynamic_batching and served.max_batch_size == original.max_batch_size
+    assert [g.kind for g in served.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert json.loads(served.parameters["gpu_execution_accelerator"].string_value)[0]["name"] == "tensorrt"
+    version = tmp_path / "serving" / "dgla_onnx" / "1"
+    assert (version / "model.onnx").resolve() == (repo / "dgla_onnx" / "1" / "model.onnx").resolve()
+    assert "onnxruntime" in (version / "model.py").read_text()
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    with_engine = tmp_path / "with-engine"
+    write_repository(tiny_onnx["fp16"], with_engine, engine=_engine(tmp_path, "1:4:8"))
+    with pytest.raises(ServeError, match="dgla_trt is a TensorRT engine, which cannot run here"):
+        serving_repository(with_engine, tmp_path / "serving-2", gpu=False)
