@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dgla_export.errors import EXIT_MISMATCH, UserError, batch_range, batch_sizes, positive_int, run_command
-from dgla_export.models.registry import list_models
+from dgla_export.errors import EXIT_MISMATCH, UserError, run_command
+from dgla_export.options import (
+    add_common,
+    add_model_args,
+    add_model_name,
+    batch_range,
+    batch_sizes,
+    positive_int,
+    quiet_libraries,
+)
 
 __all__ = ["main"]
 
@@ -56,29 +63,6 @@ class _Console:
         return self.err.status(message) if self.interactive else contextlib.nullcontext()
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default="dgla_resnet50",
-        choices=list_models(),
-        metavar="NAME",
-        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="demo",
-        metavar="WEIGHTS",
-        help="'demo' (deterministic, untrained; the default), 'random', or a checkpoint: a .pt/.pth state dict "
-        "(read with weights_only=True) or .safetensors",
-    )
-    parser.add_argument(
-        "--partial",
-        action="store_true",
-        help="load only the checkpoint tensors that match the model and report the rest "
-        "(e.g. torchvision's ImageNet ResNet50)",
-    )
-
-
 def _add_validation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images",
@@ -102,17 +86,12 @@ def _add_validation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="dgla-export", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
     )
-    _add_common(parser)
+    add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser(
@@ -120,15 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameters and MACs per stage, and the input/output contract",
         description="Parameters and multiply-accumulates per stage, and the graph's inputs and outputs.",
     )
-    info.add_argument(
-        "--model",
-        default="dgla_resnet50",
-        choices=list_models(),
-        metavar="NAME",
-        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
-    )
+    add_model_name(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_common(info)
+    add_common(info)
 
     onnx_cmd = sub.add_parser(
         "onnx",
@@ -137,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX Runtime against the FP32 PyTorch model on real images. The graph reaches --output only when "
         "validation passes; a graph that fails is kept beside it as NAME.failed.onnx for inspection (exit 3).",
     )
-    _add_model_args(onnx_cmd)
+    add_model_args(onnx_cmd)
     onnx_cmd.add_argument("--output", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
     onnx_cmd.add_argument(
         "--precision",
@@ -156,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     onnx_cmd.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
     _add_validation_args(onnx_cmd)
-    _add_common(onnx_cmd)
+    add_common(onnx_cmd)
 
     trt_cmd = sub.add_parser(
         "trt",
@@ -187,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     trt_cmd.add_argument("--hardware-compatible", action="store_true", help="run on Ampere and newer GPUs (slower)")
     trt_cmd.add_argument("--version-compatible", action="store_true", help="run on later TensorRT versions (slower)")
     trt_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
-    _add_common(trt_cmd)
+    add_common(trt_cmd)
 
     triton = sub.add_parser(
         "triton",
@@ -232,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let ONNX Runtime use its TensorRT accelerator in FP16 for dgla_onnx",
     )
     triton.add_argument("--force", action="store_true", help="replace --output if it exists")
-    _add_common(triton)
+    add_common(triton)
 
     validate = sub.add_parser(
         "validate",
@@ -241,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         "images: errors, NaN/Inf, top-1 flips with margins. Exit 3 when a tolerance fails.",
     )
     validate.add_argument("onnx", type=Path, metavar="ONNX", help="graph from `dgla-export onnx`")
-    _add_model_args(validate)
+    add_model_args(validate)
     _add_validation_args(validate)
-    _add_common(validate)
+    add_common(validate)
     return parser
 
 
@@ -493,19 +466,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     with console.status("loading the model"):
         model = _load_model(args)
     return 0 if _validate(args, model, args.onnx, images, console).passed else EXIT_MISMATCH
-
-
-def quiet_libraries(verbose: bool) -> None:
-    """Third-party chatter (exporter, Polygraphy) only with -v."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
-    if verbose:
-        return
-    for noisy in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    from polygraphy.logger import G_LOGGER
-
-    G_LOGGER.module_severity = G_LOGGER.ERROR
-    G_LOGGER.colors = False  # else it warns once that the optional 'colored' module is missing
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -1,4 +1,4 @@
-"""One contract for every command: exit codes, what counts as a user's error, and option types.
+"""One contract for every command: exit codes and what counts as a user's error.
 
 | code | meaning |
 | --- | --- |
@@ -15,7 +15,6 @@ standalone preprocessing module cannot import this one).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import traceback
@@ -27,9 +26,6 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "UserError",
-    "batch_range",
-    "batch_sizes",
-    "positive_int",
     "run_command",
 ]
 
@@ -67,34 +63,3 @@ def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> i
         traceback.print_exc()
         print(f"{prog}: internal error: this is a bug in dgla-export; please report it", file=sys.stderr)
         return EXIT_BUG
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse names the option in its message)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-def batch_sizes(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated batch sizes, e.g. ``1,4,8``."""
-    try:
-        return tuple(positive_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: {err}; give batch sizes like 1,4,8") from None
-
-
-def batch_range(text: str) -> tuple[int, int]:
-    """argparse type: ``MIN:MAX`` with 1 <= MIN <= MAX, e.g. ``1:32``."""
-    parts = text.split(":")
-    try:
-        low, high = (positive_int(p) for p in parts) if len(parts) == 2 else (0, 0)
-    except argparse.ArgumentTypeError:
-        low = high = 0
-    if not 1 <= low <= high:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:32)")
-    return low, high

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dgla_export.errors import EXIT_MISMATCH, UserError, batch_sizes, positive_int, run_command
-from dgla_export.models.registry import list_models
+from dgla_export.errors import EXIT_MISMATCH, UserError, run_command
+from dgla_export.options import add_common, add_model_args, batch_sizes, positive_int, quiet_libraries
 
 __all__ = ["main"]
 
@@ -44,19 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgla-bench", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--model",
-        default="dgla_resnet50",
-        choices=list_models(),
-        metavar="NAME",
-        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="demo",
-        metavar="WEIGHTS",
-        help="'demo' (the default), 'random', or the checkpoint the graphs were exported from (.pt/.pth/.safetensors)",
-    )
+    add_model_args(parser, partial=False)
     parser.add_argument("--onnx", type=Path, metavar="FILE", help="FP32 graph from `dgla-export onnx`")
     parser.add_argument(
         "--onnx-fp16", type=Path, metavar="FILE", help="FP16 graph from `dgla-export onnx --precision fp16`"
@@ -121,15 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure every backend in this process (faster start; later backends inherit earlier ones' state)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
+    add_common(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dgla_export.cli import quiet_libraries
-
     quiet_libraries(args.verbose)
     return run_command("dgla-bench", lambda: _bench(args), debug=args.debug)
 

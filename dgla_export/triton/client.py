@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dgla_export.errors import EXIT_USAGE, UserError, positive_int, run_command
+from dgla_export.errors import EXIT_USAGE, UserError, run_command
+from dgla_export.options import add_common, positive_int
 
 __all__ = ["ClientError", "Prediction", "classify", "main"]
 
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
+    add_common(parser, verbose=False)
     return parser
 
 

@@ -37,7 +37,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dgla_export.errors import EXIT_BUG, UserError, positive_int, run_command
+from dgla_export.errors import EXIT_BUG, UserError, run_command
+from dgla_export.options import add_common, positive_int
 from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
 
 __all__ = ["Ports", "ServeError", "TritonInstall", "TritonServer", "main", "serving_repository"]
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model (default 300)")
     parser.add_argument("--log", type=Path, help="append the server's log here (default: a temporary file)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
+    add_common(parser, verbose=False)
     return parser
 
 

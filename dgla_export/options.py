@@ -1,0 +1,101 @@
+"""Options every command shares: model and weights, -v/--debug, typed numbers, quiet libraries.
+
+Lives below the CLIs (dgla-export, dgla-bench, dgla-client, dgla-serve) so that none imports
+another. argparse names the option in the message of a type that fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dgla_export.models.registry import list_models
+
+__all__ = [
+    "add_common",
+    "add_model_args",
+    "add_model_name",
+    "batch_range",
+    "batch_sizes",
+    "positive_int",
+    "quiet_libraries",
+]
+
+
+def add_model_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="dgla_resnet50",
+        choices=list_models(),
+        metavar="NAME",
+        help=f"registered model ({', '.join(list_models())}; default dgla_resnet50)",
+    )
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, partial: bool = True) -> None:
+    """--model, --weights and (for commands that load checkpoints into a graph) --partial."""
+    add_model_name(parser)
+    parser.add_argument(
+        "--weights",
+        default="demo",
+        metavar="WEIGHTS",
+        help="'demo' (deterministic, untrained; the default), 'random', or a checkpoint: a .pt/.pth state dict "
+        "(read with weights_only=True) or .safetensors",
+    )
+    if partial:
+        parser.add_argument(
+            "--partial",
+            action="store_true",
+            help="load only the checkpoint tensors that match the model and report the rest "
+            "(e.g. torchvision's ImageNet ResNet50)",
+        )
+
+
+def add_common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:
+    if verbose:
+        parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Third-party chatter (exporter, Polygraphy) only with -v."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if verbose:
+        return
+    for noisy in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    G_LOGGER.colors = False  # else it warns once that the optional 'colored' module is missing
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse names the option in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated batch sizes, e.g. ``1,4,8``."""
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}; give batch sizes like 1,4,8") from None
+
+
+def batch_range(text: str) -> tuple[int, int]:
+    """argparse type: ``MIN:MAX`` with 1 <= MIN <= MAX, e.g. ``1:32``."""
+    parts = text.split(":")
+    try:
+        low, high = (positive_int(p) for p in parts) if len(parts) == 2 else (0, 0)
+    except argparse.ArgumentTypeError:
+        low = high = 0
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:32)")
+    return low, high
