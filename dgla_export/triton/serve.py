@@ -324,8 +324,10 @@ class TritonServer:
                     if all(s.get("state") == "READY" for s in states):
                         return states
             time.sleep(0.5)
-        with contextlib.suppress(OSError, ServeError):
+        broken = []
+        with contextlib.suppress(OSError, ServeError):  # the index itself may not answer
             broken = [f"{s['name']}: {s.get('state')} {s.get('reason', '')}".strip() for s in self.model_states()]
+        if broken:
             raise ServeError(f"not every model was ready within {timeout:g} s: {'; '.join(broken)}")
         raise ServeError(f"tritonserver did not become ready within {timeout:g} s:\n{self.log_errors()}")
 
