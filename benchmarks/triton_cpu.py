@@ -34,6 +34,7 @@ from typing import Any
 
 from dgla_export.bench.environment import machine_and_commit
 from dgla_export.data import sample_images
+from dgla_export.export.graph import graph_metadata, load_graph
 from dgla_export.io import cache_dir
 from dgla_export.triton.repository import write_repository
 from dgla_export.triton.serve import Ports, TritonInstall, TritonServer
@@ -104,12 +105,7 @@ def baseline_preprocess(repository: Path, commit: str, workdir: Path) -> None:
         old.replace(future, f"{future}import sys\nsys.path.insert(0, {str(source)!r})\n")
     )
     (model / "1" / "preprocess.py").unlink()
-    import onnx
-
-    metadata = {
-        p.key: p.value
-        for p in onnx.load(str(repository / "dgla_onnx" / "1" / "model.onnx"), load_external_data=False).metadata_props
-    }
+    metadata = graph_metadata(load_graph(repository / "dgla_onnx" / "1" / "model.onnx"))
     config = (model / "config.pbtxt").read_text()
     (model / "config.pbtxt").write_text(
         config + f'parameters {{ key: "dgla_config" value {{ string_value: {json.dumps(metadata["config"])} }} }}\n'
@@ -150,12 +146,10 @@ def input_data(folder: Path) -> Path:
 def tensor_data(folder: Path, onnx_path: Path) -> Path:
     """perf_analyzer input for ``dgla_onnx``: one bundled image, preprocessed, as raw float32 per
     input (random data is no real image, and random float bits include slow denormals)."""
-    import onnx
-
     from dgla_export.models.config import ModelConfig
     from dgla_export.preprocess import preprocess
 
-    metadata = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    metadata = graph_metadata(load_graph(onnx_path))
     config = ModelConfig.from_dict(json.loads(metadata["config"]))
     data = folder / "tensors"
     data.mkdir()

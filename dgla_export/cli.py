@@ -328,15 +328,13 @@ def _print_validation(report, console) -> None:
             )
 
 
-def _validate(args: argparse.Namespace, model, onnx_path: Path, images, console: _Console):
-    """Validation report of ``onnx_path`` against ``model``; prints the table."""
+def _validate(args: argparse.Namespace, model, onnx_path: Path, metadata: dict[str, str], images, console: _Console):
+    """Validation report of ``onnx_path`` (whose metadata the caller has read) against ``model``."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    from dgla_export.export.graph import graph_metadata, load_graph
     from dgla_export.runtimes.onnxruntime import create_session
     from dgla_export.validate import validate_runner
 
-    metadata = graph_metadata(load_graph(onnx_path))
     graph_model = json.loads(metadata["config"])["name"]
     if graph_model != model.config.name:
         raise UserError(f"{onnx_path} is a {graph_model} graph, not {model.config.name}; pass --model {graph_model}")
@@ -390,7 +388,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
             os.replace(staged, args.output)
             console.print(f"{args.output}: {summary} (not validated)")
             return 0
-        validation = _validate(args, model, staged, images, console)
+        validation = _validate(args, model, staged, report.metadata, images, console)
         if not validation.passed:
             rejected = args.output.with_name(f"{args.output.stem}.failed.onnx")
             os.replace(staged, rejected)
@@ -458,14 +456,14 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from dgla_export.data import load_images
-    from dgla_export.export.graph import load_graph
+    from dgla_export.export.graph import graph_metadata, load_graph
 
     console = _Console()
-    load_graph(args.onnx)  # inputs first, then the slow model load
+    metadata = graph_metadata(load_graph(args.onnx))  # inputs first, then the slow model load
     images = load_images(args.images)
     with console.status("loading the model"):
         model = _load_model(args)
-    return 0 if _validate(args, model, args.onnx, images, console).passed else EXIT_MISMATCH
+    return 0 if _validate(args, model, args.onnx, metadata, images, console).passed else EXIT_MISMATCH
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -119,11 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("dgla-bench", lambda: _bench(args), debug=args.debug)
 
 
+def _graph_option(backend) -> str | None:
+    """The option that gives this backend its graph (ONNX Runtime backends only)."""
+    return ONNX_OPTIONS.get(backend.precision) if backend.name.startswith("onnxruntime") else None
+
+
 def _select(args: argparse.Namespace, backends: list, onnx_files: dict[str, Path]) -> list:
     """The backends to run: the requested ones (each must be able to run), else every runnable one."""
 
     def lacks(backend) -> str | None:
-        needs = ONNX_OPTIONS.get(backend.precision) if backend.name.startswith("onnxruntime") else None
+        needs = _graph_option(backend)
         return f"no {needs} given" if needs and backend.precision not in onnx_files else None
 
     if not args.backends:
@@ -177,9 +182,7 @@ def _bench(args: argparse.Namespace) -> int:
         verify_engine_file(args.engine)
     backends = _select(args, backends, onnx_files)
     for precision, path in onnx_files.items():
-        if not any(
-            b.name.startswith("onnxruntime") and b.precision == precision and not b.unavailable() for b in backends
-        ):
+        if not any(_graph_option(b) == ONNX_OPTIONS[precision] and not b.unavailable() for b in backends):
             console.print(
                 f"warning: {ONNX_OPTIONS[precision]} {path} is not used by any selected backend that can run here"
             )

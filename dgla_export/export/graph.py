@@ -66,7 +66,7 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0]
         raise GraphFileError(f"{path} fails onnx's checker ({first}); {again}") from err
-    if "config" not in {p.key for p in model.metadata_props}:
+    if "config" not in graph_metadata(model):
         raise GraphFileError(f"{path} lacks dgla-export's metadata (model config, classes); {again}")
     return model
 
@@ -159,7 +159,7 @@ def inspect_graph(
     limits = support["tensorrt_versions"][tensorrt_major]
     if not limits["min_opset"] <= opset <= limits["max_opset"]:
         problems.append(f"opset {opset} outside TensorRT {tensorrt_major}.x's range {limits}")
-    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata = graph_metadata(model)
     return GraphReport(
         opset=opset,
         ir_version=model.ir_version,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from dgla_export.export.graph import graph_metadata
 from dgla_export.export.manifest import (
     BatchProfile,
     EngineManifest,
@@ -99,7 +100,7 @@ def build_engine(
     check_output(output, force)
     profile = profile or BatchProfile(1, 8, 32)
     graph = onnx.load(str(onnx_path), load_external_data=False)
-    metadata = {p.key: p.value for p in graph.metadata_props}
+    metadata = graph_metadata(graph)
     graph_precision = metadata.get("precision", "fp32")
     if graph_precision != precision:
         raise EngineBuildError(

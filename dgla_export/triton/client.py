@@ -148,39 +148,36 @@ def classify(
 def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -> list[Prediction]:
     from dgla_export.preprocess import ImageError
 
-    answers: dict[int, Any] = {}
-    pending: list[int] = []
-    done: queue.Queue = queue.Queue()
+    answers: dict[int, Any] = {}  # index -> error text, exception or result
+    http_requests: dict[int, Any] = {}
+    grpc_answers: queue.Queue = queue.Queue()  # (index, result, error) from the callbacks
     for index, path in enumerate(paths):
         try:
             inputs = build(path)
         except (ImageError, OSError) as err:
             answers[index] = f"cannot read image: {err}"
             continue
-        pending.append(index)
         if protocol == "grpc":
             client.async_infer(
                 model,
                 inputs,
-                callback=lambda result, error, i=index: done.put((i, result, error)),
+                callback=lambda result, error, i=index: grpc_answers.put((i, result, error)),
                 outputs=outputs,
                 client_timeout=timeout,
             )
         else:
-            answers[index] = client.async_infer(model, inputs, outputs=outputs)
-    for index in pending:
-        if protocol == "grpc":
-            try:
-                i, result, error = done.get(timeout=timeout + 5)
-            except queue.Empty as err:
-                raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from err
-        else:
-            i, result, error = index, None, None
-            try:
-                result = answers[index].get_result()
-            except Exception as err:  # InferenceServerException, or a socket timeout
-                error = err
-        answers[i] = error if error is not None else result
+            http_requests[index] = client.async_infer(model, inputs, outputs=outputs)
+    for index, request in http_requests.items():
+        try:
+            answers[index] = request.get_result()
+        except Exception as err:  # InferenceServerException, or a socket timeout
+            answers[index] = err
+    while len(answers) < len(paths):  # gRPC: one callback per request sent
+        try:
+            index, result, error = grpc_answers.get(timeout=timeout + 5)
+        except queue.Empty as err:
+            raise ClientError(f"{model} on {url} did not answer within {timeout:g} s") from err
+        answers[index] = error if error is not None else result
     return [_prediction(path, answers[i], model, url, timeout) for i, path in enumerate(paths)]
 
 
