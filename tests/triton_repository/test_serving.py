@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from dgla_export.triton.client import ClientError, classify, main
-from dgla_export.triton.repository import write_repository
+from dgla_export.triton.repository import TritonOptions, write_repository
 
 if importlib.util.find_spec("pytriton") is None:
     pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
@@ -123,7 +123,9 @@ def _slow_and_bad_shape(repository: Path) -> None:
 @pytest.fixture(scope="module")
 def served(tiny_onnx, tmp_path_factory):
     repository = tmp_path_factory.mktemp("serving") / "repo"
-    write_repository(tiny_onnx["fp32"], repository)
+    # The tiny model answers in milliseconds: a 20 ms batching window (instead of 200 us) lets the
+    # batcher see concurrent requests together, so whether it merges them is what the test measures.
+    write_repository(tiny_onnx["fp32"], repository, options=TritonOptions(max_queue_delay_us=20_000))
     _slow_and_bad_shape(repository)
     started = time.monotonic()
     server = Serve(repository)
