@@ -35,6 +35,7 @@ examples:
   dgla-export info
   dgla-export onnx --output dgla.onnx                       demo weights, FP32, validated
   dgla-export onnx --weights ckpt.pt --precision fp16 --output dgla_fp16.onnx
+  dgla-export onnx --weights ckpt.pt --precision int8 --calibration-images calib/ --output dgla_int8.onnx
   dgla-export validate dgla.onnx --weights ckpt.pt --images my_dermoscopy/
   dgla-export trt --onnx dgla_fp16.onnx --output dgla_fp16.plan       (GPU + TensorRT)
   dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
@@ -86,6 +87,16 @@ def _add_validation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -115,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "fp16"],
-        help="fp32 (default), or fp16 with FP32 attention islands, for TensorRT",
+        choices=["fp32", "fp16", "int8"],
+        help="fp32 (default); fp16 with FP32 attention islands, for TensorRT; int8: Q/DQ from real-image "
+        "calibration, the most sensitive layers kept in FP32 until the accuracy target holds (minutes)",
     )
     onnx_cmd.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     onnx_cmd.add_argument(
@@ -129,6 +141,40 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     onnx_cmd.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
     _add_validation_args(onnx_cmd)
+    int8 = onnx_cmd.add_argument_group("int8 (with --precision int8)")
+    int8.add_argument(
+        "--calibration-images",
+        type=Path,
+        metavar="FOLDER",
+        help="images of the deployment's domain to calibrate on (default: the bundled photos, which are not "
+        "dermoscopy: fine for a demo, not for a clinic)",
+    )
+    int8.add_argument(
+        "--calibration-count",
+        type=positive_int,
+        metavar="N",
+        help="use the first N images (by name) of the calibration folder (default: all)",
+    )
+    int8.add_argument(
+        "--calibration-method",
+        default="minmax",
+        choices=["minmax", "percentile", "entropy"],
+        help="how activation ranges are chosen from the calibration images (default minmax)",
+    )
+    int8.add_argument(
+        "--int8-target",
+        default="cpu",
+        choices=["cpu", "tensorrt"],
+        help="cpu: unsigned activations, fastest in ONNX Runtime on x86 (default); tensorrt: signed symmetric "
+        "activations, the only INT8 form TensorRT builds",
+    )
+    int8.add_argument(
+        "--accuracy-target",
+        type=_probability,
+        metavar="P",
+        help="largest probability error vs PyTorch FP32 allowed on the calibration and validation images "
+        "(default: the model config's int8 tolerance, 0.05); no top-1 flip is allowed where FP32's margin is >= 0.05",
+    )
     add_common(onnx_cmd)
 
     trt_cmd = sub.add_parser(
@@ -141,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     trt_cmd.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="graph from `dgla-export onnx`")
     trt_cmd.add_argument("--output", type=Path, required=True, metavar="FILE", help="engine file to write (.plan)")
     trt_cmd.add_argument(
-        "--precision", default="fp16", choices=["fp16", "fp32"], help="must match the graph's precision (default fp16)"
+        "--precision",
+        default="fp16",
+        choices=["fp16", "fp32", "int8"],
+        help="must match the graph's precision (default fp16); int8 needs a graph of --int8-target tensorrt",
     )
     trt_cmd.add_argument(
         "--target",
@@ -202,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument(
         "--ort-tensorrt-fp16",
         action="store_true",
-        help="let ONNX Runtime use its TensorRT accelerator in FP16 for dgla_onnx",
+        help="let ONNX Runtime use its TensorRT accelerator for dgla_onnx: FP16, or INT8 for an INT8 graph",
     )
     triton.add_argument("--force", action="store_true", help="replace --output if it exists")
     add_common(triton)
@@ -328,8 +377,26 @@ def _print_validation(report, console) -> None:
             )
 
 
-def _validate(args: argparse.Namespace, model, onnx_path: Path, metadata: dict[str, str], images, console: _Console):
-    """Validation report of ``onnx_path`` (whose metadata the caller has read) against ``model``."""
+def _int8_tolerance(args: argparse.Namespace, model):
+    """The config's int8 tolerance, with --accuracy-target as its probability bound."""
+    import dataclasses
+
+    tolerance = model.config.tolerances["int8"]
+    accuracy = getattr(args, "accuracy_target", None)
+    return dataclasses.replace(tolerance, probs_abs=accuracy) if accuracy else tolerance
+
+
+def _validate(
+    args: argparse.Namespace,
+    model,
+    onnx_path: Path,
+    metadata: dict[str, str],
+    images,
+    console: _Console,
+    extra_report: dict | None = None,
+):
+    """Validation report of ``onnx_path`` (whose metadata the caller has read) against ``model``;
+    ``extra_report`` is added to the --report JSON."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     from dgla_export.runtimes.onnxruntime import create_session
@@ -349,46 +416,114 @@ def _validate(args: argparse.Namespace, model, onnx_path: Path, metadata: dict[s
             runtime=f"onnxruntime-{args.device}",
             precision=precision,
             batches=batches,
+            tolerance=_int8_tolerance(args, model) if precision == "int8" else None,
             progress=console.log,
         )
     _print_validation(report, console)
     if args.report:
-        report.write_json(args.report)
+        from dgla_export.io import atomic_path
+
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(json.dumps({**report.to_dict(), **(extra_report or {})}, indent=2))
         console.print(f"report: {args.report}")
+    return report
+
+
+def _calibration_images(args: argparse.Namespace, console: _Console) -> list:
+    from dgla_export.data import load_images
+
+    if args.calibration_images is None:
+        console.print(
+            "[yellow]warning[/]: calibrating INT8 on scikit-image's bundled photos, which are not dermoscopy; "
+            "for a deployment pass --calibration-images with a few hundred images of its domain"
+        )
+    return load_images(args.calibration_images)[: args.calibration_count]
+
+
+def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, images, console: _Console):
+    from rich.table import Table
+
+    from dgla_export.export.quantize import QuantizationOptions, quantize_onnx
+
+    options = QuantizationOptions(
+        target=args.int8_target, method=args.calibration_method, tolerance=_int8_tolerance(args, model)
+    )
+    with console.status("INT8: calibration, per-unit sensitivity, mixed-precision search (minutes)"):
+        report = quantize_onnx(fp32_graph, output, model.config, images, options=options, progress=console.log)
+    table = Table(title=f"INT8 sensitivity ({len(report.sensitivity)} units, logits RMS error when only it is INT8)")
+    for column in ("unit", "error", "precision"):
+        table.add_column(column)
+    for unit, error in report.sensitivity.items():
+        table.add_row(unit, f"{error:.4f}", "[yellow]fp32 (kept out)[/]" if unit in report.kept_out else "int8")
+    console.print(table)
+    check = report.calibration_check
+    console.print(
+        f"INT8 ({report.target}): {len(report.kept_out)} of {len(report.sensitivity)} units kept in FP32; "
+        f"{report.int8_mac_share:.1%} of MACs in INT8 ({report.quantized_nodes} Conv/Gemm nodes); on the "
+        f"{len(report.calibration_images)} calibration images: probs max abs error {check['probs_max_abs']:.3g}, "
+        f"{len(check['flips'])} top-1 flips"
+    )
     return report
 
 
 def _cmd_onnx(args: argparse.Namespace) -> int:
     import tempfile
 
+    import onnx
+
     from dgla_export.data import load_images
-    from dgla_export.export.onnx_export import ExportOptions, export_onnx
+    from dgla_export.export.onnx_export import ExportOptions, check_contract, export_onnx
     from dgla_export.io import check_output
 
     console = _Console()
     # Inputs first: a bad folder or checkpoint must fail before a minute of export.
     check_output(args.output, args.force)
     images = None if args.no_validate else load_images(args.images)
+    int8 = args.precision == "int8"
+    if int8:
+        from dgla_export.export.quantize import require_calibration_cache
+
+        require_calibration_cache()
+        calibration = _calibration_images(args, console)
+    elif args.calibration_images or args.calibration_count or args.accuracy_target:
+        raise UserError("--calibration-images, --calibration-count and --accuracy-target need --precision int8")
     low, high = args.batch
     if args.batches:
         _batches(args.batches, high)
-    options = ExportOptions(opset=args.opset, precision=args.precision, min_batch=low, max_batch=high)
+    traced = "fp32" if int8 else args.precision  # INT8 is written from the FP32 graph
+    options = ExportOptions(opset=args.opset, precision=traced, min_batch=low, max_batch=high)
     with console.status("loading the model (the first demo-weight run calibrates BatchNorm: ~20 s, full model)"):
         model = _load_model(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{args.output.name}.", dir=args.output.parent) as staging:
         staged = Path(staging) / args.output.name
+        exported = staged.with_suffix(".fp32.onnx") if int8 else staged
         with console.status("exporting (about a minute for the full model on 2 cores)"):
             report = export_onnx(
-                model, staged, options=options, checkpoint_sha256=_checkpoint_digest(args, model), progress=console.log
+                model,
+                exported,
+                options=options,
+                checkpoint_sha256=_checkpoint_digest(args, model),
+                progress=console.log,
             )
+        extra_report = None
+        if int8:
+            from dgla_export.export.quantize import QuantizationError
+
+            try:
+                quantization = _quantize(args, model, exported, staged, calibration, console)
+            except QuantizationError as err:
+                console.print(f"[red]INT8 FAILED[/]: {err}; nothing written to {args.output}")
+                return EXIT_MISMATCH
+            extra_report = {"quantization": quantization.to_dict()}
+            report = check_contract(onnx.load(str(staged)), model.config)
         ops = ", ".join(f"{op} {n}" for op, n in report.op_counts.items())
         summary = f"opset {report.opset}, IR {report.ir_version}, {report.node_count} nodes ({ops})"
         if args.no_validate:
             os.replace(staged, args.output)
             console.print(f"{args.output}: {summary} (not validated)")
             return 0
-        validation = _validate(args, model, staged, report.metadata, images, console)
+        validation = _validate(args, model, staged, report.metadata, images, console, extra_report)
         if not validation.passed:
             rejected = args.output.with_name(f"{args.output.stem}.failed.onnx")
             os.replace(staged, rejected)
@@ -403,7 +538,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_trt(args: argparse.Namespace) -> int:
-    from dgla_export.export.graph import load_graph
+    from dgla_export.export.graph import graph_metadata, load_graph
     from dgla_export.export.manifest import BatchProfile, load_build_profiles, parse_size
     from dgla_export.io import check_output
 
@@ -414,7 +549,9 @@ def _cmd_trt(args: argparse.Namespace) -> int:
     profile = BatchProfile.parse(args.batch or target["batch"])
     workspace = parse_size(args.workspace or target["workspace"])
     check_output(args.output, args.force)
-    load_graph(args.onnx)
+    from dgla_export.export.tensorrt_build import check_engine_graph
+
+    check_engine_graph(args.onnx, graph_metadata(load_graph(args.onnx)), args.precision)
     from dgla_export.runtimes.availability import tensorrt_problem
 
     problem = tensorrt_problem()

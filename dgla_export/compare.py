@@ -124,8 +124,11 @@ def compare_logits(
         failures.append(f"logits max rel error {logit_stats.max_rel:.3g} > {tolerance.logits_rel:g}")
     if prob_stats.max_abs > tolerance.probs_abs:
         failures.append(f"probs max abs error {prob_stats.max_abs:.3g} > {tolerance.probs_abs:g}")
-    if len(flips) > tolerance.max_top1_flips:
-        failures.append(f"{len(flips)} top-1 flips > {tolerance.max_top1_flips} allowed")
+    counted = [flip for flip in flips if flip.reference_margin >= tolerance.min_flip_margin]
+    if len(counted) > tolerance.max_top1_flips:
+        margin = tolerance.min_flip_margin
+        where = f" (of images with reference margin >= {margin:g})" if margin else ""
+        failures.append(f"{len(counted)} top-1 flips{where} > {tolerance.max_top1_flips} allowed")
     return Comparison(
         logits=logit_stats,
         probs=prob_stats,

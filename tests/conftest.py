@@ -48,3 +48,19 @@ def tiny_onnx(tiny, tmp_path_factory):
             checkpoint_sha256=state_dict_sha256(tiny),
         )
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tiny, tiny_onnx, images, tmp_path_factory):
+    """target -> (INT8 graph path, QuantizationReport) of the tiny model, calibrated on the bundled images."""
+    from dgla_export.export.quantize import QuantizationOptions, quantize_onnx
+
+    folder = tmp_path_factory.mktemp("int8")
+    graphs = {}
+    for target in ("cpu", "tensorrt"):
+        path = folder / f"tiny_int8_{target}.onnx"
+        report = quantize_onnx(
+            tiny_onnx["fp32"], path, tiny.config, images, options=QuantizationOptions(target=target), progress=print
+        )
+        graphs[target] = (path, report)
+    return graphs

@@ -132,8 +132,11 @@ class OnnxRuntimeBackend(Backend):
             # load_s), later rounds and runs load the cached engine.
             cache = cache_dir() / "onnxruntime-tensorrt"
             cache.mkdir(parents=True, exist_ok=True)
+            # An INT8 graph carries its own Q/DQ scales (no calibration table); its float
+            # layers may run in FP16, as on the engine path.
             options = {
-                "trt_fp16_enable": self.precision == "fp16",
+                "trt_fp16_enable": self.precision in ("fp16", "int8"),
+                "trt_int8_enable": self.precision == "int8",
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True,
@@ -211,9 +214,10 @@ def default_backends(devices: list[str], engine: Path | None = None) -> list[Bac
         backends += [
             TorchBackend(v, device) for v in ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
         ]
-    backends += [OnnxRuntimeBackend("cpu", "fp32"), OnnxRuntimeBackend("cpu", "fp16")]
+    backends += [OnnxRuntimeBackend("cpu", precision) for precision in ("fp32", "fp16", "int8")]
     if "cuda" in devices:
         backends += [OnnxRuntimeBackend(p, precision) for p in ("cuda", "tensorrt") for precision in ("fp32", "fp16")]
+        backends.append(OnnxRuntimeBackend("tensorrt", "int8"))
     if "cuda" in devices or engine is not None:
         backends.append(TensorRTBackend(engine))
     return backends

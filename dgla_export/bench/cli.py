@@ -24,10 +24,11 @@ parity (with --fail-on-mismatch) or could not run a given file, 1 a bug (with a 
 EPILOG = """\
 examples:
   dgla-bench --onnx dgla.onnx --onnx-fp16 dgla_fp16.onnx --batches 1,4 --fail-on-mismatch
+  dgla-bench --onnx dgla.onnx --onnx-int8 dgla_int8.onnx --backends onnxruntime-cpu-fp32,onnxruntime-cpu-int8
   dgla-bench --onnx dgla.onnx --backends torch-eager-cpu,onnxruntime-cpu-fp32 --images lesions/
   dgla-bench --list-backends
 """
-ONNX_OPTIONS = {"fp32": "--onnx", "fp16": "--onnx-fp16"}
+ONNX_OPTIONS = {"fp32": "--onnx", "fp16": "--onnx-fp16", "int8": "--onnx-int8"}
 
 
 def _positive_float(text: str) -> float:
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onnx", type=Path, metavar="FILE", help="FP32 graph from `dgla-export onnx`")
     parser.add_argument(
         "--onnx-fp16", type=Path, metavar="FILE", help="FP16 graph from `dgla-export onnx --precision fp16`"
+    )
+    parser.add_argument(
+        "--onnx-int8", type=Path, metavar="FILE", help="INT8 Q/DQ graph from `dgla-export onnx --precision int8`"
     )
     parser.add_argument(
         "--engine", type=Path, metavar="FILE", help="TensorRT engine from `dgla-export trt` (with its manifest)"
@@ -171,7 +175,8 @@ def _bench(args: argparse.Namespace) -> int:
     # Every input is checked before the slow work starts.
     from dgla_export.export.graph import graph_metadata, load_graph
 
-    onnx_files = {k: v for k, v in (("fp32", args.onnx), ("fp16", args.onnx_fp16)) if v}
+    given = (("fp32", args.onnx), ("fp16", args.onnx_fp16), ("int8", args.onnx_int8))
+    onnx_files = {k: v for k, v in given if v}
     for precision, path in onnx_files.items():
         found = graph_metadata(load_graph(path)).get("precision", "fp32")
         if found != precision:

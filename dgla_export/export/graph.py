@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 
 import onnx
@@ -18,6 +20,7 @@ __all__ = [
     "GraphContractError",
     "GraphFileError",
     "GraphReport",
+    "graph_macs",
     "graph_metadata",
     "inspect_graph",
     "load_graph",
@@ -170,3 +173,27 @@ def inspect_graph(
         metadata=metadata,
         problems=tuple(problems),
     )
+
+
+def graph_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates per Conv, Gemm and MatMul node for one sample (batch 1), from
+    onnx's shape inference: the denominator of a graph's INT8 share."""
+    model = copy.deepcopy(model)
+    for value in model.graph.input:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    del model.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+    }
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    macs = {}
+    for node in inferred.graph.node:
+        if node.op_type == "Conv":  # every output element: in_channels/groups * kernel MACs
+            macs[node.name] = math.prod(shapes[node.output[0]]) * math.prod(shapes[node.input[1]][1:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes[node.input[0]]
+            transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
+            macs[node.name] = math.prod(shapes[node.output[0]]) * (a[-2] if transposed else a[-1])
+    return macs

@@ -166,12 +166,17 @@ def manifest_path(engine: Path) -> Path:
 
 
 def check_precision(manifest: EngineManifest) -> None:
-    """An FP16 engine must contain FP16 layers: the claim is read back, never assumed."""
-    half = manifest.layer_dtypes.get("Half", 0)
-    if manifest.precision == "fp16" and half == 0:
+    """An FP16 engine must contain FP16 layers, an INT8 engine INT8 layers: the claim is read
+    back from the built engine, never assumed."""
+    needed = {"fp16": ("Half", "the FP16 ONNX graph (`dgla-export onnx --precision fp16`)")}
+    needed["int8"] = ("Int8", "the INT8 graph (`dgla-export onnx --precision int8 --int8-target tensorrt`)")
+    if manifest.precision not in needed:
+        return
+    dtype, graph = needed[manifest.precision]
+    if manifest.layer_dtypes.get(dtype, 0) == 0:
         raise ManifestError(
-            f"engine claims fp16 but has no FP16 layer (layer output dtypes {dict(manifest.layer_dtypes)}); "
-            "build it from the FP16 ONNX graph (`dgla-export onnx --precision fp16`)"
+            f"engine claims {manifest.precision} but has no {dtype} layer (layer output dtypes "
+            f"{dict(manifest.layer_dtypes)}); build it from {graph}"
         )
 
 

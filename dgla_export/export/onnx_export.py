@@ -26,7 +26,7 @@ from dgla_export.io import atomic_path, check_output
 from dgla_export.models.config import SPEC_VERSION, ModelConfig
 from dgla_export.models.resnet import ResNet
 
-__all__ = ["OUTPUT_NAMES", "ExportOptions", "build_metadata", "export_onnx", "to_onnx"]
+__all__ = ["OUTPUT_NAMES", "ExportOptions", "build_metadata", "check_contract", "export_onnx", "to_onnx"]
 
 log = logging.getLogger(__name__)
 OUTPUT_NAMES = ("logits", "probs")
@@ -110,6 +110,19 @@ def _name_batch(proto: onnx.ModelProto) -> None:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
 
 
+def check_contract(proto: onnx.ModelProto, config: ModelConfig) -> GraphReport:
+    """onnx's full check, then names, shapes and ops (:func:`inspect_graph`); raise on any problem."""
+    onnx.checker.check_model(proto, full_check=True)
+    report = inspect_graph(
+        proto,
+        expected_inputs={n: tuple(s) for n, s in config.input_shapes("batch").items()},
+        expected_outputs={name: ("batch", config.num_classes) for name in OUTPUT_NAMES},
+    )
+    if report.problems:
+        raise GraphContractError("exported graph breaks the contract:\n- " + "\n- ".join(report.problems))
+    return report
+
+
 def export_onnx(
     model: ResNet,
     output: str | Path,
@@ -128,16 +141,7 @@ def export_onnx(
     progress(f"traced in {time.perf_counter() - started:.0f} s; checking the graph")
     onnx.helper.set_model_props(proto, build_metadata(model.config, options, checkpoint_sha256))
     proto.producer_name, proto.producer_version = "dgla-export", dgla_export.__version__
-    onnx.checker.check_model(proto, full_check=True)
-    config = model.config
-    num_classes = config.num_classes
-    report = inspect_graph(
-        proto,
-        expected_inputs={n: tuple(s) for n, s in config.input_shapes("batch").items()},
-        expected_outputs={name: ("batch", num_classes) for name in OUTPUT_NAMES},
-    )
-    if report.problems:
-        raise GraphContractError("exported graph breaks the contract:\n- " + "\n- ".join(report.problems))
+    report = check_contract(proto, model.config)
     with atomic_path(output) as tmp:
         onnx.save_model(proto, str(tmp))
     progress(f"wrote {output} ({report.node_count} nodes) in {time.perf_counter() - started:.0f} s")

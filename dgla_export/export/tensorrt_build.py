@@ -2,7 +2,8 @@
 
 The network is always created STRONGLY_TYPED (required on 10.x for this behaviour, ignored on
 11.x, where it is the only mode): precision comes from the ONNX graph's own types and Casts, so
-an FP16 engine is built from the FP16 ONNX graph. There is deliberately no BuilderFlag.FP16
+an FP16 engine is built from the FP16 ONNX graph and an INT8 engine from the Q/DQ graph (explicit
+quantization, the only INT8 TensorRT 11 has: no calibrator, no INT8 flag). There is deliberately no BuilderFlag.FP16
 path: on 11.x that flag no longer exists, and probing for it would silently build FP32.
 TensorRT is imported inside the functions; nothing here runs without it.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from dgla_export.errors import UserError
 from dgla_export.export.graph import graph_metadata
 from dgla_export.export.manifest import (
     BatchProfile,
@@ -28,11 +30,37 @@ from dgla_export.export.manifest import (
 )
 from dgla_export.io import atomic_path, check_output, sha256_file
 
-__all__ = ["EngineBuildError", "build_engine", "layer_output_dtypes", "running_info"]
+__all__ = [
+    "EngineBuildError",
+    "GraphPrecisionError",
+    "build_engine",
+    "check_engine_graph",
+    "layer_output_dtypes",
+    "running_info",
+]
 
 
 class EngineBuildError(RuntimeError):
     """TensorRT could not parse or build the graph."""
+
+
+class GraphPrecisionError(UserError):
+    """The graph's precision does not fit the engine asked for (a strongly typed build follows the graph)."""
+
+
+def check_engine_graph(onnx_path: Path, metadata: dict[str, str], precision: str) -> None:
+    """Refuse, before TensorRT is touched, a graph whose types cannot give a ``precision`` engine."""
+    graph_precision = metadata.get("precision", "fp32")
+    if graph_precision != precision:
+        raise GraphPrecisionError(
+            f"{onnx_path} is a {graph_precision} graph; a strongly typed {precision} engine needs a {precision} "
+            f"graph: dgla-export onnx --precision {precision}"
+        )
+    if precision == "int8" and metadata.get("int8_target") != "tensorrt":
+        raise GraphPrecisionError(
+            f"{onnx_path} was quantized for --int8-target {metadata.get('int8_target')} (unsigned activations, "
+            "which TensorRT rejects); export it with --int8-target tensorrt"
+        )
 
 
 def running_info() -> RuntimeInfo:
@@ -101,12 +129,7 @@ def build_engine(
     profile = profile or BatchProfile(1, 8, 32)
     graph = onnx.load(str(onnx_path), load_external_data=False)
     metadata = graph_metadata(graph)
-    graph_precision = metadata.get("precision", "fp32")
-    if graph_precision != precision:
-        raise EngineBuildError(
-            f"{onnx_path} is a {graph_precision} graph; a strongly typed {precision} engine needs a {precision} "
-            f"graph: dgla-export onnx --precision {precision}"
-        )
+    check_engine_graph(onnx_path, metadata, precision)
     inputs = {value.name: tuple(d.dim_value for d in value.type.tensor_type.shape.dim) for value in graph.graph.input}
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -17,20 +17,27 @@ class Tolerance:
     """Largest acceptable error of a runtime against the FP32 PyTorch reference.
 
     ``logits_rel`` bounds max |a - b| / max |reference logit| over the batch; ``probs_abs``
-    bounds max |p_a - p_b|; ``max_top1_flips`` is the number of images allowed to change class.
+    bounds max |p_a - p_b|; ``max_top1_flips`` is the number of images allowed to change class,
+    counting only images whose reference top-1 margin (top1 - top2 probability) is at least
+    ``min_flip_margin``: below it the reference itself is undecided (the flips are still listed).
     """
 
     logits_rel: float
     probs_abs: float
     max_top1_flips: int = 0
+    min_flip_margin: float = 0.0
 
 
 # Per precision: FP32 runtimes differ from eager PyTorch by summation order only; FP16 is
-# judged on decisions (no flip) and probabilities (the issue's 1e-2).
+# judged on decisions (no flip) and probabilities (the issue's 1e-2). INT8 moves every
+# activation by up to half a quantization step: judged on decisions the reference is sure of
+# (no flip where its margin is >= 0.05) and on probabilities within 0.05. It is also the
+# accuracy target `dgla-export onnx --precision int8` searches for.
 DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
     "fp32": Tolerance(logits_rel=1e-4, probs_abs=1e-5),
     "fp16": Tolerance(logits_rel=5e-2, probs_abs=1e-2),
     "bf16": Tolerance(logits_rel=1e-1, probs_abs=3e-2),
+    "int8": Tolerance(logits_rel=2e-1, probs_abs=5e-2, min_flip_margin=5e-2),
 }
 
 

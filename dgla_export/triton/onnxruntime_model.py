@@ -27,8 +27,13 @@ def _providers(config: dict, kind: str, device_id: int) -> list:
     listed = config.get("parameters", {}).get("gpu_execution_accelerator", {}).get("string_value", "[]")
     for accelerator in json.loads(listed):  # the original config's, moved here by dgla-serve
         if accelerator.get("name") == "tensorrt":
-            fp16 = accelerator.get("parameters", {}).get("precision_mode") == "FP16"
-            providers.insert(0, ("TensorrtExecutionProvider", {"device_id": device_id, "trt_fp16_enable": fp16}))
+            mode = accelerator.get("parameters", {}).get("precision_mode")
+            options = {
+                "device_id": device_id,
+                "trt_fp16_enable": mode in ("FP16", "INT8"),
+                "trt_int8_enable": mode == "INT8",
+            }
+            providers.insert(0, ("TensorrtExecutionProvider", options))
     return providers
 
 

@@ -74,7 +74,9 @@ def _pb():
     return model_config_pb2
 
 
-def _runtime_config(name: str, platform: str, filename: str, inputs, outputs, max_batch: int, options: TritonOptions):
+def _runtime_config(
+    name: str, platform: str, filename: str, inputs, outputs, max_batch: int, options: TritonOptions, int8: bool = False
+):
     pb = _pb()
     config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch, default_model_filename=filename)
     for input_name, (dtype, dims) in inputs.items():
@@ -94,7 +96,8 @@ def _runtime_config(name: str, platform: str, filename: str, inputs, outputs, ma
         data.random_data = True
     if platform == "onnxruntime_onnx" and options.ort_tensorrt_fp16:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        accelerator.parameters["precision_mode"] = "FP16"
+        # A Q/DQ graph carries its scales: TensorRT runs it in INT8 (float layers in FP16).
+        accelerator.parameters["precision_mode"] = "INT8" if int8 else "FP16"
     return config
 
 
@@ -194,7 +197,16 @@ def write_repository(
             f"max_batch_size {max_batch} exceeds the ONNX graph's batch range {metadata['batch_range']}"
         )
     configs = {
-        "dgla_onnx": _runtime_config("dgla_onnx", "onnxruntime_onnx", "model.onnx", inputs, outputs, max_batch, options)
+        "dgla_onnx": _runtime_config(
+            "dgla_onnx",
+            "onnxruntime_onnx",
+            "model.onnx",
+            inputs,
+            outputs,
+            max_batch,
+            options,
+            int8=metadata.get("precision") == "int8",
+        )
     }
     runtime = "dgla_onnx"
     manifest = None

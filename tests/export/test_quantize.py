@@ -1,0 +1,125 @@
+"""INT8 Q/DQ export on the tiny model: MAC accounting, calibration record, sensitivity-guided
+mixed precision, the Q/DQ flavour of each target, and accuracy against PyTorch FP32."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dgla_export.export.graph import graph_macs, graph_metadata, inspect_graph
+from dgla_export.export.onnx_export import check_contract
+from dgla_export.export.quantize import calibration_digest, quantization_units, search_mixed_precision
+from dgla_export.models.cost import measure_cost
+from dgla_export.runtimes.onnxruntime import create_session
+from dgla_export.validate import validate_runner
+
+
+def test_graph_macs_match_the_model_cost(tiny, tiny_onnx) -> None:
+    """The INT8 share's denominator, counted on the graph, equals the module-level count."""
+    macs = graph_macs(onnx.load(str(tiny_onnx["fp32"])))
+    expected = measure_cost(tiny).macs
+    assert abs(sum(macs.values()) - expected) <= 1e-6 * expected, (sum(macs.values()), expected)
+
+
+def test_units_cover_every_conv_and_gemm(tiny_onnx) -> None:
+    graph = onnx.load(str(tiny_onnx["fp32"]))
+    units = quantization_units(graph)
+    nodes = [n for names in units.values() for n in names]
+    assert sorted(nodes) == sorted(n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm"))
+    assert {"stem", "fc", "layer1.0.conv", "layer1.0.attention", "layer4.0.attention"} <= set(units)
+
+
+def test_search_bisects_to_the_smallest_passing_count() -> None:
+    calls = []
+
+    def passes(kept: int) -> bool:
+        calls.append(kept)
+        return kept >= 11
+
+    assert search_mixed_precision(passes, 34, lambda _: None) == 11
+    assert len(calls) <= 7  # 0, then log2(34) bisection steps
+    assert search_mixed_precision(lambda k: True, 34, lambda _: None) == 0
+    assert search_mixed_precision(lambda k: False, 34, lambda _: None) == 34
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_int8_graph_records_its_calibration_and_keeps_the_contract(tiny, tiny_int8, images, target) -> None:
+    path, report = tiny_int8[target]
+    graph = onnx.load(str(path))
+    check_contract(graph, tiny.config)  # names, shapes, one symbolic batch, TensorRT-parsable ops
+    ops = inspect_graph(graph).op_counts
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    metadata = graph_metadata(graph)
+    assert metadata["precision"] == "int8" and metadata["int8_target"] == target
+    record = json.loads(metadata["quantization"])
+    assert record["calibration_count"] == len(images) == 6
+    assert record["calibration_digest"] == calibration_digest(images) == report.calibration_digest
+    assert record["calibration_method"] == "minmax"
+    assert record["kept_out"] == list(report.kept_out)
+    # kept-out units are the most sensitive ones, in order
+    order = list(report.sensitivity)
+    assert list(report.kept_out) == order[: len(report.kept_out)]
+    assert sorted(report.sensitivity.values(), reverse=True) == list(report.sensitivity.values())
+    assert 0 < report.int8_mac_share <= 1 and report.quantized_nodes > 0
+    # the share is what the graph holds: every quantized conv reads a DequantizeLinear weight
+    dq_outputs = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    quantized = [n for n in graph.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in dq_outputs]
+    assert len(quantized) == report.quantized_nodes
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_int8_flavour_matches_the_target(tiny_int8, target) -> None:
+    graph = onnx.load(str(tiny_int8[target][0]))
+    initializers = {t.name: t for t in graph.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in graph.graph.node if n.op_type == "QuantizeLinear"]
+    dtypes = {onnx.helper.tensor_dtype_to_np_dtype(z.data_type).name for z in zero_points}
+    if target == "tensorrt":  # signed symmetric activations: TensorRT takes no other INT8
+        assert dtypes == {"int8"}
+        assert all(not numpy_helper.to_array(z).any() for z in zero_points)
+    else:
+        assert dtypes == {"uint8"}
+    weight_zero_points = [
+        numpy_helper.to_array(initializers[n.input[2]])
+        for n in graph.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in initializers and len(n.input) > 2
+    ]
+    assert weight_zero_points and all(not z.any() for z in weight_zero_points)  # symmetric weights
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_int8_meets_the_config_tolerance_against_pytorch(tiny, tiny_int8, images, target) -> None:
+    path, report = tiny_int8[target]
+    session = create_session(path, "cpu")
+    validation = validate_runner(
+        lambda feed: dict(zip(("logits", "probs"), session.run(["logits", "probs"], feed), strict=True)),
+        tiny,
+        images,
+        runtime="onnxruntime-cpu",
+        precision="int8",
+        batches=(1, 4),
+    )
+    for check in validation.checks:
+        c = check.comparison
+        assert c.passed, (target, c.failures, c.probs.max_abs)
+        assert c.probs.max_abs <= tiny.config.tolerances["int8"].probs_abs
+    assert validation.position_spread < 1e-4  # batch-independent, as the float graphs
+    measured = validation.checks[0].comparison.probs.max_abs  # vs PyTorch; the search compared with ORT FP32
+    assert report.calibration_check["probs_max_abs"] == pytest.approx(measured, abs=1e-5)
+
+
+def test_flips_below_the_margin_are_listed_not_counted() -> None:
+    from dgla_export.compare import compare_logits
+    from dgla_export.models.config import Tolerance
+
+    reference = np.array([[1.0, 0.98, 0.0], [3.0, 0.0, 0.0]])
+    actual = np.array([[0.98, 1.0, 0.0], [3.0, 0.0, 0.0]])  # image a flips; its margin is ~0.004
+    kwargs = dict(image_names=["a", "b"], class_names=["x", "y", "z"])
+    loose = Tolerance(logits_rel=1.0, probs_abs=1.0, min_flip_margin=0.05)
+    result = compare_logits(reference, actual, tolerance=loose, **kwargs)
+    assert result.passed and [f.image for f in result.flips] == ["a"]
+    strict = Tolerance(logits_rel=1.0, probs_abs=1.0)
+    assert "1 top-1 flips" in compare_logits(reference, actual, tolerance=strict, **kwargs).failures[0]
