@@ -5,7 +5,7 @@ For each target (cpu: u8 activations; tensorrt: s8 symmetric) the script calibra
 bundled images, measures every unit's sensitivity (the same stages `dgla-export onnx --precision
 int8` runs), then writes graphs with the k most sensitive units kept in FP32 for a range of k.
 Each graph is scored against the FP32 graph (ONNX Runtime FP32, equal to PyTorch within 3e-6)
-on the 6 calibration images and on 20 held-out real images; the cpu target's graphs are timed
+on the 6 calibration images and on 18 held-out real images; the cpu target's graphs are timed
 against FP32 at batch 1 and 4, interleaved in the same run. The tensorrt target is not timed:
 ONNX Runtime's CPU kernels for signed activations are slower than FP32 (FACTS.md, 0.86x), and
 its speed belongs to TensorRT on a GPU.
@@ -39,7 +39,7 @@ MARGIN = 0.05  # the issue's goal: no flip on images whose FP32 top-1 margin is 
 
 
 def heldout_images() -> list[tuple[str, np.ndarray]]:
-    """20 real images not used for calibration: scikit-image's other offline photos (grey ones
+    """18 real images not used for calibration: scikit-image's other offline photos (grey ones
     as RGB) and the quadrants of the two medical images, which the model sees at a new scale."""
     import skimage.data
 

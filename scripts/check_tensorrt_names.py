@@ -1,8 +1,13 @@
-"""Check statically that every TensorRT name our code uses exists in the published stubs.
+"""Check statically that every TensorRT name our code uses exists in TensorRT 10.13 and 11.4.
 
-TensorRT cannot be installed on CI. NVIDIA's API is published as `tensorrt-stubs` (10.13); its
-.pyi files use `in` as a parameter name (a syntax error), so they are copied and patched, then
-mypy type-checks our TensorRT modules against them and only unknown-name errors fail the run.
+TensorRT's builder cannot be installed on CI. Two descriptions of its API can:
+- 10.13: NVIDIA's `tensorrt-stubs`; its .pyi files use `in` as a parameter name (a syntax
+  error), so they are copied and patched;
+- 11.4: the lean runtime wheel `tensorrt-lean-cu12`, which imports without a GPU; mypy's stubgen
+  writes stubs from the module itself. It has the runtime API (Runtime, ICudaEngine,
+  IExecutionContext, the enums) but no builder: the builder's names are checked against 10.13
+  only, and those three are the only misses allowed on 11.4.
+mypy type-checks our TensorRT modules against each and only unknown-name errors fail the run.
 A tripwire file that uses a name that does not exist must fail, proving the stubs were read.
 Run: python scripts/check_tensorrt_names.py
 """
@@ -17,6 +22,8 @@ import zipfile
 from pathlib import Path
 
 STUBS = "tensorrt-stubs==10.13.0.35.1"
+LEAN = "tensorrt-lean-cu12==11.4.0.106"
+BUILDER_ONLY = ('"Builder"', '"NetworkDefinitionCreationFlag"', '"OnnxParser"')  # not in the lean runtime
 MODULES = ["dgla_export/export/tensorrt_build.py", "dgla_export/runtimes/tensorrt.py"]
 NAME_ERRORS = ("[attr-defined]", "[name-defined]", "[import-not-found]", "[import-untyped]", "[syntax]")
 
@@ -34,6 +41,23 @@ def fetch_stubs(folder: Path) -> Path:
         # without a default after defaulted ones (add_scale_nd's channel_axis: gets `= ...`).
         text = re.sub(r"([(,]\s*)in(\s*:)", r"\1in_\2", pyi.read_text())
         pyi.write_text("\n".join(_fix_defaults(line) for line in text.splitlines()) + "\n")
+    return stubs
+
+
+def lean_stubs(folder: Path) -> Path:
+    """Stubs of TensorRT 11.4's runtime, generated from the installed lean wheel, as `tensorrt`."""
+    site = folder / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site), LEAN], check=True)
+    generated = folder / "generated"
+    subprocess.run(
+        [sys.executable, "-m", "mypy.stubgen", "-q", "-p", "tensorrt_lean_bindings", "-o", str(generated)],
+        check=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
+    stubs = folder / "stubs11"
+    (stubs / "tensorrt").mkdir(parents=True)
+    api = (generated / "tensorrt_lean_bindings" / "tensorrt_lean.pyi").read_text()
+    (stubs / "tensorrt" / "__init__.pyi").write_text(api + "\n__version__: str\n")
     return stubs
 
 
@@ -92,19 +116,25 @@ def mypy(stubs: Path, files: list[str]) -> list[str]:
     ]
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        stubs = fetch_stubs(Path(tmp))
-        tripwire = Path(tmp) / "tripwire.py"
-        tripwire.write_text("import tensorrt as trt\ntrt.BuilderFlag.NO_SUCH_FLAG_XYZ\n")
-        if not any("NO_SUCH_FLAG_XYZ" in line for line in mypy(stubs, [str(tripwire)])):
-            print("tripwire not caught: mypy did not read the TensorRT stubs", file=sys.stderr)
-            return 1
-        problems = mypy(stubs, MODULES)
+def check(stubs: Path, tmp: Path, label: str, allowed: tuple[str, ...] = ()) -> int:
+    tripwire = tmp / "tripwire.py"
+    tripwire.write_text("import tensorrt as trt\ntrt.TensorIOMode.NO_SUCH_MODE_XYZ\n")
+    if not any("NO_SUCH_MODE_XYZ" in line for line in mypy(stubs, [str(tripwire)])):
+        print(f"tripwire not caught: mypy did not read the {label} stubs", file=sys.stderr)
+        return 1
+    problems = [line for line in mypy(stubs, MODULES) if not any(name in line for name in allowed)]
     for line in problems:
         print(line)
-    print(f"TensorRT names checked against {STUBS}: {len(problems)} unknown", file=sys.stderr)
+    print(f"TensorRT names checked against {label}: {len(problems)} unknown", file=sys.stderr)
     return 1 if problems else 0
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        failed = check(fetch_stubs(Path(tmp)), Path(tmp), STUBS)
+        label = f"{LEAN} (runtime API; builder names: 10.13 only)"
+        failed |= check(lean_stubs(Path(tmp)), Path(tmp), label, BUILDER_ONLY)
+    return failed
 
 
 if __name__ == "__main__":

@@ -168,14 +168,16 @@ def manifest_path(engine: Path) -> Path:
 def check_precision(manifest: EngineManifest) -> None:
     """An FP16 engine must contain FP16 layers, an INT8 engine INT8 layers: the claim is read
     back from the built engine, never assumed."""
-    needed = {"fp16": ("Half", "the FP16 ONNX graph (`dgla-export onnx --precision fp16`)")}
-    needed["int8"] = ("Int8", "the INT8 graph (`dgla-export onnx --precision int8 --int8-target tensorrt`)")
+    needed = {
+        "fp16": ("Half", "FP16", "the FP16 ONNX graph (`dgla-export onnx --precision fp16`)"),
+        "int8": ("Int8", "INT8", "the INT8 graph (`dgla-export onnx --precision int8 --int8-target tensorrt`)"),
+    }
     if manifest.precision not in needed:
         return
-    dtype, graph = needed[manifest.precision]
+    dtype, label, graph = needed[manifest.precision]
     if manifest.layer_dtypes.get(dtype, 0) == 0:
         raise ManifestError(
-            f"engine claims {manifest.precision} but has no {dtype} layer (layer output dtypes "
+            f"engine claims {manifest.precision} but has no {label} layer (layer output dtypes "
             f"{dict(manifest.layer_dtypes)}); build it from {graph}"
         )
 

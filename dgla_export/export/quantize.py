@@ -284,6 +284,8 @@ def quantize_onnx(
                 image_names=names,
                 class_names=config.class_names,
             )
+            if not checks[kept].passed:
+                path.unlink()  # only the chosen graph is kept (full-size graphs are ~100 MB)
             return checks[kept].passed
 
         kept = search_mixed_precision(passes, len(order), progress)

@@ -95,6 +95,20 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(flips[0])
 
 
+def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> None:
+    argv = _quick_run(tiny_int8["cpu"][0], tmp_path / "out")
+    argv[argv.index("--onnx")] = "--onnx-int8"
+    argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-int8"
+    assert main([*argv, "--fail-on-mismatch"]) == 0
+    backend = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]
+    assert backend["backend"] == "onnxruntime-cpu-int8"
+    parity = backend["parity"]
+    assert parity["tolerance"]["min_flip_margin"] == 0.05 and parity["passed"]
+    assert 0 < parity["probs"]["max_abs"] <= 0.05, parity["probs"]  # INT8 is not FP32: an error exists
+    # an INT8 graph given as the FP32 one is refused, naming the right option
+    assert main(_quick_run(tiny_int8["cpu"][0], tmp_path / "bad")) == 2
+
+
 def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
     rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
     for i, (name, _) in enumerate(images):

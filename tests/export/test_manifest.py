@@ -89,6 +89,25 @@ def test_fp16_claim_is_checked_against_layer_dtypes() -> None:
     check_precision(_manifest(precision="fp32", layer_dtypes={"Float": 646}))
 
 
+def test_int8_engine_without_int8_layers_is_an_error() -> None:
+    check_precision(_manifest(precision="int8", layer_dtypes={"Int8": 120, "Half": 40, "Float": 300}))
+    with pytest.raises(ManifestError, match=r"claims int8 but has no INT8 layer.*--int8-target tensorrt"):
+        check_precision(_manifest(precision="int8", layer_dtypes={"Half": 160, "Float": 300}))
+
+
+def test_trt_cli_refuses_an_int8_graph_it_cannot_build_before_needing_tensorrt(tiny_onnx, tiny_int8, tmp_path, capsys):
+    engine = str(tmp_path / "e.plan")
+    cpu_graph = str(tiny_int8["cpu"][0])
+    assert export_main(["trt", "--onnx", cpu_graph, "--output", engine, "--precision", "int8"]) == 2
+    assert "--int8-target tensorrt" in capsys.readouterr().err
+    assert export_main(["trt", "--onnx", str(tiny_onnx["fp16"]), "--output", engine, "--precision", "int8"]) == 2
+    assert "is a fp16 graph" in capsys.readouterr().err
+    # the graph for TensorRT passes every check; only the missing TensorRT stops it here
+    trt_graph = str(tiny_int8["tensorrt"][0])
+    assert export_main(["trt", "--onnx", trt_graph, "--output", engine, "--precision", "int8"]) == 2
+    assert "cannot build an engine here" in capsys.readouterr().err
+
+
 def test_mismatched_gpu_or_tensorrt_is_refused_with_rebuild_hint() -> None:
     manifest = _manifest()
     check_compatible(manifest, H100, "dgla.plan")

@@ -123,3 +123,34 @@ def test_flips_below_the_margin_are_listed_not_counted() -> None:
     assert result.passed and [f.image for f in result.flips] == ["a"]
     strict = Tolerance(logits_rel=1.0, probs_abs=1.0)
     assert "1 top-1 flips" in compare_logits(reference, actual, tolerance=strict, **kwargs).failures[0]
+
+
+def test_cli_int8_export_reports_what_it_kept_out(tmp_path, capsys) -> None:
+    from dgla_export.cli import main
+
+    output, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
+    argv = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--batch", "1:8", "--output", str(output)]
+    assert main([*argv, "--report", str(report), "--calibration-count", "4"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert "not dermoscopy" in err and "of MACs in INT8" in err and "validation passed" in err
+    record = json.loads(report.read_text())
+    assert record["passed"] and record["precision"] == "int8"
+    quantization = record["quantization"]
+    assert len(quantization["calibration_images"]) == 4 and 0 < quantization["int8_mac_share"] <= 1
+    assert json.loads(graph_metadata(onnx.load(str(output)))["quantization"])["calibration_count"] == 4
+    # a target no INT8 graph can meet: exit 3, nothing written
+    impossible = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--output", str(tmp_path / "no.onnx")]
+    assert main([*impossible, "--accuracy-target", "1e-7"]) == 3
+    assert "INT8 FAILED" in " ".join(capsys.readouterr().err.split()) and not (tmp_path / "no.onnx").exists()
+    assert not list(tmp_path.glob(".no.onnx*"))  # no staging folder left behind
+
+
+def test_cli_int8_options_need_int8(tmp_path, capsys) -> None:
+    from dgla_export.cli import main
+
+    argv = ["onnx", "--model", "dgla_tiny", "--output", str(tmp_path / "x.onnx")]
+    assert main([*argv, "--calibration-count", "4"]) == 2
+    assert "need --precision int8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--precision", "int8", "--accuracy-target", "0"])
+    assert exit_info.value.code == 2 and "probability in (0, 1]" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def _metadata(path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _engine(tmp_path, profile: str, dims: int = 96):
+def _engine(tmp_path, profile: str, dims: int = 96, precision: str = "fp16"):
     engine = tmp_path / "e.plan"
     engine.write_bytes(b"engine")
     shapes = {
@@ -37,7 +37,7 @@ def _engine(tmp_path, profile: str, dims: int = 96):
         for name, size in (("image_224", dims), ("image_448", 2 * dims))
     }
     EngineManifest(
-        engine_file="e.plan", engine_sha256=sha256_file(engine), engine_bytes=6, precision="fp16", profile=profile,
+        engine_file="e.plan", engine_sha256=sha256_file(engine), engine_bytes=6, precision=precision, profile=profile,
         inputs=shapes, outputs={"logits": "FLOAT", "probs": "FLOAT"}, layer_dtypes={"Half": 10},
         runtime=RuntimeInfo("10.13.0.35", "NVIDIA H100", "90"), onnx_sha256="x", onnx_metadata={}, build_seconds=1.0,
     ).write(manifest_path(engine))  # fmt: skip
@@ -90,6 +90,18 @@ def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
         text_format.Parse(texts["dgla"], model_config_pb2.ModelConfig()).ensemble_scheduling.step[1].model_name
         == "dgla_trt"
     )
+
+
+def test_int8_graph_and_engine_are_served(tiny_int8, tmp_path) -> None:
+    graph = tiny_int8["tensorrt"][0]
+    options = TritonOptions(ort_tensorrt_fp16=True)
+    engine = _engine(tmp_path, "1:4:8", precision="int8")
+    texts = write_repository(graph, tmp_path / "repo", engine=engine, options=options)
+    onnx_config = text_format.Parse(texts["dgla_onnx"], model_config_pb2.ModelConfig())
+    accelerator = onnx_config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.parameters["precision_mode"] == "INT8"  # the graph's Q/DQ scales, not FP16
+    assert (tmp_path / "repo" / "dgla_onnx" / "1" / "model.onnx").read_bytes() == graph.read_bytes()
+    assert EngineManifest.read(tmp_path / "repo" / "dgla_trt" / "1" / "model.plan.json").precision == "int8"
 
 
 def test_bad_inputs_are_refused_before_writing(tiny_onnx, tmp_path) -> None:
