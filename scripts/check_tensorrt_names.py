@@ -49,8 +49,9 @@ def lean_stubs(folder: Path) -> Path:
     site = folder / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site), LEAN], check=True)
     generated = folder / "generated"
+    stubgen = [sys.executable, "-c", "from mypy.stubgen import main; main()"]  # mypy is compiled: no `-m`
     subprocess.run(
-        [sys.executable, "-m", "mypy.stubgen", "-q", "-p", "tensorrt_lean_bindings", "-o", str(generated)],
+        [*stubgen, "-q", "-p", "tensorrt_lean_bindings", "-o", str(generated)],
         check=True,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     )
