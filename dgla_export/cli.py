@@ -421,10 +421,7 @@ def _validate(
         )
     _print_validation(report, console)
     if args.report:
-        from dgla_export.io import atomic_path
-
-        with atomic_path(args.report) as tmp:
-            tmp.write_text(json.dumps({**report.to_dict(), **(extra_report or {})}, indent=2))
+        report.write_json(args.report, extra_report)
         console.print(f"report: {args.report}")
     return report
 

@@ -127,7 +127,7 @@ def compare_logits(
     counted = [flip for flip in flips if flip.reference_margin >= tolerance.min_flip_margin]
     if len(counted) > tolerance.max_top1_flips:
         margin = tolerance.min_flip_margin
-        where = f" (of images with reference margin >= {margin:g})" if margin else ""
+        where = f" at margin >= {margin:g}" if margin else ""
         failures.append(f"{len(counted)} top-1 flips{where} > {tolerance.max_top1_flips} allowed")
     return Comparison(
         logits=logit_stats,

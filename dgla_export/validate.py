@@ -60,11 +60,12 @@ class ValidationReport:
         record["passed"] = self.passed
         return record
 
-    def write_json(self, path: str | Path) -> None:
+    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """The report as JSON, with ``extra`` entries (e.g. how an INT8 graph was quantized)."""
         from dgla_export.io import atomic_path
 
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
+            tmp.write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2))
 
 
 def reference_logits(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
