@@ -1,0 +1,110 @@
+"""NVIDIA ModelOpt's ONNX INT8 quantizer on the same FP32 graph, images and scores as
+`int8_curve.py`: the measurement behind choosing ONNX Runtime's quantizer for `dgla-export`.
+
+ModelOpt cannot live in the package's environment (0.47 pins onnx ~= 1.21 and
+onnxruntime-gpu ~= 1.24 and pulls cupy), so this script runs in a venv of its own:
+
+    python -m venv /tmp/modelopt && /tmp/modelopt/bin/pip install torch==2.13.0 \
+        nvidia-modelopt[onnx]==0.47.0 pillow scikit-image rich safetensors polygraphy
+    /tmp/modelopt/bin/python benchmarks/int8_modelopt.py --onnx build/dgla_resnet50.onnx
+
+It calibrates on the CPU (calibration_eps=["cpu"]) with max calibration, keeps every
+non-quantized layer in FP32, and scores the result against the FP32 graph on the 6 calibration
+and 18 held-out images; both graphs are timed on ONNX Runtime CPU, interleaved, batch 1 and 4.
+Writes benchmarks/results/int8-cpu/modelopt.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import commit, machine, time_call, write_json
+from benchmarks.int8_curve import heldout_images, run, score
+from dgla_export.data import sample_images
+from dgla_export.export.graph import graph_metadata, load_graph
+from dgla_export.models.config import ModelConfig
+from dgla_export.preprocess import preprocess_batch
+from dgla_export.runtimes.onnxruntime import create_session
+
+
+def main() -> int:
+    import modelopt
+    import onnx
+    from modelopt.onnx.quantization import quantize
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
+    parser.add_argument("--method", default="max", help="ModelOpt calibration method (default max)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size and graph")
+    args = parser.parse_args()
+    config = ModelConfig.from_dict(json.loads(graph_metadata(load_graph(args.onnx))["config"]))
+    calibration, heldout = sample_images(), heldout_images()
+    sets = {
+        name: dict(zip(config.input_names, preprocess_batch([im for _, im in images], config), strict=True))
+        for name, images in (("calibration", calibration), ("heldout", heldout))
+    }
+    fp32 = create_session(args.onnx, "cpu")
+    with tempfile.TemporaryDirectory(prefix="dgla-modelopt.") as tmp:
+        output = Path(tmp) / "modelopt_int8.onnx"
+        started = time.perf_counter()
+        quantize(
+            str(args.onnx),
+            quantize_mode="int8",
+            calibration_data=sets["calibration"],
+            calibration_method=args.method,
+            calibration_eps=["cpu"],
+            high_precision_dtype="fp32",
+            output_path=str(output),
+            log_level="WARNING",
+        )
+        quantize_s = time.perf_counter() - started
+        ops = collections.Counter(node.op_type for node in onnx.load(str(output), load_external_data=False).graph.node)
+        session = create_session(output, "cpu")
+        scores = {name: score(run(fp32, inputs), run(session, inputs)) for name, inputs in sets.items()}
+        timing = {}
+        for batch in (1, 4):
+            feed = {k: v[:batch] for k, v in sets["heldout"].items()}
+            fp, q = [], []
+            for _ in range(2):  # interleaved, as in int8_curve.py
+                fp.append(time_call(lambda f=feed: fp32.run(None, f), min_seconds=args.min_seconds)["p50_ms"])
+                q.append(time_call(lambda f=feed: session.run(None, f), min_seconds=args.min_seconds)["p50_ms"])
+            timing[f"batch{batch}"] = {
+                "fp32_p50_ms": float(np.median(fp)),
+                "int8_p50_ms": float(np.median(q)),
+                "speedup": float(np.median(fp) / np.median(q)),
+            }
+    record = {
+        "machine": machine(),
+        "commit": commit(),
+        "tool": f"nvidia-modelopt {modelopt.__version__} modelopt.onnx.quantization.quantize",
+        "settings": {
+            "quantize_mode": "int8",
+            "calibration_method": args.method,
+            "calibration_eps": ["cpu"],
+            "high_precision_dtype": "fp32",
+        },
+        "onnx": str(args.onnx),
+        "reference": "ONNX Runtime CPU FP32 (the FP32 graph)",
+        "quantize_s": quantize_s,
+        "op_counts": {k: ops[k] for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
+        **scores,
+        **timing,
+    }
+    path = write_json("int8-cpu/modelopt.json", record)
+    print(json.dumps({k: record[k] for k in ("quantize_s", "calibration", "heldout", "batch1", "batch4")}, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
