@@ -17,12 +17,14 @@ Writes benchmarks/results/int8-cpu/{curve.json, curve.png}.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,6 +60,17 @@ def heldout_images() -> list[tuple[str, np.ndarray]]:
     return images
 
 
+def image_sets(graph: onnx.ModelProto) -> tuple[dict[str, list], dict[str, dict[str, np.ndarray]]]:
+    """The calibration (bundled) and held-out images, and their inputs preprocessed for ``graph``."""
+    config = ModelConfig.from_dict(json.loads(graph_metadata(graph)["config"]))
+    images = {"calibration": sample_images(), "heldout": heldout_images()}
+    sets = {
+        name: dict(zip(config.input_names, preprocess_batch([im for _, im in ims], config), strict=True))
+        for name, ims in images.items()
+    }
+    return images, sets
+
+
 def run(session, inputs: dict[str, np.ndarray]) -> np.ndarray:
     count = len(next(iter(inputs.values())))
     return np.concatenate(
@@ -78,6 +91,20 @@ def score(reference: np.ndarray, actual: np.ndarray) -> dict:
     }
 
 
+def speed_against_fp32(fp32, int8, feed: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
+    """p50 latencies of two sessions timed interleaved (FP32, INT8, FP32, INT8), so that the
+    drift of a shared machine hits both alike."""
+    fp, q = [], []
+    for _ in range(2):
+        fp.append(time_call(lambda: fp32.run(None, feed), min_seconds=seconds)["p50_ms"])
+        q.append(time_call(lambda: int8.run(None, feed), min_seconds=seconds)["p50_ms"])
+    return {
+        "fp32_p50_ms": float(np.median(fp)),
+        "int8_p50_ms": float(np.median(q)),
+        "speedup": float(np.median(fp) / np.median(q)),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
@@ -85,14 +112,10 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per batch size and graph")
     args = parser.parse_args()
     graph = load_graph(args.onnx)
-    config = ModelConfig.from_dict(__import__("json").loads(graph_metadata(graph)["config"]))
     units, macs = quantization_units(graph), graph_macs(graph)
     total = sum(macs.values())
-    calibration, heldout = sample_images(), heldout_images()
-    sets = {
-        name: dict(zip(config.input_names, preprocess_batch([im for _, im in images], config), strict=True))
-        for name, images in (("calibration", calibration), ("heldout", heldout))
-    }
+    images, sets = image_sets(graph)
+    calibration, heldout = images["calibration"], images["heldout"]
     fp32 = create_session(args.onnx, "cpu")
     reference = {name: run(fp32, inputs) for name, inputs in sets.items()}
     top2 = np.sort(softmax(reference["heldout"].astype(np.float64)), axis=-1)[:, -2:]
@@ -133,16 +156,7 @@ def main() -> int:
                 }
                 if target == "cpu":
                     for batch, feed in feeds.items():
-                        # interleaved: FP32, INT8, FP32, INT8 so that drift hits both alike
-                        fp, q = [], []
-                        for _ in range(2):
-                            fp.append(time_call(lambda f=feed: fp32.run(None, f), min_seconds=seconds)["p50_ms"])
-                            q.append(time_call(lambda f=feed, s=session: s.run(None, f), min_seconds=seconds)["p50_ms"])
-                        point[f"batch{batch}"] = {
-                            "fp32_p50_ms": float(np.median(fp)),
-                            "int8_p50_ms": float(np.median(q)),
-                            "speedup": float(np.median(fp) / np.median(q)),
-                        }
+                        point[f"batch{batch}"] = speed_against_fp32(fp32, session, feed, seconds)
                 points.append(point)
                 print(target, kept, f"share {share:.1%}", point["heldout"], {b: point.get(f"batch{b}") for b in (1, 4)})
             record["targets"][target] = {

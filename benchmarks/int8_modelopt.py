@@ -24,16 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, machine, time_call, write_json
-from benchmarks.int8_curve import heldout_images, run, score
-from dgla_export.data import sample_images
-from dgla_export.export.graph import graph_metadata, load_graph
-from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import preprocess_batch
+from benchmarks.common import commit, machine, write_json
+from benchmarks.int8_curve import image_sets, run, score, speed_against_fp32
+from dgla_export.export.graph import load_graph
 from dgla_export.runtimes.onnxruntime import create_session
 
 
@@ -47,12 +42,7 @@ def main() -> int:
     parser.add_argument("--method", default="max", help="ModelOpt calibration method (default max)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size and graph")
     args = parser.parse_args()
-    config = ModelConfig.from_dict(json.loads(graph_metadata(load_graph(args.onnx))["config"]))
-    calibration, heldout = sample_images(), heldout_images()
-    sets = {
-        name: dict(zip(config.input_names, preprocess_batch([im for _, im in images], config), strict=True))
-        for name, images in (("calibration", calibration), ("heldout", heldout))
-    }
+    _, sets = image_sets(load_graph(args.onnx))
     fp32 = create_session(args.onnx, "cpu")
     with tempfile.TemporaryDirectory(prefix="dgla-modelopt.") as tmp:
         output = Path(tmp) / "modelopt_int8.onnx"
@@ -74,15 +64,7 @@ def main() -> int:
         timing = {}
         for batch in (1, 4):
             feed = {k: v[:batch] for k, v in sets["heldout"].items()}
-            fp, q = [], []
-            for _ in range(2):  # interleaved, as in int8_curve.py
-                fp.append(time_call(lambda f=feed: fp32.run(None, f), min_seconds=args.min_seconds)["p50_ms"])
-                q.append(time_call(lambda f=feed: session.run(None, f), min_seconds=args.min_seconds)["p50_ms"])
-            timing[f"batch{batch}"] = {
-                "fp32_p50_ms": float(np.median(fp)),
-                "int8_p50_ms": float(np.median(q)),
-                "speedup": float(np.median(fp) / np.median(q)),
-            }
+            timing[f"batch{batch}"] = speed_against_fp32(fp32, session, feed, args.min_seconds)
     record = {
         "machine": machine(),
         "commit": commit(),

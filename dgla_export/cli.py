@@ -537,7 +537,9 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 def _cmd_trt(args: argparse.Namespace) -> int:
     from dgla_export.export.graph import graph_metadata, load_graph
     from dgla_export.export.manifest import BatchProfile, load_build_profiles, parse_size
+    from dgla_export.export.tensorrt_build import build_engine, check_engine_graph
     from dgla_export.io import check_output
+    from dgla_export.runtimes.availability import tensorrt_problem
 
     profiles = load_build_profiles()
     if args.target not in profiles:
@@ -546,16 +548,10 @@ def _cmd_trt(args: argparse.Namespace) -> int:
     profile = BatchProfile.parse(args.batch or target["batch"])
     workspace = parse_size(args.workspace or target["workspace"])
     check_output(args.output, args.force)
-    from dgla_export.export.tensorrt_build import check_engine_graph
-
     check_engine_graph(args.onnx, graph_metadata(load_graph(args.onnx)), args.precision)
-    from dgla_export.runtimes.availability import tensorrt_problem
-
     problem = tensorrt_problem()
     if problem:
         raise UserError(f"cannot build an engine here: {problem}; build on the GPU machine the engine will run on")
-    from dgla_export.export.tensorrt_build import build_engine
-
     console = _Console()
     manifest = build_engine(
         args.onnx,

@@ -183,10 +183,7 @@ class Quantizer:
         session = create_session(path, "cpu")
         count = len(next(iter(self.inputs.values())))
         return np.concatenate(
-            [
-                session.run(["logits"], {k: v[i : i + 8] for k, v in self.inputs.items()})[0]
-                for i in range(0, count, 8)
-            ]
+            [session.run(["logits"], {k: v[i : i + 8] for k, v in self.inputs.items()})[0] for i in range(0, count, 8)]
         )
 
 
