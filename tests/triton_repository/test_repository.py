@@ -92,7 +92,7 @@ def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
     )
 
 
-def test_int8_graph_and_engine_are_served(tiny_int8, tmp_path) -> None:
+def test_int8_graph_and_engine_go_into_the_repository(tiny_int8, tmp_path) -> None:
     graph = tiny_int8["tensorrt"][0]
     options = TritonOptions(ort_tensorrt_fp16=True)
     engine = _engine(tmp_path, "1:4:8", precision="int8")

@@ -300,3 +300,23 @@ def test_a_failing_warmup_keeps_the_model_from_loading(tiny_onnx, tmp_path) -> N
     assert "dgla_preprocess" in stderr and "Traceback" not in stderr, stderr
     assert not server.leftovers(), server.leftovers()
     assert os.path.isdir(repository / "dgla_preprocess")  # the user's repository is untouched
+
+
+def test_int8_graph_is_served(tiny_int8, tiny_onnx, tiny, image_files, tmp_path) -> None:
+    """The INT8 Q/DQ graph on a real server: served probabilities are the INT8 graph's own (not
+    FP32's), through the ensemble and through dgla_onnx."""
+    graph = tiny_int8["cpu"][0]
+    write_repository(graph, tmp_path / "repo")
+    server = Serve(tmp_path / "repo")
+    try:
+        server.wait_ready()
+        local = _local_probs(graph, image_files, tiny.config)
+        fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
+        for model in ("dgla", "dgla_onnx"):
+            served = _probs(classify(image_files, url=server.grpc_url, model=model, base_model="dgla_tiny"))
+            err = float(np.abs(served - local).max())
+            assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
+        assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
+    finally:
+        server.stop()
+    assert not server.leftovers(), server.leftovers()
