@@ -25,12 +25,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import commit, machine, write_json
-from benchmarks.int8_curve import heldout_images, run, score
+from benchmarks.int8_curve import heldout_images, score
 from dgla_export.compare import softmax
 from dgla_export.data import sample_images
 from dgla_export.export.graph import graph_metadata, load_graph
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import preprocess_batch
+from dgla_export.quantize import session_logits
 from dgla_export.runtimes.onnxruntime import create_session
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
 
     def logits(batch: list[np.ndarray]) -> np.ndarray:
-        return run(session, dict(zip(config.input_names, preprocess_batch(batch, config), strict=True)))
+        return session_logits(session, dict(zip(config.input_names, preprocess_batch(batch, config), strict=True)))
 
     clean = logits([image for _, image in images])
     record = {"machine": machine(), "commit": commit(), "onnx": str(args.onnx), "images": [n for n, _ in images]}

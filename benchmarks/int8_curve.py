@@ -32,9 +32,15 @@ from benchmarks.common import RESULTS, commit, machine, time_call, write_json
 from dgla_export.compare import softmax
 from dgla_export.data import sample_images
 from dgla_export.export.graph import graph_macs, graph_metadata, load_graph
-from dgla_export.export.quantize import QuantizationOptions, Quantizer, measure_sensitivity, quantization_units
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import preprocess_batch
+from dgla_export.quantize import (
+    QuantizationOptions,
+    Quantizer,
+    measure_sensitivity,
+    quantization_units,
+    session_logits,
+)
 from dgla_export.runtimes.onnxruntime import create_session
 
 MARGIN = 0.05  # the goal: no flip on images whose FP32 top-1 margin is >= 0.05
@@ -69,13 +75,6 @@ def image_sets(graph: onnx.ModelProto) -> tuple[dict[str, list], dict[str, dict[
         for name, ims in images.items()
     }
     return images, sets
-
-
-def run(session, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    count = len(next(iter(inputs.values())))
-    return np.concatenate(
-        [session.run(["logits"], {k: v[i : i + 8] for k, v in inputs.items()})[0] for i in range(0, count, 8)]
-    )
 
 
 def score(reference: np.ndarray, actual: np.ndarray) -> dict:
@@ -117,7 +116,7 @@ def main() -> int:
     images, sets = image_sets(graph)
     calibration, heldout = images["calibration"], images["heldout"]
     fp32 = create_session(args.onnx, "cpu")
-    reference = {name: run(fp32, inputs) for name, inputs in sets.items()}
+    reference = {name: session_logits(fp32, inputs) for name, inputs in sets.items()}
     top2 = np.sort(softmax(reference["heldout"].astype(np.float64)), axis=-1)[:, -2:]
     feeds = {b: {k: v[:b] for k, v in sets["heldout"].items()} for b in (1, 4)}
     record = {
@@ -152,7 +151,7 @@ def main() -> int:
                 point = {
                     "kept_out": order[:kept],
                     "int8_mac_share": share,
-                    **{name: score(reference[name], run(session, inputs)) for name, inputs in sets.items()},
+                    **{name: score(reference[name], session_logits(session, inputs)) for name, inputs in sets.items()},
                 }
                 if target == "cpu":
                     for batch, feed in feeds.items():

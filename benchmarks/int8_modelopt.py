@@ -27,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import commit, machine, write_json
-from benchmarks.int8_curve import image_sets, run, score, speed_against_fp32
+from benchmarks.int8_curve import image_sets, score, speed_against_fp32
 from dgla_export.export.graph import load_graph
+from dgla_export.quantize import session_logits
 from dgla_export.runtimes.onnxruntime import create_session
 
 
@@ -60,7 +61,9 @@ def main() -> int:
         quantize_s = time.perf_counter() - started
         ops = collections.Counter(node.op_type for node in onnx.load(str(output), load_external_data=False).graph.node)
         session = create_session(output, "cpu")
-        scores = {name: score(run(fp32, inputs), run(session, inputs)) for name, inputs in sets.items()}
+        scores = {
+            name: score(session_logits(fp32, inputs), session_logits(session, inputs)) for name, inputs in sets.items()
+        }
         timing = {}
         for batch in (1, 4):
             feed = {k: v[:batch] for k, v in sets["heldout"].items()}

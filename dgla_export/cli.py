@@ -440,7 +440,7 @@ def _calibration_images(args: argparse.Namespace, console: _Console) -> list:
 def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, images, console: _Console):
     from rich.table import Table
 
-    from dgla_export.export.quantize import QuantizationOptions, quantize_onnx
+    from dgla_export.quantize import QuantizationOptions, quantize_onnx
 
     options = QuantizationOptions(
         target=args.int8_target, method=args.calibration_method, tolerance=_int8_tolerance(args, model)
@@ -478,7 +478,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
     images = None if args.no_validate else load_images(args.images)
     int8 = args.precision == "int8"
     if int8:
-        from dgla_export.export.quantize import require_calibration_cache
+        from dgla_export.quantize import require_calibration_cache
 
         require_calibration_cache()
         calibration = _calibration_images(args, console)
@@ -505,7 +505,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
             )
         extra_report = None
         if int8:
-            from dgla_export.export.quantize import QuantizationError
+            from dgla_export.quantize import QuantizationError
 
             try:
                 quantization = _quantize(args, model, exported, staged, calibration, console)

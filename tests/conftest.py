@@ -53,7 +53,7 @@ def tiny_onnx(tiny, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_int8(tiny, tiny_onnx, images, tmp_path_factory):
     """target -> (INT8 graph path, QuantizationReport) of the tiny model, calibrated on the bundled images."""
-    from dgla_export.export.quantize import QuantizationOptions, quantize_onnx
+    from dgla_export.quantize import QuantizationOptions, quantize_onnx
 
     folder = tmp_path_factory.mktemp("int8")
     graphs = {}

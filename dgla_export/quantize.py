@@ -35,6 +35,9 @@ from dgla_export.errors import UserError
 from dgla_export.export.graph import graph_macs
 from dgla_export.io import atomic_path
 from dgla_export.models.config import ModelConfig, Tolerance
+from dgla_export.preprocess import preprocess_batch
+from dgla_export.runtimes.onnxruntime import create_session
+from dgla_export.validate import run_batched
 
 __all__ = [
     "QuantizationError",
@@ -46,6 +49,7 @@ __all__ = [
     "quantization_units",
     "quantize_onnx",
     "search_mixed_precision",
+    "session_logits",
 ]
 
 Target = Literal["cpu", "tensorrt"]
@@ -178,13 +182,16 @@ class Quantizer:
         return output
 
     def logits(self, path: Path) -> np.ndarray:
-        from dgla_export.runtimes.onnxruntime import create_session
+        return session_logits(create_session(path, "cpu"), self.inputs)
 
-        session = create_session(path, "cpu")
-        count = len(next(iter(self.inputs.values())))
-        return np.concatenate(
-            [session.run(["logits"], {k: v[i : i + 8] for k, v in self.inputs.items()})[0] for i in range(0, count, 8)]
-        )
+
+def session_logits(session: Any, inputs: dict[str, np.ndarray], batch: int = 8) -> np.ndarray:
+    """Logits of an ONNX Runtime session over ``inputs`` (name -> all images), in batches."""
+
+    def infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"logits": session.run(["logits"], feed)[0]}
+
+    return run_batched(infer, list(inputs), list(inputs.values()), batch)["logits"]
 
 
 class _Reader:
@@ -249,8 +256,6 @@ def quantize_onnx(
     """Write ``output``: the INT8 Q/DQ form of ``fp32_path`` that meets the accuracy target on
     ``images`` with the most MACs in INT8 that the sensitivity order allows."""
     import onnxruntime
-
-    from dgla_export.preprocess import preprocess_batch
 
     require_calibration_cache()
     fp32_path, output = Path(fp32_path), Path(output)

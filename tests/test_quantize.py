@@ -12,8 +12,8 @@ from onnx import numpy_helper
 
 from dgla_export.export.graph import graph_macs, graph_metadata, inspect_graph
 from dgla_export.export.onnx_export import check_contract
-from dgla_export.export.quantize import calibration_digest, quantization_units, search_mixed_precision
 from dgla_export.models.cost import measure_cost
+from dgla_export.quantize import calibration_digest, quantization_units, search_mixed_precision
 from dgla_export.runtimes.onnxruntime import create_session
 from dgla_export.validate import validate_runner
 
