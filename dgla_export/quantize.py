@@ -271,14 +271,15 @@ def quantize_onnx(
         quantizer = Quantizer(fp32_path, inputs, options, Path(tmp))
         reference = quantizer.logits(fp32_path)
         progress(f"calibrating ({options.method}) on {len(names)} images")
-        quantizer.write(Path(tmp) / "all.onnx")
+        quantizer.write(Path(tmp) / "kept0.onnx")  # all in INT8: the search's first candidate
         sensitivity = measure_sensitivity(quantizer, units, reference, progress)
         order = sorted(units, key=lambda unit: -sensitivity[unit])
         checks: dict[int, Any] = {}
 
         def passes(kept: int) -> bool:
-            excluded = [node for unit in order[:kept] for node in units[unit]]
-            path = quantizer.write(Path(tmp) / f"kept{kept}.onnx", exclude=excluded)
+            path = Path(tmp) / f"kept{kept}.onnx"
+            if kept:  # kept0.onnx is the calibration pass's output
+                quantizer.write(path, exclude=[node for unit in order[:kept] for node in units[unit]])
             checks[kept] = compare_logits(
                 reference,
                 quantizer.logits(path),
