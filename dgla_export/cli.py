@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dgla_export.console import Console
 from dgla_export.errors import EXIT_MISMATCH, UserError, run_command
 from dgla_export.options import (
     add_common,
@@ -40,28 +41,6 @@ examples:
   dgla-export trt --onnx dgla_fp16.onnx --output dgla_fp16.plan       (GPU + TensorRT)
   dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
 """
-
-
-class _Console:
-    """Results always; progress only on a terminal (a CI log gets the results, not a spinner)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.err = Console(stderr=True)
-        self.interactive = self.err.is_terminal
-
-    def print(self, *objects: object) -> None:
-        self.err.print(*objects)
-
-    def log(self, message: str) -> None:
-        if self.interactive:
-            self.err.log(message)
-
-    def status(self, message: str):
-        import contextlib
-
-        return self.err.status(message) if self.interactive else contextlib.nullcontext()
 
 
 def _add_validation_args(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIN:MAX",
         help="range of the dynamic batch dimension (default 1:32)",
     )
-    onnx_cmd.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    onnx_cmd.add_argument("--force", action="store_true", help="overwrite --output (and --report) if they exist")
     onnx_cmd.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
     _add_validation_args(onnx_cmd)
     int8 = onnx_cmd.add_argument_group("int8 (with --precision int8)")
@@ -253,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let ONNX Runtime use its TensorRT accelerator for dgla_onnx: FP16, or INT8 for an INT8 graph",
     )
-    triton.add_argument("--force", action="store_true", help="replace --output if it exists")
+    triton.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --output if it is an earlier repository of this command holding nothing else",
+    )
     add_common(triton)
 
     validate = sub.add_parser(
@@ -265,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("onnx", type=Path, metavar="ONNX", help="graph from `dgla-export onnx`")
     add_model_args(validate)
     _add_validation_args(validate)
+    validate.add_argument("--force", action="store_true", help="overwrite --report if it exists")
     add_common(validate)
     return parser
 
@@ -321,9 +305,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for stage in cost.stages:
         table.add_row(stage.name, f"{stage.params:,}", f"{stage.macs / 1e9:.3f}")
     table.add_row("total", f"{cost.params:,}", f"{cost.macs / 1e9:.3f}", style="bold")
-    from rich.console import Console
+    from rich.console import Console as RichConsole
 
-    console = Console()
+    console = RichConsole()  # the result, on stdout
     console.print(table)
     console.print("MACs = multiply-accumulates of conv/matmul/linear (1 MAC = 2 FLOPs)")
     for name, shape in record["inputs"].items():
@@ -392,7 +376,7 @@ def _validate(
     onnx_path: Path,
     metadata: dict[str, str],
     images,
-    console: _Console,
+    console: Console,
     extra_report: dict | None = None,
 ):
     """Validation report of ``onnx_path`` (whose metadata the caller has read) against ``model``;
@@ -402,9 +386,6 @@ def _validate(
     from dgla_export.runtimes.onnxruntime import create_session
     from dgla_export.validate import validate_runner
 
-    graph_model = json.loads(metadata["config"])["name"]
-    if graph_model != model.config.name:
-        raise UserError(f"{onnx_path} is a {graph_model} graph, not {model.config.name}; pass --model {graph_model}")
     precision = metadata.get("precision", "fp32")
     batches = _batches(args.batches, int(metadata.get("batch_range", "1:8").split(":")[1]))
     session = create_session(onnx_path, args.device)
@@ -426,7 +407,7 @@ def _validate(
     return report
 
 
-def _calibration_images(args: argparse.Namespace, console: _Console) -> list:
+def _calibration_images(args: argparse.Namespace, console: Console) -> list:
     from dgla_export.data import load_images
 
     if args.calibration_images is None:
@@ -437,7 +418,7 @@ def _calibration_images(args: argparse.Namespace, console: _Console) -> list:
     return load_images(args.calibration_images)[: args.calibration_count]
 
 
-def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, images, console: _Console):
+def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, images, console: Console):
     from rich.table import Table
 
     from dgla_export.quantize import QuantizationOptions, quantize_onnx
@@ -472,9 +453,11 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
     from dgla_export.export.onnx_export import ExportOptions, check_contract, export_onnx
     from dgla_export.io import check_output
 
-    console = _Console()
-    # Inputs first: a bad folder or checkpoint must fail before a minute of export.
+    console = Console("dgla-export")
+    # Inputs first: a bad folder, checkpoint or output path must fail before a minute of export.
     check_output(args.output, args.force)
+    if args.report:
+        check_output(args.report, args.force)
     images = None if args.no_validate else load_images(args.images)
     int8 = args.precision == "int8"
     if int8:
@@ -536,7 +519,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_trt(args: argparse.Namespace) -> int:
     from dgla_export.export.graph import graph_metadata, load_graph
-    from dgla_export.export.manifest import BatchProfile, load_build_profiles, parse_size
+    from dgla_export.export.manifest import BatchProfile, load_build_profiles, manifest_path, parse_size
     from dgla_export.export.tensorrt_build import build_engine, check_engine_graph
     from dgla_export.io import check_output
     from dgla_export.runtimes.availability import tensorrt_problem
@@ -547,12 +530,13 @@ def _cmd_trt(args: argparse.Namespace) -> int:
     target = profiles[args.target]
     profile = BatchProfile.parse(args.batch or target["batch"])
     workspace = parse_size(args.workspace or target["workspace"])
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, inputs=(args.onnx, args.timing_cache))
+    check_output(manifest_path(args.output), args.force, inputs=(args.onnx, args.timing_cache))
     check_engine_graph(args.onnx, graph_metadata(load_graph(args.onnx)), args.precision)
     problem = tensorrt_problem()
     if problem:
         raise UserError(f"cannot build an engine here: {problem}; build on the GPU machine the engine will run on")
-    console = _Console()
+    console = Console("dgla-export")
     manifest = build_engine(
         args.onnx,
         args.output,
@@ -586,10 +570,15 @@ def _cmd_triton(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from dgla_export.data import load_images
-    from dgla_export.export.graph import graph_metadata, load_graph
+    from dgla_export.export.graph import check_graph_model, graph_metadata, load_graph
+    from dgla_export.io import check_output
+    from dgla_export.models.registry import get_config
 
-    console = _Console()
+    console = Console("dgla-export")
     metadata = graph_metadata(load_graph(args.onnx))  # inputs first, then the slow model load
+    check_graph_model(args.onnx, metadata, get_config(args.model))
+    if args.report:
+        check_output(args.report, args.force, inputs=(args.onnx,))
     images = load_images(args.images)
     with console.status("loading the model"):
         model = _load_model(args)

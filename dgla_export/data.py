@@ -9,12 +9,18 @@ import numpy as np
 
 from dgla_export.preprocess import ImageError, load_image
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "load_images", "sample_images"]
+__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "image_key", "load_images", "sample_images"]
 
 # Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
 # a fundus photograph and a stained micrograph are the closest to dermoscopy.
 SAMPLE_IMAGE_NAMES = ("retina", "immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def image_key(name: str) -> str:
+    """An image's name without its image-file extension, as ground-truth CSVs (ISIC's) name images."""
+    path = Path(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
 
 
 @functools.lru_cache(maxsize=1)

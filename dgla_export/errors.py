@@ -43,7 +43,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError)
 def _one_line(err: BaseException) -> str:
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return "; ".join(lines) if lines else type(err).__name__
+    if not lines:
+        return type(err).__name__
+    joined = lines[0]
+    for line in lines[1:]:  # "does not match the model:" + "60 tensors match" reads as one sentence
+        joined += f" {line}" if joined.endswith(":") else f"; {line}"
+    return joined
 
 
 def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> int:

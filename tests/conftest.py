@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +66,14 @@ def tiny_int8(tiny, tiny_onnx, images, tmp_path_factory):
         )
         graphs[target] = (path, report)
     return graphs
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A folder nobody may write into, root included (chattr +i), as a read-only mount would be."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+        pytest.skip("cannot make an immutable folder here (chattr +i)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,8 +109,8 @@ def test_a_mismatching_checkpoint_is_summarised(tiny_onnx, tmp_path, capsys) -> 
     torch.save(create_model("gla_tiny").state_dict(), path)  # no DBI fusion, so fuse.* is missing
     argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--weights", str(path)]
     assert export_main(argv) == EXIT_USAGE
-    line = _one_line_error(capsys, "does not match", "missing from the checkpoint", "--partial")
-    assert "fuse.0.weight" in line
+    line = _one_line_error(capsys, "does not match the model: ", "missing from the checkpoint", "--partial")
+    assert "fuse.0.weight" in line and ":;" not in line
 
 
 def test_onnx_checks_images_before_exporting(tmp_path, capsys) -> None:
@@ -210,3 +213,129 @@ def test_single_batch_plot_has_measured_ticks_and_starts_at_zero() -> None:
     fig = throughput_figure(rows, "t")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "4", "32"]
     plt.close(fig)
+
+
+# Nothing a user owns is lost: --force replaces only an earlier output of the same command.
+
+
+def test_triton_force_never_wipes_a_users_folder(tiny_onnx, tmp_path, capsys) -> None:
+    mydata = tmp_path / "mydata"
+    mydata.mkdir()
+    (mydata / "precious.txt").write_text("x")
+    assert export_main(["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(mydata), "--force"]) == EXIT_USAGE
+    _one_line_error(capsys, str(mydata), "precious.txt", "did not write")
+    assert sorted(p.name for p in mydata.iterdir()) == ["precious.txt"]
+
+
+def test_triton_force_refuses_the_current_folder_and_an_inputs_folder(tiny_onnx, tmp_path, capsys, monkeypatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    shutil.copyfile(tiny_onnx["fp32"], scratch / "tiny.onnx")
+    monkeypatch.chdir(scratch)
+    assert export_main(["triton", "--onnx", "tiny.onnx", "--output", ".", "--force"]) == EXIT_USAGE
+    _one_line_error(capsys, "is the current folder")
+    assert sorted(p.name for p in scratch.iterdir()) == ["tiny.onnx"]
+    # an earlier repository of this command, with the input moved inside it
+    assert export_main(["triton", "--onnx", "tiny.onnx", "--output", "repo"]) == 0
+    shutil.move("tiny.onnx", "repo/tiny.onnx")
+    before = sorted(str(p) for p in Path("repo").rglob("*"))
+    assert export_main(["triton", "--onnx", "repo/tiny.onnx", "--output", "repo", "--force"]) == EXIT_USAGE
+    _one_line_error(capsys, "holds the input repo/tiny.onnx")
+    assert sorted(str(p) for p in Path("repo").rglob("*")) == before
+
+
+def test_triton_force_replaces_its_own_earlier_repository(tiny_onnx, tmp_path, capsys) -> None:
+    argv = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(tmp_path / "repo")]
+    assert export_main(argv) == 0
+    (tmp_path / "repo" / "dgla_onnx" / "1" / "model.onnx").write_bytes(b"stale")
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, "--force")
+    assert export_main([*argv, "--force"]) == 0
+    served = (tmp_path / "repo" / "dgla_onnx" / "1" / "model.onnx").read_bytes()
+    assert served == tiny_onnx["fp32"].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging or old copy left beside
+
+
+def test_onnx_output_paths_are_checked_before_the_export(tmp_path, capsys) -> None:
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    started = time.monotonic()
+    assert export_main(["onnx", "--model", "dgla_tiny", "--output", str(folder), "--force"]) == EXIT_USAGE
+    _one_line_error(capsys, str(folder), "is a folder")
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    argv = ["onnx", "--model", "dgla_tiny", "--output", str(tmp_path / "m.onnx"), "--report", str(report)]
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, str(report), "--force")
+    assert time.monotonic() - started < 10, "refused only after slow work"
+    assert report.read_text() == "{}"
+
+
+def test_an_unwritable_output_names_the_users_path(immutable, capsys) -> None:
+    output = immutable / "tiny.onnx"
+    assert export_main(["onnx", "--model", "dgla_tiny", "--output", str(output)]) == EXIT_USAGE
+    line = _one_line_error(capsys, f"cannot write {output}", "not writable")
+    assert f".{output.name}." not in line
+
+
+def test_bench_output_is_replaced_only_when_it_is_its_own(tiny_onnx, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--output", str(out)]
+    assert bench_main([*argv, "--backends", "onnxruntime-cpu-fp32"]) == 0
+    assert (out / "predictions" / "onnxruntime-cpu-fp32.csv").is_file()
+    capsys.readouterr()
+    assert bench_main([*argv, "--backends", "torch-eager-cpu"]) == EXIT_USAGE
+    _one_line_error(capsys, str(out), "--force")
+    assert bench_main([*argv, "--backends", "torch-eager-cpu", "--force"]) == 0
+    predictions = sorted(p.name for p in (out / "predictions").iterdir())
+    assert predictions == ["reference-torch-fp32.csv", "torch-eager-cpu.csv"]  # no stale results of the first run
+    (out / "mine.txt").write_text("x")
+    capsys.readouterr()
+    assert bench_main([*argv, "--backends", "torch-eager-cpu", "--force"]) == EXIT_USAGE
+    _one_line_error(capsys, "mine.txt")
+
+
+def test_bench_refuses_a_graph_of_another_model_at_once(tiny_onnx, tmp_path, capsys) -> None:
+    argv = [*QUICK_BENCH, "--model", "gla_tiny", "--onnx", str(tiny_onnx["fp32"]), "--output", str(tmp_path / "o")]
+    started = time.monotonic()
+    assert bench_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, "is a dgla_tiny graph, not gla_tiny", "--model dgla_tiny")
+    assert time.monotonic() - started < 10 and not (tmp_path / "o").exists()
+
+
+def test_labels_that_do_not_match_the_images_are_named(tiny_onnx, tmp_path, images, capsys) -> None:
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
+    rows += [f"{name}.jpg,1,0,0,0,0,0,0" for name, _ in images[1:]] + ["ISIC_0000000.jpg,0,1,0,0,0,0,0"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--backends", "onnxruntime-cpu-fp32"]
+    argv += ["--labels", str(labels), "--output", str(tmp_path / "o")]
+    assert bench_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, f"1 images without a label ({images[0][0]})", "1 labels without an image (ISIC_0000000)")
+    assert bench_main([*argv, "--allow-label-subset"]) == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["reference_metrics"]["images"] == len(images) - 1
+
+
+def test_client_takes_folders_and_names_empty_ones(tmp_path, capsys) -> None:
+    from dgla_export.triton.client import image_files
+
+    (tmp_path / "b.png").write_bytes(b"x")
+    (tmp_path / "a.JPG").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert image_files([tmp_path]) == [tmp_path / "a.JPG", tmp_path / "b.png"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert client_main([str(empty), "--url", "127.0.0.1:1"]) == EXIT_USAGE
+    _one_line_error(capsys, str(empty), "folder without images")
+
+
+def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatch) -> None:
+    from dgla_export import console
+
+    monkeypatch.setattr(console, "HEARTBEAT_SECONDS", 0.0)
+    assert export_main(["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--batches", "1"]) == 0
+    err = capsys.readouterr().err
+    progress = [line for line in err.splitlines() if line.startswith("dgla-export: [")]
+    assert any("validating against PyTorch FP32" in line for line in progress), err
+    assert any("batch 1" in line for line in progress), err  # the steps inside the long one

@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="results folder (default bench-results)",
     )
+    parser.add_argument(
+        "--allow-label-subset",
+        action="store_true",
+        help="with --labels: score only the images that have a label, and ignore labels without an image "
+        "(default: any mismatch is an error)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --output if it holds an earlier dgla-bench result and nothing else",
+    )
     parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
     parser.add_argument(
         "--in-process",
@@ -151,34 +162,47 @@ def _select(args: argparse.Namespace, backends: list, onnx_files: dict[str, Path
 
 def _bench(args: argparse.Namespace) -> int:
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from dgla_export.bench.backends import default_backends
     from dgla_export.bench.environment import machine_and_commit
     from dgla_export.bench.run import (
+        BENCH_COMMAND,
+        METRIC_COLUMNS,
         BenchOptions,
+        format_score,
         format_speedup,
         format_utilisation,
+        match_labels,
+        metrics_rows,
         read_labels,
         run_bench,
         write_results,
     )
+    from dgla_export.console import Console
 
-    console = Console(stderr=True)
+    console = Console("dgla-bench")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = default_backends(devices, args.engine)
     if args.list_backends:  # every backend, GPU ones included, with what it lacks here
         for backend in default_backends(["cpu", "cuda"], args.engine):
             print(backend.name, "-", backend.unavailable() or "available")
         return 0
-    # Every input is checked before the slow work starts.
-    from dgla_export.export.graph import graph_metadata, load_graph
+    # Every input is checked against every other before the slow work starts.
+    from dgla_export.export.graph import check_graph_model, graph_metadata, load_graph
+    from dgla_export.io import check_output_folder
+    from dgla_export.models.registry import get_config
 
     given = (("fp32", args.onnx), ("fp16", args.onnx_fp16), ("int8", args.onnx_int8))
     onnx_files = {k: v for k, v in given if v}
+    weights = None if args.weights in ("demo", "random") else args.weights
+    inputs = (*onnx_files.values(), args.engine, args.images, args.labels, weights)
+    check_output_folder(args.output, args.force, command=BENCH_COMMAND, inputs=inputs)
+    config = get_config(args.model)
     for precision, path in onnx_files.items():
-        found = graph_metadata(load_graph(path)).get("precision", "fp32")
+        metadata = graph_metadata(load_graph(path))
+        check_graph_model(path, metadata, config)
+        found = metadata.get("precision", "fp32")
         if found != precision:
             raise UserError(f"{ONNX_OPTIONS[precision]} {path} is an {found} graph; pass it as {ONNX_OPTIONS[found]}")
     if args.engine is not None:
@@ -198,14 +222,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     from dgla_export.data import load_images
     from dgla_export.models.cost import measure_cost
-    from dgla_export.models.registry import create_model, get_config
+    from dgla_export.models.registry import create_model
 
     images = load_images(args.images)
-    labels = read_labels(args.labels, get_config(args.model).class_names) if args.labels else None
-    if args.weights not in ("demo", "random"):
+    labels = None
+    if args.labels:
+        labels = read_labels(args.labels, config.class_names)
+        match_labels([name for name, _ in images], labels, args.labels, allow_subset=args.allow_label_subset)
+    elif args.allow_label_subset:
+        raise UserError("--allow-label-subset needs --labels")
+    if weights is not None:
         from dgla_export.models.weights import read_checkpoint
 
-        read_checkpoint(args.weights)  # a damaged file fails here, not after the reference run
+        read_checkpoint(weights)  # a damaged file fails here, not after the reference run
     with console.status("loading the model"):
         model = create_model(args.model, weights=args.weights if args.weights != "random" else None)
     options = BenchOptions(
@@ -217,12 +246,11 @@ def _bench(args: argparse.Namespace) -> int:
     )
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=console.err, transient=True, disable=not console.interactive) as bar:
         task = bar.add_task("bench", total=2 + len(backends) * options.rounds)
 
         def progress(message: str) -> None:
-            if console.is_terminal:  # a CI log gets the results, not every step
-                bar.console.log(message)
+            console.log(message)  # every step on a terminal, one line per heartbeat in a log
             bar.advance(task)
 
         results = run_bench(
@@ -272,7 +300,20 @@ def _bench(args: argparse.Namespace) -> int:
                 str(len(parity["flips"])),
                 "[green]pass[/]" if parity["passed"] else "[red]FAIL[/]",
             )
-    Console(width=max(Console().width, 140)).print(table)
+    from rich.console import Console as RichConsole
+
+    wide = RichConsole(width=max(RichConsole().width, 140))
+    wide.print(table)
+    scores = metrics_rows(results)
+    if scores:  # the summary; every class's sensitivity is in results.md, .csv and .json
+        first = results["class_names"][0]
+        metrics = Table(title=f"scores against {args.labels.name} ({scores[0]['images']} images)")
+        for column in ("backend", "accuracy", "balanced acc.", "weighted F1", "macro AUC", f"{first} sens."):
+            metrics.add_column(column, no_wrap=True)
+        for score in scores:
+            figures = [format_score(score[k]) for k in (*METRIC_COLUMNS, f"sensitivity_{first}")]
+            metrics.add_row(score["backend"], *figures)
+        wide.print(metrics)
     for b in results["backends"]:
         for outcome in ("skipped", "failed"):
             if outcome in b:

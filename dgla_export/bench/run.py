@@ -20,6 +20,7 @@ import torch
 
 from dgla_export.bench.backends import Backend
 from dgla_export.compare import compare_logits
+from dgla_export.data import image_key
 from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.models.resnet import ResNet
@@ -27,11 +28,15 @@ from dgla_export.preprocess import preprocess_batch
 from dgla_export.validate import reference_logits
 
 __all__ = [
+    "BENCH_COMMAND",
     "PEAK_TFLOPS",
     "BenchOptions",
     "cpu_gemm_tflops",
     "format_speedup",
     "format_utilisation",
+    "match_labels",
+    "metrics_rows",
+    "read_labels",
     "run_bench",
     "sample_seconds",
     "write_results",
@@ -63,6 +68,7 @@ class BenchOptions:
 
 
 _T = TypeVar("_T")
+BENCH_COMMAND = "dgla-bench"
 
 
 def _peak_tflops(device: str, precision: str) -> float | None:
@@ -379,18 +385,19 @@ def _peak_rss_mb() -> float:
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
-    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns.
+    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns -> {image key: class}.
 
     Every row must hold exactly one 1 (and 0 elsewhere): a row without one is refused, never
-    read as the first class."""
+    read as the first class. A UTF-8 byte-order mark (Excel writes one) is read as such, and image
+    names may carry their file extension (``ISIC_0024306.jpg`` is ``ISIC_0024306``)."""
     if not path.is_file():
         raise UserError(f"--labels {path} does not exist")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     missing = [c for c in ("image", *class_names) if rows and c not in rows[0]]
     if not rows or missing:
         raise UserError(f"--labels {path}: expected columns image,{','.join(class_names)}; missing {missing}")
-    labels = {}
+    labels: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         try:
             values = [float(row[c]) for c in class_names]
@@ -401,8 +408,32 @@ def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
                 f"--labels {path}, line {line} ({row.get('image')}): the class columns must hold one 1 and "
                 f"0 elsewhere, found {[row.get(c) for c in class_names]}"
             )
-        labels[row["image"]] = values.index(1.0)
+        key = image_key(row["image"])
+        if key in labels:
+            raise UserError(f"--labels {path}, line {line}: image {row['image']} is labelled twice")
+        labels[key] = values.index(1.0)
     return labels
+
+
+def _listed(names: Sequence[str], limit: int = 3) -> str:
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def match_labels(names: Sequence[str], labels: dict[str, int], path: Path, *, allow_subset: bool = False) -> None:
+    """Every image of the run has a label and every label an image, unless ``allow_subset``
+    (then only the labelled images are scored): checked before the slow work."""
+    keys = {image_key(n) for n in names}
+    unlabelled, orphans = sorted(keys - set(labels)), sorted(set(labels) - keys)
+    if not keys & set(labels):
+        raise UserError(f"--labels {path} names none of the {len(keys)} images (e.g. {_listed(sorted(keys))})")
+    if (unlabelled or orphans) and not allow_subset:
+        parts = [f"{len(unlabelled)} images without a label ({_listed(unlabelled)})"] if unlabelled else []
+        parts += [f"{len(orphans)} labels without an image ({_listed(orphans)})"] if orphans else []
+        raise UserError(
+            f"--labels {path} does not match the images: {'; '.join(parts)}; fix the CSV or the image folder, "
+            "or pass --allow-label-subset to score only the labelled images"
+        )
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
@@ -414,10 +445,10 @@ def _metrics(
 ) -> dict[str, Any]:
     from sklearn import metrics
 
-    keep = [i for i, n in enumerate(names) if Path(n).stem in labels]
+    keep = [i for i, n in enumerate(names) if image_key(n) in labels]
     if not keep:
-        raise ValueError("no image of the run has a label in the labels CSV (matched by file stem)")
-    truth = np.array([labels[Path(names[i]).stem] for i in keep])
+        raise UserError("no image of the run has a label in the labels CSV")
+    truth = np.array([labels[image_key(names[i])] for i in keep])
     scores = probabilities(logits[keep])
     predicted = scores.argmax(1)
     present = np.unique(truth)
@@ -497,32 +528,55 @@ def throughput_figure(rows: Sequence[dict[str, Any]], title: str):
     return fig
 
 
-def _write_predictions(results: dict[str, Any], folder: Path) -> list[Path]:
+METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "weighted_f1", "macro_auc")
+
+
+def metrics_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """With --labels: one flat row of scores for the reference and for each backend that ran."""
+    if "reference_metrics" not in results:
+        return []
+    named = [("reference-torch-fp32", results["reference_metrics"])]
+    named += [(b["backend"], b["metrics"]) for b in results["backends"] if "metrics" in b]
+    return [
+        {
+            "backend": name,
+            "images": metrics["images"],
+            **{key: metrics[key] for key in METRIC_COLUMNS},
+            **{f"sensitivity_{c}": value for c, value in metrics["sensitivity"].items()},
+        }
+        for name, metrics in named
+    ]
+
+
+def format_score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _predictions(results: dict[str, Any], folder: Path) -> list[Path]:
     """Per-image probabilities of the reference and of each backend, in the ISIC 2018 Task 3
     submission layout (``image,MEL,NV,...``), so the official scorer can read them."""
-    from dgla_export.io import atomic_path
-
     classes = results["class_names"]
     tables = {"reference-torch-fp32": results["reference_probabilities"]}
     tables.update({b["backend"]: b["probabilities"] for b in results["backends"] if "probabilities" in b})
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, rows in tables.items():
-        with atomic_path(folder / f"{name}.csv") as tmp, open(tmp, "w", newline="") as handle:
+        with open(folder / f"{name}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", *classes])
             for image, probs in zip(results["images"], rows, strict=True):
-                writer.writerow([Path(image).stem, *(f"{p:.9g}" for p in probs)])
+                writer.writerow([image_key(image), *(f"{p:.9g}" for p in probs)])
         written.append(folder / f"{name}.csv")
     return written
 
 
 def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any]) -> list[Path]:
-    """results.json, results.csv, results.md and throughput.png in ``folder``."""
-    from dgla_export.io import atomic_path
+    """results.json, results.csv, results.md, throughput.png and predictions/ as ``folder``,
+    swapped into place whole (``folder`` must have passed :func:`check_output_folder`)."""
+    from dgla_export.io import replace_folder
 
-    folder.mkdir(parents=True, exist_ok=True)
     full = {**metadata, **results}
+    scores = {row["backend"]: row for row in metrics_rows(results)}
     rows = [
         {
             "backend": b["backend"],
@@ -532,21 +586,34 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
             "logits_max_rel": b["parity"]["logits"]["max_rel"],
             "probs_max_abs": b["parity"]["probs"]["max_abs"],
             "top1_agreement": b["parity"]["top1_agreement"],
+            **{k: v for k, v in scores.get(b["backend"], {}).items() if k != "backend"},
         }
         for b in results["backends"]
         if "timing" in b
         for t in b["timing"]
     ]
-    written = []
-    with atomic_path(folder / "results.json") as tmp:
-        tmp.write_text(json.dumps(full, indent=2, default=str))
-    written.append(folder / "results.json")
-    if rows:
-        with atomic_path(folder / "results.csv") as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        written.append(folder / "results.csv")
+    with replace_folder(folder, command=BENCH_COMMAND) as staging:
+        (staging / "results.json").write_text(json.dumps(full, indent=2, default=str))
+        if rows:
+            with open(staging / "results.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        (staging / "results.md").write_text(_markdown(results, metadata, rows, list(scores.values())))
+        predictions = [folder / p.relative_to(staging) for p in _predictions(results, staging / "predictions")]
+        if rows:
+            import matplotlib.pyplot as plt
+
+            fig = throughput_figure(rows, f"{results['model']} throughput")
+            fig.savefig(staging / "throughput.png", format="png", dpi=120)
+            plt.close(fig)
+    names = ["results.json", "results.csv", "results.md", "throughput.png"] if rows else ["results.json", "results.md"]
+    return [folder / name for name in names] + predictions
+
+
+def _markdown(
+    results: dict[str, Any], metadata: dict[str, Any], rows: list[dict[str, Any]], scores: list[dict[str, Any]]
+) -> str:
     lines = [
         f"# dgla-bench: {results['model']}",
         "",
@@ -563,6 +630,21 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
             f"{r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | "
             f"{r['top1_agreement']:.0%} | {'pass' if r['parity_passed'] else 'FAIL'} |"
         )
+    if scores:
+        classes = results["class_names"]
+        lines += [
+            "",
+            f"Scores against the labels ({scores[0]['images']} images; sensitivity = top-1 recall per class):",
+            "",
+            "| backend | accuracy | balanced accuracy | weighted F1 | macro AUC | "
+            + " | ".join(f"{c} sens." for c in classes)
+            + " |",
+            "| --- " * (5 + len(classes)) + "|",
+        ]
+        for score in scores:
+            figures = [format_score(score[k]) for k in METRIC_COLUMNS]
+            figures += [format_score(score[f"sensitivity_{c}"]) for c in classes]
+            lines.append(f"| {score['backend']} | " + " | ".join(figures) + " |")
     if results.get("cpu_fp32_gemm_tflops"):
         lines.append(
             f"\nCPU FP32 GEMM ceiling measured in this run: {results['cpu_fp32_gemm_tflops'] * 1e3:.0f} GFLOP/s "
@@ -572,16 +654,4 @@ def write_results(results: dict[str, Any], folder: Path, metadata: dict[str, Any
         for outcome in ("skipped", "failed"):
             if outcome in b:
                 lines.append(f"\n{outcome} {b['backend']}: {b[outcome]}")
-    with atomic_path(folder / "results.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    written.append(folder / "results.md")
-    written += _write_predictions(results, folder / "predictions")
-    if rows:
-        import matplotlib.pyplot as plt
-
-        fig = throughput_figure(rows, f"{results['model']} throughput")
-        with atomic_path(folder / "throughput.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
-        written.append(folder / "throughput.png")
-    return written
+    return "\n".join(lines) + "\n"

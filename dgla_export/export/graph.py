@@ -9,17 +9,22 @@ import functools
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from dgla_export.errors import UserError
 
+if TYPE_CHECKING:
+    from dgla_export.models.config import ModelConfig
+
 __all__ = [
     "FORBIDDEN_OPS",
     "GraphContractError",
     "GraphFileError",
     "GraphReport",
+    "check_graph_model",
     "graph_macs",
     "graph_metadata",
     "inspect_graph",
@@ -76,6 +81,20 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
 
 def graph_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def check_graph_model(path: str | Path, metadata: dict[str, str], config: ModelConfig) -> None:
+    """The graph was exported from a model of ``config``'s name, inputs and classes: checked before
+    any slow work, since a runtime would only fail on the first batch (or, worse, run)."""
+    graph = json.loads(metadata["config"])
+    if graph["name"] != config.name:
+        raise GraphFileError(f"{path} is a {graph['name']} graph, not {config.name}; pass --model {graph['name']}")
+    sizes = json.loads(metadata.get("input_sizes", "{}"))
+    if sizes != config.input_sizes:
+        raise GraphFileError(f"{path} takes inputs {sizes}, but {config.name} takes {config.input_sizes}")
+    classes = tuple(json.loads(metadata.get("class_names", "[]")))
+    if classes != tuple(config.class_names):
+        raise GraphFileError(f"{path} predicts {list(classes)}, but {config.name} {list(config.class_names)}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -144,5 +144,5 @@ def export_onnx(
     report = check_contract(proto, model.config)
     with atomic_path(output) as tmp:
         onnx.save_model(proto, str(tmp))
-    progress(f"wrote {output} ({report.node_count} nodes) in {time.perf_counter() - started:.0f} s")
+    progress(f"exported and checked {report.node_count} nodes in {time.perf_counter() - started:.0f} s")
     return report

@@ -22,7 +22,7 @@ import numpy as np
 from dgla_export.errors import EXIT_USAGE, UserError, run_command
 from dgla_export.options import add_common, positive_int
 
-__all__ = ["ClientError", "Prediction", "classify", "main"]
+__all__ = ["ClientError", "Prediction", "classify", "image_files", "main"]
 
 
 class ClientError(UserError, RuntimeError):
@@ -107,7 +107,11 @@ def _check_server(client: Any, url: str, protocol: str, model: str) -> None:
     try:
         client.is_server_live()
     except Exception as err:  # InferenceServerException over gRPC, socket errors over HTTP
-        raise ClientError(f"no Triton server answers at {url} ({protocol}): {_short(err)}") from err
+        other = "http" if protocol == "grpc" else "grpc"
+        raise ClientError(
+            f"no Triton server answers at {url} over {protocol} ({_short(err, 160)}); is it running, and does that "
+            f"port speak {protocol}? Triton listens for gRPC on 8001 and HTTP on 8000 by default (--protocol {other})"
+        ) from err
     try:
         ready = client.is_model_ready(model)
     except InferenceServerException as err:  # some servers answer an unknown model with an error
@@ -198,13 +202,31 @@ def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -
     return Prediction(path, probs[0])
 
 
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The files named, with each folder replaced by the images in it (sorted by name)."""
+    from dgla_export.data import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ClientError(f"{path} is a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ClientError(f"{path} does not exist; give image files or folders of images")
+    return files
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dgla-client",
         description="Classify images through a running Triton server (see `dgla-serve`). Prints each image's "
         "class and top-k probabilities; an image the server cannot decode gets an error line and exit code 2.",
     )
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP)")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP), or folders of them")
     parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
     parser.add_argument(
         "--model",
@@ -229,11 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _classify(args: argparse.Namespace) -> int:
     from dgla_export.models.config import ISIC2018_CLASSES
 
-    missing = [str(p) for p in args.images if not p.is_file()]
-    if missing:
-        raise ClientError(f"no such image file: {', '.join(missing)}")
     predictions = classify(
-        args.images,
+        image_files(args.images),
         url=args.url,
         model=args.model,
         protocol=args.protocol,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dgla_export.export.graph import inspect_graph, load_graph
 from dgla_export.export.manifest import EngineManifest, manifest_path
-from dgla_export.io import atomic_path, check_output
+from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Preprocessing
 
@@ -26,6 +26,7 @@ __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING"}
 PREPROCESS_MODEL = Path(__file__).with_name("preprocess_model.py")
 PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by PREPROCESS_MODEL
+COMMAND = "dgla-export triton"
 WARMUP_IMAGE = "sample_image"  # in dgla_preprocess/warmup/, where Triton looks for warm-up data
 
 
@@ -184,9 +185,11 @@ def write_repository(
 ) -> dict[str, str]:
     """Write ``output`` (dgla_onnx, dgla_preprocess, dgla, and dgla_trt given an engine).
 
+    ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`).
     Returns each model's config.pbtxt text.
     """
-    check_output(output, force)
+    inputs = (onnx_path, engine, manifest_path(engine) if engine is not None else None)
+    check_output_folder(output, force, command=COMMAND, inputs=inputs)
     inputs, outputs, metadata = _graph_io(onnx_path)
     if "class_names" not in metadata:
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
@@ -227,7 +230,7 @@ def write_repository(
         if _parse_back(text) != configs[name]:
             raise RepositoryError(f"{name}: config.pbtxt does not round-trip through Triton's schema")
     labels = "\n".join(json.loads(metadata["class_names"])) + "\n"
-    with atomic_path(output) as tmp:
+    with replace_folder(output, command=COMMAND) as tmp:
         for name, text in texts.items():
             (tmp / name / "1").mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(text)

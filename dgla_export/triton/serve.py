@@ -115,9 +115,12 @@ class Ports:
     metrics: int = 8002
 
     def check_free(self) -> None:
+        """Each port can be bound, as the server will bind it (SO_REUSEADDR): a port that only
+        has connections of a server that just stopped (TIME_WAIT) is free; one with a listener is not."""
         for name in ("http", "grpc", "metrics"):
             port = getattr(self, name)
             with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind((self.host, port))
                 except OSError as err:
@@ -350,16 +353,18 @@ class TritonServer:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so both stop the server the same way."""
+    """SIGINT and SIGTERM both stop the server, however this process was started: a background
+    job of a non-interactive shell inherits an ignored SIGINT, which Python then leaves ignored."""
 
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dgla-serve",
         description="Serve a model repository written by `dgla-export triton` with the pip-installed Triton "
         f"Inference Server ({INSTALL_HINT}). Waits until every model is ready, prints the endpoints, and "
-        "stops cleanly on Ctrl-C or SIGTERM.",
+        "stops cleanly on Ctrl-C, SIGINT or SIGTERM (within about 15 s; the server is killed after 30 s). It can "
+        "be started again on the same ports at once.",
     )
     parser.add_argument("repository", type=Path, help="folder written by `dgla-export triton`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -109,13 +110,13 @@ def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> No
     assert main(_quick_run(tiny_int8["cpu"][0], tmp_path / "bad")) == 2
 
 
-def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
+def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images, capsys) -> None:
     rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
     for i, (name, _) in enumerate(images):
         onehot = ["0"] * 7
         onehot[i % 7] = "1"
-        rows.append(",".join([name, *onehot]))
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+        rows.append(",".join([f"{name}.jpg" if i % 2 else name, *onehot]))  # with and without extensions
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")  # as Excel writes it
     code = main([*_quick_run(tiny_onnx["fp32"], tmp_path / "out"), "--labels", str(tmp_path / "labels.csv")])
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -130,6 +131,14 @@ def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images) -> None:
     # 6 images over 7 classes: VASC has no ground-truth image, so its sensitivity is undefined, not 0
     assert metrics["sensitivity"]["VASC"] is None and metrics["classes_absent_from_ground_truth"] == ["VASC"]
     assert delta["sensitivity"]["VASC"] is None
+    # the scores reach the terminal, results.md and the CSV, not only results.json
+    terminal = capsys.readouterr().out
+    assert "scores against" in terminal and "balanced acc." in terminal
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert f"| onnxruntime-cpu-fp32 | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} |" in markdown
+    with open(tmp_path / "out" / "results.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["accuracy"]) == pytest.approx(metrics["accuracy"]) and row["sensitivity_VASC"] == ""
     # per-image probabilities in the ISIC submission layout, for the reference and the backend
     for name in ("reference-torch-fp32", "onnxruntime-cpu-fp32"):
         lines = (tmp_path / "out" / "predictions" / f"{name}.csv").read_text().splitlines()

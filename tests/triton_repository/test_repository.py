@@ -116,8 +116,10 @@ def test_bad_inputs_are_refused_before_writing(tiny_onnx, tmp_path) -> None:
         write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(max_batch_size=64))
     assert not repo.exists()
     repo.mkdir()
+    (repo / "notes.txt").write_text("the user's")
     with pytest.raises(OutputExistsError, match="--force"):
         write_repository(tiny_onnx["fp32"], repo)
+    assert sorted(p.name for p in repo.iterdir()) == ["notes.txt"]
 
 
 def test_config_dict_round_trip(tiny) -> None:

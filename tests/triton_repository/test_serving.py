@@ -49,8 +49,8 @@ def free_ports(count: int) -> list[int]:
 class Serve:
     """`dgla-serve REPO` in a subprocess; stop() by PID and report what is left behind."""
 
-    def __init__(self, repository: Path, timeout: float = 180.0) -> None:
-        self.http, self.grpc, self.metrics = free_ports(3)
+    def __init__(self, repository: Path, timeout: float = 180.0, ports: list[int] | None = None) -> None:
+        self.http, self.grpc, self.metrics = ports or free_ports(3)
         command = [
             sys.executable, "-m", "dgla_export.triton.serve", str(repository), "--http-port", str(self.http),
             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout),
@@ -253,6 +253,8 @@ def test_client_errors_name_the_cause(served, image_files) -> None:
         classify(image_files[:1], url=server.grpc_url, model="dgla_bad_shape")
     with pytest.raises(ClientError, match="'dgla_trt' is not ready"):
         classify(image_files[:1], url=server.grpc_url, model="dgla_trt")
+    with pytest.raises(ClientError, match=r"does that port speak grpc.*--protocol http"):
+        classify(image_files[:1], url=server.http_url, protocol="grpc", timeout=3)  # gRPC sent to the HTTP port
     (down,) = free_ports(1)
     with pytest.raises(ClientError, match="no Triton server answers"):
         classify(image_files[:1], url=f"127.0.0.1:{down}", timeout=3)
@@ -265,6 +267,9 @@ def test_cli_over_http_prints_results_and_names_bad_files(served, image_files, t
     assert main([*map(str, image_files[:2]), "--url", server.http_url, "--protocol", "http", "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(line.count("(") == 1 for line in lines), lines
+    assert main([str(image_files[0].parent), "--url", server.grpc_url]) == 0  # a folder: every image in it
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(p) for p in sorted(image_files)], lines
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"junk")
     assert main([str(image_files[0]), str(junk), "--url", server.grpc_url, "--json"]) == 2
@@ -320,3 +325,44 @@ def test_int8_graph_is_served(tiny_int8, tiny_onnx, tiny, image_files, tmp_path)
     finally:
         server.stop()
     assert not server.leftovers(), server.leftovers()
+
+
+def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_onnx, tmp_path) -> None:
+    """A background job of a non-interactive shell starts with SIGINT ignored; dgla-serve still
+    stops on it, and starts again at once on the ports it just left (whose connections linger in
+    TIME_WAIT after its own readiness polls and the client's requests)."""
+    repository = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repository)
+    ports = free_ports(3)
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "dgla_export.triton.serve", str(repository), "--http-port", str(ports[0]),
+               "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]  # fmt: skip
+    shell = subprocess.Popen(
+        ["bash", "-c", f"{' '.join(command)} > {log} 2>&1 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    pid = int(shell.stdout.readline())
+    log.touch()  # the background job may not have opened it yet
+    try:
+        deadline = time.monotonic() + 180
+        while "ready;" not in log.read_text() and time.monotonic() < deadline and shell.poll() is None:
+            time.sleep(0.5)
+        assert "ready;" in log.read_text(), log.read_text()[-3000:]
+        images = tmp_path / "image.png"
+        from PIL import Image
+
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(images)
+        classify([images], url=f"127.0.0.1:{ports[0]}", protocol="http", base_model="dgla_tiny")
+        started = time.monotonic()
+        os.kill(pid, signal.SIGINT)
+        shell.wait(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        if shell.poll() is None:
+            os.kill(pid, signal.SIGKILL)
+            shell.wait()
+    assert "dgla-serve: stopping" in log.read_text(), log.read_text()[-2000:]
+    assert stopped_in < 35, f"SIGINT took {stopped_in:.0f} s to stop the server (documented: within 30 s)"
+    again = Serve(repository, ports=ports)  # at once, on the same ports
+    again.wait_ready()
+    again.stop()
+    assert not again.leftovers(), again.leftovers()

@@ -1,0 +1,78 @@
+"""What a command prints while it works: results always; progress as a terminal or a log wants it.
+
+On a terminal, progress is rich's spinner and timestamped steps. Anywhere else (a pipe, a CI log,
+a file) it is plain lines: each long step announces itself, says it is still running every
+``HEARTBEAT_SECONDS``, and the steps inside it are printed at most that often, so a 14-minute INT8
+export is neither silent nor a flood.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration"]
+
+HEARTBEAT_SECONDS = 30.0
+
+
+def format_duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class Console:
+    """stderr for people: ``print`` results, ``log`` steps, ``status`` around long work."""
+
+    def __init__(self, prog: str, *, heartbeat: float | None = None) -> None:
+        from rich.console import Console as RichConsole
+
+        self.prog = prog
+        self.err = RichConsole(stderr=True)
+        self.interactive = self.err.is_terminal
+        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+        self._started = time.monotonic()
+        self._last_plain = -float("inf")
+        self._lock = threading.Lock()
+
+    def print(self, *objects: object) -> None:
+        self.err.print(*objects)
+
+    def _plain(self, message: str) -> None:
+        with self._lock:
+            self._last_plain = time.monotonic()
+            elapsed = format_duration(self._last_plain - self._started)
+            print(f"{self.prog}: [{elapsed}] {message}", file=sys.stderr, flush=True)
+
+    def log(self, message: str) -> None:
+        """A step of the work: always on a terminal, at most once per heartbeat elsewhere."""
+        if self.interactive:
+            self.err.log(message)
+        elif time.monotonic() - self._last_plain >= self.heartbeat:
+            self._plain(message)
+
+    @contextlib.contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """Around a long step: a spinner on a terminal; elsewhere a start line and a line per heartbeat."""
+        if self.interactive:
+            with self.err.status(message):
+                yield
+            return
+        self._plain(message)
+        started, done = time.monotonic(), threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.heartbeat):
+                if time.monotonic() - self._last_plain >= self.heartbeat * 0.99:
+                    self._plain(f"still {message} ({format_duration(time.monotonic() - started)})")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
