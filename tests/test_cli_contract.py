@@ -330,7 +330,7 @@ def test_client_takes_folders_and_names_empty_ones(tmp_path, capsys) -> None:
     _one_line_error(capsys, str(empty), "folder without images")
 
 
-def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatch) -> None:
+def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, tmp_path, capsys, monkeypatch) -> None:
     from dgla_export import console
 
     monkeypatch.setattr(console, "HEARTBEAT_SECONDS", 0.0)
@@ -339,3 +339,9 @@ def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatc
     progress = [line for line in err.splitlines() if line.startswith("dgla-export: [")]
     assert any("validating against PyTorch FP32" in line for line in progress), err
     assert any("batch 1" in line for line in progress), err  # the steps inside the long one
+    output = tmp_path / "tiny.onnx"
+    argv = ["onnx", "--model", "dgla_tiny", "--output", str(output), "--batch", "1:2", "--no-validate"]
+    assert export_main(argv) == 0
+    err = capsys.readouterr().err
+    assert any(line.startswith("dgla-export: [") and "exporting" in line for line in err.splitlines()), err
+    assert ".tiny.onnx." not in err, err  # the user's path, never a staging name
