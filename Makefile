@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# Exact versions from constraints.txt; torch first, so pip takes the CPU wheel on disk (2.13.0),
 	# not a multi-GB CUDA wheel. The package itself only asks for ranges.
 	$(BIN)/pip install --quiet -c constraints.txt torch
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,serve]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,serve,dali]'
 	touch $(STAMP)
 
 .PHONY: install demo test lint

@@ -128,17 +128,19 @@ def footprint(repository: Path, label: str) -> dict[str, Any]:
     return {"label": label, "ready_seconds": round(ready, 2), "instances": memory}
 
 
-def input_data(folder: Path) -> Path:
-    """perf_analyzer input for ``dgla``: the bundled images as JPEG, in Triton's string layout."""
+def input_data(folder: Path, images: list[bytes] | None = None, name: str = "images.json") -> Path:
+    """perf_analyzer input for ``dgla``: encoded images (default: the bundled ones as JPEG), in
+    Triton's string layout (a 4-byte little-endian length, then the bytes)."""
     from PIL import Image
 
-    entries = []
-    for _, pixels in sample_images():
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-        data = buffer.getvalue()
-        entries.append({"image": {"b64": base64.b64encode(len(data).to_bytes(4, "little") + data).decode()}})
-    path = folder / "images.json"
+    if images is None:
+        images = []
+        for _, pixels in sample_images():
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+            images.append(buffer.getvalue())
+    entries = [{"image": {"b64": base64.b64encode(len(d).to_bytes(4, "little") + d).decode()}} for d in images]
+    path = folder / name
     path.write_text(json.dumps({"data": entries}))
     return path
 
@@ -159,18 +161,29 @@ def tensor_data(folder: Path, onnx_path: Path) -> Path:
 
 
 def load_run(
-    binary: Path, env: dict[str, str], ports: Ports, model: str, extra: list[str], folder: Path
+    binary: Path,
+    env: dict[str, str],
+    ports: Ports,
+    model: str,
+    extra: list[str],
+    folder: Path,
+    *,
+    levels: int = 8,
+    requests: int = 24,
+    label: str | None = None,
 ) -> list[dict[str, Any]]:
-    report = folder / f"{model}.csv"
+    """perf_analyzer on ``model`` at concurrency 1 to ``levels``, every level required."""
+    label = label or model
+    report = folder / f"{label}.csv"
     command = [
-        str(binary), "-m", model, "-u", ports.urls["grpc"], "-i", "grpc", "--concurrency-range", "1:8",
-        "--measurement-mode", "count_windows", "--measurement-request-count", "24", "--stability-percentage", "50",
-        "--max-trials", "10", "-f", str(report),
+        str(binary), "-m", model, "-u", ports.urls["grpc"], "-i", "grpc", "--concurrency-range", f"1:{levels}",
+        "--measurement-mode", "count_windows", "--measurement-request-count", str(requests),
+        "--stability-percentage", "50", "--max-trials", "10", "-f", str(report),
         *extra,
     ]  # fmt: skip
     print(" ".join(command), flush=True)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
-    (folder / f"{model}.log").write_text(result.stdout + result.stderr)
+    (folder / f"{label}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise SystemExit(f"perf_analyzer failed on {model} (exit {result.returncode}): {result.stderr[-2000:]}")
     rows = []
@@ -184,8 +197,8 @@ def load_run(
             })  # fmt: skip
     # perf_analyzer 2.48 exits 0 even when it gives up on an unstable level: demand every level.
     measured = sorted(r["concurrency"] for r in rows)
-    if measured != list(range(1, 9)) or "Failed to obtain stable" in result.stdout:
-        raise SystemExit(f"perf_analyzer measured concurrency {measured} for {model}, not 1-8; see {model}.log")
+    if measured != list(range(1, levels + 1)) or "Failed to obtain stable" in result.stdout:
+        raise SystemExit(f"perf_analyzer measured concurrency {measured} for {model}, not 1-{levels}; see {label}.log")
     # It exits non-zero when a request fails, so these rows had no failed request.
     return [dict(row, model=model, failed_requests=0) for row in sorted(rows, key=lambda r: r["concurrency"])]
 

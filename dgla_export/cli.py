@@ -15,6 +15,7 @@ from dgla_export.options import (
     add_common,
     add_model_args,
     add_model_name,
+    add_preprocess_args,
     batch_range,
     batch_sizes,
     positive_int,
@@ -64,6 +65,7 @@ def _add_validation_args(parser: argparse.ArgumentParser) -> None:
         help="batch sizes to check, e.g. 1,4,8 (default: 1, 3 and the graph's maximum)",
     )
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
+    add_preprocess_args(parser)
 
 
 def _probability(text: str) -> float:
@@ -237,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace --output if it is an earlier repository of this command holding nothing else",
     )
+    add_preprocess_args(triton, dali=True)
     add_common(triton)
 
     validate = sub.add_parser(
@@ -328,7 +331,8 @@ def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
 def _print_validation(report, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{report.runtime} ({report.precision}) vs PyTorch FP32, {len(report.images)} images")
+    images = f"{len(report.images)} images ({report.preprocessing} preprocessing)"
+    table = Table(title=f"{report.runtime} ({report.precision}) vs PyTorch FP32, {images}")
     for column in (
         "batch",
         "logits max rel",
@@ -398,6 +402,7 @@ def _validate(
             precision=precision,
             batches=batches,
             tolerance=_int8_tolerance(args, model) if precision == "int8" else None,
+            preprocessing=args.preprocess,
             progress=console.log,
         )
     _print_validation(report, console)
@@ -405,6 +410,14 @@ def _validate(
         report.write_json(args.report, extra_report)
         console.print(f"report: {args.report}")
     return report
+
+
+def _preprocessing(args: argparse.Namespace):
+    """The preprocessing the options ask for, for the model --model names."""
+    from dgla_export.models.registry import get_config
+    from dgla_export.preprocess import Preprocessing
+
+    return Preprocessing.of(get_config(args.model), args.preprocess, args.max_pixels)
 
 
 def _calibration_images(args: argparse.Namespace, console: Console) -> list:
@@ -415,7 +428,7 @@ def _calibration_images(args: argparse.Namespace, console: Console) -> list:
             "[yellow]warning[/]: calibrating INT8 on scikit-image's bundled photos, which are not dermoscopy; "
             "for a deployment pass --calibration-images with a few hundred images of its domain"
         )
-    return load_images(args.calibration_images)[: args.calibration_count]
+    return load_images(args.calibration_images, preprocessing=_preprocessing(args))[: args.calibration_count]
 
 
 def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, images, console: Console):
@@ -424,7 +437,10 @@ def _quantize(args: argparse.Namespace, model, fp32_graph: Path, output: Path, i
     from dgla_export.quantize import QuantizationOptions, quantize_onnx
 
     options = QuantizationOptions(
-        target=args.int8_target, method=args.calibration_method, tolerance=_int8_tolerance(args, model)
+        target=args.int8_target,
+        method=args.calibration_method,
+        tolerance=_int8_tolerance(args, model),
+        preprocess=args.preprocess,
     )
     with console.status("INT8: calibration, per-unit sensitivity, mixed-precision search (minutes)"):
         report = quantize_onnx(fp32_graph, output, model.config, images, options=options, progress=console.log)
@@ -458,7 +474,7 @@ def _cmd_onnx(args: argparse.Namespace) -> int:
     check_output(args.output, args.force)
     if args.report:
         check_output(args.report, args.force)
-    images = None if args.no_validate else load_images(args.images)
+    images = None if args.no_validate else load_images(args.images, preprocessing=_preprocessing(args))
     int8 = args.precision == "int8"
     if int8:
         from dgla_export.quantize import require_calibration_cache
@@ -562,6 +578,8 @@ def _cmd_triton(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
         ort_tensorrt_fp16=args.ort_tensorrt_fp16,
+        preprocess=args.preprocess,
+        max_pixels=args.max_pixels,
     )
     texts = write_repository(args.onnx, args.output, engine=args.engine, options=options, force=args.force)
     print(f"wrote {args.output}: {', '.join(sorted(texts))} (configs parsed with Triton's schema)")
@@ -579,7 +597,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     check_graph_model(args.onnx, metadata, get_config(args.model))
     if args.report:
         check_output(args.report, args.force, inputs=(args.onnx,))
-    images = load_images(args.images)
+    images = load_images(args.images, preprocessing=_preprocessing(args))
     with console.status("loading the model"):
         model = _load_model(args)
     return 0 if _validate(args, model, args.onnx, metadata, images, console).passed else EXIT_MISMATCH

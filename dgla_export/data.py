@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgla_export.preprocess import ImageError, load_image
+from dgla_export.preprocess import ImageError, Preprocessing, load_image
 
 __all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "image_key", "load_images", "sample_images"]
 
@@ -40,8 +40,13 @@ def sample_images(count: int | None = None) -> list[tuple[str, np.ndarray]]:
     return list(_bundled()[:count])
 
 
-def load_images(folder: str | Path | None = None) -> list[tuple[str, np.ndarray]]:
-    """Images of ``folder`` (sorted by name), or the bundled set when ``folder`` is None."""
+def load_images(
+    folder: str | Path | None = None, *, preprocessing: Preprocessing | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """Images of ``folder`` (sorted by name), or the bundled set when ``folder`` is None.
+
+    With ``preprocessing``, files are decoded as it would (its pixel limit; on the fast path a JPEG
+    is decoded reduced): pass the same one to :func:`preprocess_batch` later."""
     if folder is None:
         return sample_images()
     folder = Path(folder)
@@ -50,4 +55,5 @@ def load_images(folder: str | Path | None = None) -> list[tuple[str, np.ndarray]
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return [(p.name, load_image(p)) for p in paths]
+    load = preprocessing.load if preprocessing is not None else load_image
+    return [(p.name, load(p)) for p in paths]

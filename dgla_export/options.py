@@ -15,8 +15,10 @@ __all__ = [
     "add_common",
     "add_model_args",
     "add_model_name",
+    "add_preprocess_args",
     "batch_range",
     "batch_sizes",
+    "pixel_count",
     "positive_int",
     "quiet_libraries",
 ]
@@ -49,6 +51,43 @@ def add_model_args(parser: argparse.ArgumentParser, *, partial: bool = True) -> 
             help="load only the checkpoint tensors that match the model and report the rest "
             "(e.g. torchvision's ImageNet ResNet50)",
         )
+
+
+def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False) -> None:
+    """--preprocess and --max-pixels: how images become inputs, and which are refused unread."""
+    from dgla_export.preprocess import DEFAULT_MAX_PIXELS, METHODS
+
+    group = parser.add_argument_group("preprocessing")
+    group.add_argument(
+        "--preprocess",
+        default="fast",
+        choices=[*METHODS, "dali"] if dali else list(METHODS),
+        help="fast (default): JPEGs decoded at reduced scale, probabilities within the FP16 tolerance of "
+        "exact (README, 'Real photos'); exact: every pixel decoded, float filter (the reference)"
+        + ("; dali: NVIDIA DALI on the GPU (Triton's DALI backend)" if dali else ""),
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=pixel_count,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse, before decoding, an image whose header announces more than N pixels, e.g. 100M "
+        f"(default {DEFAULT_MAX_PIXELS // 1_000_000}M: image bombs cost seconds and gigabytes)",
+    )
+
+
+def pixel_count(text: str) -> int:
+    """argparse type: a pixel count, plain or with a unit: ``100000000``, ``100M``, ``0.5G``."""
+    units = {"k": 10**3, "m": 10**6, "g": 10**9}
+    lowered = text.strip().lower()
+    factor = units.get(lowered[-1:], 1)
+    try:
+        value = int(float(lowered[:-1] if factor > 1 else lowered) * factor)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel count (e.g. 100M or 100000000)")
+    return value
 
 
 def add_common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:

@@ -5,36 +5,85 @@ copies this very file beside the Triton Python-backend model, so the server runs
 in a light process (see ``dgla_export/triton/preprocess_model.py``).
 
 Recipe (spec, "Inputs"): centre square crop, bilinear antialiased resize of that crop to each
-input size, scale to [0, 1], normalise with the model's mean/std. The resize is Pillow's
-BILINEAR on float32 planes (the filter that torch's ``antialias=True`` reproduces), so no
-rounding to 8 bits happens between decoding and the network.
+input size, scale to [0, 1], normalise with the model's mean/std. Two ways to compute it:
+
+- ``exact``: the whole image is decoded, the crop is converted to float32 and each plane goes
+  through Pillow's BILINEAR filter in float (equal to an exact float64 evaluation of the
+  antialiased triangle filter to 2e-6). A 24 MP photo costs about as much as the network.
+- ``fast`` (the default): a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg's DCT
+  (Pillow's ``draft``), keeping at least :data:`FAST` ``.draft_factor`` x the largest input side
+  across the crop; then the crop is resized as :class:`FastSettings` says. Chosen by measurement
+  (README, "Real photos"): the fastest setting whose probabilities stay within the FP16 tolerance
+  of the exact path.
+
+Before anything is decoded, the pixel count is read from the header and an image above
+``max_pixels`` is refused (an image bomb: a 0.5 MB PNG can hold 144 MP).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Mapping, Sequence
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FAST",
+    "METHODS",
+    "FastSettings",
     "ImageError",
+    "ImageTooLargeError",
+    "Method",
     "Preprocessing",
     "Recipe",
     "decode_image",
+    "draft_side",
+    "image_size",
     "load_image",
     "preprocess",
     "preprocess_batch",
     "to_rgb_float",
 ]
 
+Method = Literal["fast", "exact"]
+METHODS: tuple[Method, ...] = ("fast", "exact")
+# A 24 MP camera photo is 24 MP; the ISIC archive's largest are 6000x4000. 100 MP leaves room for
+# any real photo and refuses bombs long before they cost gigabytes.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class FastSettings:
+    """How the fast path trades fidelity for speed. The default, :data:`FAST`, is the fastest
+    setting of ``benchmarks/preprocess_curve.py`` that meets the README's rule."""
+
+    draft_factor: int | None = 2  # a JPEG decode keeps >= this x the largest input side across the crop; None: whole
+    eight_bit: bool = False  # resize the 8-bit RGB crop (one pass for all channels) instead of float planes
+    reducing_gap: float | None = None  # first an integer box reduction to >= gap x the largest side (Pillow's reduce)
+
+    def __post_init__(self) -> None:
+        if self.draft_factor is not None and self.draft_factor < 1:
+            raise ValueError(f"draft_factor must be >= 1 or None, got {self.draft_factor}")
+        if self.reducing_gap is not None and self.reducing_gap < 1:
+            raise ValueError(f"reducing_gap must be >= 1 or None, got {self.reducing_gap}")
+
+
+FAST = FastSettings()
+
 
 class ImageError(ValueError):
     """An image this pipeline cannot turn into RGB."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose header announces more pixels than the limit (refused before decoding)."""
 
 
 class Recipe(Protocol):
@@ -50,61 +99,128 @@ class Recipe(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """A :class:`Recipe` as plain data: what the Triton model reads from its config."""
+    """A :class:`Recipe` with the method and the pixel limit, as plain data: what the Triton model
+    reads from its config and what every report records."""
 
     input_sizes: Mapping[str, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    method: Method = "fast"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"preprocessing method must be one of {METHODS}, got {self.method!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
 
     @classmethod
-    def of(cls, recipe: Recipe) -> Preprocessing:
-        return cls(dict(recipe.input_sizes), tuple(recipe.mean), tuple(recipe.std))  # type: ignore[arg-type]
+    def of(cls, recipe: Recipe, method: Method = "fast", max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessing:
+        return cls(dict(recipe.input_sizes), tuple(recipe.mean), tuple(recipe.std), method, max_pixels)  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> Preprocessing:
-        return cls(dict(record["input_sizes"]), tuple(record["mean"]), tuple(record["std"]))
+        return cls(
+            dict(record["input_sizes"]),
+            tuple(record["mean"]),  # type: ignore[arg-type]
+            tuple(record["std"]),  # type: ignore[arg-type]
+            record.get("method", "exact"),  # repositories written before the fast path ran the exact one
+            int(record.get("max_pixels", DEFAULT_MAX_PIXELS)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_sizes": dict(self.input_sizes), "mean": list(self.mean), "std": list(self.std)}
+        return {
+            "input_sizes": dict(self.input_sizes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "method": self.method,
+            "max_pixels": self.max_pixels,
+        }
+
+    def to_parameters(self) -> dict[str, str]:
+        """As Triton model parameters: the recipe as JSON, and the method and the pixel limit as
+        plain values an operator can change in config.pbtxt."""
+        recipe = {"input_sizes": dict(self.input_sizes), "mean": list(self.mean), "std": list(self.std)}
+        return {"preprocessing": json.dumps(recipe), "method": self.method, "max_pixels": str(self.max_pixels)}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> Preprocessing:
+        """Inverse of :meth:`to_parameters` (``method`` and ``max_pixels`` may be absent)."""
+        record = json.loads(parameters["preprocessing"])
+        record.update({key: parameters[key] for key in ("method", "max_pixels") if key in parameters})
+        return cls.from_dict(record)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Encoded bytes -> the array :meth:`apply` needs (reduced while decoding on the fast path)."""
+        return decode_image(data, max_pixels=self.max_pixels, min_side=draft_side(self, self.method))
+
+    def load(self, path: str | Path) -> np.ndarray:
+        return load_image(path, max_pixels=self.max_pixels, min_side=draft_side(self, self.method))
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        return preprocess(image, self, method=self.method)
+
+    def batch(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        return preprocess_batch(images, self, method=self.method)
 
 
-def to_rgb_float(image: np.ndarray) -> np.ndarray:
-    """(H, W[, C]) array -> (H, W, 3) float32 RGB in [0, 1].
+def draft_side(recipe: Recipe, method: Method = "fast", fast: FastSettings = FAST) -> int | None:
+    """The side below which a reduced JPEG decode must not go; None where the whole image is decoded."""
+    if method == "exact" or fast.draft_factor is None:
+        return None
+    return fast.draft_factor * max(recipe.input_sizes.values())
+
+
+def _planes_of(image: np.ndarray) -> Iterator[np.ndarray]:
+    """(H, W[, C]) array -> its R, G and B planes as float32 in [0, 1], one at a time.
 
     uint8 is divided by 255 and uint16 by 65535; float input must already lie in [0, 1].
-    Grayscale is replicated to three channels; RGBA is composited over white (a transparent
-    background reads as blank skin-free paper, never as black lesion).
-    """
+    Grayscale is one plane served three times; RGBA is composited over white (a transparent
+    background reads as blank skin-free paper, never as black lesion). One plane at a time keeps
+    a 24 MP photo's float copy at 96 MB instead of 288 MB."""
     array = np.asarray(image)
     if array.dtype == np.uint8:
-        scaled = array.astype(np.float32) / np.float32(255.0)
+        scale = np.float32(255.0)
     elif array.dtype == np.uint16:
-        scaled = array.astype(np.float32) / np.float32(65535.0)
+        scale = np.float32(65535.0)
     elif np.issubdtype(array.dtype, np.floating):
-        scaled = array.astype(np.float32)
-        if scaled.size and (not np.isfinite(scaled).all() or scaled.min() < 0 or scaled.max() > 1):
+        scale = None
+        if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 1):
             raise ImageError("float images must lie in [0, 1]; convert to uint8 or rescale first")
     else:
         raise ImageError(f"unsupported pixel type {array.dtype}; give uint8, uint16 or float")
-    if scaled.ndim == 2:
-        scaled = scaled[:, :, None]
-    if scaled.ndim != 3 or scaled.shape[2] not in (1, 3, 4):
-        raise ImageError(f"image of shape {array.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
-    if min(scaled.shape[:2]) < 1:
-        raise ImageError(f"empty image of shape {array.shape}")
-    if scaled.shape[2] == 1:
-        scaled = np.repeat(scaled, 3, axis=2)
-    elif scaled.shape[2] == 4:
-        alpha = scaled[:, :, 3:]
-        scaled = scaled[:, :, :3] * alpha + (np.float32(1.0) - alpha)
-    return scaled
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageError(f"image of shape {image.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    if min(array.shape[:2]) < 1:
+        raise ImageError(f"empty image of shape {image.shape}")
+
+    def plane(channel: int) -> np.ndarray:
+        values = array[:, :, channel].astype(np.float32)
+        if scale is not None:
+            values /= scale  # in place: the same quotient, one plane of memory fewer
+        return values
+
+    if array.shape[2] == 1:
+        grey = plane(0)
+        yield from (grey, grey, grey)
+        return
+    alpha = plane(3) if array.shape[2] == 4 else None
+    for channel in range(3):
+        yield plane(channel) if alpha is None else plane(channel) * alpha + (np.float32(1.0) - alpha)
 
 
-def _centre_square(rgb: np.ndarray) -> np.ndarray:
-    height, width = rgb.shape[:2]
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) array -> (H, W, 3) float32 RGB in [0, 1] (see :func:`_planes_of`)."""
+    return np.stack(list(_planes_of(image)), axis=2)
+
+
+def _centre_square(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return rgb[top : top + side, left : left + side]
+    return image[top : top + side, left : left + side]
 
 
 def _resize(plane: np.ndarray, size: int) -> np.ndarray:
@@ -112,33 +228,113 @@ def _resize(plane: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def preprocess(image: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, ...]:
-    """One image -> one (3, S, S) float32 normalised array per model input (224, then 448)."""
-    crop = _centre_square(to_rgb_float(image))
-    planes = [crop[:, :, channel] for channel in range(3)]
+def _reduce(image: Image.Image, sizes: Sequence[int], gap: float | None) -> Image.Image:
+    """One integer box reduction serving every size (Pillow's ``reduce``), keeping >= gap x the largest."""
+    factor = int(min(image.size) // (gap * max(sizes))) if gap else 1
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _resized_8bit(crop: np.ndarray, sizes: Sequence[int], fast: FastSettings) -> list[np.ndarray]:
+    """(S, S, 3) float32 in [0, 1] per size, from one 8-bit resize of all channels at once."""
+    source = _reduce(Image.fromarray(crop), sizes, fast.reducing_gap)
+    outputs = []
+    for size in sizes:
+        resized = np.asarray(source.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+        outputs.append(np.repeat(resized[:, :, None], 3, axis=2) if resized.ndim == 2 else resized)
+    return [array * np.float32(1 / 255) for array in outputs]
+
+
+def _resized_float(crop: np.ndarray, sizes: Sequence[int], gap: float | None) -> list[np.ndarray]:
+    """(S, S, 3) float32 in [0, 1] per size, each plane through the float filter, one plane at a time."""
+    per_plane: list[list[np.ndarray]] = []
+    previous = None
+    for plane in _planes_of(crop):
+        if plane is previous:  # a grey image serves one plane three times: resized once
+            per_plane.append(per_plane[-1])
+            continue
+        source = _reduce(Image.fromarray(plane), sizes, gap)
+        per_plane.append([np.asarray(source.resize((s, s), Image.Resampling.BILINEAR), np.float32) for s in sizes])
+        previous = plane
+    return [np.stack([outputs[i] for outputs in per_plane], axis=2) for i in range(len(sizes))]
+
+
+def preprocess(
+    image: np.ndarray, recipe: Recipe, *, method: Method = "fast", fast: FastSettings = FAST
+) -> tuple[np.ndarray, ...]:
+    """One image -> one (3, S, S) float32 normalised array per model input (224, then 448).
+
+    The crop is taken before any conversion, so memory follows the crop, not the photo."""
+    if method not in METHODS:
+        raise ValueError(f"preprocessing method must be one of {METHODS}, got {method!r}")
+    crop = _centre_square(np.asarray(image))
+    sizes = list(recipe.input_sizes.values())
+    eight_bit = crop.dtype == np.uint8 and (crop.ndim == 2 or crop.shape[2] == 3)
+    if method == "fast" and fast.eight_bit and eight_bit:
+        resized = _resized_8bit(np.ascontiguousarray(crop), sizes, fast)
+    else:
+        resized = _resized_float(crop, sizes, fast.reducing_gap if method == "fast" else None)
     mean = np.asarray(recipe.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(recipe.std, dtype=np.float32).reshape(3, 1, 1)
-    outputs = []
-    for size in recipe.input_sizes.values():
-        resized = np.stack([_resize(plane, size) for plane in planes])
-        outputs.append((np.clip(resized, 0.0, 1.0) - mean) / std)
-    return tuple(outputs)
+    planar = (np.ascontiguousarray(array.transpose(2, 0, 1)) for array in resized)
+    return tuple((np.clip(array, 0.0, 1.0) - mean) / std for array in planar)
 
 
-def preprocess_batch(images: Sequence[np.ndarray], recipe: Recipe) -> tuple[np.ndarray, ...]:
+def preprocess_batch(
+    images: Sequence[np.ndarray], recipe: Recipe, *, method: Method = "fast", fast: FastSettings = FAST
+) -> tuple[np.ndarray, ...]:
     """Images -> one (N, 3, S, S) float32 array per model input."""
     if not len(images):
         raise ImageError("no images to preprocess")
-    per_image = [preprocess(image, recipe) for image in images]
+    per_image = [preprocess(image, recipe, method=method, fast=fast) for image in images]
     return tuple(np.stack(column) for column in zip(*per_image, strict=True))
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded bytes (PNG, JPEG, TIFF, ...) -> array, keeping 16-bit depth where present."""
+def _open(data: bytes) -> Image.Image:
+    with warnings.catch_warnings():  # the pixel limit is ours (checked next), not Pillow's warning
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone."""
+    try:
+        with _open(data) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"cannot read the image header ({len(data)} bytes): {err}") from err
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image of {width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds the limit of "
+            f"{max_pixels / 1e6:g} MP; a dermatoscope photo has at most about 24 MP (raise the limit with "
+            "--max-pixels if this really is one image)"
+        )
+
+
+def _draft(img: Image.Image, min_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping the short side >= ``min_side``."""
+    width, height = img.size
+    scale = next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
+    if scale > 1:
+        img.draft(None, (width // scale, height // scale))
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """Encoded bytes (PNG, JPEG, TIFF, ...) -> array, keeping 16-bit depth where present.
+
+    The size is read from the header and checked against ``max_pixels`` before decoding. With
+    ``min_side``, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale whose short side stays
+    >= ``min_side`` (other formats are decoded whole)."""
     if not data:
         raise ImageError("cannot decode image: no bytes")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data) as img:
+            _check_pixels(img.size, max_pixels)
+            if min_side is not None and img.format == "JPEG":
+                _draft(img, min_side)
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(img).astype(np.uint16)
@@ -149,15 +345,17 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageError(
             f"cannot decode image ({len(data)} bytes): not a known image format; give PNG, JPEG, TIFF or BMP"
         ) from err
-    except (OSError, Image.DecompressionBombError) as err:  # truncated or damaged data, absurd size
+    except Image.DecompressionBombError as err:  # above Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
+        raise ImageTooLargeError(f"image refused before decoding: {err}") from err
+    except OSError as err:  # truncated or damaged data
         raise ImageError(f"cannot decode image ({len(data)} bytes): {err}") from err
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image {path} does not exist")
     try:
-        return decode_image(path.read_bytes())
+        return decode_image(path.read_bytes(), max_pixels=max_pixels, min_side=min_side)
     except ImageError as err:
-        raise ImageError(f"{path}: {err}") from err
+        raise type(err)(f"{path}: {err}") from err

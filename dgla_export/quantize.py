@@ -35,7 +35,7 @@ from dgla_export.errors import UserError
 from dgla_export.export.graph import graph_macs
 from dgla_export.io import atomic_path
 from dgla_export.models.config import ModelConfig, Tolerance
-from dgla_export.preprocess import preprocess_batch
+from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.runtimes.onnxruntime import create_session
 from dgla_export.validate import run_batched
 
@@ -71,6 +71,7 @@ class QuantizationOptions:
     target: Target = "cpu"
     method: str = "minmax"
     tolerance: Tolerance | None = None  # default: the model config's "int8" tolerance
+    preprocess: Method = "fast"  # how the calibration images become inputs: as the deployment will
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "tensorrt"):
@@ -80,8 +81,10 @@ class QuantizationOptions:
 
     def describe(self) -> dict[str, str]:
         if self.target == "cpu":
-            return {"activations": "uint8 asymmetric per-tensor", "weights": "int8 symmetric per-channel, 7-bit range"}
-        return {"activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel"}
+            activations, weights = "uint8 asymmetric per-tensor", "int8 symmetric per-channel, 7-bit range"
+        else:
+            activations, weights = "int8 symmetric per-tensor", "int8 symmetric per-channel"
+        return {"activations": activations, "weights": weights, "preprocessing": self.preprocess}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +268,7 @@ def quantize_onnx(
     macs = graph_macs(graph)
     total_macs = sum(macs.values())
     names = [name for name, _ in images]
-    arrays = preprocess_batch([image for _, image in images], config)
+    arrays = preprocess_batch([image for _, image in images], config, method=options.preprocess)
     inputs = dict(zip(config.input_names, arrays, strict=True))
     with tempfile.TemporaryDirectory(prefix="dgla-int8.") as tmp:
         quantizer = Quantizer(fp32_path, inputs, options, Path(tmp))

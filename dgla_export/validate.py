@@ -20,7 +20,7 @@ from dgla_export.compare import Comparison, compare_logits
 from dgla_export.models.attention import observe_attention_energy
 from dgla_export.models.config import Tolerance
 from dgla_export.models.resnet import ResNet
-from dgla_export.preprocess import preprocess_batch
+from dgla_export.preprocess import Method, preprocess_batch
 
 __all__ = [
     "FP16_MAX",
@@ -49,6 +49,7 @@ class ValidationReport:
     checks: tuple[BatchCheck, ...]
     position_spread: float
     max_attention_energy: float
+    preprocessing: str = "fast"
     fp16_max: float = FP16_MAX
 
     @property
@@ -108,13 +109,14 @@ def validate_runner(
     precision: str,
     batches: Sequence[int] = (1, 3, 8),
     tolerance: Tolerance | None = None,
+    preprocessing: Method = "fast",
     progress: Callable[[str], None] = log.info,
 ) -> ValidationReport:
     """Check ``infer`` (feed dict -> outputs incl. ``logits``) against ``model`` on ``images``."""
     config = model.config
     tolerance = tolerance or config.tolerances[precision]
     names = [name for name, _ in images]
-    arrays = preprocess_batch([image for _, image in images], config)
+    arrays = preprocess_batch([image for _, image in images], config, method=preprocessing)
     progress(f"PyTorch FP32 reference on {len(names)} images")
     with observe_attention_energy(model) as energies:
         reference = reference_logits(model, arrays)
@@ -139,4 +141,4 @@ def validate_runner(
             rows = logits[index == image]
             spread = max(spread, float(np.abs(rows - rows[0]).max()))
     progress(f"largest HVA energy {energy:,.1f} = {energy / FP16_MAX:.2%} of FP16's limit {FP16_MAX:,.0f}")
-    return ValidationReport(runtime, precision, tuple(names), tuple(checks), spread, energy)
+    return ValidationReport(runtime, precision, tuple(names), tuple(checks), spread, energy, preprocessing)

@@ -36,3 +36,9 @@ else
 fi
 dgla-bench --weights "$weights" --onnx "$out/dgla_resnet50.onnx" --onnx-fp16 "$out/dgla_resnet50_fp16.onnx" \
   "${int8_args[@]}" "${engine_args[@]}" --batches 1,4,8,16,32 --output "$out/bench" --fail-on-mismatch
+# Preprocessing of camera-sized photos: exact, fast (CPU) and DALI on the GPU (mixed decoder).
+if python -c "import nvidia.dali" 2>/dev/null; then
+  python "$(dirname "$0")/../benchmarks/preprocess_cpu.py" --dali-device gpu --output "$out/preprocess"
+else
+  echo "NVIDIA DALI not importable: skipping the GPU preprocessing run (pip install 'dgla-export[dali]')" >&2
+fi

@@ -12,3 +12,34 @@ from dgla_export.preprocess import Recipe, preprocess_batch
 
 def torch_inputs(images: Sequence[tuple[str, np.ndarray]], recipe: Recipe) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a) for a in preprocess_batch([image for _, image in images], recipe))
+
+
+def bomb_png(width: int, height: int, value: int = 128) -> bytes:
+    """A valid RGB PNG of one colour: megabytes on disk, ``width * height`` pixels decoded.
+
+    Written row by row through zlib, so making a 12000x12000 one costs no 432 MB here."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" + bytes([value]) * (3 * width)  # filter type 0, then the pixels
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def photo_jpeg(image: np.ndarray, size: tuple[int, int], seed: int = 0) -> bytes:
+    """``image`` upscaled to a camera's ``size`` (width, height) with sensor noise, as a JPEG."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    big = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC), np.float32)
+    big += rng.normal(0, 4, big.shape).astype(np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()

@@ -345,3 +345,24 @@ def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert any(line.startswith("dgla-export: [") and "exporting" in line for line in err.splitlines()), err
     assert ".tiny.onnx." not in err, err  # the user's path, never a staging name
+
+
+def test_image_limit_and_preprocessing_path_reach_every_command(tiny_onnx, tmp_path, capsys) -> None:
+    from inputs import bomb_png
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "big.png").write_bytes(bomb_png(2000, 1500))  # 3 MP
+    argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--images", str(folder)]
+    assert export_main([*argv, "--max-pixels", "2M"]) == EXIT_USAGE
+    _one_line_error(capsys, "big.png", "2000x1500 pixels", "limit of 2 MP")
+    report = tmp_path / "report.json"
+    assert export_main([*argv, "--batches", "1", "--preprocess", "exact", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["preprocessing"] == "exact"
+    out = tmp_path / "bench"
+    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--backends", "onnxruntime-cpu-fp32", "--output", str(out)]
+    assert bench_main([*argv, "--images", str(folder), "--max-pixels", "1M"]) == EXIT_USAGE
+    _one_line_error(capsys, "big.png", "limit of 1 MP")
+    assert bench_main([*argv, "--preprocess", "exact"]) == 0
+    assert json.loads((out / "results.json").read_text())["options"]["preprocess"] == "exact"
+    assert "exact preprocessing" in capsys.readouterr().out

@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from inputs import bomb_png, photo_jpeg
 
 from dgla_export import get_config
-from dgla_export.preprocess import ImageError, Preprocessing, decode_image, preprocess, to_rgb_float
+from dgla_export.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    ImageTooLargeError,
+    Preprocessing,
+    decode_image,
+    preprocess,
+    to_rgb_float,
+)
 
 CONFIG = get_config("dgla_resnet50")
 
@@ -88,6 +97,13 @@ def test_module_imports_neither_torch_nor_the_package() -> None:
 def test_recipe_round_trip_and_config_agree() -> None:
     recipe = Preprocessing.of(CONFIG)
     assert Preprocessing.from_dict(recipe.to_dict()) == recipe
+    assert (recipe.method, recipe.max_pixels) == ("fast", DEFAULT_MAX_PIXELS)
+    exact = Preprocessing.of(CONFIG, "exact", 5_000_000)
+    assert Preprocessing.from_dict(exact.to_dict()) == exact
+    old = {k: v for k, v in recipe.to_dict().items() if k in ("input_sizes", "mean", "std")}
+    assert Preprocessing.from_dict(old).method == "exact"  # what repositories written before the fast path ran
+    with pytest.raises(ValueError, match="method"):
+        Preprocessing.of(CONFIG, "quick")  # type: ignore[arg-type]
     grey = np.full((40, 30, 3), 77, dtype=np.uint8)
     for a, b in zip(preprocess(grey, recipe), preprocess(grey, CONFIG), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -143,3 +159,62 @@ def test_decode_keeps_16_bit_png_and_names_bad_data(images) -> None:
     Image.fromarray(images[0][1]).save(buffer, format="PNG")
     with pytest.raises(ImageError, match=r"cannot decode image \(300 bytes\)"):
         decode_image(buffer.getvalue()[:300])
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (6000, 4000)])
+def test_fast_path_decodes_photos_reduced_and_stays_near_the_exact_path(images, tiny, size) -> None:
+    """A camera-sized JPEG: the fast path decodes it at 1/2 or 1/4 scale (never below 2x448 px across
+    the crop), and its inputs and the network's probabilities stay near the exact path's.
+
+    Bounds from measurement on the six bundled images at both sizes: inputs within 0.084 (max) and
+    0.0047 (mean) normalised units, tiny-network probabilities within 0.016. A 1/8 decode gives 0.34,
+    a misplaced crop far more."""
+    fast, exact = Preprocessing.of(CONFIG, "fast"), Preprocessing.of(CONFIG, "exact")
+    tiny_fast, tiny_exact = Preprocessing.of(tiny.config, "fast"), Preprocessing.of(tiny.config, "exact")
+    for name, image in (images[2], images[0]):  # astronaut (the largest input error), retina
+        data = photo_jpeg(image, size)
+        decoded = fast.decode(data)
+        scale = size[0] // decoded.shape[1]
+        assert decoded.shape == (size[1] // scale, size[0] // scale, 3) and scale in (2, 4), decoded.shape
+        assert min(decoded.shape[:2]) >= 2 * 448
+        assert exact.decode(data).shape == (size[1], size[0], 3)
+        pairs = zip(fast.apply(decoded), exact.apply(exact.decode(data)), strict=True)
+        errors = [(float(np.abs(a - b).max()), float(np.abs(a - b).mean())) for a, b in pairs]
+        assert max(e[0] for e in errors) < 0.1 and max(e[1] for e in errors) < 0.006, f"{name} {size}: {errors}"
+        with torch.no_grad():
+            probs = [
+                tiny(*(torch.from_numpy(x[None]) for x in recipe.apply(recipe.decode(data)))).softmax(-1)
+                for recipe in (tiny_fast, tiny_exact)
+            ]
+        err = float((probs[0] - probs[1]).abs().max())
+        assert err < 0.03, f"{name} {size}: tiny-network probabilities differ by {err:.4f}"
+
+
+def test_arrays_and_other_formats_take_the_exact_filter_on_the_fast_path(images) -> None:
+    """Only a JPEG's decoder can reduce; everything else is decoded whole and gets the same numbers."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(images[2][1]).save(buffer, format="PNG")
+    fast, exact = Preprocessing.of(CONFIG, "fast"), Preprocessing.of(CONFIG, "exact")
+    assert fast.decode(buffer.getvalue()).shape == images[2][1].shape
+    for a, b in zip(fast.apply(images[2][1]), exact.apply(images[2][1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_image_bomb_is_refused_from_its_header() -> None:
+    bomb = bomb_png(12000, 12000)  # 0.45 MB of PNG, 144 MP (432 MB) decoded
+    with pytest.raises(ImageTooLargeError, match=r"12000x12000 pixels \(144\.0 MP\) exceeds the limit of 100 MP"):
+        decode_image(bomb)
+    with pytest.raises(ImageTooLargeError, match="exceeds the limit of 100 MP"):
+        Preprocessing.of(CONFIG, "exact").decode(bomb)
+
+
+def test_the_pixel_limit_is_an_option() -> None:
+    image = bomb_png(5000, 5000)  # 25 MP
+    with pytest.raises(ImageTooLargeError, match="limit of 20 MP"):
+        Preprocessing.of(CONFIG, max_pixels=20_000_000).decode(image)
+    decoded = Preprocessing.of(CONFIG, max_pixels=30_000_000).decode(image)
+    assert decoded.shape == (5000, 5000, 3) and int(decoded[0, 0, 0]) == 128

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dgla_export.errors import EXIT_MISMATCH, UserError, run_command
-from dgla_export.options import add_common, add_model_args, batch_sizes, positive_int, quiet_libraries
+from dgla_export.options import (
+    add_common,
+    add_model_args,
+    add_preprocess_args,
+    batch_sizes,
+    positive_int,
+    quiet_libraries,
+)
 
 __all__ = ["main"]
 
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         help="ISIC 2018 Task 3 ground truth (image,MEL,NV,...): adds accuracy, F1, balanced accuracy, AUC",
     )
+    add_preprocess_args(parser)
     parser.add_argument(
         "--batches", type=batch_sizes, default=(1, 4), metavar="B,B,...", help="batch sizes (default 1,4)"
     )
@@ -223,8 +231,9 @@ def _bench(args: argparse.Namespace) -> int:
     from dgla_export.data import load_images
     from dgla_export.models.cost import measure_cost
     from dgla_export.models.registry import create_model
+    from dgla_export.preprocess import Preprocessing
 
-    images = load_images(args.images)
+    images = load_images(args.images, preprocessing=Preprocessing.of(config, args.preprocess, args.max_pixels))
     labels = None
     if args.labels:
         labels = read_labels(args.labels, config.class_names)
@@ -243,6 +252,7 @@ def _bench(args: argparse.Namespace) -> int:
         min_runs=args.min_runs,
         rounds=args.rounds,
         isolate=not args.in_process,
+        preprocess=args.preprocess,
     )
     from rich.progress import Progress
 
@@ -264,7 +274,7 @@ def _bench(args: argparse.Namespace) -> int:
             progress=progress,
         )
     written = write_results(results, args.output, machine_and_commit())
-    table = Table(title=f"dgla-bench {results['model']}")
+    table = Table(title=f"dgla-bench {results['model']} ({args.preprocess} preprocessing)")
     for column in (
         "backend",
         "batch",

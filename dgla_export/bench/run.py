@@ -24,7 +24,7 @@ from dgla_export.data import image_key
 from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.models.resnet import ResNet
-from dgla_export.preprocess import preprocess_batch
+from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.validate import reference_logits
 
 __all__ = [
@@ -59,6 +59,7 @@ class BenchOptions:
     min_seconds: float = 3.0  # per backend and batch, over all rounds
     rounds: int = 3
     isolate: bool = True
+    preprocess: Method = "fast"
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
@@ -110,7 +111,8 @@ def run_bench(
     figures are its own, and one that crashes its process is reported instead of ending the run.
     """
     names = [name for name, _ in images]
-    tensors = tuple(torch.from_numpy(a) for a in preprocess_batch([image for _, image in images], model.config))
+    arrays = preprocess_batch([image for _, image in images], model.config, method=options.preprocess)
+    tensors = tuple(torch.from_numpy(a) for a in arrays)
     progress(f"PyTorch FP32 reference on {len(names)} images")
     logits = reference_logits(model, tensors)
     metrics = _metrics(logits, names, labels, model.config.class_names) if labels is not None else None

@@ -21,6 +21,7 @@ __all__ = [
     "CheckpointMismatchError",
     "LoadReport",
     "apply_demo_weights",
+    "demo_weight_sources",
     "load_weights",
     "read_checkpoint",
     "state_dict_sha256",
@@ -199,7 +200,8 @@ def _calibrate(model: ResNet) -> None:
     from dgla_export.data import sample_images
     from dgla_export.preprocess import preprocess_batch
 
-    inputs = [torch.from_numpy(a) for a in preprocess_batch([image for _, image in sample_images()], model.config)]
+    bundled = [image for _, image in sample_images()]
+    inputs = [torch.from_numpy(a) for a in preprocess_batch(bundled, model.config, method="exact")]
     calibrated: set[int] = set()
 
     def set_statistics(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -228,6 +230,13 @@ def _calibrate(model: ResNet) -> None:
     model.float().eval()
 
 
+def demo_weight_sources() -> list[Path]:
+    """The files whose code computes the demo weights: every one is part of their cache key."""
+    from dgla_export import data, preprocess
+
+    return [*sorted(Path(__file__).parent.glob("*.py")), Path(data.__file__), Path(preprocess.__file__)]
+
+
 def apply_demo_weights(model: ResNet) -> ResNet:
     """Deterministic, untrained demo weights: seeded init + BN calibrated on bundled images.
 
@@ -235,10 +244,11 @@ def apply_demo_weights(model: ResNet) -> ResNet:
     the output. The result is cached per config under ``$DGLA_EXPORT_CACHE`` (default
     ``~/.cache/dgla_export``) because calibrating the full model takes tens of seconds.
     """
-    # Keyed on the model package's source and the config: any change to the recipe, the
-    # network or the calibration invalidates the cache (a hand-kept list of constants did not).
+    # Keyed on the config and on the source of everything the weights depend on: the model
+    # package, and the images and preprocessing the calibration runs (a hand-kept list of
+    # constants did not invalidate it, nor did a key without the preprocessing).
     digest = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
-    for source in sorted(Path(__file__).parent.glob("*.py")):
+    for source in demo_weight_sources():
         digest.update(source.read_bytes())
     config_key = digest.hexdigest()[:16]
     cache = cache_dir() / f"demo-{model.config.name}-{config_key}.safetensors"

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from dgla_export.errors import EXIT_USAGE, UserError, run_command
-from dgla_export.options import add_common, positive_int
+from dgla_export.options import add_common, add_preprocess_args, positive_int
+from dgla_export.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError
 
 __all__ = ["ClientError", "Prediction", "classify", "image_files", "main"]
 
@@ -59,40 +60,62 @@ def _client(url: str, protocol: str, timeout: float, concurrency: int) -> tuple[
     return client, module
 
 
-def _input_specs(client: Any, model: str, protocol: str) -> dict[str, list[int]]:
+def _input_specs(client: Any, model: str, protocol: str) -> dict[str, tuple[str, list[int]]]:
+    """Input name -> (Triton datatype, shape)."""
     metadata = client.get_model_metadata(model)
     if protocol == "grpc":
-        return {i.name: [int(d) for d in i.shape] for i in metadata.inputs}
-    return {i["name"]: [int(d) for d in i["shape"]] for i in metadata["inputs"]}
+        return {i.name: (i.datatype, [int(d) for d in i.shape]) for i in metadata.inputs}
+    return {i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]}
 
 
 def _request_builder(
-    module: Any, specs: dict[str, list[int]], model: str, base_model: str, protocol: str
+    module: Any,
+    specs: dict[str, tuple[str, list[int]]],
+    model: str,
+    base_model: str,
+    protocol: str,
+    preprocess: str = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Callable[[Path], list[Any]]:
     """A function: image path -> the request's inputs (one image, batch 1)."""
+    from dgla_export.preprocess import Preprocessing, image_size
+
     if not specs:
         raise ClientError(f"the server reports no inputs for {model}; is it a dgla model?")
-    if "image" in specs:  # the ensemble: encoded bytes
+    if "image" in specs:  # the ensemble: encoded bytes, preprocessed by the server
 
         def encoded(path: Path) -> list[Any]:
-            tensor = module.InferInput("image", [1, 1], "BYTES")
+            data = path.read_bytes()
+            try:
+                width, height = image_size(data)  # an image bomb is refused here, before it is sent
+            except ImageError:
+                width = height = 0  # unreadable: the server says what is wrong with it
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds --max-pixels {max_pixels:,}"
+                )
             # Over HTTP, encoded images are not UTF-8 text: they must travel as binary data.
             options = {"binary_data": True} if protocol == "http" else {}
-            tensor.set_data_from_numpy(np.array([[path.read_bytes()]], dtype=np.object_), **options)
+            if specs["image"][0] == "UINT8":  # a DALI ensemble: the bytes as a uint8 vector
+                tensor = module.InferInput("image", [1, len(data)], "UINT8")
+                tensor.set_data_from_numpy(np.frombuffer(data, dtype=np.uint8)[None], **options)
+            else:
+                tensor = module.InferInput("image", [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_), **options)
             return [tensor]
 
         return encoded
     from dgla_export.models.registry import get_config
-    from dgla_export.preprocess import load_image, preprocess
 
-    sides = [dims[-1] for dims in specs.values()]
+    sides = [dims[-1] for _, dims in specs.values()]
     config = get_config(base_model, input_size=sides[0], **({"aux_input_size": sides[1]} if len(sides) > 1 else {}))
     if list(specs) != list(config.input_names):
         raise ClientError(f"{model} takes {list(specs)}, not the inputs of {base_model} {list(config.input_names)}")
+    recipe = Preprocessing.of(config, preprocess, max_pixels)  # type: ignore[arg-type]
 
     def tensors(path: Path) -> list[Any]:
         inputs = []
-        for name, array in zip(config.input_names, preprocess(load_image(path), config), strict=True):
+        for name, array in zip(config.input_names, recipe.apply(recipe.load(path)), strict=True):
             item = module.InferInput(name, [1, *array.shape], "FP32")
             item.set_data_from_numpy(array[None])
             inputs.append(item)
@@ -129,8 +152,13 @@ def classify(
     timeout: float = 30.0,
     base_model: str = "dgla_resnet50",
     concurrency: int = 8,
+    preprocess: str = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Prediction]:
     """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
+
+    ``preprocess`` is how images become tensors for the raw models (the ensemble preprocesses on
+    the server, as its config says); an image above ``max_pixels`` is refused before it is sent.
 
     Raises :class:`ClientError` for what concerns every image (server down or slow, model
     missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
@@ -138,7 +166,8 @@ def classify(
     client, module = _client(url, protocol, timeout, concurrency)
     try:
         _check_server(client, url, protocol, model)
-        build = _request_builder(module, _input_specs(client, model, protocol), model, base_model, protocol)
+        specs = _input_specs(client, model, protocol)
+        build = _request_builder(module, specs, model, base_model, protocol, preprocess, max_pixels)
         outputs = [module.InferRequestedOutput("probs")]
         predictions: list[Prediction] = []
         for start in range(0, len(images), concurrency):  # bounded: a folder of images is not sent at once
@@ -150,7 +179,6 @@ def classify(
 
 
 def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -> list[Prediction]:
-    from dgla_export.preprocess import ImageError
 
     answers: dict[int, Any] = {}  # index -> error text, exception or result
     http_requests: dict[int, Any] = {}
@@ -239,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    add_preprocess_args(parser)
     add_common(parser, verbose=False)
     return parser
 
@@ -258,6 +287,8 @@ def _classify(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         timeout=args.timeout,
         concurrency=args.concurrency,
+        preprocess=args.preprocess,
+        max_pixels=args.max_pixels,
     )
     failed = 0
     for prediction in predictions:

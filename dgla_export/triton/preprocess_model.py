@@ -3,8 +3,9 @@
 ``dgla-export triton`` copies this file to ``dgla_preprocess/1/model.py`` and the package's
 ``preprocess.py`` beside it (the Python backend puts that folder on the import path), so the
 server runs the very same preprocessing with numpy and Pillow only: no torch, no dgla-export.
-A request whose image cannot be decoded gets an error naming the image; the others in the same
-batch are answered normally.
+A request whose image cannot be decoded, or whose header announces more pixels than the model
+parameter ``max_pixels`` (refused before decoding), gets an error naming the image; the others
+are answered normally. The parameter ``method`` (fast or exact) picks the preprocessing path.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
-from preprocess import ImageError, Preprocessing, decode_image, preprocess_batch  # copied beside this file
+from preprocess import ImageError, Preprocessing  # copied beside this file
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         parameters = json.loads(args["model_config"])["parameters"]
-        self.recipe = Preprocessing.from_dict(json.loads(parameters["preprocessing"]["string_value"]))
+        self.recipe = Preprocessing.from_parameters({k: v["string_value"] for k, v in parameters.items()})
 
     def execute(self, requests: list) -> list:
         return [self._answer(request) for request in requests]
@@ -29,12 +30,12 @@ class TritonPythonModel:
         images = []
         for index, blob in enumerate(blobs):
             try:
-                images.append(decode_image(bytes(blob)))
+                images.append(self.recipe.decode(bytes(blob)))
             except ImageError as err:
                 where = f"image {index} of {len(blobs)}: " if len(blobs) > 1 else ""
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{where}{err}"))
         try:
-            batch = preprocess_batch(images, self.recipe)
+            batch = self.recipe.batch(images)
         except ImageError as err:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err)))
         outputs = [

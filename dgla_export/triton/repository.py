@@ -9,6 +9,7 @@ and renamed into place.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import shutil
@@ -19,15 +20,22 @@ from dgla_export.export.graph import inspect_graph, load_graph
 from dgla_export.export.manifest import EngineManifest, manifest_path
 from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import Preprocessing
+from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Preprocessing
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
-_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING"}
+_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING", "uint8": "TYPE_UINT8"}
 PREPROCESS_MODEL = Path(__file__).with_name("preprocess_model.py")
-PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by PREPROCESS_MODEL
+GUARD_MODEL = Path(__file__).with_name("guard_model.py")
+PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by both models above
+DALI_PIPELINE = Path(__file__).parent.parent / "dali_pipeline.py"  # beside model.dali, for dgla-serve
+PREPROCESS_CHOICES = ("fast", "exact", "dali")
 COMMAND = "dgla-export triton"
-WARMUP_IMAGE = "sample_image"  # in dgla_preprocess/warmup/, where Triton looks for warm-up data
+WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
+WARMUP_ADMITTED = "admitted"
+
+
+DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
 
 
 class RepositoryError(ValueError):
@@ -45,6 +53,8 @@ class TritonOptions:
     kind: str = "KIND_GPU"
     preprocess_instances: int = 4
     ort_tensorrt_fp16: bool = False
+    preprocess: str = "fast"  # fast or exact (Python backend), or dali (DALI backend, behind dgla_guard)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images announcing more are refused before decoding
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
@@ -102,28 +112,60 @@ def _runtime_config(
     return config
 
 
-def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata: dict[str, str]):
+def _image_input(message, dali: bool, warmup_bytes: int):
+    """The encoded image: one BYTES element for the Python backend, a uint8 vector for DALI's."""
+    dtype, dims = ("uint8", [-1]) if dali else ("string", [1])
+    _tensor(message.input.add(), "image", dtype, dims)
+    warmup = message.model_warmup.add(name="one_image", batch_size=1)
+    image = warmup.inputs["image"]
+    image.data_type = _data_type(dtype)
+    image.dims.append(warmup_bytes if dali else 1)
+    image.input_data_file = WARMUP_IMAGE
+    return warmup
+
+
+def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata: dict[str, str], warmup_bytes: int):
     pb = _pb()
-    config = pb.ModelConfig(name="dgla_preprocess", backend="python", max_batch_size=max_batch)
-    _tensor(config.input.add(), "image", "string", [1])
+    dali = options.preprocess == "dali"
+    config = pb.ModelConfig(name="dgla_preprocess", backend="dali" if dali else "python", max_batch_size=max_batch)
+    # An ensemble cannot be warmed up itself; warming its preprocessing step with a real encoded
+    # image loads the decoder before the first request instead of during it.
+    warmup = _image_input(config, dali, warmup_bytes)
     for input_name, (dtype, dims) in inputs.items():
         _tensor(config.output.add(), input_name, dtype, dims)
-    config.instance_group.add(count=options.preprocess_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
-    recipe = Preprocessing.of(ModelConfig.from_dict(json.loads(metadata["config"])))
-    config.parameters["preprocessing"].string_value = json.dumps(recipe.to_dict())
-    # An ensemble cannot be warmed up itself; warming its Python step with a real encoded image
-    # loads the decoder before the first request instead of during it.
-    warmup = config.model_warmup.add(name="one_image", batch_size=1)
-    image = warmup.inputs["image"]
-    image.data_type = _data_type("string")
-    image.dims.append(1)
-    image.input_data_file = WARMUP_IMAGE
+    recipe = Preprocessing.of(
+        ModelConfig.from_dict(json.loads(metadata["config"])),
+        "fast" if dali else options.preprocess,
+        options.max_pixels,
+    )
+    for key, value in recipe.to_parameters().items():
+        config.parameters[key].string_value = value
+    if dali:  # the recipe stays in the parameters for dgla-serve's stand-in; the limit is dgla_guard's
+        config.parameters["method"].string_value = "dali"
+        del config.parameters["max_pixels"]
+        _tensor(config.input.add(), "admitted", "float32", [1])
+        admitted = warmup.inputs["admitted"]
+        admitted.data_type, admitted.input_data_file = _data_type("float32"), WARMUP_ADMITTED
+        admitted.dims.append(1)
+        config.instance_group.add(count=1, kind=getattr(pb.ModelInstanceGroup, options.kind))
+    else:
+        config.instance_group.add(count=options.preprocess_instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     return config
 
 
-def _warmup_image_bytes() -> bytes:
-    """A bundled image as PNG, serialised as Triton reads one TYPE_STRING element from a file:
-    a 4-byte little-endian length, then the bytes."""
+def _guard_config(max_batch: int, options: TritonOptions, warmup_bytes: int):
+    """``dgla_guard``: refuses an image above the pixel limit from its header, before DALI decodes it."""
+    pb = _pb()
+    config = pb.ModelConfig(name="dgla_guard", backend="python", max_batch_size=max_batch)
+    _image_input(config, True, warmup_bytes)
+    _tensor(config.output.add(), "admitted", "float32", [1])
+    config.instance_group.add(count=2, kind=pb.ModelInstanceGroup.KIND_CPU)
+    config.parameters["max_pixels"].string_value = str(options.max_pixels)
+    return config
+
+
+def _warmup_image() -> bytes:
+    """A bundled image as PNG."""
     from PIL import Image
 
     from dgla_export.data import sample_images
@@ -131,19 +173,31 @@ def _warmup_image_bytes() -> bytes:
     _, pixels = sample_images(1)[0]
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    return struct.pack("<I", buffer.tell()) + buffer.getvalue()
+    return buffer.getvalue()
 
 
-def _ensemble_config(runtime: str, inputs, outputs, max_batch: int):
+def _warmup_file(image: bytes, dali: bool) -> bytes:
+    """As Triton reads a warm-up input from a file: raw for a uint8 vector; for one TYPE_STRING
+    element, a 4-byte little-endian length, then the bytes."""
+    return image if dali else struct.pack("<I", len(image)) + image
+
+
+def _ensemble_config(runtime: str, inputs, outputs, max_batch: int, dali: bool):
     pb = _pb()
     config = pb.ModelConfig(name="dgla", platform="ensemble", max_batch_size=max_batch)
-    _tensor(config.input.add(), "image", "string", [1])
+    _tensor(config.input.add(), "image", *(("uint8", [-1]) if dali else ("string", [1])))
     for output_name, (dtype, dims) in outputs.items():
         tensor = _tensor(config.output.add(), output_name, dtype, dims)
         if output_name == "probs":
             tensor.label_filename = "labels.txt"
+    if dali:
+        guard = config.ensemble_scheduling.step.add(model_name="dgla_guard", model_version=-1)
+        guard.input_map["image"] = "image"
+        guard.output_map["admitted"] = "_admitted"
     pre = config.ensemble_scheduling.step.add(model_name="dgla_preprocess", model_version=-1)
     pre.input_map["image"] = "image"
+    if dali:
+        pre.input_map["admitted"] = "_admitted"
     run = config.ensemble_scheduling.step.add(model_name=runtime, model_version=-1)
     for input_name in inputs:
         pre.output_map[input_name] = f"_{input_name}"
@@ -175,6 +229,15 @@ def _parse_back(text: str):
         raise RepositoryError(f"generated config does not parse with Triton's schema: {err}") from err
 
 
+def _dali_model(inputs, metadata: dict[str, str], max_batch: int) -> bytes:
+    from dgla_export.dali_pipeline import serialize
+
+    config = ModelConfig.from_dict(json.loads(metadata["config"]))
+    if list(config.input_sizes) != list(inputs):
+        raise RepositoryError(f"the graph's inputs {list(inputs)} are not its config's {list(config.input_sizes)}")
+    return serialize(config.input_sizes, config.mean, config.std, max_batch)
+
+
 def write_repository(
     onnx_path: Path,
     output: Path,
@@ -188,6 +251,11 @@ def write_repository(
     ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`).
     Returns each model's config.pbtxt text.
     """
+    if options.preprocess not in PREPROCESS_CHOICES:
+        raise RepositoryError(f"preprocess must be one of {PREPROCESS_CHOICES}, got {options.preprocess!r}")
+    dali = options.preprocess == "dali"
+    if dali and importlib.util.find_spec("nvidia.dali") is None:
+        raise RepositoryError(f"--preprocess dali needs NVIDIA DALI to write the pipeline: {DALI_INSTALL_HINT}")
     inputs = (onnx_path, engine, manifest_path(engine) if engine is not None else None)
     check_output_folder(output, force, command=COMMAND, inputs=inputs)
     inputs, outputs, metadata = _graph_io(onnx_path)
@@ -221,8 +289,11 @@ def write_repository(
             "dgla_trt", "tensorrt_plan", "model.plan", inputs, outputs, trt_max, options
         )
         runtime, max_batch = "dgla_trt", trt_max
-    configs["dgla_preprocess"] = _preprocess_config(inputs, max_batch, options, metadata)
-    configs["dgla"] = _ensemble_config(runtime, inputs, outputs, max_batch)
+    warmup_image = _warmup_image()
+    configs["dgla_preprocess"] = _preprocess_config(inputs, max_batch, options, metadata, len(warmup_image))
+    if dali:
+        configs["dgla_guard"] = _guard_config(max_batch, options, len(warmup_image))
+    configs["dgla"] = _ensemble_config(runtime, inputs, outputs, max_batch, dali)
     from google.protobuf import text_format
 
     texts = {name: text_format.MessageToString(config) for name, config in configs.items()}
@@ -238,10 +309,18 @@ def write_repository(
         if engine is not None:
             shutil.copyfile(engine, tmp / "dgla_trt" / "1" / "model.plan")
             shutil.copyfile(manifest_path(engine), manifest_path(tmp / "dgla_trt" / "1" / "model.plan"))
-        shutil.copyfile(PREPROCESS_MODEL, tmp / "dgla_preprocess" / "1" / "model.py")
-        shutil.copyfile(PREPROCESS_LIBRARY, tmp / "dgla_preprocess" / "1" / "preprocess.py")
-        (tmp / "dgla_preprocess" / "warmup").mkdir()
-        (tmp / "dgla_preprocess" / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_image_bytes())
+        python_models = {"dgla_guard": GUARD_MODEL} if dali else {"dgla_preprocess": PREPROCESS_MODEL}
+        for name, source in python_models.items():
+            shutil.copyfile(source, tmp / name / "1" / "model.py")
+            shutil.copyfile(PREPROCESS_LIBRARY, tmp / name / "1" / "preprocess.py")
+        if dali:
+            (tmp / "dgla_preprocess" / "1" / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
+            shutil.copyfile(DALI_PIPELINE, tmp / "dgla_preprocess" / "1" / DALI_PIPELINE.name)
+            (tmp / "dgla_preprocess" / "warmup").mkdir()
+            (tmp / "dgla_preprocess" / "warmup" / WARMUP_ADMITTED).write_bytes(struct.pack("<f", 1.0))
+        for name in ("dgla_guard", "dgla_preprocess") if dali else ("dgla_preprocess",):  # warmed up on an image
+            (tmp / name / "warmup").mkdir(exist_ok=True)
+            (tmp / name / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_file(warmup_image, dali))
         for name in ("dgla_onnx", "dgla_trt", "dgla"):
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)

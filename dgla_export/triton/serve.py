@@ -47,6 +47,7 @@ INSTALL_HINT = "pip install 'dgla-export[serve]'"
 HERE = Path(__file__).parent
 ONNXRUNTIME_MODEL = HERE / "onnxruntime_model.py"
 TENSORRT_MODEL = HERE / "tensorrt_model.py"
+DALI_MODEL = HERE / "dali_model.py"
 SHM_ROOT = Path("/dev/shm")
 # Log lines of a server without a GPU that say nothing about the repository.
 _HARMLESS = ("CudaDriverHelper", "pinned memory pool", "CUDA memory pool", "Timeout ", "--strict-model-config")
@@ -212,6 +213,14 @@ def serving_repository(repository: Path, target: Path, *, gpu: bool | None = Non
                 )
             _as_python_model(folder, target / folder.name, config, "model.plan", TENSORRT_MODEL)
             how[folder.name] = "TensorRT engine (Python backend)"
+        elif kind == "dali":
+            if importlib.util.find_spec("nvidia.dali") is None:
+                raise ServeError(
+                    f"{folder.name} is a DALI pipeline, and NVIDIA DALI is not installed here: "
+                    "pip install 'dgla-export[dali]'"
+                )
+            _as_python_model(folder, target / folder.name, config, "model.dali", DALI_MODEL)
+            how[folder.name] = f"DALI pipeline, {'GPU' if gpu else 'CPU'} operators (Python backend)"
         elif kind in ("python", "ensemble"):
             if gpu:
                 (target / folder.name).symlink_to(folder.resolve())

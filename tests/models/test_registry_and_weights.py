@@ -163,3 +163,29 @@ def test_a_large_mismatch_is_summarised_with_counts() -> None:
     count = len(state)
     assert f"{count} missing from the checkpoint" in message and f"{count} unexpected in the checkpoint" in message
     assert f"({count - 3} more)" in message and len(message) < 1000, message
+
+
+def test_the_demo_weight_cache_is_keyed_on_every_module_the_calibration_runs(tmp_path) -> None:
+    """Calibrating demo weights runs code beyond the model package (the bundled images, the
+    preprocessing): a change to any of it must invalidate the cache, so each is in the key."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from dgla_export import create_model\n"
+        "from dgla_export.models.weights import demo_weight_sources\n"
+        "before = set(sys.modules)\n"
+        "create_model('dgla_tiny', weights='demo')\n"
+        "ran = sorted(m.__file__ for n, m in sys.modules.items() if n.startswith('dgla_export') and n not in before\n"
+        "             or n in ('dgla_export.preprocess', 'dgla_export.data'))\n"
+        "print(json.dumps({'ran': ran, 'key': [str(p) for p in demo_weight_sources()]}))\n"
+    )
+    env = {**__import__("os").environ, "DGLA_EXPORT_CACHE": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    writing = ("dgla_export/io.py", "dgla_export/errors.py")  # write the cache file; no number comes from them
+    missing = [f for f in record["ran"] if f not in record["key"] and not f.endswith(writing)]
+    assert not missing, f"the calibration ran {missing}, which the cache key ignores"
+    assert any(f.endswith("dgla_export/preprocess.py") for f in record["ran"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -60,8 +61,9 @@ def test_repository_layout_and_configs(tiny_onnx, tmp_path) -> None:
     assert ensemble.platform == "ensemble" and ensemble.input[0].data_type == model_config_pb2.TYPE_STRING
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_preprocess", "dgla_onnx"]
     pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
-    recipe = Preprocessing.from_dict(json.loads(pre.parameters["preprocessing"].string_value))
+    recipe = Preprocessing.from_parameters({k: v.string_value for k, v in pre.parameters.items()})
     assert recipe == Preprocessing.of(ModelConfig.from_dict(json.loads(_metadata(tiny_onnx["fp32"])["config"])))
+    assert (pre.parameters["method"].string_value, pre.parameters["max_pixels"].string_value) == ("fast", "100000000")
     assert recipe.input_sizes == {"image_224": 96, "image_448": 192}
     assert (repo / "dgla_preprocess" / "1" / "model.py").read_text().count("TritonPythonModel") == 1
     # the server runs the package's own preprocessing source, byte for byte
@@ -157,3 +159,32 @@ def test_serving_copy_stands_in_for_missing_backends(tiny_onnx, tmp_path) -> Non
     write_repository(tiny_onnx["fp16"], with_engine, engine=_engine(tmp_path, "1:4:8"))
     with pytest.raises(ServeError, match="dgla_trt is a TensorRT engine, which cannot run here"):
         serving_repository(with_engine, tmp_path / "serving-2", gpu=False)
+
+
+def test_preprocessing_path_and_pixel_limit_are_recorded_in_the_config(tiny_onnx, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    argv = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--preprocess", "exact"]
+    assert export_main([*argv, "--max-pixels", "50M"]) == 0
+    pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
+    recipe = Preprocessing.from_parameters({k: v.string_value for k, v in pre.parameters.items()})
+    assert (recipe.method, recipe.max_pixels) == ("exact", 50_000_000)
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="NVIDIA DALI is not installed")
+def test_dali_repository_layout(tiny_onnx, tmp_path) -> None:
+    """--preprocess dali: the DALI model (serialised GPU pipeline, its source beside it for
+    dgla-serve), the guard in front of it, and an ensemble taking the image as uint8 bytes."""
+    repo = tmp_path / "repo"
+    assert export_main(["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--preprocess", "dali"]) == 0
+    pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
+    assert pre.backend == "dali" and [i.name for i in pre.input] == ["image", "admitted"]
+    assert pre.input[0].data_type == model_config_pb2.TYPE_UINT8 and list(pre.input[0].dims) == [-1]
+    assert [o.name for o in pre.output] == ["image_224", "image_448"]
+    assert (repo / "dgla_preprocess" / "1" / "model.dali").stat().st_size > 1000
+    assert (repo / "dgla_preprocess" / "1" / "dali_pipeline.py").is_file()
+    guard = _parse(repo / "dgla_guard" / "config.pbtxt")
+    assert guard.backend == "python" and guard.parameters["max_pixels"].string_value == "100000000"
+    ensemble = _parse(repo / "dgla" / "config.pbtxt")
+    assert ensemble.input[0].data_type == model_config_pb2.TYPE_UINT8
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_guard", "dgla_preprocess", "dgla_onnx"]

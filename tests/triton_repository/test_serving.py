@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inputs import bomb_png, photo_jpeg
 
 from dgla_export.triton.client import ClientError, classify, main
 from dgla_export.triton.repository import TritonOptions, write_repository
@@ -125,7 +126,9 @@ def served(tiny_onnx, tmp_path_factory):
     repository = tmp_path_factory.mktemp("serving") / "repo"
     # The tiny model answers in milliseconds: a 20 ms batching window (instead of 200 us) lets the
     # batcher see concurrent requests together, so whether it merges them is what the test measures.
-    write_repository(tiny_onnx["fp32"], repository, options=TritonOptions(max_queue_delay_us=20_000))
+    # ... and a 50 MP limit, so that the model parameter, not the default, is what refuses large images.
+    options = TritonOptions(max_queue_delay_us=20_000, max_pixels=50_000_000)
+    write_repository(tiny_onnx["fp32"], repository, options=options)
     _slow_and_bad_shape(repository)
     started = time.monotonic()
     server = Serve(repository)
@@ -149,11 +152,12 @@ def image_files(images, tmp_path_factory):
     return paths
 
 
-def _local_probs(onnx_path: Path, paths: list[Path], config) -> np.ndarray:
-    from dgla_export.preprocess import load_image, preprocess_batch
+def _local_probs(onnx_path: Path, paths: list[Path], config, method: str = "fast") -> np.ndarray:
+    from dgla_export.preprocess import Preprocessing
     from dgla_export.runtimes.onnxruntime import create_session
 
-    arrays = preprocess_batch([load_image(p) for p in paths], config)
+    recipe = Preprocessing.of(config, method)  # type: ignore[arg-type]
+    arrays = recipe.batch([recipe.load(p) for p in paths])
     return create_session(onnx_path, "cpu").run(["probs"], dict(zip(config.input_names, arrays, strict=True)))[0]
 
 
@@ -210,14 +214,34 @@ def test_corrupt_image_fails_alone_and_the_server_stays_up(served, image_files, 
 
 
 def test_large_photo_is_served(served, tiny_onnx, tiny, images, tmp_path) -> None:
-    from PIL import Image
-
+    """A 24 MP camera JPEG through the ensemble: the server's fast path equals the package's."""
     server, _ = served
-    photo = tmp_path / "photo_4000x3000.jpg"
-    Image.fromarray(images[2][1]).resize((4000, 3000), Image.Resampling.BICUBIC).save(photo, quality=92)
+    photo = tmp_path / "photo_6000x4000.jpg"
+    photo.write_bytes(photo_jpeg(images[2][1], (6000, 4000)))
     served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla", base_model="dgla_tiny"))
     err = float(np.abs(served_probs - _local_probs(tiny_onnx["fp32"], [photo], tiny.config)).max())
-    assert err <= TOLERANCE, f"4000x3000 JPEG: served vs local probs differ by {err:.2e}"
+    assert err <= TOLERANCE, f"6000x4000 JPEG: served vs local probs differ by {err:.2e}"
+    exact = float(np.abs(served_probs - _local_probs(tiny_onnx["fp32"], [photo], tiny.config, "exact")).max())
+    assert exact > TOLERANCE, f"served probs equal the exact path's ({exact:.1e}): did the fast path run?"
+
+
+def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_files, tmp_path) -> None:
+    server, _ = served
+    bombs = {"56mp.png": bomb_png(8000, 7000), "144mp.png": bomb_png(12000, 12000)}
+    for name, data in bombs.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [tmp_path / name for name in bombs]
+    started = time.monotonic()
+    predictions = classify([*paths, image_files[0]], url=server.grpc_url, base_model="dgla_tiny", max_pixels=10**9)
+    elapsed = time.monotonic() - started
+    for prediction, size in zip(predictions, ("8000x7000", "12000x12000"), strict=False):
+        assert prediction.error and f"image of {size} pixels" in prediction.error, prediction.error
+        assert "exceeds the limit of 50 MP" in prediction.error, prediction.error  # the model parameter's limit
+    assert predictions[2].error is None
+    assert elapsed < 10, f"refusing two bombs and answering one image took {elapsed:.1f} s"
+    # with its default limit, the client refuses the bomb itself, before sending it
+    (local,) = classify(paths[1:], url=server.grpc_url, base_model="dgla_tiny")
+    assert "cannot read image" in local.error and "exceeds --max-pixels" in local.error, local.error
 
 
 def _batch_sizes(server, model: str) -> dict[int, int]:
@@ -366,3 +390,41 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
     again.wait_ready()
     again.stop()
     assert not again.leftovers(), again.leftovers()
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="NVIDIA DALI is not installed")
+def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, tmp_path) -> None:
+    """`--preprocess dali`: dgla_guard, the DALI pipeline (run by dgla-serve with DALI's CPU
+    operators, as Triton's DALI backend would on a GPU) and the ensemble taking uint8 bytes. The
+    probabilities equal the exact path's; an image bomb fails alone, the next image is answered."""
+    write_repository(tiny_onnx["fp32"], tmp_path / "repo", options=TritonOptions(preprocess="dali"))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_jpeg(images[0][1], (4000, 3000)))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png(12000, 12000))
+    server = Serve(tmp_path / "repo")
+    try:
+        output = server.wait_ready()
+        assert "DALI pipeline, CPU operators" in output and re.search(r"dgla_guard v1: READY", output), output
+        for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+            served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
+                              base_model="dgla_tiny", max_pixels=10**9)  # fmt: skip
+            assert "12000x12000 pixels (144.0 MP) exceeds the limit of 100 MP" in served[1].error, served[1].error
+            paths = [photo, *image_files_of(images, tmp_path)]
+            probs = _probs([served[0], *served[2:]])
+            err = float(np.abs(probs - _local_probs(tiny_onnx["fp32"], paths, tiny.config, "exact")).max())
+            assert err < 1e-4, f"DALI over {protocol}: served vs exact-path probabilities differ by {err:.2e}"
+    finally:
+        server.stop()
+    assert not server.leftovers(), server.leftovers()
+
+
+def image_files_of(images, folder: Path) -> list[Path]:
+    from PIL import Image
+
+    paths = []
+    for name, image in images[:2]:
+        paths.append(folder / f"{name}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths
