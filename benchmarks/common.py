@@ -1,5 +1,5 @@
-"""Helpers for the benchmark scripts: a timer and a results writer. Sampling and machine info
-come from dgla_export.bench, so benchmarks and dgla-bench time and record the same way."""
+"""Helpers for the benchmark scripts: a timer, a runner and a results writer. Sampling and machine info
+come from the package, so benchmarks and dgla-bench time and record the same way."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from dgla_export.bench.environment import commit, machine
-from dgla_export.bench.run import sample_seconds
+from dgla_export.benchmarking.timing import sample_seconds
+from dgla_export.machine import commit, machine
+from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
 
-__all__ = ["RESULTS", "commit", "machine", "time_call", "write_json"]
+__all__ = ["RESULTS", "commit", "loaded", "machine", "time_call", "write_json"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -36,6 +37,13 @@ def time_call(
         "p90_ms": float(np.percentile(array, 90)),
         "p99_ms": float(np.percentile(array, 99)),
     }
+
+
+def loaded(path: Path) -> OnnxRuntimeRunner:
+    """A loaded ONNX Runtime CPU runner of the graph at ``path``."""
+    runner = OnnxRuntimeRunner(path)
+    runner.load()
+    return runner
 
 
 def write_json(name: str, record: dict[str, Any]) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import commit, machine, write_json
-from dgla_export.bench.run import cpu_gemm_tflops
+from dgla_export.benchmarking.run import cpu_gemm_tflops
 from dgla_export.models.cost import measure_cost
 from dgla_export.models.registry import create_model
 

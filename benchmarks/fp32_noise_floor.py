@@ -24,15 +24,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, machine, write_json
+from benchmarks.common import commit, loaded, machine, write_json
 from benchmarks.int8_curve import heldout_images, score
+from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.compare import softmax
 from dgla_export.data import sample_images
-from dgla_export.export.graph import graph_metadata, load_graph
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import preprocess_batch
-from dgla_export.quantize import session_logits
-from dgla_export.runtimes.onnxruntime import create_session
+from dgla_export.quantize import runner_logits
 
 
 def one_grey_level(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,11 +51,11 @@ def main() -> int:
     args = parser.parse_args()
     config = ModelConfig.from_dict(json.loads(graph_metadata(load_graph(args.onnx))["config"]))
     images = sample_images() + heldout_images()
-    session = create_session(args.onnx, "cpu")
+    session = loaded(args.onnx)
     rng = np.random.default_rng(0)
 
     def logits(batch: list[np.ndarray]) -> np.ndarray:
-        return session_logits(session, dict(zip(config.input_names, preprocess_batch(batch, config), strict=True)))
+        return runner_logits(session, dict(zip(config.input_names, preprocess_batch(batch, config), strict=True)))
 
     clean = logits([image for _, image in images])
     record = {"machine": machine(), "commit": commit(), "onnx": str(args.onnx), "images": [n for n, _ in images]}

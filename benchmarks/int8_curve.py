@@ -28,10 +28,10 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, commit, machine, time_call, write_json
+from benchmarks.common import RESULTS, commit, loaded, machine, time_call, write_json
+from dgla_export.artefacts.graph import graph_macs, graph_metadata, load_graph
 from dgla_export.compare import softmax
 from dgla_export.data import sample_images
-from dgla_export.export.graph import graph_macs, graph_metadata, load_graph
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import preprocess_batch
 from dgla_export.quantize import (
@@ -39,9 +39,8 @@ from dgla_export.quantize import (
     Quantizer,
     measure_sensitivity,
     quantization_units,
-    session_logits,
+    runner_logits,
 )
-from dgla_export.runtimes.onnxruntime import create_session
 
 MARGIN = 0.05  # the issue's goal: no flip on images whose FP32 top-1 margin is >= 0.05
 
@@ -91,12 +90,12 @@ def score(reference: np.ndarray, actual: np.ndarray) -> dict:
 
 
 def speed_against_fp32(fp32, int8, feed: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
-    """p50 latencies of two sessions timed interleaved (FP32, INT8, FP32, INT8), so that the
+    """p50 latencies of two runners timed interleaved (FP32, INT8, FP32, INT8), so that the
     drift of a shared machine hits both alike."""
     fp, q = [], []
     for _ in range(2):
-        fp.append(time_call(lambda: fp32.run(None, feed), min_seconds=seconds)["p50_ms"])
-        q.append(time_call(lambda: int8.run(None, feed), min_seconds=seconds)["p50_ms"])
+        fp.append(time_call(lambda: fp32.infer(feed), min_seconds=seconds)["p50_ms"])
+        q.append(time_call(lambda: int8.infer(feed), min_seconds=seconds)["p50_ms"])
     return {
         "fp32_p50_ms": float(np.median(fp)),
         "int8_p50_ms": float(np.median(q)),
@@ -115,8 +114,8 @@ def main() -> int:
     total = sum(macs.values())
     images, sets = image_sets(graph)
     calibration, heldout = images["calibration"], images["heldout"]
-    fp32 = create_session(args.onnx, "cpu")
-    reference = {name: session_logits(fp32, inputs) for name, inputs in sets.items()}
+    fp32 = loaded(args.onnx)
+    reference = {name: runner_logits(fp32, inputs) for name, inputs in sets.items()}
     top2 = np.sort(softmax(reference["heldout"].astype(np.float64)), axis=-1)[:, -2:]
     feeds = {b: {k: v[:b] for k, v in sets["heldout"].items()} for b in (1, 4)}
     record = {
@@ -147,11 +146,11 @@ def main() -> int:
                 excluded = [node for unit in order[:kept] for node in units[unit]]
                 path = quantizer.write(Path(tmp) / "curve.onnx", exclude=excluded)
                 share = sum(macs[n] for unit in order[kept:] for n in units[unit]) / total
-                session = create_session(path, "cpu")
+                session = loaded(path)
                 point = {
                     "kept_out": order[:kept],
                     "int8_mac_share": share,
-                    **{name: score(reference[name], session_logits(session, inputs)) for name, inputs in sets.items()},
+                    **{name: score(reference[name], runner_logits(session, inputs)) for name, inputs in sets.items()},
                 }
                 if target == "cpu":
                     for batch, feed in feeds.items():

@@ -26,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, machine, write_json
+from benchmarks.common import commit, loaded, machine, write_json
 from benchmarks.int8_curve import image_sets, score, speed_against_fp32
-from dgla_export.export.graph import load_graph
-from dgla_export.quantize import session_logits
-from dgla_export.runtimes.onnxruntime import create_session
+from dgla_export.artefacts.graph import load_graph
+from dgla_export.quantize import runner_logits
 
 
 def main() -> int:
@@ -44,7 +43,7 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size and graph")
     args = parser.parse_args()
     _, sets = image_sets(load_graph(args.onnx))
-    fp32 = create_session(args.onnx, "cpu")
+    fp32 = loaded(args.onnx)
     with tempfile.TemporaryDirectory(prefix="dgla-modelopt.") as tmp:
         output = Path(tmp) / "modelopt_int8.onnx"
         started = time.perf_counter()
@@ -60,9 +59,9 @@ def main() -> int:
         )
         quantize_s = time.perf_counter() - started
         ops = collections.Counter(node.op_type for node in onnx.load(str(output), load_external_data=False).graph.node)
-        session = create_session(output, "cpu")
+        session = loaded(output)
         scores = {
-            name: score(session_logits(fp32, inputs), session_logits(session, inputs)) for name, inputs in sets.items()
+            name: score(runner_logits(fp32, inputs), runner_logits(session, inputs)) for name, inputs in sets.items()
         }
         timing = {}
         for batch in (1, 4):

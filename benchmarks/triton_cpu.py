@@ -32,12 +32,13 @@ import venv
 from pathlib import Path
 from typing import Any
 
-from dgla_export.bench.environment import machine_and_commit
+from dgla_export.benchmarking.environment import machine_and_commit
+from dgla_export.triton.serve import Ports, TritonInstall, TritonServer
+
+from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.data import sample_images
-from dgla_export.export.graph import graph_metadata, load_graph
 from dgla_export.io import cache_dir
 from dgla_export.triton.repository import write_repository
-from dgla_export.triton.serve import Ports, TritonInstall, TritonServer
 
 PERF_ANALYZER_CLIENT = "tritonclient==2.48.0"
 

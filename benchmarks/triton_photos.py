@@ -23,13 +23,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dgla_export.benchmarking.environment import machine_and_commit
+from dgla_export.triton.serve import TritonServer
+
 from benchmarks.common import RESULTS
 from benchmarks.photos import photo_bytes, sources
 from benchmarks.triton_cpu import batch_stats, free_ports, input_data, load_run, perf_analyzer
-from dgla_export.bench.environment import machine_and_commit
 from dgla_export.triton.client import classify
 from dgla_export.triton.repository import TritonOptions, write_repository
-from dgla_export.triton.serve import TritonServer
 
 SIZES = {"600x450": (600, 450), "6000x4000": (6000, 4000)}
 LEVELS = 2

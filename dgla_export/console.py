@@ -9,12 +9,13 @@ export is neither silent nor a flood.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration"]
+__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration", "quiet_libraries"]
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -36,6 +37,7 @@ class Console:
         self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
         self._started = time.monotonic()
         self._last_plain = -float("inf")
+        self._latest_step: str | None = None  # off a terminal: the step the next periodic line names
         self._lock = threading.Lock()
 
     def print(self, *objects: object) -> None:
@@ -48,11 +50,15 @@ class Console:
             print(f"{self.prog}: [{elapsed}] {message}", file=sys.stderr, flush=True)
 
     def log(self, message: str) -> None:
-        """A step of the work: always on a terminal, at most once per heartbeat elsewhere."""
+        """A step of the work: always on a terminal; elsewhere at most once per heartbeat, and
+        the latest step is named by the next periodic line."""
         if self.interactive:
             self.err.log(message)
         elif time.monotonic() - self._last_plain >= self.heartbeat:
+            self._latest_step = None
             self._plain(message)
+        else:
+            self._latest_step = message
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -67,7 +73,9 @@ class Console:
         def beat() -> None:
             while not done.wait(self.heartbeat):
                 if time.monotonic() - self._last_plain >= self.heartbeat * 0.99:
-                    self._plain(f"still {message} ({format_duration(time.monotonic() - started)})")
+                    step, self._latest_step = self._latest_step, None
+                    elapsed = format_duration(time.monotonic() - started)
+                    self._plain(f"still {message} ({elapsed})" + (f": {step}" if step else ""))
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
@@ -76,3 +84,18 @@ class Console:
         finally:
             done.set()
             thread.join()
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Third-party chatter (exporter, dynamo, Polygraphy, ONNX Runtime) only with -v."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if verbose:
+        return
+    for noisy in ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from polygraphy.logger import G_LOGGER
+    except ImportError:
+        return
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    G_LOGGER.colors = False  # else it warns once that the optional 'colored' module is missing

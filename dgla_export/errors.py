@@ -1,4 +1,4 @@
-"""One contract for every command: exit codes and what counts as a user's error.
+"""One contract for every command: exit codes, and which errors are the user's to fix.
 
 | code | meaning |
 | --- | --- |
@@ -8,9 +8,11 @@
 | 3 | a parity or tolerance failure: an artefact ran but its numbers are not good enough |
 
 A user's error is one line ``PROG: error: WHAT is wrong with WHICH input; what to do``, never a
-traceback (``--debug`` or ``DGLA_DEBUG=1`` shows it). Every typed error of this package that
-describes bad input derives from :class:`UserError` or from ``ValueError``/``OSError`` (the
-standalone preprocessing module cannot import this one).
+traceback (``--debug`` or ``DGLA_DEBUG=1`` shows it). Only the package's own user-facing errors
+get exit 2: :class:`UserError` and its subclasses, errors that declare ``user_facing = True``
+(the standalone preprocessing module cannot import this one), and a file-system error naming a
+file. Any other exception, a ``ValueError`` from deep inside an exporter included, is a bug:
+exit 1, with its traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ __all__ = [
     "EXIT_MISMATCH",
     "EXIT_OK",
     "EXIT_USAGE",
+    "MismatchError",
+    "OptionError",
     "UserError",
+    "is_user_error",
     "run_command",
 ]
 
@@ -37,7 +42,19 @@ class UserError(Exception):
     """Bad input the user can fix: exit code 2, one line, no traceback."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError)
+class OptionError(UserError, ValueError):
+    """An option (or API argument) outside what the function accepts."""
+
+
+class MismatchError(Exception):
+    """An artefact ran, but its numbers are not good enough: exit code 3, one line."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    if isinstance(err, UserError) or getattr(err, "user_facing", False):
+        return True
+    # a file or folder of the user's that cannot be read or written, named by the error
+    return isinstance(err, OSError) and bool(err.filename)
 
 
 def _one_line(err: BaseException) -> str:
@@ -59,12 +76,17 @@ def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> i
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
+    except MismatchError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: {_one_line(err)}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except Exception as err:
+        if not is_user_error(err):
+            traceback.print_exc()
+            print(f"{prog}: internal error: this is a bug in dgla-export; please report it", file=sys.stderr)
+            return EXIT_BUG
         if debug:
             traceback.print_exc()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception:
-        traceback.print_exc()
-        print(f"{prog}: internal error: this is a bug in dgla-export; please report it", file=sys.stderr)
-        return EXIT_BUG

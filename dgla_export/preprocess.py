@@ -13,7 +13,7 @@ input size, scale to [0, 1], normalise with the model's mean/std. Two ways to co
 - ``fast`` (the default): a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg's DCT
   (Pillow's ``draft``), keeping at least :data:`FAST` ``.draft_factor`` x the largest input side
   across the crop; then the crop is resized as :class:`FastSettings` says. Chosen by measurement
-  (README, "Real photos"): the fastest setting whose probabilities stay within the FP16 tolerance
+  (docs/preprocessing.md): the fastest setting whose probabilities stay within the FP16 tolerance
   of the exact path.
 
 Before anything is decoded, the pixel count is read from the header and an image above
@@ -42,6 +42,7 @@ __all__ = [
     "ImageTooLargeError",
     "Method",
     "Preprocessing",
+    "PreprocessingError",
     "Recipe",
     "decode_image",
     "draft_side",
@@ -70,15 +71,21 @@ class FastSettings:
 
     def __post_init__(self) -> None:
         if self.draft_factor is not None and self.draft_factor < 1:
-            raise ValueError(f"draft_factor must be >= 1 or None, got {self.draft_factor}")
+            raise PreprocessingError(f"draft_factor must be >= 1 or None, got {self.draft_factor}")
         if self.reducing_gap is not None and self.reducing_gap < 1:
-            raise ValueError(f"reducing_gap must be >= 1 or None, got {self.reducing_gap}")
+            raise PreprocessingError(f"reducing_gap must be >= 1 or None, got {self.reducing_gap}")
 
 
 FAST = FastSettings()
 
 
-class ImageError(ValueError):
+class PreprocessingError(ValueError):
+    """Bad input to preprocessing: the user's to fix (exit code 2 on the command line)."""
+
+    user_facing = True  # read by dgla_export.errors, which this standalone module cannot import
+
+
+class ImageError(PreprocessingError):
     """An image this pipeline cannot turn into RGB."""
 
 
@@ -110,9 +117,9 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"preprocessing method must be one of {METHODS}, got {self.method!r}")
+            raise PreprocessingError(f"preprocessing method must be one of {METHODS}, got {self.method!r}")
         if self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+            raise PreprocessingError(f"max_pixels must be positive, got {self.max_pixels}")
 
     @classmethod
     def of(cls, recipe: Recipe, method: Method = "fast", max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessing:
@@ -265,7 +272,7 @@ def preprocess(
 
     The crop is taken before any conversion, so memory follows the crop, not the photo."""
     if method not in METHODS:
-        raise ValueError(f"preprocessing method must be one of {METHODS}, got {method!r}")
+        raise PreprocessingError(f"preprocessing method must be one of {METHODS}, got {method!r}")
     crop = _centre_square(np.asarray(image))
     sizes = list(recipe.input_sizes.values())
     eight_bit = crop.dtype == np.uint8 and (crop.ndim == 2 or crop.shape[2] == 3)

@@ -30,14 +30,15 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
+from dgla_export.artefacts.graph import graph_macs
 from dgla_export.compare import compare_logits
-from dgla_export.errors import UserError
-from dgla_export.export.graph import graph_macs
+from dgla_export.errors import MismatchError, OptionError, UserError
 from dgla_export.io import atomic_path
 from dgla_export.models.config import ModelConfig, Tolerance
 from dgla_export.preprocess import Method, preprocess_batch
-from dgla_export.runtimes.onnxruntime import create_session
-from dgla_export.validate import run_batched
+from dgla_export.runtimes.base import Runner
+from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+from dgla_export.validation import run_batched
 
 __all__ = [
     "QuantizationError",
@@ -48,8 +49,8 @@ __all__ = [
     "measure_sensitivity",
     "quantization_units",
     "quantize_onnx",
+    "runner_logits",
     "search_mixed_precision",
-    "session_logits",
 ]
 
 Target = Literal["cpu", "tensorrt"]
@@ -58,7 +59,7 @@ QUANTIZED_OPS = ("Conv", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(MismatchError):
     """No INT8 graph meets the accuracy target (exit 3: the numbers are not good enough)."""
 
 
@@ -75,9 +76,9 @@ class QuantizationOptions:
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "tensorrt"):
-            raise ValueError(f"target must be cpu or tensorrt, got {self.target!r}")
+            raise OptionError(f"target must be cpu or tensorrt, got {self.target!r}")
         if self.method not in CALIBRATION_METHODS:
-            raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
+            raise OptionError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
 
     def describe(self) -> dict[str, str]:
         if self.target == "cpu":
@@ -185,16 +186,13 @@ class Quantizer:
         return output
 
     def logits(self, path: Path) -> np.ndarray:
-        return session_logits(create_session(path, "cpu"), self.inputs)
+        with OnnxRuntimeRunner(path, "cpu", "int8") as runner:
+            return runner_logits(runner, self.inputs)
 
 
-def session_logits(session: Any, inputs: dict[str, np.ndarray], batch: int = 8) -> np.ndarray:
-    """Logits of an ONNX Runtime session over ``inputs`` (name -> all images), in batches."""
-
-    def infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"logits": session.run(["logits"], feed)[0]}
-
-    return run_batched(infer, list(inputs), list(inputs.values()), batch)["logits"]
+def runner_logits(runner: Runner, inputs: dict[str, np.ndarray], batch: int = 8) -> np.ndarray:
+    """Logits of a loaded runner over ``inputs`` (name -> all images), in batches."""
+    return run_batched(runner.infer, list(inputs), list(inputs.values()), batch)["logits"]
 
 
 class _Reader:

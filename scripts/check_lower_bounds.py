@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
-import tomllib
+from packaging.requirements import Requirement
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +29,8 @@ TESTED = ("polygraphy", "onnx-graphsurgeon", "rich", "pillow", "safetensors")
 TESTS = [
     "tests/test_preprocess.py",
     "tests/export/test_onnx_export.py",
-    "tests/test_cli_contract.py::test_bad_numbers_name_their_option",
-    "tests/test_cli_contract.py::test_image_folders_with_junk_or_nothing",
+    "tests/tools/test_contract.py::test_bad_numbers_name_their_option",
+    "tests/tools/test_contract.py::test_image_folders_with_junk_or_nothing",
     "tests/models/test_registry_and_weights.py::test_checkpoint_round_trip",
 ]
 
@@ -38,11 +38,14 @@ TESTS = [
 def lower_bounds() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     bounds = {}
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["serve"]]:
-        found = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)", requirement.strip())
-        if not found:
-            raise SystemExit(f"pyproject.toml: {requirement!r} has no lower bound (NAME>=VERSION)")
-        bounds[found.group(1).lower()] = found.group(3)
+    for text in [*project["dependencies"], *project["optional-dependencies"]["serve"]]:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # not for this Python (e.g. serve on 3.13)
+        lower = [s.version for s in requirement.specifier if s.operator == ">="]
+        if not lower:
+            raise SystemExit(f"pyproject.toml: {text!r} has no lower bound (NAME>=VERSION)")
+        bounds[requirement.name.lower()] = lower[0]
     return bounds
 
 

@@ -10,12 +10,14 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from dgla_export.export.graph import graph_macs, graph_metadata, inspect_graph
+from dgla_export.artefacts.graph import graph_macs, graph_metadata, inspect_graph
 from dgla_export.export.onnx_export import check_contract
 from dgla_export.models.cost import measure_cost
 from dgla_export.quantize import calibration_digest, quantization_units, search_mixed_precision
-from dgla_export.runtimes.onnxruntime import create_session
-from dgla_export.validate import validate_runner
+from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+from dgla_export.validation import validate_runner
+
+pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
 
 def test_graph_macs_match_the_model_cost(tiny, tiny_onnx) -> None:
@@ -93,15 +95,8 @@ def test_int8_flavour_matches_the_target(tiny_int8, target) -> None:
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
 def test_int8_meets_the_config_tolerance_against_pytorch(tiny, tiny_int8, images, target) -> None:
     path, report = tiny_int8[target]
-    session = create_session(path, "cpu")
-    validation = validate_runner(
-        lambda feed: dict(zip(("logits", "probs"), session.run(["logits", "probs"], feed), strict=True)),
-        tiny,
-        images,
-        runtime="onnxruntime-cpu",
-        precision="int8",
-        batches=(1, 4),
-    )
+    with OnnxRuntimeRunner(path, "cpu", "int8") as runner:
+        validation = validate_runner(runner, tiny, images, batches=(1, 4))
     for check in validation.checks:
         c = check.comparison
         assert c.passed, (target, c.failures, c.probs.max_abs)
@@ -126,7 +121,7 @@ def test_flips_below_the_margin_are_listed_not_counted() -> None:
 
 
 def test_cli_int8_export_reports_what_it_kept_out(tmp_path, capsys) -> None:
-    from dgla_export.cli import main
+    from dgla_export.tools.export import main
 
     output, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--batch", "1:8", "--output", str(output)]
@@ -146,7 +141,7 @@ def test_cli_int8_export_reports_what_it_kept_out(tmp_path, capsys) -> None:
 
 
 def test_cli_int8_options_need_int8(tmp_path, capsys) -> None:
-    from dgla_export.cli import main
+    from dgla_export.tools.export import main
 
     argv = ["onnx", "--model", "dgla_tiny", "--output", str(tmp_path / "x.onnx")]
     assert main([*argv, "--calibration-count", "4"]) == 2

@@ -19,8 +19,9 @@ from typing import Literal
 import onnx
 import torch
 
-import dgla_export
-from dgla_export.export.graph import GraphContractError, GraphReport, inspect_graph
+from dgla_export._version import __version__
+from dgla_export.artefacts.graph import GraphContractError, GraphReport, inspect_graph
+from dgla_export.errors import OptionError
 from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
 from dgla_export.io import atomic_path, check_output
 from dgla_export.models.config import SPEC_VERSION, ModelConfig
@@ -44,11 +45,11 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, got {self.precision!r}")
+            raise OptionError(f"precision must be fp32 or fp16, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.max_batch:
-            raise ValueError(f"need 1 <= min_batch <= max_batch, got {self.min_batch}:{self.max_batch}")
+            raise OptionError(f"need 1 <= min_batch <= max_batch, got {self.min_batch}:{self.max_batch}")
         if not 18 <= self.opset <= 23:
-            raise ValueError(f"opset {self.opset} unsupported: use 18 to 23 (TensorRT 10.0 parses up to 20)")
+            raise OptionError(f"opset {self.opset} unsupported: use 18 to 23 (TensorRT 10.0 parses up to 20)")
 
 
 def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha256: str) -> dict[str, str]:
@@ -63,7 +64,7 @@ def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha25
         "batch_range": f"{options.min_batch}:{options.max_batch}",
         "checkpoint_sha256": checkpoint_sha256,
         "spec_version": SPEC_VERSION,
-        "tool": f"dgla-export {dgla_export.__version__}",
+        "tool": f"dgla-export {__version__}",
         "torch_version": torch.__version__,
         "config": json.dumps(config.to_dict()),
     }
@@ -100,9 +101,19 @@ def to_onnx(model: ResNet, options: ExportOptions) -> onnx.ModelProto:
 
 
 def _fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Polygraphy's constant folding, without its log lines (-v turns them on through the logging
+    setup of the commands; a library user's stdout stays theirs)."""
     from polygraphy.backend.onnx import fold_constants
+    from polygraphy.logger import G_LOGGER
 
-    return fold_constants(proto, num_passes=2, size_threshold=None, allow_onnxruntime_shape_inference=False)
+    quiet = not logging.getLogger().isEnabledFor(logging.INFO)
+    severity, colors = G_LOGGER.module_severity, G_LOGGER.colors
+    if quiet:
+        G_LOGGER.module_severity, G_LOGGER.colors = G_LOGGER.ERROR, False
+    try:
+        return fold_constants(proto, num_passes=2, size_threshold=None, allow_onnxruntime_shape_inference=False)
+    finally:
+        G_LOGGER.module_severity, G_LOGGER.colors = severity, colors
 
 
 def _name_batch(proto: onnx.ModelProto) -> None:
@@ -133,14 +144,14 @@ def export_onnx(
     progress: Progress = log.info,
 ) -> GraphReport:
     """Export, check and atomically write ``output``; raise before writing if the graph
-    breaks the contract (see :func:`dgla_export.export.graph.inspect_graph`)."""
+    breaks the contract (see :func:`dgla_export.artefacts.graph.inspect_graph`)."""
     output = check_output(output, force)
     started = time.perf_counter()
     progress(f"exporting {model.config.name} ({options.precision}, opset {options.opset}) with torch.export")
     proto = to_onnx(model, options)
     progress(f"traced in {time.perf_counter() - started:.0f} s; checking the graph")
     onnx.helper.set_model_props(proto, build_metadata(model.config, options, checkpoint_sha256))
-    proto.producer_name, proto.producer_version = "dgla-export", dgla_export.__version__
+    proto.producer_name, proto.producer_version = "dgla-export", __version__
     report = check_contract(proto, model.config)
     with atomic_path(output) as tmp:
         onnx.save_model(proto, str(tmp))

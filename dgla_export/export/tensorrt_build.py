@@ -18,9 +18,8 @@ from pathlib import Path
 
 import onnx
 
-from dgla_export.errors import UserError
-from dgla_export.export.graph import graph_metadata
-from dgla_export.export.manifest import (
+from dgla_export.artefacts.graph import graph_metadata
+from dgla_export.artefacts.manifest import (
     BatchProfile,
     EngineManifest,
     ManifestError,
@@ -28,7 +27,9 @@ from dgla_export.export.manifest import (
     check_precision,
     manifest_path,
 )
+from dgla_export.errors import UserError
 from dgla_export.io import atomic_path, check_output, sha256_file
+from dgla_export.machine import tensorrt_info
 
 __all__ = [
     "EngineBuildError",
@@ -36,7 +37,6 @@ __all__ = [
     "build_engine",
     "check_engine_graph",
     "layer_output_dtypes",
-    "running_info",
 ]
 
 
@@ -61,23 +61,6 @@ def check_engine_graph(onnx_path: Path, metadata: dict[str, str], precision: str
             f"{onnx_path} was quantized for --int8-target {metadata.get('int8_target')} (unsigned activations, "
             "which TensorRT rejects); export it with --int8-target tensorrt"
         )
-
-
-def running_info() -> RuntimeInfo:
-    """TensorRT version and GPU of this process (needs TensorRT and torch with CUDA)."""
-    import tensorrt as trt
-    import torch
-
-    from dgla_export.bench.environment import driver_version
-
-    major, minor = torch.cuda.get_device_capability()
-    return RuntimeInfo(
-        tensorrt_version=trt.__version__,
-        gpu_name=torch.cuda.get_device_name(),
-        compute_capability=f"{major}{minor}",
-        cuda_version=torch.version.cuda,
-        driver_version=driver_version(),
-    )
 
 
 def _dtype_name(format_datatype: str) -> str:
@@ -188,7 +171,7 @@ def build_engine(
         inputs=shapes,
         outputs=outputs,
         layer_dtypes=dtypes,
-        runtime=running_info(),
+        runtime=RuntimeInfo(**tensorrt_info()),
         onnx_sha256=sha256_file(onnx_path),
         onnx_metadata=metadata,
         build_seconds=build_seconds,

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from dgla_export.errors import OptionError
+
 SPEC_VERSION = "dgla-spec/1"
 ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,7 +81,7 @@ class ModelConfig:
             else:
                 problems.append(f"{len(self.class_names)} class names for num_classes={self.num_classes}")
         if problems:
-            raise ValueError(f"invalid config for {self.name!r}: " + "; ".join(problems))
+            raise OptionError(f"invalid config for {self.name!r}: " + "; ".join(problems))
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
-from dgla_export.models.resnet import ResNet, build_network
+
+if TYPE_CHECKING:
+    from dgla_export.models.resnet import ResNet
 
 __all__ = ["UnknownModelError", "create_model", "get_config", "list_models", "register_model"]
 
@@ -52,6 +54,7 @@ def create_model(
     ``cfg`` overrides config fields: widths, depths, stem_width, input sizes, ...
     """
     from dgla_export.models import weights as weights_module
+    from dgla_export.models.resnet import build_network
 
     config = get_config(name, num_classes=num_classes, **cfg)
     model = build_network(config)

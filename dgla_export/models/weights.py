@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dgla_export.errors import UserError
 from dgla_export.io import atomic_path, cache_dir
 from dgla_export.models.attention import GlobalLocalAttention
 from dgla_export.models.resnet import ResNet
@@ -36,7 +37,7 @@ DEMO_GAMMA = 1.0
 DEMO_RESIDUAL_SCALE = 0.15
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be read as a state dict."""
 
 

@@ -1,1 +1,2 @@
-"""Runtimes that execute an exported model: ONNX Runtime and TensorRT (both imported lazily)."""
+"""Runtimes behind one protocol (:class:`dgla_export.runtimes.base.Runner`): ONNX Runtime, TensorRT
+engines and PyTorch itself, each imported lazily by the module that runs it."""

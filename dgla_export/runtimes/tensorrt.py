@@ -1,7 +1,10 @@
-"""Load a checked TensorRT engine and run it on torch CUDA tensors, one CUDA graph per batch.
+"""A checked TensorRT engine as a runner: torch owns the CUDA buffers and the stream, one CUDA
+graph per batch size.
 
-pycuda is not needed: torch owns the device buffers (zero-copy with the PyTorch reference) and
-the stream; TensorRT only sees their addresses.
+pycuda is not needed: torch's CUDA tensors are the buffers (zero-copy with the PyTorch
+reference) and its stream the stream; TensorRT only sees their addresses. Everything before the
+engine is deserialised (file vs manifest: size, SHA-256, precision; machine vs manifest: GPU and
+TensorRT version) is plain Python that the CPU tests run.
 """
 
 from __future__ import annotations
@@ -9,61 +12,57 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dgla_export.export.manifest import (
-    EngineManifest,
-    ManifestError,
-    check_compatible,
-    check_precision,
-    manifest_path,
-)
-from dgla_export.io import sha256_file
+import numpy as np
 
-__all__ = ["TensorRTRunner", "verify_engine_file"]
+from dgla_export.artefacts.manifest import ManifestError, RuntimeInfo, check_compatible, verify_engine_file
+from dgla_export.runtimes.base import Feed, Outputs, Runner
+
+__all__ = ["TensorRTRunner"]
 
 
-def verify_engine_file(engine: Path) -> EngineManifest:
-    """The engine's manifest, after checking that the file is the one the manifest describes
-    (a truncated or foreign file is refused before TensorRT sees it)."""
-    if not engine.is_file():
-        raise ManifestError(f"engine {engine} does not exist")
-    manifest = EngineManifest.read(manifest_path(engine))
-    size = engine.stat().st_size
-    if size != manifest.engine_bytes:
-        raise ManifestError(
-            f"{engine} is {size} bytes, its manifest says {manifest.engine_bytes}: truncated or replaced; rebuild it"
-        )
-    if sha256_file(engine) != manifest.engine_sha256:
-        raise ManifestError(
-            f"{engine} does not match its manifest's SHA-256: not the engine that was built; rebuild it"
-        )
-    check_precision(manifest)
-    return manifest
+class TensorRTRunner(Runner):
+    """An engine from ``dgla-export trt``, checked against its manifest before it is deserialised."""
 
+    device = "cuda"
 
-class TensorRTRunner:
-    """``infer({name: cuda tensor}) -> {"logits": ..., "probs": ...}`` on a private stream."""
+    def __init__(self, engine: str | Path, *, cuda_graphs: bool = True) -> None:
+        self.engine_path = Path(engine)
+        self.name = "tensorrt-engine"
+        self.manifest = verify_engine_file(self.engine_path)
+        self.precision = self.manifest.precision
+        self.cuda_graphs = cuda_graphs
+        self.engine: Any = None
 
-    def __init__(self, engine_path: Path, *, cuda_graphs: bool = True) -> None:
+    def unavailable(self) -> str | None:
+        from dgla_export.runtimes.availability import tensorrt_problem
+
+        return tensorrt_problem()
+
+    def load(self) -> None:
         import tensorrt as trt
         import torch
 
-        from dgla_export.export.tensorrt_build import running_info
+        from dgla_export.machine import tensorrt_info
 
-        self.manifest = verify_engine_file(engine_path)
-        check_compatible(self.manifest, running_info(), engine_path)
+        self.manifest = verify_engine_file(self.engine_path)  # again: the file may have changed since
+        check_compatible(self.manifest, RuntimeInfo(**tensorrt_info()), self.engine_path)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
-            raise ManifestError(f"TensorRT could not deserialize {engine_path}; rebuild it on this machine")
+            raise ManifestError(f"TensorRT could not deserialize {self.engine_path}; rebuild it on this machine")
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.cuda_graphs = cuda_graphs
         self._buffers: dict[int, dict[str, Any]] = {}
         self._graphs: dict[int, Any] = {}
+
+    def stage(self, feed: Feed) -> Any:
+        import torch
+
+        return {name: torch.from_numpy(np.ascontiguousarray(feed[name])).cuda() for name in self.input_names}
 
     def _allocate(self, batch: int, like: dict[str, Any]) -> dict[str, Any]:
         """Static input/output buffers for one batch size (a CUDA graph replays fixed addresses)."""
@@ -75,16 +74,16 @@ class TensorRTRunner:
             buffers[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
         return buffers
 
-    def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def run(self, staged: Any) -> Any:
         import torch
 
-        batch = int(next(iter(inputs.values())).shape[0])
+        batch = int(next(iter(staged.values())).shape[0])
         self.manifest.batch_profile.check(batch)  # before launch: TensorRT would fail late
         if batch not in self._buffers:
-            self._buffers[batch] = self._allocate(batch, inputs)
+            self._buffers[batch] = self._allocate(batch, staged)
         buffers = self._buffers[batch]
         for name in self.input_names:
-            buffers[name].copy_(inputs[name], non_blocking=True)
+            buffers[name].copy_(staged[name], non_blocking=True)
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             if self.cuda_graphs and batch in self._graphs:
@@ -104,3 +103,27 @@ class TensorRTRunner:
                     self._graphs[batch] = graph
         torch.cuda.current_stream().wait_stream(self.stream)
         return {name: buffers[name] for name in self.output_names}
+
+    def fetch(self, outputs: Any) -> Outputs:
+        return {name: tensor.float().cpu().numpy() for name, tensor in outputs.items()}
+
+    def sync(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+
+    def details(self) -> dict[str, Any]:
+        manifest = self.manifest
+        return {
+            "engine": {
+                "build_seconds": manifest.build_seconds,
+                "engine_bytes": manifest.engine_bytes,
+                "profile": manifest.profile,
+                "layer_dtypes": dict(manifest.layer_dtypes),
+                "tensorrt_version": manifest.runtime.tensorrt_version,
+            }
+        }
+
+    def release(self) -> None:
+        self.engine = self.context = None
+        self._buffers, self._graphs = {}, {}

@@ -1,4 +1,4 @@
-"""``dgla-client``: classify images through a running Triton (KServe v2 protocol) server.
+"""Classify images through a running Triton (KServe v2 protocol) server.
 
 Every image is its own request and up to ``concurrency`` are in flight at once: the server's
 dynamic batcher merges them into batches, and an image the server cannot decode fails alone
@@ -8,22 +8,18 @@ with the same code the server's ``dgla_preprocess`` runs; the ensemble (dgla) ge
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import queue
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dgla_export.errors import EXIT_USAGE, UserError, run_command
-from dgla_export.options import add_common, add_preprocess_args, positive_int
+from dgla_export.errors import UserError
 from dgla_export.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError
 
-__all__ = ["ClientError", "Prediction", "classify", "image_files", "main"]
+__all__ = ["ClientError", "Prediction", "classify"]
 
 
 class ClientError(UserError, RuntimeError):
@@ -228,86 +224,3 @@ def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -
         shape = None if probs is None else probs.shape
         raise ClientError(f"{model} answered probs of shape {shape} for one image, expected (1, classes)")
     return Prediction(path, probs[0])
-
-
-def image_files(paths: Sequence[Path]) -> list[Path]:
-    """The files named, with each folder replaced by the images in it (sorted by name)."""
-    from dgla_export.data import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ClientError(f"{path} is a folder without images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ClientError(f"{path} does not exist; give image files or folders of images")
-    return files
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dgla-client",
-        description="Classify images through a running Triton server (see `dgla-serve`). Prints each image's "
-        "class and top-k probabilities; an image the server cannot decode gets an error line and exit code 2.",
-    )
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP), or folders of them")
-    parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
-    parser.add_argument(
-        "--model",
-        default="dgla",
-        choices=["dgla", "dgla_onnx", "dgla_trt"],
-        help="dgla: the server preprocesses the image bytes; dgla_onnx/dgla_trt: tensors from here",
-    )
-    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
-    parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
-    parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
-    add_preprocess_args(parser)
-    add_common(parser, verbose=False)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command("dgla-client", lambda: _classify(args), debug=args.debug)
-
-
-def _classify(args: argparse.Namespace) -> int:
-    from dgla_export.models.config import ISIC2018_CLASSES
-
-    predictions = classify(
-        image_files(args.images),
-        url=args.url,
-        model=args.model,
-        protocol=args.protocol,
-        timeout=args.timeout,
-        concurrency=args.concurrency,
-        preprocess=args.preprocess,
-        max_pixels=args.max_pixels,
-    )
-    failed = 0
-    for prediction in predictions:
-        if prediction.probs is None:
-            failed += 1
-            print(f"dgla-client: error: {prediction.image}: {prediction.error}", file=sys.stderr)
-            continue
-        row = prediction.probs
-        order = np.argsort(row)[::-1][: args.top_k]
-        top = [(ISIC2018_CLASSES[i], float(row[i])) for i in order]
-        if args.json:
-            print(
-                json.dumps({"image": str(prediction.image), "class": top[0][0], "probability": top[0][1], "top_k": top})
-            )
-        else:
-            rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-            print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
-    return EXIT_USAGE if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

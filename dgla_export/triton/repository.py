@@ -16,8 +16,9 @@ import shutil
 import struct
 from pathlib import Path
 
-from dgla_export.export.graph import inspect_graph, load_graph
-from dgla_export.export.manifest import EngineManifest, manifest_path
+from dgla_export.artefacts.graph import inspect_graph, load_graph
+from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify_engine_file
+from dgla_export.errors import UserError
 from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Preprocessing
@@ -25,8 +26,8 @@ from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Preprocessing
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING", "uint8": "TYPE_UINT8"}
-PREPROCESS_MODEL = Path(__file__).with_name("preprocess_model.py")
-GUARD_MODEL = Path(__file__).with_name("guard_model.py")
+PREPROCESS_MODEL = Path(__file__).parent / "models" / "preprocess_model.py"
+GUARD_MODEL = Path(__file__).parent / "models" / "guard_model.py"
 PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by both models above
 DALI_PIPELINE = Path(__file__).parent.parent / "dali_pipeline.py"  # beside model.dali, for dgla-serve
 PREPROCESS_CHOICES = ("fast", "exact", "dali")
@@ -38,7 +39,7 @@ WARMUP_ADMITTED = "admitted"
 DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
 
 
-class RepositoryError(ValueError):
+class RepositoryError(UserError, ValueError):
     """Inputs that would give Triton a repository it cannot serve correctly."""
 
 
@@ -282,7 +283,7 @@ def write_repository(
     runtime = "dgla_onnx"
     manifest = None
     if engine is not None:
-        manifest = EngineManifest.read(manifest_path(engine))
+        manifest = verify_engine_file(engine)  # the file is the engine its manifest describes
         trt_max = min(max_batch, manifest.batch_profile.max) if options.max_batch_size is None else max_batch
         _check_engine(manifest, inputs, trt_max)
         configs["dgla_trt"] = _runtime_config(

@@ -12,10 +12,12 @@ import reference
 from inputs import torch_inputs
 
 from dgla_export import create_model
-from dgla_export.export.graph import inspect_graph
+from dgla_export.artefacts.graph import inspect_graph
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
 from dgla_export.models.weights import state_dict_sha256
 from dgla_export.runtimes.onnxruntime import create_session
+
+pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
 
 @pytest.mark.full

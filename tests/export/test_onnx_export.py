@@ -10,7 +10,7 @@ import pytest
 import reference
 from inputs import torch_inputs
 
-from dgla_export.export.graph import FORBIDDEN_OPS, inspect_graph, tensorrt_support
+from dgla_export.artefacts.graph import FORBIDDEN_OPS, inspect_graph, tensorrt_support
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
 from dgla_export.io import OutputExistsError
 from dgla_export.models.weights import state_dict_sha256
@@ -53,6 +53,7 @@ def test_graph_hygiene(tiny_onnx, precision) -> None:
     assert model.ir_version <= 10  # onnxruntime-gpu 1.31 rejects onnx 1.23's default IR 14
 
 
+@pytest.mark.slow
 def test_node_count_does_not_depend_on_input_size(tiny_onnx, tiny, tmp_path) -> None:
     from dgla_export import create_model
 
@@ -110,14 +111,12 @@ def test_fp32_graph_equals_independent_reference(tiny_onnx, tiny, images) -> Non
 
 
 def test_validation_passes_and_detects_tampering(tiny_onnx, tiny, images, tmp_path) -> None:
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-
-    from dgla_export.runtimes.onnxruntime import create_session
-    from dgla_export.validate import validate_runner
+    from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+    from dgla_export.validation import validate_runner
 
     def validate(path, precision):
-        with OnnxrtRunner(create_session(path, "cpu")) as runner:
-            return validate_runner(runner.infer, tiny, images, runtime="ort", precision=precision, batches=(1, 3, 8))
+        with OnnxRuntimeRunner(path, "cpu", precision) as runner:
+            return validate_runner(runner, tiny, images, batches=(1, 3, 8))
 
     for precision in ("fp32", "fp16"):
         report = validate(tiny_onnx[precision], precision)

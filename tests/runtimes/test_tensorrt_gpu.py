@@ -19,8 +19,8 @@ pytestmark = [
 def test_tiny_engine_matches_pytorch(tiny, tiny_onnx, images, tmp_path, precision) -> None:
     from inputs import torch_inputs
 
+    from dgla_export.artefacts.manifest import BatchProfile
     from dgla_export.compare import compare_logits
-    from dgla_export.export.manifest import BatchProfile
     from dgla_export.export.tensorrt_build import build_engine
     from dgla_export.runtimes.tensorrt import TensorRTRunner
 

@@ -14,11 +14,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from dgla_export import preprocess
-from dgla_export.cli import main as export_main
-from dgla_export.export.manifest import BatchProfile, EngineManifest, RuntimeInfo, manifest_path
+from dgla_export.artefacts.manifest import BatchProfile, EngineManifest, ManifestError, RuntimeInfo, manifest_path
 from dgla_export.io import OutputExistsError, sha256_file
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Preprocessing, decode_image
+from dgla_export.tools.export import main as export_main
 from dgla_export.triton.repository import RepositoryError, TritonOptions, write_repository
 
 
@@ -39,7 +39,8 @@ def _engine(tmp_path, profile: str, dims: int = 96, precision: str = "fp16"):
     }
     EngineManifest(
         engine_file="e.plan", engine_sha256=sha256_file(engine), engine_bytes=6, precision=precision, profile=profile,
-        inputs=shapes, outputs={"logits": "FLOAT", "probs": "FLOAT"}, layer_dtypes={"Half": 10},
+        inputs=shapes, outputs={"logits": "FLOAT", "probs": "FLOAT"},
+        layer_dtypes={"Half": 10, **({"Int8": 20} if precision == "int8" else {})},
         runtime=RuntimeInfo("10.13.0.35", "NVIDIA H100", "90"), onnx_sha256="x", onnx_metadata={}, build_seconds=1.0,
     ).write(manifest_path(engine))  # fmt: skip
     return engine
@@ -94,6 +95,15 @@ def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
     )
 
 
+def test_an_engine_is_checked_against_its_manifest_before_it_is_copied(tiny_onnx, tmp_path) -> None:
+    engine = _engine(tmp_path, "1:4:6")
+    engine.write_bytes(b"enginX")  # same size, other bytes: not the engine that was built
+    with pytest.raises(ManifestError, match="SHA-256"):
+        write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=engine)
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.slow  # the INT8 search behind the fixture
 def test_int8_graph_and_engine_go_into_the_repository(tiny_int8, tmp_path) -> None:
     graph = tiny_int8["tensorrt"][0]
     options = TritonOptions(ort_tensorrt_fp16=True)
@@ -131,7 +141,8 @@ def test_config_dict_round_trip(tiny) -> None:
 def test_serving_copy_stands_in_for_missing_backends(tiny_onnx, tmp_path) -> None:
     """dgla-serve's copy: ONNX Runtime under the Python backend, same I/O and batching, GPU groups
     on CPU when no GPU is used, the accelerator carried as a parameter; the user's repository untouched."""
-    from dgla_export.triton.serve import ServeError, serving_repository
+    from dgla_export.triton.server import ServeError
+    from dgla_export.triton.serving_copy import serving_repository
 
     repo = tmp_path / "repo"
     write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(ort_tensorrt_fp16=True))

@@ -26,8 +26,11 @@ import numpy as np
 import pytest
 from inputs import bomb_png, photo_jpeg
 
-from dgla_export.triton.client import ClientError, classify, main
+from dgla_export.tools.client import main
+from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import TritonOptions, write_repository
+
+pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
 if importlib.util.find_spec("pytriton") is None:
     pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
@@ -53,7 +56,7 @@ class Serve:
     def __init__(self, repository: Path, timeout: float = 180.0, ports: list[int] | None = None) -> None:
         self.http, self.grpc, self.metrics = ports or free_ports(3)
         command = [
-            sys.executable, "-m", "dgla_export.triton.serve", str(repository), "--http-port", str(self.http),
+            sys.executable, "-m", "dgla_export.tools.serve", str(repository), "--http-port", str(self.http),
             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -306,7 +309,7 @@ def test_port_in_use_is_a_clear_error_not_a_hang(served, tiny_onnx, tmp_path) ->
     server, _ = served
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "dgla_export.triton.serve", str(tmp_path), "--grpc-port", str(server.grpc),
+        [sys.executable, "-m", "dgla_export.tools.serve", str(tmp_path), "--grpc-port", str(server.grpc),
          "--http-port", str(free_ports(1)[0]), "--metrics-port", str(free_ports(1)[0])],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -359,7 +362,7 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
     write_repository(tiny_onnx["fp32"], repository)
     ports = free_ports(3)
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "dgla_export.triton.serve", str(repository), "--http-port", str(ports[0]),
+    command = [sys.executable, "-m", "dgla_export.tools.serve", str(repository), "--http-port", str(ports[0]),
                "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]  # fmt: skip
     shell = subprocess.Popen(
         ["bash", "-c", f"{' '.join(command)} > {log} 2>&1 & echo $!; wait"], stdout=subprocess.PIPE, text=True
@@ -381,9 +384,13 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
         shell.wait(timeout=60)
         stopped_in = time.monotonic() - started
     finally:
-        if shell.poll() is None:
-            os.kill(pid, signal.SIGKILL)
-            shell.wait()
+        if shell.poll() is None:  # the test failed half-way: stop dgla-serve so that it stops its server
+            os.kill(pid, signal.SIGTERM)
+            try:
+                shell.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                shell.wait()
     assert "dgla-serve: stopping" in log.read_text(), log.read_text()[-2000:]
     assert stopped_in < 35, f"SIGINT took {stopped_in:.0f} s to stop the server (documented: within 30 s)"
     again = Serve(repository, ports=ports)  # at once, on the same ports

@@ -1,0 +1,689 @@
+"""The pipeline as a library: every stage the commands run, callable from Python, validated by default.
+
+Each function checks its inputs before slow work, writes its artefacts beside their destination
+and renames them into place (never over a user's file without ``force``), returns a typed result
+(a dataclass with ``to_dict()``), and raises the package's typed errors: :class:`UserError` (bad
+input; exit code 2 on the command line) and :class:`ValidationFailedError` (an artefact whose
+numbers are not good enough; exit code 3). The commands are thin shells over these functions
+(``dgla_export.tools``). ``progress`` takes a callable that hears each step (``print`` will do).
+
+    import dgla_export as dx
+
+    exported = dx.export_onnx("dgla.onnx", precision="fp16")       # exported, then validated
+    report = dx.validate("dgla.onnx", images="lesions/")            # again, on your images
+    repo = dx.write_triton_repository("dgla.onnx", "triton-repo")
+    with dx.serve("triton-repo") as server:
+        print(server.grpc)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from dgla_export.errors import MismatchError, OptionError, UserError
+from dgla_export.io import check_output, check_output_folder
+from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Method, Preprocessing
+
+if TYPE_CHECKING:
+    from dgla_export.artefacts.graph import GraphReport
+    from dgla_export.artefacts.manifest import EngineManifest
+    from dgla_export.benchmarking.catalogue import Backend
+    from dgla_export.benchmarking.results import BenchResult
+    from dgla_export.models.config import Tolerance
+    from dgla_export.models.resnet import ResNet
+    from dgla_export.quantize import QuantizationReport
+    from dgla_export.triton.repository import TritonOptions
+    from dgla_export.validation import ValidationReport
+
+__all__ = [
+    "EngineResult",
+    "ExportResult",
+    "Int8Options",
+    "RepositoryResult",
+    "ServerEndpoints",
+    "ValidationFailedError",
+    "bench",
+    "build_engine",
+    "export_onnx",
+    "load_model",
+    "serve",
+    "validate",
+    "write_triton_repository",
+]
+
+Progress = Callable[[str], None]
+Images = str | Path | Sequence[tuple[str, np.ndarray]] | None
+Weights = str | Path | None
+
+
+def _quiet(message: str) -> None:
+    """The default progress: say nothing."""
+
+
+def _warn(message: str) -> None:
+    """The default for ``warn``: a Python warning (the commands print it as a line)."""
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        return to_dict() if to_dict else {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Record:
+    """``to_dict()`` and ``to_json()`` for the result dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields if not f.name.startswith("_")}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult(_Record):
+    """An exported graph: where it is, its contract, and (unless skipped) its validation report."""
+
+    path: Path
+    graph: GraphReport
+    validation: ValidationReport | None
+    quantization: QuantizationReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.validation is None or self.validation.passed
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineResult(_Record):
+    """A built engine, its manifest, and its validation against PyTorch (None where not run)."""
+
+    path: Path
+    manifest: EngineManifest
+    validation: ValidationReport | None
+
+    @property
+    def passed(self) -> bool:
+        return self.validation is None or self.validation.passed
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryResult(_Record):
+    """A written Triton repository: its models and their config.pbtxt texts."""
+
+    path: Path
+    configs: dict[str, str]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.configs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerEndpoints(_Record):
+    """A running server: where it listens, its PID, each model's state and how it runs."""
+
+    http: str
+    grpc: str
+    metrics: str
+    pid: int | None
+    states: list[dict[str, Any]]
+    models: dict[str, str]
+    _server: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def wait(self) -> int | None:
+        """Block until the server exits (it should not: this returns only when it crashed)."""
+        return self._server.process.wait()
+
+    def exit_reason(self) -> str:
+        return self._server.exit_reason()
+
+
+class ValidationFailedError(MismatchError):
+    """An artefact that ran, but whose numbers are not good enough. It is kept beside the requested
+    output (``NAME.failed.onnx``, ``NAME.failed.plan``), never at it; ``result`` has the report."""
+
+    def __init__(self, message: str, result: ExportResult | EngineResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    """INT8 export: calibration images (default: the bundled photos, which are not dermoscopy),
+    the Q/DQ flavour, the calibration method, and the probability bound the search aims for
+    (default: the model config's int8 tolerance)."""
+
+    calibration_images: Images = None
+    calibration_count: int | None = None
+    target: Literal["cpu", "tensorrt"] = "cpu"
+    method: str = "minmax"
+    accuracy_target: float | None = None
+
+
+def load_model(model: str | ResNet = "dgla_resnet50", weights: Weights = "demo", *, partial: bool = False) -> ResNet:
+    """A model in eval mode: a registered name with ``weights`` (``"demo"``, ``"random"``/None, or a
+    checkpoint path), or a model you built, as it is."""
+    from dgla_export.models import weights as weights_module
+    from dgla_export.models.registry import create_model
+
+    if not isinstance(model, str):
+        return model.eval()
+    if weights is None or str(weights) == "random":
+        return create_model(model)
+    if str(weights) == "demo":
+        return create_model(model, weights="demo")
+    state = weights_module.read_checkpoint(weights)  # before building the model: a bad file fails fast
+    network = create_model(model)
+    weights_module.load_weights(network, state, partial=partial)
+    return network
+
+
+def _checkpoint_digest(weights: Weights, model: ResNet) -> str:
+    from dgla_export.io import sha256_file
+    from dgla_export.models.weights import state_dict_sha256
+
+    if weights is None or str(weights) in ("demo", "random") or not Path(str(weights)).is_file():
+        return f"state_dict:{state_dict_sha256(model)}"
+    return sha256_file(weights)
+
+
+def _model_name(model: str | ResNet) -> str:
+    return model if isinstance(model, str) else model.config.name
+
+
+def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels: int) -> list[tuple[str, np.ndarray]]:
+    """Named images: given as arrays, or a folder (decoded as the preprocessing will use them), or the bundled set."""
+    from dgla_export.data import load_images
+    from dgla_export.models.registry import get_config
+
+    if images is not None and not isinstance(images, str | Path):
+        return list(images)
+    config = get_config(model) if isinstance(model, str) else model.config
+    return load_images(images, preprocessing=Preprocessing.of(config, preprocess, max_pixels))
+
+
+def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
+    if wanted:
+        too_large = [b for b in wanted if b > max_batch]
+        if too_large:
+            raise OptionError(f"batches {too_large} exceed the graph's maximum batch {max_batch}; give smaller sizes")
+        return list(wanted)
+    return sorted({1, min(3, max_batch), max_batch})
+
+
+def _int8_tolerance(model: ResNet, accuracy_target: float | None) -> Tolerance:
+    tolerance = model.config.tolerances["int8"]
+    return dataclasses.replace(tolerance, probs_abs=accuracy_target) if accuracy_target else tolerance
+
+
+def _validate_graph(
+    path: Path,
+    model: ResNet,
+    images: Sequence[tuple[str, np.ndarray]],
+    metadata: dict[str, str],
+    *,
+    device: str,
+    batches: Sequence[int] | None,
+    preprocess: Method,
+    tolerance: Tolerance | None,
+    progress: Progress,
+) -> ValidationReport:
+    from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+    from dgla_export.validation import validate_runner
+
+    precision = metadata.get("precision", "fp32")
+    max_batch = int(metadata.get("batch_range", "1:8").split(":")[1])
+    with OnnxRuntimeRunner(path, device, precision) as runner:  # type: ignore[arg-type]
+        return validate_runner(
+            runner,
+            model,
+            images,
+            batches=_batches(batches, max_batch),
+            tolerance=tolerance,
+            preprocessing=preprocess,
+            progress=progress,
+        )
+
+
+def export_onnx(
+    output: str | Path,
+    model: str | ResNet = "dgla_resnet50",
+    *,
+    weights: Weights = "demo",
+    precision: Literal["fp32", "fp16", "int8"] = "fp32",
+    opset: int = 18,
+    batch: tuple[int, int] = (1, 32),
+    validate: bool = True,
+    images: Images = None,
+    preprocess: Method = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    device: str = "cpu",
+    batches: Sequence[int] | None = None,
+    int8: Int8Options | None = None,
+    report: str | Path | None = None,
+    partial: bool = False,
+    force: bool = False,
+    progress: Progress = _quiet,
+    warn: Progress = _warn,
+) -> ExportResult:
+    """Export ``model`` to one self-contained ONNX file with a dynamic batch, then validate it with
+    ONNX Runtime (``device``) against the FP32 PyTorch model on ``images``.
+
+    The graph reaches ``output`` only when validation passes; one that fails is kept as
+    ``NAME.failed.onnx`` and :class:`ValidationFailedError` is raised. INT8 exports the FP32 graph,
+    then quantizes it (``int8``: calibration and search options).
+
+    >>> result = export_onnx("dgla.onnx", precision="fp16")   # doctest: +SKIP
+    >>> result.validation.passed
+    True
+    """
+    import onnx
+
+    from dgla_export.export.onnx_export import ExportOptions, check_contract
+    from dgla_export.export.onnx_export import export_onnx as write_graph
+
+    output = check_output(output, force)
+    report = check_output(report, force) if report is not None else None
+    if precision not in ("fp32", "fp16", "int8"):
+        raise OptionError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    if int8 is not None and precision != "int8":
+        raise OptionError("int8 options need precision='int8'")
+    checked = _images(images, model, preprocess, max_pixels) if validate else None  # inputs first
+    int8 = int8 or Int8Options() if precision == "int8" else None
+    calibration: list[tuple[str, np.ndarray]] = []
+    if int8 is not None:
+        from dgla_export.quantize import require_calibration_cache
+
+        require_calibration_cache()
+        if int8.calibration_images is None:
+            warn(
+                "calibrating INT8 on scikit-image's bundled photos, which are not dermoscopy; for a deployment "
+                "pass --calibration-images with a few hundred images of its domain"
+            )
+        calibration = _images(int8.calibration_images, model, preprocess, max_pixels)[: int8.calibration_count]
+    low, high = batch
+    if batches:
+        _batches(batches, high)
+    options = ExportOptions(opset=opset, precision="fp32" if int8 else precision, min_batch=low, max_batch=high)  # type: ignore[arg-type]
+    progress("loading the model")
+    network = load_model(model, weights, partial=partial)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as staging:
+        staged = Path(staging) / output.name
+        exported = staged.with_suffix(".fp32.onnx") if int8 else staged
+        graph = write_graph(
+            network,
+            exported,
+            options=options,
+            checkpoint_sha256=_checkpoint_digest(weights, network),
+            progress=progress,
+        )
+        quantization = None
+        if int8 is not None:
+            from dgla_export.quantize import QuantizationError, QuantizationOptions, quantize_onnx
+
+            quantize = QuantizationOptions(
+                target=int8.target,
+                method=int8.method,
+                tolerance=_int8_tolerance(network, int8.accuracy_target),
+                preprocess=preprocess,
+            )
+            try:
+                quantization = quantize_onnx(
+                    exported, staged, network.config, calibration, options=quantize, progress=progress
+                )
+            except QuantizationError as err:
+                raise QuantizationError(f"INT8 FAILED: {err}; nothing written to {output}") from err
+            graph = check_contract(onnx.load(str(staged)), network.config)
+        if checked is None:
+            os.replace(staged, output)
+            return ExportResult(output, graph, None, quantization)
+        tolerance = _int8_tolerance(network, int8.accuracy_target) if int8 else None
+        validation = _validate_graph(
+            staged, network, checked, graph.metadata, device=device, batches=batches, preprocess=preprocess,
+            tolerance=tolerance, progress=progress,
+        )  # fmt: skip
+        if report is not None:
+            validation.write_json(report, {"quantization": quantization.to_dict()} if quantization else None)
+        if not validation.passed:
+            rejected = output.with_name(f"{output.stem}.failed.onnx")
+            os.replace(staged, rejected)
+            result = ExportResult(rejected, graph, validation, quantization)
+            raise ValidationFailedError(
+                f"validation FAILED ({'; '.join(f for c in validation.checks for f in c.comparison.failures)}): "
+                f"the graph is kept as {rejected} for inspection, not at {output}",
+                result,
+            )
+        os.replace(staged, output)
+    return ExportResult(output, graph, validation, quantization)
+
+
+def validate(
+    onnx: str | Path,
+    model: str | ResNet | None = None,
+    *,
+    weights: Weights = "demo",
+    images: Images = None,
+    preprocess: Method = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    device: str = "cpu",
+    batches: Sequence[int] | None = None,
+    accuracy_target: float | None = None,
+    report: str | Path | None = None,
+    partial: bool = False,
+    force: bool = False,
+    progress: Progress = _quiet,
+) -> ValidationReport:
+    """Run an exported graph with ONNX Runtime and compare it with the FP32 PyTorch model on real
+    images (default model: the graph's own). Returns the report; ``report.passed`` says whether
+    every tolerance held.
+
+    >>> validate("dgla.onnx", images="lesions/").passed   # doctest: +SKIP
+    True
+    """
+    from dgla_export.artefacts.graph import check_graph_model, graph_metadata, load_graph
+    from dgla_export.models.registry import get_config
+
+    onnx = Path(onnx)
+    metadata = graph_metadata(load_graph(onnx))  # inputs first, then the slow model load
+    model = model if model is not None else json.loads(metadata["config"])["name"]
+    check_graph_model(onnx, metadata, get_config(model) if isinstance(model, str) else model.config)
+    report = check_output(report, force, inputs=(onnx,)) if report is not None else None
+    checked = _images(images, model, preprocess, max_pixels)
+    progress("loading the model")
+    network = load_model(model, weights, partial=partial)
+    int8 = metadata.get("precision") == "int8"
+    result = _validate_graph(
+        onnx, network, checked, metadata, device=device, batches=batches, preprocess=preprocess,
+        tolerance=_int8_tolerance(network, accuracy_target) if int8 else None, progress=progress,
+    )  # fmt: skip
+    if report is not None:
+        result.write_json(report)
+    return result
+
+
+def build_engine(
+    onnx: str | Path,
+    output: str | Path,
+    *,
+    precision: Literal["fp16", "fp32", "int8"] = "fp16",
+    target: str = "h100",
+    batch: str | None = None,
+    workspace: str | None = None,
+    timing_cache: str | Path | None = None,
+    hardware_compatible: bool = False,
+    version_compatible: bool = False,
+    validate: bool = True,
+    model: str | ResNet | None = None,
+    weights: Weights = "demo",
+    images: Images = None,
+    preprocess: Method = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batches: Sequence[int] | None = None,
+    force: bool = False,
+    progress: Progress = _quiet,
+) -> EngineResult:
+    """Build a strongly typed TensorRT engine (and its manifest) from a graph of :func:`export_onnx`,
+    on the GPU it will run on, then validate the engine against the FP32 PyTorch model like every
+    export (``weights``: those the graph was exported with). An engine that fails is kept as
+    ``NAME.failed.plan`` and :class:`ValidationFailedError` is raised. Needs TensorRT and a CUDA GPU.
+
+    >>> build_engine("dgla_fp16.onnx", "dgla_fp16.plan")   # doctest: +SKIP
+    """
+    from dgla_export.artefacts.graph import graph_metadata, load_graph
+    from dgla_export.artefacts.manifest import BatchProfile, load_build_profiles, manifest_path, parse_size
+    from dgla_export.export.tensorrt_build import build_engine as build
+    from dgla_export.export.tensorrt_build import check_engine_graph
+    from dgla_export.runtimes.availability import tensorrt_problem
+
+    onnx, output = Path(onnx), Path(output)
+    profiles = load_build_profiles()
+    if target not in profiles:
+        raise OptionError(f"unknown target {target!r}; known: {', '.join(profiles)}")
+    profile = BatchProfile.parse(batch or profiles[target]["batch"])
+    workspace_bytes = parse_size(workspace or profiles[target]["workspace"])
+    timing = Path(timing_cache) if timing_cache is not None else None
+    check_output(output, force, inputs=(onnx, timing))
+    check_output(manifest_path(output), force, inputs=(onnx, timing))
+    metadata = graph_metadata(load_graph(onnx))
+    check_engine_graph(onnx, metadata, precision)
+    model = model if model is not None else json.loads(metadata["config"])["name"]
+    checked = _images(images, model, preprocess, max_pixels) if validate else None
+    problem = tensorrt_problem()
+    if problem:
+        raise UserError(f"cannot build an engine here: {problem}; build on the GPU machine the engine will run on")
+    manifest = build(
+        onnx,
+        output,
+        precision=precision,
+        profile=profile,
+        workspace=workspace_bytes,
+        timing_cache=timing,
+        hardware_compatible=hardware_compatible,
+        version_compatible=version_compatible,
+        force=force,
+        progress=progress,
+    )
+    if checked is None:
+        return EngineResult(output, manifest, None)
+    from dgla_export.runtimes.tensorrt import TensorRTRunner
+    from dgla_export.validation import validate_runner
+
+    progress("loading the model")
+    network = load_model(model, weights)
+    with TensorRTRunner(output) as runner:
+        wanted = batches or sorted({profile.min, min(3, profile.max), profile.max})
+        validation = validate_runner(
+            runner, network, checked, batches=_batches(wanted, profile.max), preprocessing=preprocess, progress=progress
+        )
+    result = EngineResult(output, manifest, validation)
+    if not validation.passed:
+        rejected = output.with_name(f"{output.stem}.failed.plan")
+        os.replace(output, rejected)
+        os.replace(manifest_path(output), manifest_path(rejected))
+        raise ValidationFailedError(
+            f"engine validation FAILED: kept as {rejected} for inspection, not at {output}",
+            dataclasses.replace(result, path=rejected),
+        )
+    return result
+
+
+def bench(
+    onnx: str | Path | None = None,
+    *,
+    onnx_fp16: str | Path | None = None,
+    onnx_int8: str | Path | None = None,
+    engine: str | Path | None = None,
+    model: str | ResNet = "dgla_resnet50",
+    weights: Weights = "demo",
+    backends: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+    images: Images = None,
+    labels: str | Path | None = None,
+    allow_label_subset: bool = False,
+    options: Any = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    output: str | Path | None = None,
+    force: bool = False,
+    progress: Progress = _quiet,
+    plan: Callable[[list[str], float], None] = lambda names, seconds: None,
+    warn: Progress = _warn,
+) -> BenchResult:
+    """Check every runtime against the FP32 PyTorch model on real images, then time it (see
+    :mod:`dgla_export.benchmarking`). ``backends``: names to run (default: every one that makes sense here
+    with the files given); ``options``: a :class:`dgla_export.benchmarking.run.BenchOptions`. With
+    ``output`` the results are written there as JSON, CSV, Markdown and a plot. ``plan`` hears the
+    runtimes about to run and an estimate of the seconds it will take, before they start; ``warn``
+    hears of a file given that no chosen runtime uses.
+
+    >>> bench("dgla.onnx", backends=["onnxruntime-cpu-fp32"]).failed   # doctest: +SKIP
+    []
+    """
+    from dgla_export.artefacts.graph import check_graph_model, graph_metadata, load_graph
+    from dgla_export.benchmarking.catalogue import OPTIONS, catalogue
+    from dgla_export.benchmarking.report import write_results
+    from dgla_export.benchmarking.run import BENCH_COMMAND, BenchOptions, estimate_seconds, run_bench
+    from dgla_export.benchmarking.scores import match_labels, read_labels
+    from dgla_export.machine import provenance
+    from dgla_export.models.cost import measure_cost
+    from dgla_export.models.registry import get_config
+
+    options = options or BenchOptions()
+    given = {"fp32": onnx, "fp16": onnx_fp16, "int8": onnx_int8}
+    onnx_files = {k: Path(v) for k, v in given.items() if v is not None}
+    engine = Path(engine) if engine is not None else None
+    config = get_config(model) if isinstance(model, str) else model.config
+    checkpoint = None if weights is None or str(weights) in ("demo", "random") else weights
+    if output is not None:
+        sources = (*onnx_files.values(), engine, images if isinstance(images, str | Path) else None, labels, checkpoint)
+        check_output_folder(output, force, command=BENCH_COMMAND, inputs=sources)
+    for precision, path in onnx_files.items():
+        metadata = graph_metadata(load_graph(path))
+        check_graph_model(path, metadata, config)
+        found = metadata.get("precision", "fp32")
+        if found != precision:
+            raise UserError(f"{OPTIONS[precision]} {path} is an {found} graph; pass it as {OPTIONS[found]}")
+    if engine is not None:
+        from dgla_export.artefacts.manifest import verify_engine_file
+
+        verify_engine_file(engine)
+    import torch
+
+    chosen = _choose_backends(
+        catalogue(list(devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])), engine),
+        backends,
+        onnx_files,
+        engine,
+    )
+    for precision, path in onnx_files.items():
+        if not any(b.source == precision and not b.unavailable(onnx_files, engine) for b in chosen):
+            warn(f"{OPTIONS[precision]} {path} is not used by any selected backend that can run here")
+    engine_runs = [b for b in chosen if b.source == "engine"]
+    why = (
+        engine_runs[0].unavailable(onnx_files, engine) if engine_runs else "the tensorrt-engine backend is not selected"
+    )
+    if engine is not None and (not engine_runs or why):
+        warn(f"--engine {engine} is not used: {why}")
+    checked = _images(images, config.name if isinstance(model, str) else model, options.preprocess, max_pixels)
+    label_map = None
+    if labels is not None:
+        label_map = read_labels(Path(labels), config.class_names)
+        match_labels([name for name, _ in checked], label_map, Path(labels), allow_subset=allow_label_subset)
+    elif allow_label_subset:
+        raise OptionError("allow_label_subset needs labels")
+    if checkpoint is not None:
+        from dgla_export.models.weights import read_checkpoint
+
+        read_checkpoint(checkpoint)  # a damaged file fails here, not after the reference run
+    progress("loading the model")
+    network = load_model(model, weights)
+    runners = [
+        (b, b.runner(network, onnx_files, engine) if not b.unavailable(onnx_files, engine) else None) for b in chosen
+    ]
+    running = [b.name for b, r in runners if r is not None]
+    result = run_bench(
+        network,
+        runners,
+        checked,
+        options=options,
+        macs_per_pair=measure_cost(network).macs,
+        labels=label_map,
+        provenance=provenance(),
+        progress=progress,
+        reference_done=lambda per_pair: plan(running, estimate_seconds(options, len(running), len(checked), per_pair)),
+    )
+    for backend, runner in runners:
+        if runner is None:
+            record = next(r for r in result.backends if r.backend == backend.name)
+            record.skipped = backend.unavailable(onnx_files, engine)
+    if output is not None:
+        write_results(result, Path(output))
+    return result
+
+
+def _choose_backends(
+    known: list[Backend], wanted: Sequence[str] | None, onnx_files: dict[str, Path], engine: Path | None
+) -> list[Backend]:
+    """The requested runtimes (each must be able to run), else the default ones that can."""
+    if not wanted:
+        return [b for b in known if b.default and not b.missing(onnx_files, engine)]
+    unknown = sorted(set(wanted) - {b.name for b in known})
+    if unknown:
+        raise OptionError(f"backends: unknown {unknown}; known: {', '.join(b.name for b in known)}")
+    chosen = [b for b in known if b.name in wanted]
+    for backend in chosen:
+        reason = backend.unavailable(onnx_files, engine)
+        if reason:
+            raise UserError(f"--backends: {backend.name} cannot run here: {reason}")
+    return chosen
+
+
+def write_triton_repository(
+    onnx: str | Path,
+    output: str | Path,
+    *,
+    engine: str | Path | None = None,
+    options: TritonOptions | None = None,
+    force: bool = False,
+) -> RepositoryResult:
+    """Write a Triton Inference Server repository: dgla_onnx (ONNX Runtime), dgla_trt (given an
+    engine, checked against its manifest and SHA-256 first), dgla_preprocess (image bytes -> tensors)
+    and the ensemble dgla (image bytes in, probabilities out). ``force`` replaces an earlier
+    repository of this function, nothing else.
+
+    >>> write_triton_repository("dgla.onnx", "triton-repo").models   # doctest: +SKIP
+    ['dgla', 'dgla_onnx', 'dgla_preprocess']
+    """
+    from dgla_export.triton.repository import TritonOptions, write_repository
+
+    engine = Path(engine) if engine is not None else None
+    configs = write_repository(Path(onnx), Path(output), engine=engine, options=options or TritonOptions(), force=force)
+    return RepositoryResult(Path(output), configs)
+
+
+@contextlib.contextmanager
+def serve(
+    repository: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    timeout: float = 300.0,
+    log: str | Path | None = None,
+    progress: Progress = _quiet,
+) -> Iterator[ServerEndpoints]:
+    """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
+    yields the endpoints once every model is ready, and stops the server (and everything it
+    started) on exit.
+
+    >>> with serve("triton-repo") as server:   # doctest: +SKIP
+    ...     classify(["lesion.jpg"], url=server.grpc)
+    """
+    from dgla_export.triton.server import Ports, TritonServer
+
+    ports = Ports(host, http_port, grpc_port, metrics_port)
+    with TritonServer(Path(repository), ports, log_path=Path(log) if log else None) as server:
+        progress(f"tritonserver pid {server.pid}, loading {repository} ...")
+        states = server.wait_ready(timeout)
+        urls = ports.urls
+        yield ServerEndpoints(urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server)

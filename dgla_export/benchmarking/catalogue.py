@@ -1,0 +1,115 @@
+"""The runtimes the bench knows: each a runner of :mod:`dgla_export.runtimes`, the artefact it needs,
+and whether it runs by default (only what makes sense on this machine: no emulated BF16, no
+torch.compile, whose compile time dwarfs a CPU run, unless asked by name)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from dgla_export.runtimes.base import Runner
+
+__all__ = ["OPTIONS", "Backend", "catalogue"]
+
+# the command-line option that gives each artefact
+OPTIONS = {"fp32": "--onnx", "fp16": "--onnx-fp16", "int8": "--onnx-int8", "engine": "--engine"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One runtime the bench can measure; ``source`` is what it runs: ``model`` (PyTorch), an ONNX
+    graph of a precision (``fp32``, ``fp16``, ``int8``) or the TensorRT ``engine``."""
+
+    name: str
+    precision: str
+    device: str
+    source: str
+    default: bool
+    variant: str = ""  # torch: eager, channels_last, ...; onnxruntime: the provider
+
+    def missing(self, onnx_files: dict[str, Path], engine: Path | None) -> str | None:
+        """The artefact this runtime needs and was not given, said as the option that gives it."""
+        if self.source == "engine" and engine is None:
+            return "no --engine given (build one with dgla-export trt)"
+        if self.source in ("fp32", "fp16", "int8") and self.source not in onnx_files:
+            return f"no {OPTIONS[self.source]} given"
+        return None
+
+    def runner(self, model: Any, onnx_files: dict[str, Path], engine: Path | None) -> Runner:
+        if self.source == "model":
+            from dgla_export.runtimes.torch import TorchRunner
+
+            return TorchRunner(model, self.variant, self.device)
+        if self.source == "engine":
+            from dgla_export.runtimes.tensorrt import TensorRTRunner
+
+            assert engine is not None
+            return TensorRTRunner(engine)
+        from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(
+            onnx_files[self.source],
+            self.variant,
+            self.precision,
+            options=_provider_options(self),  # type: ignore[arg-type]
+        )
+
+    def unavailable(self, onnx_files: dict[str, Path], engine: Path | None) -> str | None:
+        """Why it cannot run here, the missing artefact first."""
+        missing = self.missing(onnx_files, engine)
+        if missing:
+            return missing
+        if self.source == "engine":
+            from dgla_export.runtimes.availability import tensorrt_problem
+
+            return tensorrt_problem()
+        return self.runner(None, {**dict.fromkeys(OPTIONS, Path()), **onnx_files}, None).unavailable()
+
+
+def _provider_options(backend: Backend) -> dict[str, Any]:
+    if backend.variant != "tensorrt":
+        return {}
+    from dgla_export.io import cache_dir
+
+    # Engines and timings cached on disk: the first load builds (minutes, reported as load_s),
+    # later rounds and runs load the cached engine. An INT8 graph carries its own Q/DQ scales (no
+    # calibration table); its float layers may run in FP16, as on the engine path.
+    cache = cache_dir() / "onnxruntime-tensorrt"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {
+        "trt_fp16_enable": backend.precision in ("fp16", "int8"),
+        "trt_int8_enable": backend.precision == "int8",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+    }
+
+
+def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
+    """Every runtime for ``devices``, in the order the bench visits them."""
+    from dgla_export.runtimes.torch import native_bf16
+
+    backends: list[Backend] = []
+    for device in devices:
+        gpu = device == "cuda"
+        defaults = {
+            "eager": True,
+            "channels_last": True,
+            "autocast-fp16": gpu,
+            "autocast-bf16": gpu or native_bf16(),  # a CPU without BF16 units emulates it (~12 min a round)
+            "compile": False,
+        }
+        precisions = {"autocast-fp16": "fp16", "autocast-bf16": "bf16"}
+        backends += [
+            Backend(f"torch-{v}-{device}", precisions.get(v, "fp32"), device, "model", default, v)
+            for v, default in defaults.items()
+        ]
+    backends += [Backend(f"onnxruntime-cpu-{p}", p, "cpu", p, True, "cpu") for p in ("fp32", "fp16", "int8")]
+    if "cuda" in devices:
+        for provider in ("cuda", "tensorrt"):
+            backends += [Backend(f"onnxruntime-{provider}-{p}", p, "cuda", p, True, provider) for p in ("fp32", "fp16")]
+        backends.append(Backend("onnxruntime-tensorrt-int8", "int8", "cuda", "int8", True, "tensorrt"))
+    if "cuda" in devices or engine is not None:
+        backends.append(Backend("tensorrt-engine", "fp16", "cuda", "engine", True))
+    return backends

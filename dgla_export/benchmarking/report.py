@@ -1,0 +1,175 @@
+"""A bench run for people and machines: results.json, results.csv, results.md, throughput.png and
+per-image predictions in the ISIC submission layout, written as one folder swapped into place."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dgla_export.benchmarking.results import BenchResult
+from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
+from dgla_export.data import image_key
+
+__all__ = ["format_speedup", "format_utilisation", "rows", "score_rows", "throughput_figure", "write_results"]
+
+
+def format_speedup(timing: dict[str, Any]) -> str:
+    return f"{timing['speedup_vs_torch_eager']:.2f}x" if timing.get("speedup_vs_torch_eager") else "-"
+
+
+def format_utilisation(timing: dict[str, Any]) -> str:
+    """MFU against the datasheet peak, or on a CPU the share of the measured GEMM ceiling."""
+    if timing.get("mfu"):
+        return f"{timing['mfu']:.1%}"
+    if timing.get("cpu_gemm_fraction"):
+        return f"{timing['cpu_gemm_fraction']:.0%} of GEMM"
+    return "n/a"
+
+
+def score_rows(result: BenchResult) -> list[dict[str, Any]]:
+    """With labels: one flat row of scores for the reference and for each runner that ran."""
+    if result.reference_scores is None:
+        return []
+    named = [("reference-torch-fp32", result.reference_scores)]
+    named += [(b.backend, b.scores) for b in result.backends if b.scores is not None]
+    return [{"backend": name, **scores.row()} for name, scores in named]
+
+
+def rows(result: BenchResult) -> list[dict[str, Any]]:
+    """One flat row per runner and batch size: timing, parity and (with labels) scores."""
+    scores = {row["backend"]: row for row in score_rows(result)}
+    flat = []
+    for backend in result.measured():
+        assert backend.parity is not None
+        for timing in backend.timing:
+            scalars = {k: v for k, v in timing.to_dict().items() if not isinstance(v, list)}  # CSV: scalars only
+            flat.append({
+                "backend": backend.backend,
+                "precision": backend.precision,
+                **scalars,
+                "parity_passed": backend.parity.passed,
+                "logits_max_rel": backend.parity.logits.max_rel,
+                "probs_max_abs": backend.parity.probs.max_abs,
+                "top1_agreement": backend.parity.top1_agreement,
+                **{k: v for k, v in scores.get(backend.backend, {}).items() if k != "backend"},
+            })  # fmt: skip
+    return flat
+
+
+def throughput_figure(table: Sequence[dict[str, Any]], title: str):
+    """Pairs/s per batch size and runner: ticks at the measured sizes, throughput from 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for backend in dict.fromkeys(r["backend"] for r in table):
+        points = [(r["batch"], r["throughput_pairs_s"]) for r in table if r["backend"] == backend]
+        ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+    ax.set(xlabel="batch size", ylabel="image pairs / s", title=title)
+    measured = sorted({r["batch"] for r in table})
+    if measured[-1] / measured[0] > 8:  # wide ranges read better on a log axis
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(measured, [str(b) for b in measured])
+    ax.minorticks_off()
+    if len(measured) == 1:
+        ax.set_xlim(measured[0] - 1, measured[0] + 1)
+    ax.set_ylim(0, 1.1 * max(r["throughput_pairs_s"] for r in table))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _predictions(result: BenchResult, folder: Path) -> list[Path]:
+    """Per-image probabilities of the reference and of each runner, in the ISIC 2018 Task 3
+    submission layout (``image,MEL,NV,...``), so the official scorer can read them."""
+    tables = {"reference-torch-fp32": result.reference_probabilities}
+    tables.update({b.backend: b.probabilities for b in result.backends if b.probabilities is not None})
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, probabilities in tables.items():
+        with open(folder / f"{name}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", *result.class_names])
+            for image, probs in zip(result.images, probabilities, strict=True):
+                writer.writerow([image_key(image), *(f"{p:.9g}" for p in probs)])
+        written.append(folder / f"{name}.csv")
+    return written
+
+
+def write_results(result: BenchResult, folder: Path) -> list[Path]:
+    """results.json, results.csv, results.md, throughput.png and predictions/ as ``folder``,
+    swapped into place whole (``folder`` must have passed :func:`check_output_folder`)."""
+    from dgla_export.benchmarking.run import BENCH_COMMAND
+    from dgla_export.io import replace_folder
+
+    table = rows(result)
+    with replace_folder(folder, command=BENCH_COMMAND) as staging:
+        (staging / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        if table:
+            with open(staging / "results.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+                writer.writeheader()
+                writer.writerows(table)
+        (staging / "results.md").write_text(_markdown(result, table))
+        predictions = [folder / p.relative_to(staging) for p in _predictions(result, staging / "predictions")]
+        if table:
+            import matplotlib.pyplot as plt
+
+            fig = throughput_figure(table, f"{result.model} throughput")
+            fig.savefig(staging / "throughput.png", format="png", dpi=120)
+            plt.close(fig)
+    names = ["results.json", "results.csv", "results.md", "throughput.png"] if table else ["results.json", "results.md"]
+    return [folder / name for name in names] + predictions
+
+
+def _markdown(result: BenchResult, table: list[dict[str, Any]]) -> str:
+    provenance = result.provenance
+    lines = [
+        f"# dgla-bench: {result.model}",
+        "",
+        f"dgla-export {provenance.get('package_version')}, commit `{provenance.get('commit')}`, "
+        f"machine: {json.dumps(provenance.get('machine'))}",
+        "",
+        "| backend | batch | p50 ms | p99 ms | pairs/s | x eager | MFU | logits max rel | probs max abs | top-1 "
+        "| parity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['throughput_pairs_s']:.2f} | {format_speedup(r)} | {format_utilisation(r)} | "
+            f"{r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | "
+            f"{r['top1_agreement']:.0%} | {'pass' if r['parity_passed'] else 'FAIL'} |"
+        )
+    scores = score_rows(result)
+    if scores:
+        classes = result.class_names
+        lines += [
+            "",
+            f"Scores against the labels ({scores[0]['images']} images; sensitivity = top-1 recall per class):",
+            "",
+            "| backend | accuracy | balanced accuracy | weighted F1 | macro AUC | "
+            + " | ".join(f"{c} sens." for c in classes)
+            + " |",
+            "| --- " * (5 + len(classes)) + "|",
+        ]
+        for row in scores:
+            figures = [format_score(row[k]) for k in METRIC_COLUMNS]
+            figures += [format_score(row[f"sensitivity_{c}"]) for c in classes]
+            lines.append(f"| {row['backend']} | " + " | ".join(figures) + " |")
+    if result.cpu_fp32_gemm_tflops:
+        lines.append(
+            f"\nCPU FP32 GEMM ceiling measured in this run: {result.cpu_fp32_gemm_tflops * 1e3:.0f} GFLOP/s "
+            "(CPU rows show their achieved FLOP/s as a share of it, marked 'of GEMM')."
+        )
+    for b in result.backends:
+        for outcome in ("skipped", "failed"):
+            if getattr(b, outcome):
+                lines.append(f"\n{outcome} {b.backend}: {getattr(b, outcome)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,96 @@
+"""What a bench run produces, as records: per runner, its parity, scores and timings; for the run,
+the reference and the provenance. ``to_dict()`` gives the layout of ``results.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from dgla_export.benchmarking.scores import Scores
+from dgla_export.benchmarking.timing import Timing
+from dgla_export.compare import Comparison
+
+__all__ = ["BackendResult", "BenchResult"]
+
+
+@dataclasses.dataclass
+class BackendResult:
+    """One runner: skipped (with why), failed (with the error), or measured."""
+
+    backend: str
+    precision: str
+    device: str
+    skipped: str | None = None
+    failed: str | None = None
+    load_s: float | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    parity: Comparison | None = None
+    probabilities: list[list[float]] | None = None
+    scores: Scores | None = None
+    scores_delta: dict[str, Any] | None = None
+    timing: list[Timing] = dataclasses.field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return self.parity is not None and self.failed is None and self.skipped is None
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": self.device}
+        for key in ("skipped", "failed", "load_s"):
+            if getattr(self, key) is not None:
+                record[key] = getattr(self, key)
+        record.update(self.details)
+        if self.parity is not None:
+            record["parity"] = self.parity.to_dict()
+            record["probabilities"] = self.probabilities
+        if self.scores is not None:
+            record["metrics"] = self.scores.to_dict()
+            record["metrics_delta"] = self.scores_delta
+        if self.timing:
+            record["timing"] = [t.to_dict() for t in self.timing]
+        return record
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """A whole run: the reference (PyTorch FP32 on the images), every runner, where it ran."""
+
+    model: str
+    class_names: tuple[str, ...]
+    images: tuple[str, ...]
+    macs_per_pair: int
+    options: dict[str, Any]
+    reference_probabilities: list[list[float]]
+    backends: list[BackendResult]
+    reference_scores: Scores | None = None
+    cpu_fp32_gemm_tflops: float | None = None
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [b.backend for b in self.backends if b.failed]
+
+    @property
+    def parity_failed(self) -> list[str]:
+        return [b.backend for b in self.backends if b.parity is not None and not b.parity.passed]
+
+    def measured(self) -> Sequence[BackendResult]:
+        return [b for b in self.backends if b.measured]
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            **self.provenance,
+            "model": self.model,
+            "class_names": list(self.class_names),
+            "images": list(self.images),
+            "macs_per_pair": self.macs_per_pair,
+            "options": self.options,
+        }
+        if self.reference_scores is not None:
+            record["reference_metrics"] = self.reference_scores.to_dict()
+        record["reference_probabilities"] = self.reference_probabilities
+        if self.cpu_fp32_gemm_tflops is not None:
+            record["cpu_fp32_gemm_tflops"] = self.cpu_fp32_gemm_tflops
+        record["backends"] = [b.to_dict() for b in self.backends]
+        return record

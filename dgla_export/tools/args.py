@@ -1,0 +1,179 @@
+"""Argument groups the commands share (model and weights, preprocessing, -v/--debug) and typed
+numbers (argparse names the option in the message of a type that fails).
+
+Imports nothing heavy: ``dgla-client --help`` and ``dgla-serve --help`` must not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = [
+    "add_common",
+    "add_model_args",
+    "add_model_name",
+    "add_preprocess_args",
+    "add_validation_args",
+    "batch_range",
+    "batch_sizes",
+    "pixel_count",
+    "positive_float",
+    "positive_int",
+    "probability",
+]
+
+
+def add_model_name(parser: argparse.ArgumentParser, *, of_graph: bool = False) -> None:
+    """--model; with ``of_graph`` its default is the model the given graph was exported from."""
+    from dgla_export.models.registry import list_models  # config builders only: no torch
+
+    default = "the graph's" if of_graph else "dgla_resnet50"
+    parser.add_argument(
+        "--model",
+        default=None if of_graph else "dgla_resnet50",
+        choices=list_models(),
+        metavar="NAME",
+        help=f"registered model ({', '.join(list_models())}; default {default})",
+    )
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, partial: bool = True, of_graph: bool = False) -> None:
+    """--model, --weights and (for commands that load checkpoints into a graph) --partial."""
+    add_model_name(parser, of_graph=of_graph)
+    parser.add_argument(
+        "--weights",
+        default="demo",
+        metavar="WEIGHTS",
+        help="'demo' (deterministic, untrained; the default), 'random', or a checkpoint: a .pt/.pth state dict "
+        "(read with weights_only=True) or .safetensors",
+    )
+    if partial:
+        parser.add_argument(
+            "--partial",
+            action="store_true",
+            help="load only the checkpoint tensors that match the model and report the rest "
+            "(e.g. torchvision's ImageNet ResNet50)",
+        )
+
+
+def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False) -> None:
+    """--preprocess and --max-pixels: how images become inputs, and which are refused unread."""
+    from dgla_export.preprocess import DEFAULT_MAX_PIXELS, METHODS
+
+    group = parser.add_argument_group("preprocessing")
+    group.add_argument(
+        "--preprocess",
+        default="fast",
+        choices=[*METHODS, "dali"] if dali else list(METHODS),
+        help="fast (default): JPEGs decoded at reduced scale, probabilities within the FP16 tolerance of "
+        "exact (docs/preprocessing.md); exact: every pixel decoded, float filter (the reference)"
+        + ("; dali: NVIDIA DALI on the GPU (Triton's DALI backend)" if dali else ""),
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=pixel_count,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse, before decoding, an image whose header announces more than N pixels, e.g. 100M "
+        f"(default {DEFAULT_MAX_PIXELS // 1_000_000}M: image bombs cost seconds and gigabytes)",
+    )
+
+
+def pixel_count(text: str) -> int:
+    """argparse type: a pixel count, plain or with a unit: ``100000000``, ``100M``, ``0.5G``."""
+    units = {"k": 10**3, "m": 10**6, "g": 10**9}
+    lowered = text.strip().lower()
+    factor = units.get(lowered[-1:], 1)
+    try:
+        value = int(float(lowered[:-1] if factor > 1 else lowered) * factor)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel count (e.g. 100M or 100000000)")
+    return value
+
+
+def add_validation_args(parser: argparse.ArgumentParser) -> None:
+    """The images, runtime and batch sizes a validation runs on, and its report."""
+    from pathlib import Path
+
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="folder of images to validate on (PNG, JPEG, TIFF, BMP; default: scikit-image's bundled photos, "
+        "which are not dermoscopy)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda", "tensorrt"],
+        help="ONNX Runtime provider to validate on (default cpu; cuda and tensorrt need a GPU)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=batch_sizes,
+        metavar="B,B,...",
+        help="batch sizes to check, e.g. 1,4,8 (default: 1, 3 and the graph's maximum)",
+    )
+    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
+    add_preprocess_args(parser)
+
+
+def add_common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:
+    if verbose:
+        parser.add_argument("-v", "--verbose", action="store_true", help="also show the libraries' own messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set DGLA_DEBUG=1)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse names the option in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated batch sizes, e.g. ``1,4,8``."""
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}; give batch sizes like 1,4,8") from None
+
+
+def batch_range(text: str) -> tuple[int, int]:
+    """argparse type: ``MIN:MAX`` with 1 <= MIN <= MAX, e.g. ``1:32``."""
+    parts = text.split(":")
+    try:
+        low, high = (positive_int(p) for p in parts) if len(parts) == 2 else (0, 0)
+    except argparse.ArgumentTypeError:
+        low = high = 0
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:32)")
+    return low, high
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
+    return value

@@ -1,0 +1,99 @@
+"""Classify images through a running Triton server (see `dgla-serve`). Prints each image's class and
+top-k probabilities; an image the server cannot decode gets an error line, and the exit code is 2.
+Imports neither torch nor ONNX Runtime: a reception PC pays for neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dgla_export.errors import EXIT_USAGE, run_command
+from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
+from dgla_export.triton.client import ClientError, classify
+
+__all__ = ["build_parser", "image_files", "main"]
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The files named, with each folder replaced by the images in it (sorted by name)."""
+    from dgla_export.data import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ClientError(f"{path} is a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ClientError(f"{path} does not exist; give image files or folders of images")
+    return files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgla-client", description=__doc__)
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP), or folders of them")
+    parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
+    parser.add_argument(
+        "--model",
+        default="dgla",
+        choices=["dgla", "dgla_onnx", "dgla_trt"],
+        help="dgla: the server preprocesses the image bytes; dgla_onnx/dgla_trt: tensors from here",
+    )
+    parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
+    parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    add_preprocess_args(parser)
+    add_common(parser, verbose=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("dgla-client", lambda: _classify(args), debug=args.debug)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from dgla_export.models.config import ISIC2018_CLASSES
+
+    predictions = classify(
+        image_files(args.images),
+        url=args.url,
+        model=args.model,
+        protocol=args.protocol,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+        preprocess=args.preprocess,
+        max_pixels=args.max_pixels,
+    )
+    failed = 0
+    for prediction in predictions:
+        if prediction.probs is None:
+            failed += 1
+            print(f"dgla-client: error: {prediction.image}: {prediction.error}", file=sys.stderr)
+            continue
+        row = prediction.probs
+        order = np.argsort(row)[::-1][: args.top_k]
+        top = [(ISIC2018_CLASSES[i], float(row[i])) for i in order]
+        if args.json:
+            print(
+                json.dumps({"image": str(prediction.image), "class": top[0][0], "probability": top[0][1], "top_k": top})
+            )
+        else:
+            rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
+            print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
+    return EXIT_USAGE if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

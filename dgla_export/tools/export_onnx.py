@@ -1,0 +1,138 @@
+"""Export the model to one self-contained ONNX file with a dynamic batch, then validate it with ONNX
+Runtime against the FP32 PyTorch model on real images. The graph reaches --output only when
+validation passes; a graph that fails is kept beside it as NAME.failed.onnx for inspection (exit 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dgla_export.tools.args import (
+    add_model_args,
+    add_validation_args,
+    batch_range,
+    positive_int,
+    probability,
+)
+
+HELP = "export an ONNX graph, then validate it against PyTorch"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
+        help="fp32 (default); fp16 with FP32 attention islands, for TensorRT; int8: Q/DQ from real-image "
+        "calibration, the most sensitive layers kept in FP32 until the accuracy target holds (minutes)",
+    )
+    parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--batch",
+        type=batch_range,
+        default=(1, 32),
+        metavar="MIN:MAX",
+        help="range of the dynamic batch dimension (default 1:32)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite --output (and --report) if they exist")
+    parser.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
+    add_validation_args(parser)
+    int8 = parser.add_argument_group("int8 (with --precision int8)")
+    int8.add_argument(
+        "--calibration-images",
+        type=Path,
+        metavar="FOLDER",
+        help="images of the deployment's domain to calibrate on (default: the bundled photos, which are not "
+        "dermoscopy: fine for a demo, not for a clinic)",
+    )
+    int8.add_argument(
+        "--calibration-count",
+        type=positive_int,
+        metavar="N",
+        help="use the first N images (by name) of the calibration folder (default: all)",
+    )
+    int8.add_argument(
+        "--calibration-method",
+        default="minmax",
+        choices=["minmax", "percentile", "entropy"],
+        help="how activation ranges are chosen from the calibration images (default minmax)",
+    )
+    int8.add_argument(
+        "--int8-target",
+        default="cpu",
+        choices=["cpu", "tensorrt"],
+        help="cpu: unsigned activations, fastest in ONNX Runtime on x86 (default); tensorrt: signed symmetric "
+        "activations, the only INT8 form TensorRT builds",
+    )
+    int8.add_argument(
+        "--accuracy-target",
+        type=probability,
+        metavar="P",
+        help="largest probability error vs PyTorch FP32 allowed on the calibration and validation images "
+        "(default: the model config's int8 tolerance, 0.05); no top-1 flip is allowed where FP32's margin is >= 0.05",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dgla_export.api import Int8Options, ValidationFailedError, export_onnx
+    from dgla_export.console import Console
+    from dgla_export.errors import OptionError
+    from dgla_export.tools import render
+
+    console = Console("dgla-export")
+    int8 = None
+    if args.precision == "int8":
+        int8 = Int8Options(
+            calibration_images=args.calibration_images,
+            calibration_count=args.calibration_count,
+            target=args.int8_target,
+            method=args.calibration_method,
+            accuracy_target=args.accuracy_target,
+        )
+    elif args.calibration_images or args.calibration_count or args.accuracy_target:
+        raise OptionError("--calibration-images, --calibration-count and --accuracy-target need --precision int8")
+    steps = "exporting" + (", calibrating and searching INT8 (minutes)" if int8 else "") + " and validating"
+    try:
+        with console.status(f"{steps} (the full model: minutes on 2 cores)"):
+            result = export_onnx(
+                args.output,
+                args.model,
+                weights=args.weights,
+                precision=args.precision,
+                opset=args.opset,
+                batch=args.batch,
+                validate=not args.no_validate,
+                images=args.images,
+                preprocess=args.preprocess,
+                max_pixels=args.max_pixels,
+                device=args.device,
+                batches=args.batches,
+                int8=int8,
+                report=args.report,
+                partial=args.partial,
+                force=args.force,
+                progress=console.log,
+                warn=lambda message: console.print(f"[yellow]warning[/]: {message}"),
+            )
+    except ValidationFailedError as err:
+        if err.result.quantization is not None:
+            render.quantization(err.result.quantization, console)
+        render.validation(err.result.validation, console)  # type: ignore[arg-type]
+        raise
+    if result.quantization is not None:
+        render.quantization(result.quantization, console)
+    graph = result.graph
+    ops = ", ".join(f"{op} {n}" for op, n in graph.op_counts.items())
+    summary = f"opset {graph.opset}, IR {graph.ir_version}, {graph.node_count} nodes ({ops})"
+    if result.validation is None:
+        console.print(f"{result.path}: {summary} (not validated)")
+        return 0
+    render.validation(result.validation, console)
+    if args.report:
+        console.print(f"report: {args.report}")
+    console.print(f"{result.path}: {summary}")
+    console.print("[green]validation passed[/]")
+    return 0

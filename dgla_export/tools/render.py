@@ -1,0 +1,134 @@
+"""What the commands show a person: every table and summary line, in one place (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console as RichConsole
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from dgla_export.benchmarking.results import BenchResult
+    from dgla_export.quantize import QuantizationReport
+    from dgla_export.validation import ValidationReport
+
+__all__ = ["bench_tables", "cost_table", "quantization", "validation", "wide_console"]
+
+
+def wide_console() -> RichConsole:
+    """stdout, at least 140 columns wide (bench tables have many)."""
+    return RichConsole(width=max(RichConsole().width, 140))
+
+
+def cost_table(record: dict[str, Any], stages: Sequence[Any], total: Any, console: RichConsole) -> None:
+    """``dgla-export info``: parameters and MACs per stage, and the input/output contract."""
+    table = Table(title=f"{record['model']} ({record['spec_version']}), per image pair")
+    for column in ("stage", "params", "GMACs"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for stage in stages:
+        table.add_row(stage.name, f"{stage.params:,}", f"{stage.macs / 1e9:.3f}")
+    table.add_row("total", f"{total.params:,}", f"{total.macs / 1e9:.3f}", style="bold")
+    console.print(table)
+    console.print("MACs = multiply-accumulates of conv/matmul/linear (1 MAC = 2 FLOPs)")
+    for name, shape in record["inputs"].items():
+        console.print(f"input  {name}: {tuple(shape)} float32, RGB, ImageNet-normalised")
+    classes = ", ".join(record["classes"])
+    console.print(f"output logits, probs: (B, {len(record['classes'])}) float32; classes {classes}")
+
+
+def validation(report: ValidationReport, console: Any) -> None:
+    """A validation report: errors per batch size, NaN/Inf, agreement, verdict; then the flips."""
+    images = f"{len(report.images)} images ({report.preprocessing} preprocessing)"
+    table = Table(title=f"{report.runtime} ({report.precision}) vs PyTorch FP32, {images}")
+    for column in ("batch", "logits max rel", "logits p99 abs", "probs max abs", "NaN/Inf", "top-1", "verdict"):
+        table.add_column(column)
+    for check in report.checks:
+        c = check.comparison
+        table.add_row(
+            str(check.batch),
+            f"{c.logits.max_rel:.2e}",
+            f"{c.logits.p99_abs:.2e}",
+            f"{c.probs.max_abs:.2e}",
+            f"{c.logits.nan + c.probs.nan}/{c.logits.inf + c.probs.inf}",
+            f"{c.top1_agreement:.0%}",
+            "[green]pass[/]" if c.passed else "[red]FAIL: " + "; ".join(c.failures) + "[/]",
+        )
+    console.print(table)
+    console.print(f"same image across batch positions: max logit spread {report.position_spread:.2e}")
+    for check in report.checks:
+        for flip in check.comparison.flips:
+            console.print(
+                f"[yellow]flip[/] batch {check.batch}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
+                f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
+            )
+
+
+def quantization(report: QuantizationReport, console: Any) -> None:
+    """The INT8 search: each unit's sensitivity, which stayed FP32, the INT8 share of MACs."""
+    table = Table(title=f"INT8 sensitivity ({len(report.sensitivity)} units, logits RMS error when only it is INT8)")
+    for column in ("unit", "error", "precision"):
+        table.add_column(column)
+    for unit, error in report.sensitivity.items():
+        table.add_row(unit, f"{error:.4f}", "[yellow]fp32 (kept out)[/]" if unit in report.kept_out else "int8")
+    console.print(table)
+    check = report.calibration_check
+    console.print(
+        f"INT8 ({report.target}): {len(report.kept_out)} of {len(report.sensitivity)} units kept in FP32; "
+        f"{report.int8_mac_share:.1%} of MACs in INT8 ({report.quantized_nodes} Conv/Gemm nodes); on the "
+        f"{len(report.calibration_images)} calibration images: probs max abs error {check['probs_max_abs']:.3g}, "
+        f"{len(check['flips'])} top-1 flips"
+    )
+
+
+def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, console: Any) -> None:
+    """dgla-bench: timing and parity per runner and batch size; scores against the labels; what
+    was skipped or failed; every flip."""
+    from dgla_export.benchmarking.report import format_speedup, format_utilisation, rows, score_rows
+    from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
+
+    table = Table(title=f"dgla-bench {result.model} ({preprocess} preprocessing)")
+    columns = ("backend", "batch", "p50 ms", "p99 ms", "pairs/s", "x eager", "MFU", "logits rel", "probs abs")
+    for column in (*columns, "flips", "parity"):
+        table.add_column(column, no_wrap=True)
+    measured = {r["backend"] for r in rows(result)}
+    for b in result.backends:
+        if b.backend not in measured:
+            table.add_row(b.backend, *["-"] * 9, "[dim]skipped[/]" if b.skipped else "[red]FAILED[/]")
+    for r in rows(result):
+        backend = next(b for b in result.backends if b.backend == r["backend"])
+        assert backend.parity is not None
+        table.add_row(
+            r["backend"],
+            str(r["batch"]),
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['throughput_pairs_s']:.2f}",
+            format_speedup(r),
+            format_utilisation(r),
+            f"{r['logits_max_rel']:.1e}",
+            f"{r['probs_max_abs']:.1e}",
+            str(len(backend.parity.flips)),
+            "[green]pass[/]" if r["parity_passed"] else "[red]FAIL[/]",
+        )
+    wide = wide_console()
+    wide.print(table)
+    scores = score_rows(result)
+    if scores:  # the summary; every class's sensitivity is in results.md, .csv and .json
+        first = result.class_names[0]
+        metrics = Table(title=f"scores against {labels_name} ({scores[0]['images']} images)")
+        for column in ("backend", "accuracy", "balanced acc.", "weighted F1", "macro AUC", f"{first} sens."):
+            metrics.add_column(column, no_wrap=True)
+        for row in scores:
+            metrics.add_row(row["backend"], *(format_score(row[k]) for k in (*METRIC_COLUMNS, f"sensitivity_{first}")))
+        wide.print(metrics)
+    for b in result.backends:
+        for outcome in ("skipped", "failed"):
+            if getattr(b, outcome):
+                console.print(f"{outcome} {b.backend}: {getattr(b, outcome)}")
+    for b in result.backends:
+        for flip in b.parity.flips if b.parity else ():
+            console.print(
+                f"[yellow]flip[/] {b.backend}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
+                f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
+            )

@@ -1,0 +1,95 @@
+"""Serve a model repository written by `dgla-export triton` with the pip-installed Triton Inference
+Server (pip install 'dgla-export[serve]'). Waits until every model is ready, prints the endpoints,
+and stops cleanly on Ctrl-C, SIGINT or SIGTERM (within about 15 s; the server is killed after 30 s).
+It can be started again on the same ports at once. Imports neither torch nor ONNX Runtime itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from dgla_export.errors import EXIT_BUG, run_command
+from dgla_export.tools.args import add_common, positive_int
+
+__all__ = ["build_parser", "main"]
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM both stop the server, however this process was started: a background
+    job of a non-interactive shell inherits an ignored SIGINT, which Python then leaves ignored."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgla-serve", description=__doc__)
+    parser.add_argument("repository", type=Path, help="folder written by `dgla-export triton`")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--http-port", type=positive_int, default=8000, help="HTTP/REST port (default 8000)")
+    parser.add_argument("--grpc-port", type=positive_int, default=8001, help="gRPC port (default 8001)")
+    parser.add_argument(
+        "--metrics-port", type=positive_int, default=8002, help="Prometheus metrics port (default 8002)"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model (default 300)")
+    parser.add_argument("--log", type=Path, help="append the server's log here (default: a temporary file)")
+    add_common(parser, verbose=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("dgla-serve", lambda: _serve(args), debug=args.debug)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dgla_export.api import serve
+
+    def say(message: str) -> None:
+        print(f"dgla-serve: {message}", file=sys.stderr, flush=True)
+
+    with _signals_raise():
+        try:
+            with serve(
+                args.repository,
+                host=args.host,
+                http_port=args.http_port,
+                grpc_port=args.grpc_port,
+                metrics_port=args.metrics_port,
+                timeout=args.timeout,
+                log=args.log,
+                progress=say,
+            ) as server:
+                for name in ("http", "grpc", "metrics"):
+                    print(f"{name:8s} {getattr(server, name)}")
+                for state in server.states:
+                    name, version = state["name"], state.get("version", "?")
+                    print(f"model    {name} v{version}: {state['state']} ({server.models.get(name, '')})")
+                print("ready; Ctrl-C or SIGTERM stops the server", flush=True)
+                try:
+                    server.wait()
+                except KeyboardInterrupt:
+                    say("stopping")  # leaving the with-block stops the server and everything it started
+                    return 0
+                print(f"dgla-serve: error: {server.exit_reason()}", file=sys.stderr)
+                return EXIT_BUG
+        except KeyboardInterrupt:  # while the server was still loading
+            say("stopping")
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The pip-installed Triton server (PyTriton's ``tritonserver``) run on a repository of ``dgla-export triton``.
+
+The ``serve`` extra installs NVIDIA's PyTriton, which bundles ``tritonserver`` with its Python
+backend and no other backend. This module runs that binary on a *serving copy* of the
+repository (in a temporary folder, made of links): models the server can run as written
+(Python, ensembles) are linked unchanged; a model whose backend it lacks runs under the Python
+backend with the same runtime (``onnxruntime_onnx`` through ONNX Runtime; on a GPU with
+TensorRT, a ``tensorrt_plan`` through this package's engine runner), with the same name, inputs,
+outputs, batching and instances. The repository itself stays standard, for the official
+container. The Python backend's stub takes its environment from this interpreter's.
+
+Addresses default to loopback. The server runs in its own process group and is stopped by its
+PID (SIGTERM, then SIGKILL for the group after a grace period); its shared-memory segments carry
+a prefix of their own and are removed after it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dgla_export.errors import UserError
+
+__all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer"]
+
+INSTALL_HINT = "pip install 'dgla-export[serve]'"
+SHM_ROOT = Path("/dev/shm")
+# Log lines of a server without a GPU that say nothing about the repository.
+_HARMLESS = ("CudaDriverHelper", "pinned memory pool", "CUDA memory pool", "Timeout ", "--strict-model-config")
+
+
+class ServeError(UserError, RuntimeError):
+    """Triton is missing, a port is taken, or the repository cannot be served here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonInstall:
+    """The pieces of PyTriton's bundled server that this module runs."""
+
+    server: Path
+    python_backend: Path  # libtriton_python.so and triton_python_backend_utils.py
+    stub: Path  # triton_python_backend_stub built for this interpreter's Python version
+    libraries: Path
+
+    @classmethod
+    def find(cls) -> TritonInstall:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            if sys.version_info >= (3, 13):
+                raise ServeError(
+                    "Triton is not installed here, and cannot be on Python 3.13 (PyTriton needs numpy<2, which has "
+                    f"no 3.13 wheels); run dgla-serve with Python 3.11 or 3.12 ({INSTALL_HINT})"
+                )
+            raise ServeError(f"Triton is not installed here; install it with: {INSTALL_HINT}")
+        root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        install = cls(
+            server=root / "bin" / "tritonserver",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+            libraries=root.parent.parent / "nvidia_pytriton.libs",
+        )
+        missing = [
+            p for p in (install.server, install.python_backend, install.stub, install.libraries) if not p.exists()
+        ]
+        if missing:
+            raise ServeError(f"PyTriton's server is incomplete (missing {missing[0]}); reinstall it: {INSTALL_HINT}")
+        return install
+
+    def backend_directory(self, folder: Path) -> Path:
+        """A backend folder holding the Python backend with the stub for this interpreter."""
+        python = folder / "python"
+        python.mkdir(parents=True)
+        for source in (
+            self.python_backend / "libtriton_python.so",
+            self.python_backend / "triton_python_backend_utils.py",
+            self.stub,
+        ):
+            (python / source.name).symlink_to(source)
+        return folder
+
+    def environment(self) -> dict[str, str]:
+        # The stub links a libpython of this version; this interpreter's must come first, and
+        # its python3 first on PATH, which is where the stub finds its site-packages.
+        env = dict(os.environ)
+        libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(self.libraries), env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in libdirs if p)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    host: str = "127.0.0.1"
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def check_free(self) -> None:
+        """Each port can be bound, as the server will bind it (SO_REUSEADDR): a port that only
+        has connections of a server that just stopped (TIME_WAIT) is free; one with a listener is not."""
+        for name in ("http", "grpc", "metrics"):
+            port = getattr(self, name)
+            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.host, port))
+                except OSError as err:
+                    raise ServeError(
+                        f"{self.host}:{port} ({name}) cannot be used ({err.strerror}); "
+                        f"stop what listens there or pick another with --{name}-port"
+                    ) from err
+
+    @property
+    def urls(self) -> dict[str, str]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return {
+            "http": f"http://{host}:{self.http}",
+            "grpc": f"{host}:{self.grpc}",
+            "metrics": f"http://{host}:{self.metrics}/metrics",
+        }
+
+
+def _request(url: str, data: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class TritonServer:
+    """One ``tritonserver`` process on a serving copy of ``repository``; a context manager."""
+
+    def __init__(self, repository: Path, ports: Ports = Ports(), *, log_path: Path | None = None) -> None:
+        self.repository, self.ports, self.log_path = Path(repository), ports, log_path
+        self.process: subprocess.Popen | None = None
+        self.how: dict[str, str] = {}
+        self._workdir: Path | None = None
+        self._shm_prefix = f"dgla_serve_{os.getpid()}_{secrets.token_hex(4)}_"
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        if not self.repository.is_dir():
+            raise ServeError(f"repository {self.repository} does not exist; write one with `dgla-export triton`")
+        install = TritonInstall.find()
+        self.ports.check_free()
+        from dgla_export.triton.serving_copy import serving_repository  # it raises this module's ServeError
+
+        self._workdir = Path(tempfile.mkdtemp(prefix="dgla-serve-"))
+        try:
+            self.how = serving_repository(self.repository, self._workdir / "models")
+            backends = install.backend_directory(self._workdir / "backends")
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise
+        self.log_path = self.log_path or self._workdir / "tritonserver.log"
+        command = [
+            str(install.server),
+            f"--model-repository={self._workdir / 'models'}",
+            f"--backend-directory={backends}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            "--allow-gpu-metrics=false",
+            f"--http-address={self.ports.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={self.ports.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.ports.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--disable-auto-complete-config",
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=install.environment(),
+                start_new_session=True,
+            )
+
+    def log_errors(self, lines: int = 8) -> str:
+        """The server log's error lines (Triton's ``E<date>`` lines), else its last lines."""
+        try:
+            log = self.log_path.read_text(errors="replace").splitlines() if self.log_path else []
+        except OSError:
+            return ""
+        log = [line for line in log if line[:1] not in "+|" and not any(n in line for n in _HARMLESS)]
+        errors = [line for line in log if (line[:1] == "E" and line[1:5].isdigit()) or line.startswith("error:")]
+        return "\n".join((errors or log)[-lines:])
+
+    def exit_reason(self) -> str:
+        code = self.process.returncode if self.process else None
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            return f"tritonserver crashed ({name}); the last lines of its log:\n{self.log_errors()}"
+        return f"tritonserver exited with code {code}:\n{self.log_errors()}"
+
+    def model_states(self) -> list[dict[str, Any]]:
+        """Every model of the repository with its state ("READY", "UNAVAILABLE", ...) and reason."""
+        status, body = _request(f"{self.ports.urls['http']}/v2/repository/index", data=b"{}")
+        if status != 200:
+            raise ServeError(f"the server's repository index answered HTTP {status}")
+        return json.loads(body)
+
+    def wait_ready(self, timeout: float = 300.0) -> list[dict[str, Any]]:
+        """Block until every model is ready; raise naming the models that are not."""
+        assert self.process is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServeError(self.exit_reason())
+            with contextlib.suppress(OSError):
+                if _request(f"{self.ports.urls['http']}/v2/health/ready")[0] == 200:
+                    states = self.model_states()
+                    if all(s.get("state") == "READY" for s in states):
+                        return states
+            time.sleep(0.5)
+        broken = []
+        with contextlib.suppress(OSError, ServeError):  # the index itself may not answer
+            broken = [f"{s['name']}: {s.get('state')} {s.get('reason', '')}".strip() for s in self.model_states()]
+        if broken:
+            raise ServeError(f"not every model was ready within {timeout:g} s: {'; '.join(broken)}")
+        raise ServeError(f"tritonserver did not become ready within {timeout:g} s:\n{self.log_errors()}")
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop the server by its PID, then anything left in its process group; remove its files."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=grace)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # stubs that outlived the server
+            self.process.wait()
+        for segment in SHM_ROOT.glob(f"{self._shm_prefix}*"):
+            segment.unlink(missing_ok=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None

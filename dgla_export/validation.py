@@ -1,0 +1,146 @@
+"""Validate an exported runtime against the FP32 PyTorch model on real images.
+
+Checked at batch 1, an odd batch and the largest batch, and with the same image at several
+positions of one batch (a batch-dependent bug shows up as a spread between positions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dgla_export.compare import Comparison, compare_logits
+from dgla_export.models.attention import observe_attention_energy
+from dgla_export.models.config import Tolerance
+from dgla_export.models.resnet import ResNet
+from dgla_export.preprocess import Method, preprocess_batch
+from dgla_export.runtimes.base import Runner
+
+__all__ = [
+    "FP16_MAX",
+    "BatchCheck",
+    "ValidationReport",
+    "reference_logits",
+    "run_batched",
+    "validate_runner",
+]
+
+log = logging.getLogger(__name__)
+FP16_MAX = 65504.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchCheck:
+    batch: int
+    comparison: Comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationReport:
+    runtime: str
+    precision: str
+    images: tuple[str, ...]
+    checks: tuple[BatchCheck, ...]
+    position_spread: float
+    max_attention_energy: float
+    preprocessing: str = "fast"
+    fp16_max: float = FP16_MAX
+
+    @property
+    def passed(self) -> bool:
+        return all(check.comparison.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["passed"] = self.passed
+        return record
+
+    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """The report as JSON, with ``extra`` entries (e.g. how an INT8 graph was quantized)."""
+        from dgla_export.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2))
+
+
+def reference_logits(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(inputs[0]), batch):
+            chunk = (torch.as_tensor(x[start : start + batch]) for x in inputs)
+            outputs.append(model(*chunk).float().numpy())
+    return np.concatenate(outputs)
+
+
+def run_batched(
+    infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    names: Sequence[str],
+    inputs: Sequence[np.ndarray],
+    batch: int,
+) -> dict[str, np.ndarray]:
+    """Run ``infer`` over ``inputs`` in chunks of ``batch``; concatenate each output."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(inputs[0]), batch):
+        pairs = zip(names, inputs, strict=True)
+        feed = {name: np.ascontiguousarray(x[start : start + batch]) for name, x in pairs}
+        for key, value in infer(feed).items():
+            chunks.setdefault(key, []).append(np.asarray(value))
+    return {key: np.concatenate(value) for key, value in chunks.items()}
+
+
+def _tiled(count: int, batch: int) -> np.ndarray:
+    """Image indices filling whole batches: every image at least once, repeats at new positions."""
+    total = max(batch, -(-count // batch) * batch)
+    return np.arange(total) % count
+
+
+def validate_runner(
+    runner: Runner,
+    model: ResNet,
+    images: Sequence[tuple[str, np.ndarray]],
+    *,
+    precision: str | None = None,
+    batches: Sequence[int] = (1, 3, 8),
+    tolerance: Tolerance | None = None,
+    preprocessing: Method = "fast",
+    progress: Callable[[str], None] = log.info,
+) -> ValidationReport:
+    """Check a loaded ``runner`` against ``model`` on ``images`` (``precision``: the artefact's,
+    which picks the tolerance; default the runner's)."""
+    runtime, precision = runner.name, precision or runner.precision
+    config = model.config
+    tolerance = tolerance or config.tolerances[precision]
+    names = [name for name, _ in images]
+    arrays = preprocess_batch([image for _, image in images], config, method=preprocessing)
+    progress(f"PyTorch FP32 reference on {len(names)} images")
+    with observe_attention_energy(model) as energies:
+        reference = reference_logits(model, arrays)
+    energy = max(energies)
+    checks = []
+    spread = 0.0
+    for batch in batches:
+        index = _tiled(len(names), batch)
+        progress(f"{runtime}: batch {batch} ({len(index)} pairs)")
+        outputs = run_batched(runner.infer, config.input_names, [a[index] for a in arrays], batch)
+        logits = outputs["logits"]
+        comparison = compare_logits(
+            reference[index],
+            logits,
+            tolerance=tolerance,
+            image_names=[names[i] for i in index],
+            class_names=config.class_names,
+            actual_probs=outputs.get("probs"),
+        )
+        checks.append(BatchCheck(batch, comparison))
+        for image in range(len(names)):
+            rows = logits[index == image]
+            spread = max(spread, float(np.abs(rows - rows[0]).max()))
+    progress(f"largest HVA energy {energy:,.1f} = {energy / FP16_MAX:.2%} of FP16's limit {FP16_MAX:,.0f}")
+    return ValidationReport(runtime, precision, tuple(names), tuple(checks), spread, energy, preprocessing)

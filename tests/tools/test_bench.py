@@ -1,0 +1,166 @@
+"""dgla-bench on the tiny model: parity fields, speed fields, files, and mismatch exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from dgla_export.errors import EXIT_MISMATCH
+from dgla_export.tools.bench import main
+
+pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_onnx, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    code = main(
+        [
+            "--model",
+            "dgla_tiny",
+            "--onnx",
+            str(tiny_onnx["fp32"]),
+            "--onnx-fp16",
+            str(tiny_onnx["fp16"]),
+            "--backends",
+            "torch-eager-cpu,torch-channels_last-cpu,onnxruntime-cpu-fp32",
+            "--batches",
+            "1,3",
+            "--min-seconds",
+            "0.2",
+            "--min-runs",
+            "3",
+            "--rounds",
+            "2",
+            "--output",
+            str(folder),
+            "--fail-on-mismatch",
+        ]
+    )
+    return code, folder
+
+
+def test_bench_writes_every_format(bench_run) -> None:
+    code, folder = bench_run
+    assert code == 0
+    for name in ("results.json", "results.csv", "results.md", "throughput.png"):
+        assert (folder / name).stat().st_size > 0, name
+    results = json.loads((folder / "results.json").read_text())
+    assert results["machine"]["cpu"] and results["commit"]
+    by_name = {b["backend"]: b for b in results["backends"]}
+    ort = by_name["onnxruntime-cpu-fp32"]
+    assert ort["parity"]["passed"] and ort["parity"]["top1_agreement"] == 1.0
+    for field in ("max_abs", "mean_abs", "p99_abs", "max_rel", "nan", "inf"):
+        assert field in ort["parity"]["logits"] and field in ort["parity"]["probs"]
+    assert [t["batch"] for t in ort["timing"]] == [1, 3]
+    for timing in ort["timing"]:
+        assert 0 < timing["p50_ms"] <= timing["p99_ms"]
+        assert timing["throughput_pairs_s"] > 0 and timing["runs"] >= 3
+        assert timing["rounds"] == len(timing["round_p50_ms"]) == 2
+    # The reference backend matches the reference up to batch-size-dependent summation order.
+    eager = by_name["torch-eager-cpu"]
+    assert eager["parity"]["logits"]["max_rel"] < 1e-5
+    # Speed-ups are read from this run's eager timings; CPU rows are held to the GEMM ceiling.
+    assert 0 < results["cpu_fp32_gemm_tflops"] < 100
+    for backend in (eager, ort):
+        for timing in backend["timing"]:
+            eager_p50 = next(t["p50_ms"] for t in eager["timing"] if t["batch"] == timing["batch"])
+            assert timing["speedup_vs_torch_eager"] == pytest.approx(eager_p50 / timing["p50_ms"])
+            assert timing["mfu"] is timing["gpu_torch_peak_mb"] is timing["gpu_device_used_mb"] is None
+            assert timing["h2d_ms"] == 0.0
+            assert timing["cpu_gemm_fraction"] == pytest.approx(
+                timing["achieved_tflops"] / results["cpu_fp32_gemm_tflops"]
+            )
+            assert timing["process_peak_rss_mb"] > 50
+
+
+def _quick_run(onnx_file, output) -> list[str]:
+    """One backend, batch 1, minimal timing, in this process: for tests about parity and reports."""
+    return [
+        "--model", "dgla_tiny", "--onnx", str(onnx_file), "--backends", "onnxruntime-cpu-fp32",
+        "--batches", "1", "--min-seconds", "0.1", "--min-runs", "2", "--output", str(output), "--in-process",
+    ]  # fmt: skip
+
+
+def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
+    model = onnx.load(str(tiny_onnx["fp32"]))
+    fc = next(init for init in model.graph.initializer if list(init.dims) == [7, 64])
+    array = onnx.numpy_helper.to_array(fc)
+    fc.CopyFrom(onnx.numpy_helper.from_array(array[[1, 0, 3, 2, 5, 4, 6]].copy(), fc.name))
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    argv = _quick_run(tmp_path / "tampered.onnx", tmp_path / "out")
+    assert main([*argv, "--fail-on-mismatch"]) == EXIT_MISMATCH
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    flips = results["backends"][0]["parity"]["flips"]
+    assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(flips[0])
+
+
+def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> None:
+    argv = _quick_run(tiny_int8["cpu"][0], tmp_path / "out")
+    argv[argv.index("--onnx")] = "--onnx-int8"
+    argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-int8"
+    assert main([*argv, "--fail-on-mismatch"]) == 0
+    backend = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]
+    assert backend["backend"] == "onnxruntime-cpu-int8"
+    parity = backend["parity"]
+    assert parity["tolerance"]["min_flip_margin"] == 0.05 and parity["passed"]
+    assert 0 < parity["probs"]["max_abs"] <= 0.05, parity["probs"]  # INT8 is not FP32: an error exists
+    # an INT8 graph given as the FP32 one is refused, naming the right option
+    assert main(_quick_run(tiny_int8["cpu"][0], tmp_path / "bad")) == 2
+
+
+def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images, capsys) -> None:
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
+    for i, (name, _) in enumerate(images):
+        onehot = ["0"] * 7
+        onehot[i % 7] = "1"
+        rows.append(",".join([f"{name}.jpg" if i % 2 else name, *onehot]))  # with and without extensions
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")  # as Excel writes it
+    code = main([*_quick_run(tiny_onnx["fp32"], tmp_path / "out"), "--labels", str(tmp_path / "labels.csv")])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    reference, backend = results["reference_metrics"], results["backends"][0]
+    metrics, delta = backend["metrics"], backend["metrics_delta"]
+    assert metrics["images"] == reference["images"] == len(images)
+    assert next(iter(metrics["sensitivity"])) == "MEL"
+    for key in ("accuracy", "weighted_f1", "balanced_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+        assert delta[key] == pytest.approx(metrics[key] - reference[key])
+    assert delta["sensitivity"]["MEL"] == pytest.approx(metrics["sensitivity"]["MEL"] - reference["sensitivity"]["MEL"])
+    # 6 images over 7 classes: VASC has no ground-truth image, so its sensitivity is undefined, not 0
+    assert metrics["sensitivity"]["VASC"] is None and metrics["classes_absent_from_ground_truth"] == ["VASC"]
+    assert delta["sensitivity"]["VASC"] is None
+    # the scores reach the terminal, results.md and the CSV, not only results.json
+    terminal = capsys.readouterr().out
+    assert "scores against" in terminal and "balanced acc." in terminal
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert f"| onnxruntime-cpu-fp32 | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} |" in markdown
+    with open(tmp_path / "out" / "results.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["accuracy"]) == pytest.approx(metrics["accuracy"]) and row["sensitivity_VASC"] == ""
+    # per-image probabilities in the ISIC submission layout, for the reference and the backend
+    for name in ("reference-torch-fp32", "onnxruntime-cpu-fp32"):
+        lines = (tmp_path / "out" / "predictions" / f"{name}.csv").read_text().splitlines()
+        assert lines[0] == "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC" and len(lines) == 1 + len(images)
+        assert abs(sum(float(v) for v in lines[1].split(",")[1:]) - 1) < 1e-5
+
+
+def test_unavailable_backends_say_why() -> None:
+    import torch
+
+    from dgla_export.benchmarking.catalogue import catalogue
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    # This machine: a CPU build of torch, no NVIDIA driver, no TensorRT.
+    known = {b.name: b for b in catalogue(["cpu", "cuda"], Path("e.plan"))}
+    graphs = dict.fromkeys(("fp32", "fp16", "int8"), Path("g.onnx"))
+    assert "CPU build" in (known["torch-eager-cuda"].unavailable(graphs, None) or "")
+    for provider in ("cuda", "tensorrt"):
+        assert "no NVIDIA driver" in (known[f"onnxruntime-{provider}-fp32"].unavailable(graphs, None) or "")
+    assert "TensorRT is not installed" in (known["tensorrt-engine"].unavailable(graphs, Path("e.plan")) or "")
+    assert "no --onnx-fp16 given" in (known["onnxruntime-cpu-fp16"].unavailable({}, None) or "")
