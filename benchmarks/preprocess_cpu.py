@@ -118,6 +118,7 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "preprocess-cpu")
     args = parser.parse_args()
+    provenance = {"machine": machine(), "commit": commit()}  # of the code as it starts, before anything can change
     recipe = Preprocessing.of(get_config("dgla_resnet50")).to_dict()
     methods = ["exact", "fast"] + (["dali"] if importlib.util.find_spec("nvidia.dali") else [])
     rows = []
@@ -152,8 +153,7 @@ def main() -> None:
             )
     args.output.mkdir(parents=True, exist_ok=True)
     record = {
-        "machine": machine(),
-        "commit": commit(),
+        **provenance,
         "reps": args.reps,
         "dali_device": args.dali_device,
         "rows": rows,

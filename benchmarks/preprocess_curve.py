@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--output", type=Path, default=RESULTS / "preprocess-cpu")
     args = parser.parse_args()
+    provenance = {"machine": machine(), "commit": commit()}  # of the code as it starts, before anything can change
     config = ModelConfig.from_dict(json.loads(graph_metadata(load_graph(args.onnx))["config"]))
     recipe = Preprocessing.of(config)
     session = create_session(args.onnx, "cpu")
@@ -162,7 +163,7 @@ def main() -> None:
               f"probs {diff.max():.4f}  flips {len(flips)} ({len(counted)} counted)", flush=True)  # fmt: skip
     chosen = choose(rows, timings)
     record = {
-        "machine": machine(), "commit": commit(), "onnx": str(args.onnx), "rule": (
+        **provenance, "onnx": str(args.onnx), "rule": (
             "fastest setting whose probabilities stay within 0.01 (the FP16 tolerance) of the exact path, "
             f"with no top-1 flip where the exact path's margin is >= {MARGIN}; settings giving bit-identical "
             "tensors on every photo are one computation, represented by the simplest, timed on their pooled samples"),

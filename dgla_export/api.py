@@ -273,6 +273,7 @@ def export_onnx(
     precision: Literal["fp32", "fp16", "int8"] = "fp32",
     opset: int = 18,
     batch: tuple[int, int] = (1, 32),
+    explain: bool = False,
     validate: bool = True,
     images: Images = None,
     preprocess: Method = "fast",
@@ -291,7 +292,9 @@ def export_onnx(
 
     The graph reaches ``output`` only when validation passes; one that fails is kept as
     ``NAME.failed.onnx`` and :class:`ValidationFailedError` is raised. INT8 exports the FP32 graph,
-    then quantizes it (``int8``: calibration and search options).
+    then quantizes it (``int8``: calibration and search options). ``explain`` adds the output ``cam``:
+    (batch, classes, h, w) class activation maps of layer4, Grad-CAM up to a positive scale, which
+    validation holds to captum's Grad-CAM of the PyTorch model.
 
     >>> result = export_onnx("dgla.onnx", precision="fp16")   # doctest: +SKIP
     >>> result.validation.passed
@@ -324,7 +327,8 @@ def export_onnx(
     low, high = batch
     if batches:
         _batches(batches, high)
-    options = ExportOptions(opset=opset, precision="fp32" if int8 else precision, min_batch=low, max_batch=high)  # type: ignore[arg-type]
+    traced = "fp32" if int8 else precision  # INT8 is written from the FP32 graph
+    options = ExportOptions(opset=opset, precision=traced, min_batch=low, max_batch=high, explain=explain)  # type: ignore[arg-type]
     progress("loading the model")
     network = load_model(model, weights, partial=partial)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as staging:
@@ -368,8 +372,11 @@ def export_onnx(
             rejected = output.with_name(f"{output.stem}.failed.onnx")
             os.replace(staged, rejected)
             result = ExportResult(rejected, graph, validation, quantization)
+            failures = [
+                f for c in validation.checks for f in (*c.comparison.failures, *(c.maps.failures if c.maps else ()))
+            ]
             raise ValidationFailedError(
-                f"validation FAILED ({'; '.join(f for c in validation.checks for f in c.comparison.failures)}): "
+                f"validation FAILED ({'; '.join(failures)}): "
                 f"the graph is kept as {rejected} for inspection, not at {output}",
                 result,
             )
@@ -523,6 +530,7 @@ def bench(
     options: Any = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     output: str | Path | None = None,
+    heatmaps: bool = False,
     force: bool = False,
     progress: Progress = _quiet,
     plan: Callable[[list[str], float], None] = lambda names, seconds: None,
@@ -533,7 +541,9 @@ def bench(
     with the files given); ``options``: a :class:`dgla_export.benchmarking.run.BenchOptions`. With
     ``output`` the results are written there as JSON, CSV, Markdown and a plot. ``plan`` hears the
     runtimes about to run and an estimate of the seconds it will take, before they start; ``warn``
-    hears of a file given that no chosen runtime uses.
+    hears of a file given that no chosen runtime uses. A graph exported with ``explain`` also has
+    its maps compared with Grad-CAM of the PyTorch model; ``heatmaps`` (with ``output``) draws them,
+    the reference's and each runtime's side by side per image.
 
     >>> bench("dgla.onnx", backends=["onnxruntime-cpu-fp32"]).failed   # doctest: +SKIP
     []
@@ -556,16 +566,18 @@ def bench(
     if output is not None:
         sources = (*onnx_files.values(), engine, images if isinstance(images, str | Path) else None, labels, checkpoint)
         check_output_folder(output, force, command=BENCH_COMMAND, inputs=sources)
+    explain = False
     for precision, path in onnx_files.items():
         metadata = graph_metadata(load_graph(path))
         check_graph_model(path, metadata, config)
+        explain = explain or "explain" in metadata
         found = metadata.get("precision", "fp32")
         if found != precision:
             raise UserError(f"{OPTIONS[precision]} {path} is an {found} graph; pass it as {OPTIONS[found]}")
     if engine is not None:
         from dgla_export.artefacts.manifest import verify_engine_file
 
-        verify_engine_file(engine)
+        explain = explain or "explain" in verify_engine_file(engine).onnx_metadata
     import torch
 
     chosen = _choose_backends(
@@ -590,6 +602,8 @@ def bench(
         match_labels([name for name, _ in checked], label_map, Path(labels), allow_subset=allow_label_subset)
     elif allow_label_subset:
         raise OptionError("allow_label_subset needs labels")
+    if heatmaps and (output is None or not explain):
+        raise OptionError("heatmaps need an output folder and a graph exported with explain (--explain)")
     if checkpoint is not None:
         from dgla_export.models.weights import read_checkpoint
 
@@ -607,6 +621,7 @@ def bench(
         options=options,
         macs_per_pair=measure_cost(network).macs,
         labels=label_map,
+        explain=explain,
         provenance=provenance(),
         progress=progress,
         reference_done=lambda per_pair: plan(running, estimate_seconds(options, len(running), len(checked), per_pair)),
@@ -616,7 +631,7 @@ def bench(
             record = next(r for r in result.backends if r.backend == backend.name)
             record.skipped = backend.unavailable(onnx_files, engine)
     if output is not None:
-        write_results(result, Path(output))
+        write_results(result, Path(output), dict(checked) if heatmaps else None)
     return result
 
 

@@ -9,7 +9,17 @@ import numpy as np
 
 from dgla_export.models.config import Tolerance
 
-__all__ = ["Comparison", "ErrorStats", "Flip", "compare_logits", "error_stats", "softmax"]
+__all__ = [
+    "Comparison",
+    "ErrorStats",
+    "Flip",
+    "MapComparison",
+    "compare_logits",
+    "compare_maps",
+    "error_stats",
+    "normalise_maps",
+    "softmax",
+]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -138,3 +148,71 @@ def compare_logits(
         tolerance=tolerance,
         failures=tuple(failures),
     )
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """(..., h, w) maps -> each scaled to [0, 1] by its own min and max (Grad-CAM's per-image
+    normalisation); a flat map (a class the image gives no evidence for) becomes 0."""
+    maps = np.asarray(maps, dtype=np.float64)
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    span = maps.max(axis=(-2, -1), keepdims=True) - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapComparison:
+    """A runtime's class activation maps against the reference's, both normalised per image and
+    class: the largest difference for each image's top-1 class (the reference's) and over every
+    class, and the share of images whose hottest cell of the top-1 map is the same."""
+
+    top1_max_abs: float
+    all_max_abs: float
+    hottest_agreement: float
+    images: int
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["passed"] = self.passed
+        return record
+
+
+def compare_maps(
+    reference: np.ndarray,
+    actual: np.ndarray,
+    top1: np.ndarray,
+    *,
+    max_abs: float,
+    min_hottest: float = 1.0,
+    own_top1: tuple[np.ndarray, np.ndarray] | None = None,
+) -> MapComparison:
+    """Judge ``actual`` (N, classes, h, w) maps against ``reference``; ``top1``: each image's class.
+
+    ``own_top1``: the runtime's ``cam_top1`` (N, h, w) and logits, to check it is ``actual``'s map
+    of the runtime's own top-1 class (a copy: any difference is a broken graph)."""
+    if reference.shape != actual.shape:
+        raise ValueError(f"shape mismatch: reference maps {reference.shape} vs actual {actual.shape}")
+    finite = bool(np.isfinite(actual).all())
+    ref, act = normalise_maps(reference), normalise_maps(np.nan_to_num(actual, nan=0.0, posinf=0.0, neginf=0.0))
+    rows = np.arange(len(top1))
+    diff = np.abs(act - ref)
+    top1_diff = float(diff[rows, top1].max()) if len(top1) else 0.0
+    ref_hot = ref[rows, top1].reshape(len(top1), -1).argmax(axis=1)
+    act_hot = act[rows, top1].reshape(len(top1), -1).argmax(axis=1)
+    hottest = float((ref_hot == act_hot).mean()) if len(top1) else 1.0
+    failures = [] if finite else ["non-finite class activation maps"]
+    if own_top1 is not None:
+        maps, logits = own_top1
+        selected = actual[rows, np.asarray(logits).argmax(axis=-1)]
+        if maps.shape != selected.shape or not np.array_equal(maps, selected):
+            failures.append("cam_top1 is not the cam of the runtime's own top-1 class")
+    if top1_diff > max_abs:
+        failures.append(f"top-1 maps differ by {top1_diff:.3g} > {max_abs:g} (normalised)")
+    if hottest < min_hottest:
+        failures.append(f"hottest cell of the top-1 map agrees on {hottest:.0%} of images < {min_hottest:.0%}")
+    return MapComparison(top1_diff, float(diff.max()), hottest, len(top1), tuple(failures))

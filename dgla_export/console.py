@@ -25,6 +25,9 @@ def format_duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+PLAIN_WIDTH = 120  # columns of tables written to a log or a pipe
+
+
 class Console:
     """stderr for people: ``print`` results, ``log`` steps, ``status`` around long work."""
 
@@ -34,6 +37,8 @@ class Console:
         self.prog = prog
         self.err = RichConsole(stderr=True)
         self.interactive = self.err.is_terminal
+        if not self.interactive:  # rich assumes 80 columns, which would cut the figures of a wide table
+            self.err = RichConsole(stderr=True, width=max(self.err.width, PLAIN_WIDTH))
         self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
         self._started = time.monotonic()
         self._last_plain = -float("inf")
@@ -91,6 +96,10 @@ def quiet_libraries(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     if verbose:
         return
+    # torch sets its own loggers' levels when it is first imported: import it first, or a lazy
+    # import later would undo the levels set here (the commands that call this run torch anyway).
+    import torch  # noqa: F401
+
     for noisy in ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:

@@ -125,11 +125,28 @@ def _unit_of(weight: str) -> str:
     return "fc" if weight.startswith("model.fc.") else "stem"
 
 
+def explanation_nodes(graph: onnx.ModelProto) -> list[str]:
+    """The nodes that compute the ``cam`` output of an explained graph from layer4 (its 1x1
+    convolution with the classifier's weights, and the ReLU): they stay FP32 and out of the
+    search, since the maps are held to Grad-CAM and cost a few thousand MACs."""
+    producers = {output: node for node in graph.graph.node for output in node.output}
+    names, wanted = [], [o.name for o in graph.graph.output if o.name == "cam"]
+    while wanted:
+        node = producers.get(wanted.pop())
+        if node is None or node.op_type not in ("Relu", "Conv", "Cast"):
+            continue
+        names.append(node.name)
+        if node.op_type != "Conv":  # walk back to the convolution, no further
+            wanted.append(node.input[0])
+    return names
+
+
 def quantization_units(graph: onnx.ModelProto) -> dict[str, list[str]]:
-    """Unit name -> names of its Conv/Gemm nodes, in graph order."""
+    """Unit name -> names of its Conv/Gemm nodes, in graph order (the explanation's left out)."""
     units: dict[str, list[str]] = {}
+    explanation = set(explanation_nodes(graph))
     for node in graph.graph.node:
-        if node.op_type in QUANTIZED_OPS:
+        if node.op_type in QUANTIZED_OPS and node.name not in explanation:
             units.setdefault(_unit_of(node.input[1]), []).append(node.name)
     return units
 
@@ -149,6 +166,7 @@ class Quantizer:
         self, fp32_path: Path, inputs: dict[str, np.ndarray], options: QuantizationOptions, workdir: Path
     ) -> None:
         self.fp32_path, self.inputs, self.options, self.workdir = fp32_path, inputs, options, workdir
+        self.explanation = explanation_nodes(onnx.load(str(fp32_path), load_external_data=False))
         self.cache = workdir / "calibration.json"
 
     def write(self, output: Path, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> Path:
@@ -176,7 +194,7 @@ class Quantizer:
                 activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_quantize=list(only) if only is not None else None,
-                nodes_to_exclude=list(exclude),
+                nodes_to_exclude=[*exclude, *self.explanation],
                 calibrate_method=method,
                 extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True},
                 calibration_cache_path=str(self.cache),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dgla_export.compare import Comparison, compare_logits
+from dgla_export.compare import Comparison, MapComparison, compare_logits, compare_maps
 from dgla_export.models.attention import observe_attention_energy
 from dgla_export.models.config import Tolerance
 from dgla_export.models.resnet import ResNet
@@ -28,6 +28,7 @@ __all__ = [
     "BatchCheck",
     "ValidationReport",
     "reference_logits",
+    "reference_maps",
     "run_batched",
     "validate_runner",
 ]
@@ -40,6 +41,15 @@ FP16_MAX = 65504.0
 class BatchCheck:
     batch: int
     comparison: Comparison
+    maps: MapComparison | None = None  # a graph exported with explain: its maps against Grad-CAM
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return self.comparison.failures + (self.maps.failures if self.maps is not None else ())
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +65,7 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        return all(check.comparison.passed for check in self.checks)
+        return all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -68,6 +78,23 @@ class ValidationReport:
 
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2))
+
+
+def reference_maps(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
+    """(N, classes, h, w) Grad-CAM at layer4 of the PyTorch model for every class, ReLU applied, by
+    captum's ``LayerGradCam``: an independent implementation (autograd through the network), the
+    reference the graph's ``cam`` output is held to after per-image normalisation."""
+    from captum.attr import LayerGradCam
+
+    gradcam = LayerGradCam(model, model.layer4)
+    maps = []
+    for start in range(0, len(inputs[0]), batch):
+        chunk = tuple(torch.as_tensor(x[start : start + batch]).float() for x in inputs)
+        per_class = [
+            gradcam.attribute(chunk, target=c, relu_attributions=True).detach() for c in range(model.config.num_classes)
+        ]
+        maps.append(torch.cat(per_class, dim=1).double().numpy())
+    return np.concatenate(maps)
 
 
 def reference_logits(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
@@ -125,6 +152,7 @@ def validate_runner(
     energy = max(energies)
     checks = []
     spread = 0.0
+    reference_cams: np.ndarray | None = None
     for batch in batches:
         index = _tiled(len(names), batch)
         progress(f"{runtime}: batch {batch} ({len(index)} pairs)")
@@ -138,7 +166,20 @@ def validate_runner(
             class_names=config.class_names,
             actual_probs=outputs.get("probs"),
         )
-        checks.append(BatchCheck(batch, comparison))
+        maps = None
+        if "cam" in outputs:
+            if reference_cams is None:
+                progress(f"Grad-CAM of the PyTorch model (captum) for every class on {len(names)} images")
+                reference_cams = reference_maps(model, arrays)
+            maps = compare_maps(
+                reference_cams[index],
+                outputs["cam"],
+                reference.argmax(-1)[index],
+                max_abs=tolerance.cam_abs,
+                min_hottest=tolerance.cam_hottest,
+                own_top1=(outputs["cam_top1"], logits) if "cam_top1" in outputs else None,
+            )
+        checks.append(BatchCheck(batch, comparison, maps))
         for image in range(len(names)):
             rows = logits[index == image]
             spread = max(spread, float(np.abs(rows - rows[0]).max()))

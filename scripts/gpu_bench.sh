@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU box: export FP32, FP16 and INT8 (TensorRT flavour) ONNX, build the FP16 and INT8
 # TensorRT engines when TensorRT is installed, then run dgla-bench on every available backend
-# (torch on CUDA, ONNX Runtime CUDA and TensorRT EPs, the engines, CPU) and write the results.
+# (torch on CUDA, ONNX Runtime CUDA and TensorRT EPs, the engines, CPU) and write the results;
+# then what --explain costs (ONNX Runtime CUDA, and the FP16 engine) and preprocessing with DALI.
 # Usage: scripts/gpu_bench.sh [WEIGHTS] [OUT_DIR] [CALIBRATION_FOLDER]   (defaults: demo, gpu-results, bundled)
 set -euo pipefail
 weights=${1:-demo}
@@ -36,9 +37,26 @@ else
 fi
 dgla-bench --weights "$weights" --onnx "$out/dgla_resnet50.onnx" --onnx-fp16 "$out/dgla_resnet50_fp16.onnx" \
   "${int8_args[@]}" "${engine_args[@]}" --batches 1,4,8,16,32 --output "$out/bench" --fail-on-mismatch
+# What --explain costs on this GPU: the FP16 graph exported again with the maps, validated against
+# Grad-CAM like any export, timed against the plain one (interleaved rounds), then as engines.
+here="$(dirname "$0")/.."
+dgla-export onnx --weights "$weights" --precision fp16 --explain --output "$out/dgla_resnet50_fp16_explain.onnx" \
+  --device cuda --report "$out/validate_fp16_explain.json" --force
+python "$here/benchmarks/explain_cost.py" --runtime onnxruntime-cuda --precision fp16 --batches 1,8,32 \
+  --plain "$out/dgla_resnet50_fp16.onnx" --explained "$out/dgla_resnet50_fp16_explain.onnx" \
+  --output "$out/explain-onnxruntime-cuda" || echo "explain cost above the goal on ONNX Runtime CUDA (see above)" >&2
+if [ ${#engine_args[@]} -gt 0 ]; then
+  dgla-export trt --onnx "$out/dgla_resnet50_fp16_explain.onnx" --output "$out/dgla_resnet50_fp16_explain.plan" \
+    --timing-cache "$out/timing.cache" --force
+  dgla-bench --weights "$weights" --engine "$out/dgla_resnet50_fp16_explain.plan" --backends tensorrt-engine \
+    --batches 1,8 --output "$out/bench-explain-engine" --heatmaps --fail-on-mismatch
+  python "$here/benchmarks/explain_cost.py" --runtime tensorrt --batches 1,8,32 \
+    --plain "$out/dgla_resnet50_fp16.plan" --explained "$out/dgla_resnet50_fp16_explain.plan" \
+    --output "$out/explain-tensorrt" || echo "explain cost above the goal on TensorRT (see above)" >&2
+fi
 # Preprocessing of camera-sized photos: exact, fast (CPU) and DALI on the GPU (mixed decoder).
 if python -c "import nvidia.dali" 2>/dev/null; then
-  python "$(dirname "$0")/../benchmarks/preprocess_cpu.py" --dali-device gpu --output "$out/preprocess"
+  python "$here/benchmarks/preprocess_cpu.py" --dali-device gpu --output "$out/preprocess"
 else
   echo "NVIDIA DALI not importable: skipping the GPU preprocessing run (pip install 'dgla-export[dali]')" >&2
 fi

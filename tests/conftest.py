@@ -77,3 +77,18 @@ def immutable(tmp_path):
         pytest.skip("cannot make an immutable folder here (chattr +i)")
     yield folder
     subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_explained(tiny, tmp_path_factory):
+    """precision -> the tiny model's graph exported with explain (a ``cam`` output), not validated."""
+    from dgla_export.export.onnx_export import ExportOptions, export_onnx
+    from dgla_export.models.weights import state_dict_sha256
+
+    folder = tmp_path_factory.mktemp("explained")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        paths[precision] = folder / f"tiny_explained_{precision}.onnx"
+        options = ExportOptions(precision=precision, max_batch=8, explain=True)
+        export_onnx(tiny, paths[precision], options=options, checkpoint_sha256=state_dict_sha256(tiny))
+    return paths

@@ -68,3 +68,26 @@ def test_non_finite_outputs_are_counted_and_fail() -> None:
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError, match=r"\(2, 3\) vs actual \(2, 7\)"):
         error_stats(np.zeros((2, 3)), np.zeros((2, 7)))
+
+
+def test_map_comparison_names_each_failure() -> None:
+    from dgla_export.compare import compare_maps
+
+    rng = np.random.default_rng(0)
+    reference = rng.random((4, 7, 3, 3))
+    top1 = np.array([0, 1, 2, 3])
+    same = compare_maps(reference, reference * 5.0, top1, max_abs=1e-6)  # a positive scale changes nothing
+    assert same.passed and same.top1_max_abs < 1e-12 and same.hottest_agreement == 1.0, same
+    moved = reference.copy()
+    moved[0, 0] = moved[0, 0][::-1, ::-1]  # image 0's top-1 map points elsewhere
+    result = compare_maps(reference, moved, top1, max_abs=0.05)
+    assert not result.passed and result.hottest_agreement == 0.75, result
+    assert any("top-1 maps differ" in f for f in result.failures) and any("hottest" in f for f in result.failures)
+    logits = np.eye(7)[[3, 3, 3, 3]]  # the runtime's own top-1: class 3 for every image
+    own = reference[:, 3]
+    assert compare_maps(reference, reference, top1, max_abs=1e-6, own_top1=(own, logits)).passed
+    wrong = compare_maps(reference, reference, top1, max_abs=1e-6, own_top1=(reference[:, 0], logits))
+    assert wrong.failures == ("cam_top1 is not the cam of the runtime's own top-1 class",), wrong
+    nan = reference.copy()
+    nan[1, 2, 0, 0] = np.nan
+    assert "non-finite class activation maps" in compare_maps(reference, nan, top1, max_abs=1.0).failures

@@ -37,6 +37,7 @@ def test_every_api_example_runs(tmp_path) -> None:
     out = result.stdout
     assert "True" in out and "onnxruntime-cpu-fp16 True" in out and "['dgla', 'dgla_onnx', 'dgla_preprocess']" in out
     assert "127.0.0.1:" in out and "[W]" not in out and "Folding" not in out, out  # no library chatter
+    assert "cam_top1 (3, 3)" in out, out  # the tiny model's map, served
 
 
 def test_the_cli_reference_is_the_parsers_own_text() -> None:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dgla_export"
 LAYERS = [
     ["_version", "errors"],
     ["machine", "io", "console", "preprocess", "dali_pipeline"],
-    ["data"],
+    ["data", "overlay"],
     ["models"],
     ["artefacts", "compare"],
     ["export", "runtimes"],

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dgla_export.benchmarking.results import BenchResult
 from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
 from dgla_export.data import image_key
@@ -50,10 +52,12 @@ def rows(result: BenchResult) -> list[dict[str, Any]]:
                 "backend": backend.backend,
                 "precision": backend.precision,
                 **scalars,
-                "parity_passed": backend.parity.passed,
+                "parity_passed": backend.passed,
                 "logits_max_rel": backend.parity.logits.max_rel,
                 "probs_max_abs": backend.parity.probs.max_abs,
                 "top1_agreement": backend.parity.top1_agreement,
+                **({"maps_top1_max_abs": backend.maps.top1_max_abs, "maps_hottest_agreement":
+                    backend.maps.hottest_agreement} if backend.maps is not None else {}),
                 **{k: v for k, v in scores.get(backend.backend, {}).items() if k != "backend"},
             })  # fmt: skip
     return flat
@@ -102,9 +106,36 @@ def _predictions(result: BenchResult, folder: Path) -> list[Path]:
     return written
 
 
-def write_results(result: BenchResult, folder: Path) -> list[Path]:
+def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path) -> list[Path]:
+    """Per image, the reference's Grad-CAM and every runtime's map of the reference's top-1 class,
+    side by side: a person sees at a glance whether FP16 or INT8 still points at the same place."""
+    from dgla_export.overlay import overlay, side_by_side
+
+    if result.reference_cams is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    probs = np.asarray(result.reference_probabilities)
+    runtimes = [b for b in result.backends if b.cams is not None]
+    written = []
+    for index, name in enumerate(result.images):
+        top1 = int(probs[index].argmax())
+        label = f"{result.class_names[top1]} {probs[index, top1]:.2f}"
+        panels = [
+            (
+                "reference: PyTorch FP32, Grad-CAM (captum)",
+                overlay(images[name], result.reference_cams[index, top1], label),
+            )
+        ]
+        panels += [(b.backend, overlay(images[name], b.cams[index, top1], label)) for b in runtimes]  # type: ignore[index]
+        side_by_side(panels).save(folder / f"{image_key(name)}.png")
+        written.append(folder / f"{image_key(name)}.png")
+    return written
+
+
+def write_results(result: BenchResult, folder: Path, heatmaps: dict[str, Any] | None = None) -> list[Path]:
     """results.json, results.csv, results.md, throughput.png and predictions/ as ``folder``,
-    swapped into place whole (``folder`` must have passed :func:`check_output_folder`)."""
+    swapped into place whole (``folder`` must have passed :func:`check_output_folder`); with
+    ``heatmaps`` (image name -> array), heatmaps/ too."""
     from dgla_export.benchmarking.run import BENCH_COMMAND
     from dgla_export.io import replace_folder
 
@@ -118,6 +149,8 @@ def write_results(result: BenchResult, folder: Path) -> list[Path]:
                 writer.writerows(table)
         (staging / "results.md").write_text(_markdown(result, table))
         predictions = [folder / p.relative_to(staging) for p in _predictions(result, staging / "predictions")]
+        if heatmaps is not None:
+            predictions += [folder / p.relative_to(staging) for p in _heatmaps(result, heatmaps, staging / "heatmaps")]
         if table:
             import matplotlib.pyplot as plt
 
@@ -137,15 +170,17 @@ def _markdown(result: BenchResult, table: list[dict[str, Any]]) -> str:
         f"machine: {json.dumps(provenance.get('machine'))}",
         "",
         "| backend | batch | p50 ms | p99 ms | pairs/s | x eager | MFU | logits max rel | probs max abs | top-1 "
-        "| parity |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| maps top-1 max abs | hottest cell | parity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in table:
+        maps = r.get("maps_top1_max_abs")
+        hottest = f"{r['maps_hottest_agreement']:.0%}" if maps is not None else "-"
         lines.append(
             f"| {r['backend']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['throughput_pairs_s']:.2f} | {format_speedup(r)} | {format_utilisation(r)} | "
-            f"{r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | "
-            f"{r['top1_agreement']:.0%} | {'pass' if r['parity_passed'] else 'FAIL'} |"
+            f"{r['logits_max_rel']:.2e} | {r['probs_max_abs']:.2e} | {r['top1_agreement']:.0%} | "
+            f"{'-' if maps is None else f'{maps:.2e}'} | {hottest} | {'pass' if r['parity_passed'] else 'FAIL'} |"
         )
     scores = score_rows(result)
     if scores:

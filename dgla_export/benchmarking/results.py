@@ -7,9 +7,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from dgla_export.benchmarking.scores import Scores
 from dgla_export.benchmarking.timing import Timing
-from dgla_export.compare import Comparison
+from dgla_export.compare import Comparison, MapComparison
 
 __all__ = ["BackendResult", "BenchResult"]
 
@@ -26,6 +28,8 @@ class BackendResult:
     load_s: float | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     parity: Comparison | None = None
+    maps: MapComparison | None = None  # an explained graph's maps against the reference Grad-CAM
+    cams: np.ndarray | None = dataclasses.field(default=None, repr=False)  # (N, classes, h, w), for overlays
     probabilities: list[list[float]] | None = None
     scores: Scores | None = None
     scores_delta: dict[str, Any] | None = None
@@ -35,6 +39,10 @@ class BackendResult:
     def measured(self) -> bool:
         return self.parity is not None and self.failed is None and self.skipped is None
 
+    @property
+    def passed(self) -> bool:
+        return self.parity is not None and self.parity.passed and (self.maps is None or self.maps.passed)
+
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": self.device}
         for key in ("skipped", "failed", "load_s"):
@@ -43,6 +51,8 @@ class BackendResult:
         record.update(self.details)
         if self.parity is not None:
             record["parity"] = self.parity.to_dict()
+            if self.maps is not None:
+                record["maps"] = self.maps.to_dict()
             record["probabilities"] = self.probabilities
         if self.scores is not None:
             record["metrics"] = self.scores.to_dict()
@@ -64,6 +74,7 @@ class BenchResult:
     reference_probabilities: list[list[float]]
     backends: list[BackendResult]
     reference_scores: Scores | None = None
+    reference_cams: np.ndarray | None = dataclasses.field(default=None, repr=False)  # Grad-CAM, for overlays
     cpu_fp32_gemm_tflops: float | None = None
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -73,7 +84,7 @@ class BenchResult:
 
     @property
     def parity_failed(self) -> list[str]:
-        return [b.backend for b in self.backends if b.parity is not None and not b.parity.passed]
+        return [b.backend for b in self.backends if b.parity is not None and not b.passed]
 
     def measured(self) -> Sequence[BackendResult]:
         return [b for b in self.backends if b.measured]

@@ -33,7 +33,7 @@ from dgla_export.benchmarking.timing import (
     reset_peak_rss,
     sample_seconds,
 )
-from dgla_export.compare import compare_logits, softmax
+from dgla_export.compare import compare_logits, compare_maps, softmax
 from dgla_export.errors import OptionError
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Method, preprocess_batch
@@ -88,6 +88,7 @@ class _Reference:
     logits: np.ndarray
     labels: dict[str, int] | None
     scores: Scores | None
+    cams: np.ndarray | None  # Grad-CAM of the PyTorch model for every class (explained graphs only)
 
 
 def run_bench(
@@ -98,6 +99,7 @@ def run_bench(
     options: BenchOptions,
     macs_per_pair: int,
     labels: dict[str, int] | None = None,
+    explain: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: Callable[[str], None] = print,
     reference_done: Callable[[float], None] = lambda seconds_per_pair: None,
@@ -105,8 +107,10 @@ def run_bench(
     """Parity, then timing, of every runner against the PyTorch FP32 reference.
 
     ``backends``: each runtime with its runner, or None where it cannot run (its record then says
-    why). ``reference_done`` hears the reference's seconds per image pair (for an estimate)."""
-    from dgla_export.validation import reference_logits
+    why). ``reference_done`` hears the reference's seconds per image pair (for an estimate). With
+    ``explain`` (an explained graph among the runners), the reference also holds Grad-CAM of the
+    PyTorch model, which every runner's ``cam`` output is compared with."""
+    from dgla_export.validation import reference_logits, reference_maps
 
     config = model.config
     names = tuple(name for name, _ in images)
@@ -116,8 +120,12 @@ def run_bench(
     logits = reference_logits(model, arrays)
     reference_done((time.perf_counter() - started) / len(names))
     scores = score(logits, names, labels, config.class_names) if labels is not None else None
+    cams = None
+    if explain:
+        progress(f"Grad-CAM of the PyTorch model (captum) for every class on {len(names)} images")
+        cams = reference_maps(model, arrays)
     inputs = dict(zip(config.input_names, arrays, strict=True))
-    reference = _Reference(config, names, inputs, logits, labels, scores)
+    reference = _Reference(config, names, inputs, logits, labels, scores, cams)
     run = _in_fresh_process if options.isolate else _in_this_process
     records = [BackendResult(b.name, r.precision if r else b.precision, b.device) for b, r in backends]
     result = BenchResult(
@@ -129,6 +137,7 @@ def run_bench(
         reference_probabilities=softmax(logits.astype(np.float64)).tolist(),
         backends=records,
         reference_scores=scores,
+        reference_cams=cams,
         provenance=dict(provenance or {}),
     )
     cpu_gemm = None
@@ -153,6 +162,7 @@ def run_bench(
             visits[backend.name].extend(outcome.visits)
             if first:
                 record.load_s, record.details, record.parity = outcome.load_s, outcome.details, outcome.parity
+                record.maps, record.cams = outcome.maps, outcome.cams
                 record.probabilities, record.scores = outcome.probabilities, outcome.scores
                 if outcome.scores is not None and scores is not None:
                     record.scores_delta = outcome.scores.delta(scores)
@@ -202,6 +212,8 @@ class _Outcome:
     load_s: float | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     parity: Any = None
+    maps: Any = None
+    cams: np.ndarray | None = None
     probabilities: list[list[float]] | None = None
     scores: Scores | None = None
     visits: list[Visit] = dataclasses.field(default_factory=list)
@@ -244,16 +256,30 @@ class _Visit:
     def _parity(self, outcome: _Outcome) -> None:
         """One image at a time (batch 1: no batch-composition effects) against the reference."""
         reference, runner = self.reference, self.runner
-        logits = np.concatenate(
-            [
-                runner.infer({name: array[i : i + 1] for name, array in reference.inputs.items()})["logits"]
-                for i in range(len(reference.names))
-            ]
-        )
+        answers = [
+            runner.infer({name: array[i : i + 1] for name, array in reference.inputs.items()})
+            for i in range(len(reference.names))
+        ]
+        logits = np.concatenate([answer["logits"] for answer in answers])
+        tolerance = reference.config.tolerances[runner.precision]
+        if reference.cams is not None and "cam" in answers[0]:
+            outcome.cams = np.concatenate([answer["cam"] for answer in answers])
+            top1 = reference.logits.argmax(-1)
+            own = None
+            if "cam_top1" in answers[0]:
+                own = (np.concatenate([answer["cam_top1"] for answer in answers]), logits)
+            outcome.maps = compare_maps(
+                reference.cams,
+                outcome.cams,
+                top1,
+                max_abs=tolerance.cam_abs,
+                min_hottest=tolerance.cam_hottest,
+                own_top1=own,
+            )
         outcome.parity = compare_logits(
             reference.logits,
             logits,
-            tolerance=reference.config.tolerances[runner.precision],
+            tolerance=tolerance,
             image_names=reference.names,
             class_names=reference.config.class_names,
         )

@@ -27,10 +27,23 @@ from dgla_export.io import atomic_path, check_output
 from dgla_export.models.config import SPEC_VERSION, ModelConfig
 from dgla_export.models.resnet import ResNet
 
-__all__ = ["OUTPUT_NAMES", "ExportOptions", "build_metadata", "check_contract", "export_onnx", "to_onnx"]
+__all__ = [
+    "CAM_OUTPUT",
+    "CAM_TOP1_OUTPUT",
+    "OUTPUT_NAMES",
+    "ExportOptions",
+    "build_metadata",
+    "cam_shape",
+    "check_contract",
+    "export_onnx",
+    "output_names",
+    "to_onnx",
+]
 
 log = logging.getLogger(__name__)
 OUTPUT_NAMES = ("logits", "probs")
+CAM_OUTPUT = "cam"  # with explain: (batch, classes, h, w) class activation maps of layer4
+CAM_TOP1_OUTPUT = "cam_top1"  # with explain: (batch, h, w) the map of each image's top-1 class
 Progress = Callable[[str], None]
 
 
@@ -42,6 +55,7 @@ class ExportOptions:
     precision: Literal["fp32", "fp16"] = "fp32"
     min_batch: int = 1
     max_batch: int = 32
+    explain: bool = False  # add the ``cam`` output (Grad-CAM at layer4, up to a positive scale)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16"):
@@ -67,7 +81,29 @@ def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha25
         "tool": f"dgla-export {__version__}",
         "torch_version": torch.__version__,
         "config": json.dumps(config.to_dict()),
+        **({"explain": json.dumps(_explain_record(config))} if options.explain else {}),
     }
+
+
+def cam_shape(config: ModelConfig) -> tuple[int, int]:
+    """(h, w) of layer4, where the maps live: the main input's side over the network's stride 32."""
+    return config.input_size // 32, config.input_size // 32
+
+
+def _explain_record(config: ModelConfig) -> dict[str, object]:
+    return {
+        "outputs": {
+            CAM_OUTPUT: ["batch", config.num_classes, *cam_shape(config)],
+            CAM_TOP1_OUTPUT: ["batch", *cam_shape(config)],
+        },
+        "layer": "layer4",
+        "method": "relu(sum_k fc.weight[c, k] * layer4[k]): Grad-CAM at layer4 up to a positive scale",
+        "normalise": "per image and class: (map - min) / (max - min), 0 where the map is flat",
+    }
+
+
+def output_names(explain: bool) -> tuple[str, ...]:
+    return (*OUTPUT_NAMES, CAM_OUTPUT, CAM_TOP1_OUTPUT) if explain else OUTPUT_NAMES
 
 
 def to_onnx(model: ResNet, options: ExportOptions) -> onnx.ModelProto:
@@ -81,12 +117,12 @@ def to_onnx(model: ResNet, options: ExportOptions) -> onnx.ModelProto:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            ExportModule(prepared),
+            ExportModule(prepared, explain=options.explain),
             example,
             dynamo=True,
             opset_version=options.opset,
             input_names=list(config.input_names),
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names(options.explain)),
             dynamic_shapes=(tuple({0: batch} for _ in config.input_names),),  # forward(*images)
             external_data=False,
             optimize=True,
@@ -122,12 +158,18 @@ def _name_batch(proto: onnx.ModelProto) -> None:
 
 
 def check_contract(proto: onnx.ModelProto, config: ModelConfig) -> GraphReport:
-    """onnx's full check, then names, shapes and ops (:func:`inspect_graph`); raise on any problem."""
+    """onnx's full check, then names, shapes and ops (:func:`inspect_graph`); raise on any problem.
+    A graph that says it explains (metadata ``explain``) must have the ``cam`` outputs too."""
     onnx.checker.check_model(proto, full_check=True)
+    explain = any(p.key == "explain" for p in proto.metadata_props)
+    expected: dict[str, tuple[int | str, ...]] = {name: ("batch", config.num_classes) for name in OUTPUT_NAMES}
+    if explain:
+        expected[CAM_OUTPUT] = ("batch", config.num_classes, *cam_shape(config))
+        expected[CAM_TOP1_OUTPUT] = ("batch", *cam_shape(config))
     report = inspect_graph(
         proto,
         expected_inputs={n: tuple(s) for n, s in config.input_shapes("batch").items()},
-        expected_outputs={name: ("batch", config.num_classes) for name in OUTPUT_NAMES},
+        expected_outputs=expected,
     )
     if report.problems:
         raise GraphContractError("exported graph breaks the contract:\n- " + "\n- ".join(report.problems))

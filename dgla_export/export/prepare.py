@@ -74,12 +74,24 @@ def to_fp16(model: ResNet) -> ResNet:
 
 
 class ExportModule(nn.Module):
-    """The graph's contract: the model's inputs -> ``logits`` and ``probs`` (softmax), FP32."""
+    """The graph's contract: the model's inputs -> ``logits`` and ``probs`` (softmax), FP32; with
+    ``explain``, also ``cam``: every class's activation map of layer4 (Grad-CAM up to a positive
+    scale), and ``cam_top1``: the map of the graph's own top-1 class, what a viewer shows first."""
 
-    def __init__(self, model: ResNet) -> None:
+    def __init__(self, model: ResNet, *, explain: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.explain = model, explain
+        if explain:
+            self.register_buffer("classes", torch.arange(model.config.num_classes)[:, None, None], persistent=False)
 
-    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(*images).float()
-        return logits, logits.softmax(dim=-1)
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.features(*images)
+        logits = self.model.head(features).float()
+        outputs = (logits, logits.softmax(dim=-1))
+        if not self.explain:
+            return outputs
+        cam = self.model.class_activation_maps(features)
+        # A one-hot mask, not a gather: an exact copy of one map (the others times 0, maps >= 0)
+        # without the Expand and Gather nodes the graph contract forbids.
+        chosen = (logits.argmax(dim=-1).reshape(-1, 1, 1, 1) == self.classes).to(cam.dtype)  # (B, classes, 1, 1)
+        return (*outputs, cam, (cam * chosen).sum(dim=1))

@@ -102,11 +102,25 @@ class ResNet(nn.Module):
         # Pool and classify in FP32 whatever the body's precision (fc is kept FP32).
         return self.fc(widen(features).mean(dim=(2, 3)))
 
-    def forward(self, image_224: torch.Tensor) -> torch.Tensor:
+    def class_activation_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, classes, h, w) maps of layer4's ``features``: ``relu(sum_k fc.weight[c, k] * features[k])``.
+
+        The logits are ``fc(mean over positions of features)``, so the gradient of class c's logit
+        with respect to layer4 is ``fc.weight[c] / (h * w)`` at every position, and Grad-CAM at
+        layer4 equals this map up to a positive scale: a 1x1 convolution, in FP32 whatever the
+        body's precision, on a tensor the forward pass computes anyway."""
+        features = widen(features)
+        return F.relu(F.conv2d(features, self.fc.weight.to(features.dtype)[:, :, None, None]))
+
+    def features(self, image_224: torch.Tensor) -> torch.Tensor:
+        """layer4's output, before pooling (what Grad-CAM looks at)."""
         features = self.stem(image_224)
         for stage in self.stages:
             features = stage(features)
-        return self.head(features)
+        return features
+
+    def forward(self, image_224: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(image_224))
 
 
 class DualResNet(ResNet):
@@ -119,7 +133,7 @@ class DualResNet(ResNet):
             nn.Conv2d(2 * planes * EXPANSION, planes * EXPANSION, 1, bias=False) for planes in config.widths[:-1]
         )
 
-    def forward(self, image_224: torch.Tensor, image_448: torch.Tensor) -> torch.Tensor:
+    def features(self, image_224: torch.Tensor, image_448: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         main = self.stem(image_224)
         aux = self.stem(image_448)
         for stage, fuse in zip(self.stages[:-1], self.fuse, strict=True):
@@ -127,7 +141,10 @@ class DualResNet(ResNet):
             aux = stage(aux)
             ratio = aux.shape[-1] // main.shape[-1]
             main = main + fuse(torch.cat([main, F.avg_pool2d(aux, ratio)], dim=1))
-        return self.head(self.layer4(main))
+        return self.layer4(main)
+
+    def forward(self, image_224: torch.Tensor, image_448: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.head(self.features(image_224, image_448))
 
 
 def build_network(config: ModelConfig) -> ResNet:

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace --output if it holds an earlier dgla-bench result and nothing else",
     )
+    parser.add_argument(
+        "--heatmaps",
+        action="store_true",
+        help="with a graph exported with --explain: write heatmaps/IMAGE.png in --output, the reference's Grad-CAM "
+        "and each runtime's map side by side",
+    )
     parser.add_argument("--fail-on-mismatch", action="store_true", help="exit 3 when any backend fails parity")
     parser.add_argument(
         "--quick",
@@ -200,6 +206,7 @@ def _bench(args: argparse.Namespace) -> int:
             options=options,
             max_pixels=args.max_pixels,
             output=args.output,
+            heatmaps=args.heatmaps,
             force=args.force,
             progress=console.log,
             plan=plan,

@@ -53,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    heatmaps = parser.add_argument_group("heatmaps (a repository of a graph exported with --explain)")
+    heatmaps.add_argument(
+        "--heatmap",
+        type=Path,
+        metavar="DIR",
+        help="write per image DIR/IMAGE.png: the crop the model saw under its Grad-CAM map, class and probability "
+        "in the corner",
+    )
+    heatmaps.add_argument(
+        "--heatmap-classes",
+        default="top1",
+        choices=["top1", "all"],
+        help="top1: the predicted class's map (default); all: every class's, side by side, the predicted first",
+    )
+    heatmaps.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --heatmap if it holds earlier heatmaps of dgla-client and nothing else",
+    )
     add_preprocess_args(parser)
     add_common(parser, verbose=False)
     return parser
@@ -63,11 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("dgla-client", lambda: _classify(args), debug=args.debug)
 
 
+HEATMAP_COMMAND = "dgla-client --heatmap"
+
+
 def _classify(args: argparse.Namespace) -> int:
     from dgla_export.models.config import ISIC2018_CLASSES
 
+    files = image_files(args.images)
+    if args.heatmap is not None:  # a bad folder fails here, before any request
+        from dgla_export.io import check_output_folder
+
+        check_output_folder(args.heatmap, args.force, command=HEATMAP_COMMAND, inputs=files)
     predictions = classify(
-        image_files(args.images),
+        files,
         url=args.url,
         model=args.model,
         protocol=args.protocol,
@@ -75,7 +102,10 @@ def _classify(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         preprocess=args.preprocess,
         max_pixels=args.max_pixels,
+        maps=None if args.heatmap is None else args.heatmap_classes,
     )
+    if args.heatmap is not None:
+        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, ISIC2018_CLASSES)
     failed = 0
     for prediction in predictions:
         if prediction.probs is None:
@@ -93,6 +123,31 @@ def _classify(args: argparse.Namespace) -> int:
             rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
             print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
     return EXIT_USAGE if failed else 0
+
+
+def _write_heatmaps(predictions: list, folder: Path, which: str, classes: Sequence[str]) -> None:
+    """One PNG per answered image, written as a whole folder (nothing of the user's is touched)."""
+    from dgla_export.io import replace_folder
+    from dgla_export.overlay import overlay, side_by_side
+    from dgla_export.preprocess import decode_image
+
+    used: set[str] = set()
+    with replace_folder(folder, command=HEATMAP_COMMAND) as staging:
+        for prediction in predictions:
+            if prediction.probs is None:
+                continue
+            name = prediction.image.stem  # x.jpg and x.png, or a/x.jpg and b/x.jpg: x.png, then x-2.png
+            name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(used) + 3))) if n not in used)
+            used.add(name)
+            image = decode_image(prediction.image.read_bytes(), min_side=896)  # a display: reduced decode
+            top1 = int(np.argmax(prediction.probs))
+            panels = [(top1, prediction.cam_top1)]
+            if which == "all":  # then the others, most probable first
+                panels += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
+            label = {c: f"{classes[c]} {prediction.probs[c]:.2f}" for c, _ in panels}
+            pictures = [(label[c], overlay(image, cam, label[c])) for c, cam in panels]
+            sheet = pictures[0][1] if len(pictures) == 1 else side_by_side(pictures)
+            sheet.save(staging / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MIN:MAX",
         help="range of the dynamic batch dimension (default 1:32)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add the output cam: per-class Grad-CAM maps of layer4 (7x7 for 224 px), checked against "
+        "captum's Grad-CAM of the PyTorch model; costs a 1x1 convolution",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite --output (and --report) if they exist")
     parser.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
     add_validation_args(parser)
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 opset=args.opset,
                 batch=args.batch,
+                explain=args.explain,
                 validate=not args.no_validate,
                 images=args.images,
                 preprocess=args.preprocess,

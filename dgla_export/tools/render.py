@@ -41,19 +41,26 @@ def validation(report: ValidationReport, console: Any) -> None:
     """A validation report: errors per batch size, NaN/Inf, agreement, verdict; then the flips."""
     images = f"{len(report.images)} images ({report.preprocessing} preprocessing)"
     table = Table(title=f"{report.runtime} ({report.precision}) vs PyTorch FP32, {images}")
-    for column in ("batch", "logits max rel", "logits p99 abs", "probs max abs", "NaN/Inf", "top-1", "verdict"):
-        table.add_column(column)
+    explained = any(check.maps is not None for check in report.checks)
+    columns = ["batch", "logits max rel", "logits p99 abs", "probs max abs", "NaN/Inf", "top-1"]
+    columns += ["maps top-1 max abs", "hottest cell"] if explained else []
+    for column in columns:
+        table.add_column(column, no_wrap=True)  # a figure is never cut: the table is as wide as they need
+    table.add_column("verdict", min_width=7)
     for check in report.checks:
-        c = check.comparison
-        table.add_row(
+        c, maps = check.comparison, check.maps
+        failures = check.failures
+        figures = [
             str(check.batch),
             f"{c.logits.max_rel:.2e}",
             f"{c.logits.p99_abs:.2e}",
             f"{c.probs.max_abs:.2e}",
             f"{c.logits.nan + c.probs.nan}/{c.logits.inf + c.probs.inf}",
             f"{c.top1_agreement:.0%}",
-            "[green]pass[/]" if c.passed else "[red]FAIL: " + "; ".join(c.failures) + "[/]",
-        )
+        ]
+        if explained:
+            figures += [f"{maps.top1_max_abs:.2e}", f"{maps.hottest_agreement:.0%}"] if maps else ["-", "-"]
+        table.add_row(*figures, "[green]pass[/]" if not failures else "[red]FAIL: " + "; ".join(failures) + "[/]")
     console.print(table)
     console.print(f"same image across batch positions: max logit spread {report.position_spread:.2e}")
     for check in report.checks:
@@ -88,13 +95,15 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
     from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
 
     table = Table(title=f"dgla-bench {result.model} ({preprocess} preprocessing)")
-    columns = ("backend", "batch", "p50 ms", "p99 ms", "pairs/s", "x eager", "MFU", "logits rel", "probs abs")
-    for column in (*columns, "flips", "parity"):
+    explained = any(b.maps is not None for b in result.backends)
+    columns = ["backend", "batch", "p50 ms", "p99 ms", "pairs/s", "x eager", "MFU", "logits rel", "probs abs", "flips"]
+    columns += ["maps", "hottest"] if explained else []
+    for column in (*columns, "parity"):
         table.add_column(column, no_wrap=True)
     measured = {r["backend"] for r in rows(result)}
     for b in result.backends:
         if b.backend not in measured:
-            table.add_row(b.backend, *["-"] * 9, "[dim]skipped[/]" if b.skipped else "[red]FAILED[/]")
+            table.add_row(b.backend, *["-"] * (len(columns) - 1), "[dim]skipped[/]" if b.skipped else "[red]FAILED[/]")
     for r in rows(result):
         backend = next(b for b in result.backends if b.backend == r["backend"])
         assert backend.parity is not None
@@ -109,6 +118,13 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
             f"{r['logits_max_rel']:.1e}",
             f"{r['probs_max_abs']:.1e}",
             str(len(backend.parity.flips)),
+            *(
+                [f"{r['maps_top1_max_abs']:.1e}", f"{r['maps_hottest_agreement']:.0%}"]
+                if "maps_top1_max_abs" in r
+                else ["-", "-"]
+                if explained
+                else []
+            ),
             "[green]pass[/]" if r["parity_passed"] else "[red]FAIL[/]",
         )
     wide = wide_console()

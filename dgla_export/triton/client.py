@@ -12,14 +12,16 @@ import dataclasses
 import queue
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from dgla_export.errors import UserError
 from dgla_export.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError
 
-__all__ = ["ClientError", "Prediction", "classify"]
+__all__ = ["MAP_OUTPUTS", "ClientError", "Prediction", "classify"]
+
+MAP_OUTPUTS = {"top1": ("cam_top1",), "all": ("cam_top1", "cam")}  # what classify(maps=...) asks for
 
 
 class ClientError(UserError, RuntimeError):
@@ -28,11 +30,14 @@ class ClientError(UserError, RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """One image's answer: probabilities, or the reason it has none."""
+    """One image's answer: probabilities (and, when asked, class activation maps), or the reason
+    it has none. Maps are raw: normalise each before showing it."""
 
     image: Path
     probs: np.ndarray | None
     error: str | None = None
+    cam_top1: np.ndarray | None = None  # (h, w): the top-1 class's map (maps="top1" or "all")
+    cam: np.ndarray | None = None  # (classes, h, w): every class's (maps="all")
 
 
 def _short(err: object, limit: int = 300) -> str:
@@ -150,11 +155,14 @@ def classify(
     concurrency: int = 8,
     preprocess: str = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    maps: Literal["top1", "all"] | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
 
     ``preprocess`` is how images become tensors for the raw models (the ensemble preprocesses on
     the server, as its config says); an image above ``max_pixels`` is refused before it is sent.
+    ``maps`` also asks for class activation maps (a repository of a graph exported with
+    ``--explain``): the top-1 class's, or every class's too.
 
     Raises :class:`ClientError` for what concerns every image (server down or slow, model
     missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
@@ -164,7 +172,9 @@ def classify(
         _check_server(client, url, protocol, model)
         specs = _input_specs(client, model, protocol)
         build = _request_builder(module, specs, model, base_model, protocol, preprocess, max_pixels)
-        outputs = [module.InferRequestedOutput("probs")]
+        names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
+        _check_outputs(client, model, protocol, url, names)
+        outputs = [module.InferRequestedOutput(name) for name in names]
         predictions: list[Prediction] = []
         for start in range(0, len(images), concurrency):  # bounded: a folder of images is not sent at once
             chunk = [Path(p) for p in images[start : start + concurrency]]
@@ -223,4 +233,19 @@ def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -
     if probs is None or probs.ndim != 2 or probs.shape[0] != 1:
         shape = None if probs is None else probs.shape
         raise ClientError(f"{model} answered probs of shape {shape} for one image, expected (1, classes)")
-    return Prediction(path, probs[0])
+    maps = {name: answer.as_numpy(name) for name in ("cam_top1", "cam")}
+    return Prediction(path, probs[0], **{name: None if m is None else m[0] for name, m in maps.items()})
+
+
+def _check_outputs(client: Any, model: str, protocol: str, url: str, names: Sequence[str]) -> None:
+    """Before any image is sent: ``model`` has every output asked for."""
+    metadata = client.get_model_metadata(model)
+    outputs = [o.name for o in metadata.outputs] if protocol == "grpc" else [o["name"] for o in metadata["outputs"]]
+    missing = [name for name in names if name not in outputs]
+    if missing and missing[0].startswith("cam"):
+        raise ClientError(
+            f"{model} on {url} answers no class activation maps (outputs {outputs}); serve a repository of a graph "
+            "exported with `dgla-export onnx --explain`"
+        )
+    if missing:
+        raise ClientError(f"{model} on {url} has no output {', '.join(missing)} (outputs {outputs})")

@@ -113,6 +113,43 @@ def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> No
     assert main(_quick_run(tiny_int8["cpu"][0], tmp_path / "bad")) == 2
 
 
+def test_explained_graphs_have_their_maps_judged_and_drawn(tiny_explained, tiny_onnx, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    argv = _quick_run(tiny_explained["fp32"], tmp_path / "out")
+    argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-fp32,onnxruntime-cpu-fp16"
+    argv += ["--onnx-fp16", str(tiny_explained["fp16"]), "--heatmaps", "--fail-on-mismatch"]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    for backend in results["backends"]:
+        maps = backend["maps"]
+        limit = {"fp32": 1e-5, "fp16": 1e-2}[backend["precision"]]  # measured 1.1e-6 and 1.8e-3
+        assert maps["passed"] and maps["hottest_agreement"] == 1.0 and maps["top1_max_abs"] < limit, maps
+    assert "| maps top-1 max abs | hottest cell |" in (tmp_path / "out" / "results.md").read_text()
+    sheets = sorted((tmp_path / "out" / "heatmaps").glob("*.png"))
+    assert len(sheets) == len(results["images"]), sheets
+    with Image.open(sheets[0]) as sheet:  # the reference, then each runtime
+        assert sheet.size == (3 * 448, 448 + 22) and sheet.mode == "RGB", sheet.size
+    capsys.readouterr()
+    # heatmaps need maps: a plain graph is refused before any work, in one line
+    assert main([*_quick_run(tiny_onnx["fp32"], tmp_path / "plain"), "--heatmaps"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "exported with explain (--explain)" in errors[0], errors
+
+
+def test_maps_that_point_elsewhere_fail_parity(tiny_explained, tmp_path) -> None:
+    """The maps' own weights permuted: the logits still pass, the maps must not."""
+    model = onnx.load(str(tiny_explained["fp32"]))
+    weights = next(init for init in model.graph.initializer if list(init.dims) == [7, 64, 1, 1])
+    array = onnx.numpy_helper.to_array(weights)
+    weights.CopyFrom(onnx.numpy_helper.from_array(array[:, ::-1].copy(), weights.name))
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    assert main([*_quick_run(tmp_path / "tampered.onnx", tmp_path / "out"), "--fail-on-mismatch"]) == EXIT_MISMATCH
+    backend = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]
+    assert backend["parity"]["passed"] and not backend["maps"]["passed"], backend["maps"]
+    assert any("top-1 maps differ" in f for f in backend["maps"]["failures"]), backend["maps"]
+
+
 def test_labels_give_clinical_metrics(tiny_onnx, tmp_path, images, capsys) -> None:
     rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
     for i, (name, _) in enumerate(images):

@@ -125,13 +125,19 @@ def _slow_and_bad_shape(repository: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_onnx, tmp_path_factory):
+def served_graph(tiny_explained) -> Path:
+    """The graph the shared server serves: exported with explain, so its maps are served too."""
+    return tiny_explained["fp32"]
+
+
+@pytest.fixture(scope="module")
+def served(served_graph, tmp_path_factory):
     repository = tmp_path_factory.mktemp("serving") / "repo"
     # The tiny model answers in milliseconds: a 20 ms batching window (instead of 200 us) lets the
     # batcher see concurrent requests together, so whether it merges them is what the test measures.
     # ... and a 50 MP limit, so that the model parameter, not the default, is what refuses large images.
     options = TritonOptions(max_queue_delay_us=20_000, max_pixels=50_000_000)
-    write_repository(tiny_onnx["fp32"], repository, options=options)
+    write_repository(served_graph, repository, options=options)
     _slow_and_bad_shape(repository)
     started = time.monotonic()
     server = Serve(repository)
@@ -155,13 +161,13 @@ def image_files(images, tmp_path_factory):
     return paths
 
 
-def _local_probs(onnx_path: Path, paths: list[Path], config, method: str = "fast") -> np.ndarray:
+def _local_probs(onnx_path: Path, paths: list[Path], config, method: str = "fast", output: str = "probs") -> np.ndarray:
     from dgla_export.preprocess import Preprocessing
     from dgla_export.runtimes.onnxruntime import create_session
 
     recipe = Preprocessing.of(config, method)  # type: ignore[arg-type]
     arrays = recipe.batch([recipe.load(p) for p in paths])
-    return create_session(onnx_path, "cpu").run(["probs"], dict(zip(config.input_names, arrays, strict=True)))[0]
+    return create_session(onnx_path, "cpu").run([output], dict(zip(config.input_names, arrays, strict=True)))[0]
 
 
 def _probs(predictions) -> np.ndarray:
@@ -190,11 +196,11 @@ def test_every_model_loads_ready_on_loopback(served) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("model", ["dgla", "dgla_onnx"])
-def test_served_probabilities_equal_local_onnxruntime(served, tiny_onnx, tiny, image_files, protocol, model) -> None:
+def test_served_probabilities_equal_local_onnxruntime(served, served_graph, tiny, image_files, protocol, model) -> None:
     server, _ = served
     url = server.grpc_url if protocol == "grpc" else server.http_url
     served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol, base_model="dgla_tiny"))
-    local = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
+    local = _local_probs(served_graph, image_files, tiny.config)
     err = float(np.abs(served_probs - local).max())
     assert err <= TOLERANCE, f"{model} over {protocol}: served vs local probs differ by {err:.2e}"
 
@@ -216,15 +222,15 @@ def test_corrupt_image_fails_alone_and_the_server_stays_up(served, image_files, 
     assert again[0].error is None and abs(float(again[0].probs.sum()) - 1) < 1e-5
 
 
-def test_large_photo_is_served(served, tiny_onnx, tiny, images, tmp_path) -> None:
+def test_large_photo_is_served(served, served_graph, tiny, images, tmp_path) -> None:
     """A 24 MP camera JPEG through the ensemble: the server's fast path equals the package's."""
     server, _ = served
     photo = tmp_path / "photo_6000x4000.jpg"
     photo.write_bytes(photo_jpeg(images[2][1], (6000, 4000)))
     served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla", base_model="dgla_tiny"))
-    err = float(np.abs(served_probs - _local_probs(tiny_onnx["fp32"], [photo], tiny.config)).max())
+    err = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config)).max())
     assert err <= TOLERANCE, f"6000x4000 JPEG: served vs local probs differ by {err:.2e}"
-    exact = float(np.abs(served_probs - _local_probs(tiny_onnx["fp32"], [photo], tiny.config, "exact")).max())
+    exact = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config, "exact")).max())
     assert exact > TOLERANCE, f"served probs equal the exact path's ({exact:.1e}): did the fast path run?"
 
 
@@ -305,6 +311,81 @@ def test_cli_over_http_prints_results_and_names_bad_files(served, image_files, t
     assert captured.err.count("\n") == 1 and f"{junk}: " in captured.err and "Traceback" not in captured.err
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_files, protocol) -> None:
+    """The ensemble answers the top-1 class's map, and every class's when asked, as the graph does here."""
+    server, _ = served
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    local = {name: _local_probs(served_graph, image_files, tiny.config, output=name) for name in ("cam", "cam_top1")}
+    top1_only = classify(image_files, url=url, protocol=protocol, base_model="dgla_tiny", maps="top1")
+    assert all(p.cam is None and p.cam_top1 is not None for p in top1_only), "maps='top1' sent more than asked"
+    every = classify(image_files, url=url, protocol=protocol, base_model="dgla_tiny", maps="all")
+    for name, predictions in (("cam_top1", top1_only), ("cam_top1", every), ("cam", every)):
+        served_maps = np.stack([getattr(p, name) for p in predictions])
+        assert served_maps.shape == local[name].shape, (name, served_maps.shape, local[name].shape)
+        err = float(np.abs(served_maps - local[name]).max() / np.abs(local[name]).max())
+        assert err <= TOLERANCE, f"{name} over {protocol}: served vs local maps differ by {err:.2e} (relative)"
+    picked = local["cam"][np.arange(len(image_files)), _probs(every).argmax(-1)]
+    assert np.array_equal(picked, local["cam_top1"]), "cam_top1 is not the map of the top-1 class"
+
+
+def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    server, _ = served
+    folder = tmp_path / "maps"
+    assert main([*map(str, image_files[:2]), "--url", server.grpc_url, "--heatmap", str(folder)]) == 0
+    written = sorted(folder.glob("*.png"))
+    assert [p.stem for p in written] == sorted(p.stem for p in image_files[:2]), written
+    for path in written:
+        with Image.open(path) as picture:
+            assert picture.size == (448, 448) and picture.mode == "RGB", (path, picture.size, picture.mode)
+            pixels = np.asarray(picture, dtype=float)
+        assert pixels.std() > 20 and pixels.max() - pixels.min() > 100, f"{path} looks blank"
+    capsys.readouterr()
+    # every class: seven panels, the predicted one first; the earlier folder is replaced only with --force
+    argv = [str(image_files[0]), "--url", server.grpc_url, "--heatmap", str(folder), "--heatmap-classes", "all"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "Traceback" not in err, err
+    assert main([*argv, "--force"]) == 0
+    (sheet,) = folder.glob("*.png")
+    with Image.open(sheet) as picture:
+        assert picture.size == (7 * 448, 448 + 22), picture.size
+
+
+def test_bad_heatmap_paths_get_one_line(served, image_files, tmp_path, capsys) -> None:
+    """Checked before any request; nothing of the user's is touched, with or without --force."""
+    server, _ = served
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a user's file")
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "photo.jpg").write_bytes(b"theirs")
+    base = [str(image_files[0]), "--url", server.grpc_url, "--heatmap"]
+    cases = (
+        ([str(taken)], "is a file, not a folder"),
+        ([str(users)], "exists and is not empty; pass --force"),
+        ([str(users), "--force"], "photo.jpg, which dgla-client --heatmap did not write"),
+        ([str(image_files[0].parent)], "holds the input"),
+    )
+    for extra, expected in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and expected in err, err
+    assert taken.read_text() == "a user's file" and (users / "photo.jpg").read_bytes() == b"theirs"
+    assert main([*base, str(tmp_path / "new" / "maps")]) == 0  # a missing parent is created, like any output's
+    assert len(list((tmp_path / "new" / "maps").glob("*.png"))) == 1
+
+
+def test_heatmaps_from_a_graph_without_maps_are_one_clear_error(served_plain, image_files, tmp_path, capsys) -> None:
+    argv = [str(image_files[0]), "--url", served_plain.grpc_url, "--heatmap", str(tmp_path / "maps")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answers no class activation maps" in err and "--explain" in err, err
+    assert not (tmp_path / "maps").exists()
+
+
 def test_port_in_use_is_a_clear_error_not_a_hang(served, tiny_onnx, tmp_path) -> None:
     server, _ = served
     started = time.monotonic()
@@ -334,24 +415,29 @@ def test_a_failing_warmup_keeps_the_model_from_loading(tiny_onnx, tmp_path) -> N
     assert os.path.isdir(repository / "dgla_preprocess")  # the user's repository is untouched
 
 
-def test_int8_graph_is_served(tiny_int8, tiny_onnx, tiny, image_files, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def served_plain(tiny_int8, tmp_path_factory):
+    """A second server, of the INT8 Q/DQ graph exported without explain."""
+    repository = tmp_path_factory.mktemp("serving_int8") / "repo"
+    write_repository(tiny_int8["cpu"][0], repository)
+    server = Serve(repository)
+    server.wait_ready()
+    yield server
+    server.stop()
+    assert not server.leftovers(), server.leftovers()
+
+
+def test_int8_graph_is_served(served_plain, tiny_int8, tiny_onnx, tiny, image_files) -> None:
     """The INT8 Q/DQ graph on a real server: served probabilities are the INT8 graph's own (not
     FP32's), through the ensemble and through dgla_onnx."""
     graph = tiny_int8["cpu"][0]
-    write_repository(graph, tmp_path / "repo")
-    server = Serve(tmp_path / "repo")
-    try:
-        server.wait_ready()
-        local = _local_probs(graph, image_files, tiny.config)
-        fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
-        for model in ("dgla", "dgla_onnx"):
-            served = _probs(classify(image_files, url=server.grpc_url, model=model, base_model="dgla_tiny"))
-            err = float(np.abs(served - local).max())
-            assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
-        assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
-    finally:
-        server.stop()
-    assert not server.leftovers(), server.leftovers()
+    local = _local_probs(graph, image_files, tiny.config)
+    fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
+    for model in ("dgla", "dgla_onnx"):
+        served = _probs(classify(image_files, url=served_plain.grpc_url, model=model, base_model="dgla_tiny"))
+        err = float(np.abs(served - local).max())
+        assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
+    assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
 
 
 def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_onnx, tmp_path) -> None:

@@ -1,0 +1,67 @@
+"""Heatmap overlays a dermatologist can open: the crop the model saw, a class activation map
+upsampled over it in a perceptual colormap, and the class and probability in the corner.
+
+numpy, Pillow and matplotlib's colormaps only (no torch): ``dgla-client --heatmap`` draws them
+on a reception PC, ``dgla-bench --heatmaps`` side by side for the reference and each runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dgla_export.preprocess import to_rgb_float
+
+__all__ = ["COLORMAP", "overlay", "side_by_side"]
+
+COLORMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind viewers
+SIZE = 448  # the side of the larger input: what the model saw at its finest
+
+
+def _crop(image: np.ndarray, size: int) -> Image.Image:
+    """The centre square the model saw, as 8-bit RGB of ``size`` px."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    rgb = to_rgb_float(np.asarray(image)[top : top + side, left : left + side])
+    pixels = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))
+    return pixels.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _heat(cam: np.ndarray, size: int) -> np.ndarray:
+    """(h, w) map -> (size, size, 4) float RGBA in [0, 1]: normalised, upsampled bilinearly, coloured."""
+    from matplotlib import colormaps
+
+    cam = np.asarray(cam, dtype=np.float32)
+    span = float(cam.max() - cam.min())
+    normalised = (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
+    upsampled = np.asarray(Image.fromarray(normalised).resize((size, size), Image.Resampling.BILINEAR))
+    return colormaps[COLORMAP](np.clip(upsampled, 0, 1))
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, label: str, *, size: int = SIZE, alpha: float = 0.45) -> Image.Image:
+    """``image`` (H, W[, C]) under ``cam`` (h, w), ``label`` (e.g. ``"MEL 0.83"``) in the top-left corner."""
+    crop = np.asarray(_crop(image, size), dtype=np.float32) / 255
+    heat = _heat(cam, size)[:, :, :3]
+    mixed = ((1 - alpha) * crop + alpha * heat).clip(0, 1)
+    blended = Image.fromarray((mixed * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(blended)
+    font = ImageFont.load_default()
+    box = draw.textbbox((8, 8), label, font=font)
+    draw.rectangle((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3), fill=(0, 0, 0))
+    draw.text((8, 8), label, fill=(255, 255, 255), font=font)
+    return blended
+
+
+def side_by_side(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
+    """Panels in a row, each titled above (e.g. the reference, then each runtime)."""
+    width, height = panels[0][1].size
+    strip = 22
+    sheet = Image.new("RGB", (width * len(panels), height + strip), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for index, (title, panel) in enumerate(panels):
+        sheet.paste(panel, (index * width, strip))
+        draw.text((index * width + 6, 5), title, fill=(0, 0, 0), font=ImageFont.load_default())
+    return sheet
