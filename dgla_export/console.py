@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration", "quiet_libraries"]
+__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration", "quiet_libraries", "quiet_onnxruntime"]
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -89,6 +89,15 @@ class Console:
         finally:
             done.set()
             thread.join()
+
+
+def quiet_onnxruntime() -> None:
+    """ONNX Runtime's default logger to errors only. Its graph optimisers log there, not through a
+    session's options: an explained graph's constant folding warned that UnsqueezeElimination
+    "cannot remove node", a remark about its own pass, never about the user's input."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
 
 
 def quiet_libraries(verbose: bool) -> None:

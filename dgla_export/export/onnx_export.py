@@ -21,6 +21,7 @@ import torch
 
 from dgla_export._version import __version__
 from dgla_export.artefacts.graph import GraphContractError, GraphReport, inspect_graph
+from dgla_export.console import quiet_onnxruntime
 from dgla_export.errors import OptionError
 from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
 from dgla_export.io import atomic_path, check_output
@@ -146,6 +147,7 @@ def _fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
     severity, colors = G_LOGGER.module_severity, G_LOGGER.colors
     if quiet:
         G_LOGGER.module_severity, G_LOGGER.colors = G_LOGGER.ERROR, False
+        quiet_onnxruntime()  # the folding runs ONNX Runtime
     try:
         return fold_constants(proto, num_passes=2, size_threshold=None, allow_onnxruntime_shape_inference=False)
     finally:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dgla_export.console import quiet_onnxruntime
 from dgla_export.errors import UserError
 from dgla_export.runtimes.base import Feed, Outputs, Runner
 
@@ -54,6 +55,7 @@ def create_session(
     processes (Triton's preprocessing instances) spinning threads took their cycles."""
     import onnxruntime as ort
 
+    quiet_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
