@@ -43,7 +43,7 @@ def validation(report: ValidationReport, console: Any) -> None:
     table = Table(title=f"{report.runtime} ({report.precision}) vs PyTorch FP32, {images}")
     explained = any(check.maps is not None for check in report.checks)
     columns = ["batch", "logits max rel", "logits p99 abs", "probs max abs", "NaN/Inf", "top-1"]
-    columns += ["maps top-1 max abs", "hottest cell"] if explained else []
+    columns += ["maps top-1\nmax abs", "hottest\ncell"] if explained else []  # two lines: 120 columns hold it all
     for column in columns:
         table.add_column(column, no_wrap=True)  # a figure is never cut: the table is as wide as they need
     table.add_column("verdict", min_width=7)

@@ -345,17 +345,23 @@ def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatc
 
 @pytest.mark.slow
 def test_export_progress_in_a_pipe_names_the_users_path_and_no_library_chatter(tmp_path) -> None:
-    """The command as a user pipes it: a fresh process (torch not yet imported), stderr not a terminal."""
+    """The command as a user pipes it: a fresh process (torch not yet imported), stderr not a terminal;
+    the widest table (validation of an explained graph) whole within the plain width."""
+    from dgla_export.console import PLAIN_WIDTH
+
     output = tmp_path / "tiny.onnx"
     command = [sys.executable, "-m", "dgla_export.tools.export", "onnx", "--model", "dgla_tiny", "--output",
-               str(output), "--batch", "1:2", "--no-validate"]  # fmt: skip
+               str(output), "--batch", "1:2", "--batches", "1", "--explain"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     err = result.stderr
     assert any(line.startswith("dgla-export: [") and "exporting" in line for line in err.splitlines()), err
     assert ".tiny.onnx." not in err, err  # the user's path, never a staging name
-    for chatter in ("torchvision is not installed", "[W]", "[I]", "Folding Constants", "W12"):
+    for chatter in ("torchvision is not installed", "[W]", "[I]", "Folding Constants", "W12", "[W:onnxruntime"):
         assert chatter not in err, f"library chatter reached the user: {chatter!r} in\n{err}"
+    row = next(line for line in err.splitlines() if line.startswith("│ 1 "))
+    assert row.rstrip().endswith("│") and row.split("│")[-2].strip() == "pass", f"the validation row is cut:\n{err}"
+    assert max(len(line) for line in err.splitlines()) <= PLAIN_WIDTH, err
 
 
 def test_image_limit_and_preprocessing_path_reach_every_command(tiny_onnx, tmp_path, capsys) -> None:
