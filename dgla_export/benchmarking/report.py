@@ -144,7 +144,8 @@ def write_results(result: BenchResult, folder: Path, heatmaps: dict[str, Any] | 
         (staging / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
         if table:
             with open(staging / "results.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+                columns = list(dict.fromkeys(key for row in table for key in row))  # PyTorch rows have no maps
+                writer = csv.DictWriter(handle, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(table)
         (staging / "results.md").write_text(_markdown(result, table))
