@@ -13,12 +13,17 @@ if TYPE_CHECKING:
     from dgla_export.quantize import QuantizationReport
     from dgla_export.validation import ValidationReport
 
-__all__ = ["bench_tables", "cost_table", "quantization", "validation", "wide_console"]
+__all__ = ["bench_tables", "cost_table", "print_whole", "quantization", "validation"]
 
 
-def wide_console() -> RichConsole:
-    """stdout, at least 140 columns wide (bench tables have many)."""
-    return RichConsole(width=max(RichConsole().width, 140))
+def print_whole(table: Table) -> None:
+    """``table`` on stdout at its natural width: a figure is never cut short (the bench table with
+    maps columns is ~170 columns; a narrower terminal wraps the lines instead)."""
+    from rich.measure import Measurement
+
+    probe = RichConsole(width=10_000)
+    needed = Measurement.get(probe, probe.options, table).maximum
+    RichConsole(width=max(RichConsole().width, needed)).print(table)
 
 
 def cost_table(record: dict[str, Any], stages: Sequence[Any], total: Any, console: RichConsole) -> None:
@@ -127,8 +132,7 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
             ),
             "[green]pass[/]" if r["parity_passed"] else "[red]FAIL[/]",
         )
-    wide = wide_console()
-    wide.print(table)
+    print_whole(table)
     scores = score_rows(result)
     if scores:  # the summary; every class's sensitivity is in results.md, .csv and .json
         first = result.class_names[0]
@@ -137,7 +141,7 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
             metrics.add_column(column, no_wrap=True)
         for row in scores:
             metrics.add_row(row["backend"], *(format_score(row[k]) for k in (*METRIC_COLUMNS, f"sensitivity_{first}")))
-        wide.print(metrics)
+        print_whole(metrics)
     for b in result.backends:
         for outcome in ("skipped", "failed"):
             if getattr(b, outcome):

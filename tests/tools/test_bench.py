@@ -120,6 +120,8 @@ def test_explained_graphs_have_their_maps_judged_and_drawn(tiny_explained, tiny_
     argv[argv.index("onnxruntime-cpu-fp32")] = "torch-eager-cpu,onnxruntime-cpu-fp32,onnxruntime-cpu-fp16"
     argv += ["--onnx-fp16", str(tiny_explained["fp16"]), "--heatmaps", "--fail-on-mismatch"]
     assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "…" not in table and "onnxruntime-cpu-fp16 " in table, f"the table cut a figure short:\n{table}"
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     for backend in results["backends"]:
         if backend["backend"] == "torch-eager-cpu":  # runs the model, not the graph: no maps, an empty CSV cell
