@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from dgla_export.errors import MismatchError, OptionError, UserError
-from dgla_export.io import check_output, check_output_folder
+from dgla_export.io import check_output, check_output_folder, staging_folder
 from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Method, Preprocessing
 
 if TYPE_CHECKING:
@@ -331,8 +330,8 @@ def export_onnx(
     options = ExportOptions(opset=opset, precision=traced, min_batch=low, max_batch=high, explain=explain)  # type: ignore[arg-type]
     progress("loading the model")
     network = load_model(model, weights, partial=partial)
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as staging:
-        staged = Path(staging) / output.name
+    with staging_folder(output) as staging:
+        staged = staging / output.name
         exported = staged.with_suffix(".fp32.onnx") if int8 else staged
         graph = write_graph(
             network,

@@ -36,6 +36,7 @@ __all__ = [
     "check_output_folder",
     "replace_folder",
     "sha256_file",
+    "staging_folder",
 ]
 
 CACHE_ENV = "DGLA_EXPORT_CACHE"
@@ -210,16 +211,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     A reader never sees a half-written file, and a failure leaves the previous version untouched.
     """
     path = Path(path)
+    with staging_folder(path) as folder:
+        tmp = folder / path.name
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except OSError as err:
+            if err.filename and Path(err.filename).parent == folder:  # name the user's path, not ours
+                raise OutputError(f"cannot write {path}: {err.strerror}") from err
+            raise
+
+
+@contextlib.contextmanager
+def staging_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside file ``path`` (its missing parents created), removed afterwards:
+    where an output is built, on the same filesystem, before one rename puts it in place."""
+    path = Path(path)
     _make_parent(path)
     folder = _staging(path, "tmp")
-    tmp = folder / path.name
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.filename and Path(err.filename).parent == folder:  # name the user's path, not ours
-            raise OutputError(f"cannot write {path}: {err.strerror}") from err
-        raise
+        yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -21,8 +21,9 @@ def test_the_api_is_importable_from_the_package_root_without_loading_torch() -> 
 
 @pytest.mark.slow
 def test_export_validates_by_default_and_returns_a_typed_result(tiny, tmp_path) -> None:
-    result = dx.export_onnx(tmp_path / "tiny.onnx", tiny, batch=(1, 3))
-    assert result.path == tmp_path / "tiny.onnx" and result.path.is_file()
+    output = tmp_path / "build" / "tiny.onnx"  # a folder that does not exist yet, as on a fresh clone (make demo)
+    result = dx.export_onnx(output, tiny, batch=(1, 3))
+    assert result.path == output and result.path.is_file()
     assert result.passed and result.validation is not None and result.validation.precision == "fp32"
     assert [c.batch for c in result.validation.checks] == [1, 3]
     record = json.loads(result.to_json())

@@ -15,7 +15,7 @@ import numpy as np
 
 from dgla_export.errors import EXIT_USAGE, run_command
 from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
-from dgla_export.triton.client import ClientError, classify
+from dgla_export.triton.client import ClientError, Prediction, classify
 
 __all__ = ["build_parser", "image_files", "main"]
 
@@ -125,7 +125,7 @@ def _classify(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
-def _write_heatmaps(predictions: list, folder: Path, which: str, classes: Sequence[str]) -> None:
+def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str, classes: Sequence[str]) -> None:
     """One PNG per answered image, written as a whole folder (nothing of the user's is touched)."""
     from dgla_export.io import replace_folder
     from dgla_export.overlay import overlay, side_by_side
