@@ -87,7 +87,8 @@ def test_an_int8_export_keeps_its_maps_near_gradcam(tmp_path) -> None:
     from dgla_export.api import export_onnx
     from dgla_export.quantize import explanation_nodes
 
-    result = export_onnx(tmp_path / "int8.onnx", model="dgla_tiny", precision="int8", explain=True, batch=(1, 8))
+    with pytest.warns(UserWarning, match="calibrating INT8 on scikit-image's bundled photos"):
+        result = export_onnx(tmp_path / "int8.onnx", model="dgla_tiny", precision="int8", explain=True, batch=(1, 8))
     assert result.validation is not None and result.validation.passed, result.validation
     maps = result.validation.checks[0].maps
     assert maps is not None and 1e-4 < maps.top1_max_abs < 0.1, maps  # INT8 moves the maps, within the tolerance
