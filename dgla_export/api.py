@@ -371,9 +371,7 @@ def export_onnx(
             rejected = output.with_name(f"{output.stem}.failed.onnx")
             os.replace(staged, rejected)
             result = ExportResult(rejected, graph, validation, quantization)
-            failures = [
-                f for c in validation.checks for f in (*c.comparison.failures, *(c.maps.failures if c.maps else ()))
-            ]
+            failures = [f for check in validation.checks for f in check.failures]
             raise ValidationFailedError(
                 f"validation FAILED ({'; '.join(failures)}): "
                 f"the graph is kept as {rejected} for inspection, not at {output}",

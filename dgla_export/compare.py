@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dgla_export.models.config import Tolerance
+from dgla_export.overlay import normalise_maps
 
 __all__ = [
     "Comparison",
@@ -75,14 +76,9 @@ class Flip:
     actual_margin: float
 
 
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    logits: ErrorStats
-    probs: ErrorStats
-    images: int
-    top1_agreement: float
-    flips: tuple[Flip, ...]
-    tolerance: Tolerance
+class _Verdict:
+    """A judged comparison: it passes when it has no ``failures``, and its record says so."""
+
     failures: tuple[str, ...]
 
     @property
@@ -93,6 +89,17 @@ class Comparison:
         record = dataclasses.asdict(self)
         record["passed"] = self.passed
         return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison(_Verdict):
+    logits: ErrorStats
+    probs: ErrorStats
+    images: int
+    top1_agreement: float
+    flips: tuple[Flip, ...]
+    tolerance: Tolerance
+    failures: tuple[str, ...]
 
 
 def _margin(probs: np.ndarray) -> np.ndarray:
@@ -150,18 +157,8 @@ def compare_logits(
     )
 
 
-def normalise_maps(maps: np.ndarray) -> np.ndarray:
-    """(..., h, w) maps -> each scaled to [0, 1] by its own min and max (Grad-CAM's per-image
-    normalisation); a flat map (a class the image gives no evidence for) becomes 0."""
-    maps = np.asarray(maps, dtype=np.float64)
-    low = maps.min(axis=(-2, -1), keepdims=True)
-    span = maps.max(axis=(-2, -1), keepdims=True) - low
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
-
-
 @dataclasses.dataclass(frozen=True)
-class MapComparison:
+class MapComparison(_Verdict):
     """A runtime's class activation maps against the reference's, both normalised per image and
     class: the largest difference for each image's top-1 class (the reference's) and over every
     class, and the share of images whose hottest cell of the top-1 map is the same."""
@@ -171,15 +168,6 @@ class MapComparison:
     hottest_agreement: float
     images: int
     failures: tuple[str, ...]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        record = dataclasses.asdict(self)
-        record["passed"] = self.passed
-        return record
 
 
 def compare_maps(

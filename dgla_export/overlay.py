@@ -14,10 +14,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dgla_export.preprocess import to_rgb_float
 
-__all__ = ["COLORMAP", "overlay", "side_by_side"]
+__all__ = ["COLORMAP", "normalise_maps", "overlay", "side_by_side"]
 
 COLORMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind viewers
 SIZE = 448  # the side of the larger input: what the model saw at its finest
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """(..., h, w) maps -> each scaled to [0, 1] by its own min and max (Grad-CAM's per-image
+    normalisation); a flat map (a class the image gives no evidence for) becomes 0."""
+    maps = np.asarray(maps, dtype=np.float64)
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    span = maps.max(axis=(-2, -1), keepdims=True) - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
 
 
 def _crop(image: np.ndarray, size: int) -> Image.Image:
@@ -34,9 +44,7 @@ def _heat(cam: np.ndarray, size: int) -> np.ndarray:
     """(h, w) map -> (size, size, 4) float RGBA in [0, 1]: normalised, upsampled bilinearly, coloured."""
     from matplotlib import colormaps
 
-    cam = np.asarray(cam, dtype=np.float32)
-    span = float(cam.max() - cam.min())
-    normalised = (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
+    normalised = normalise_maps(cam).astype(np.float32)
     upsampled = np.asarray(Image.fromarray(normalised).resize((size, size), Image.Resampling.BILINEAR))
     return colormaps[COLORMAP](np.clip(upsampled, 0, 1))
 

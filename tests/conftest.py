@@ -33,23 +33,23 @@ def tiny():
     return create_model("dgla_tiny", weights="demo")
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tiny, tmp_path_factory):
-    """(fp32 path, fp16 path) of the tiny model, exported once for the session."""
+def _export_tiny(tiny, folder, *, explain: bool = False) -> dict:
+    """precision -> the tiny model's FP32 and FP16 graphs in ``folder``, not validated."""
     from dgla_export.export.onnx_export import ExportOptions, export_onnx
     from dgla_export.models.weights import state_dict_sha256
 
-    folder = tmp_path_factory.mktemp("onnx")
     paths = {}
     for precision in ("fp32", "fp16"):
-        paths[precision] = folder / f"tiny_{precision}.onnx"
-        export_onnx(
-            tiny,
-            paths[precision],
-            options=ExportOptions(precision=precision, max_batch=8),
-            checkpoint_sha256=state_dict_sha256(tiny),
-        )
+        paths[precision] = folder / f"tiny{'_explained' if explain else ''}_{precision}.onnx"
+        options = ExportOptions(precision=precision, max_batch=8, explain=explain)
+        export_onnx(tiny, paths[precision], options=options, checkpoint_sha256=state_dict_sha256(tiny))
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny, tmp_path_factory):
+    """(fp32 path, fp16 path) of the tiny model, exported once for the session."""
+    return _export_tiny(tiny, tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="session")
@@ -82,13 +82,4 @@ def immutable(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_explained(tiny, tmp_path_factory):
     """precision -> the tiny model's graph exported with explain (a ``cam`` output), not validated."""
-    from dgla_export.export.onnx_export import ExportOptions, export_onnx
-    from dgla_export.models.weights import state_dict_sha256
-
-    folder = tmp_path_factory.mktemp("explained")
-    paths = {}
-    for precision in ("fp32", "fp16"):
-        paths[precision] = folder / f"tiny_explained_{precision}.onnx"
-        options = ExportOptions(precision=precision, max_batch=8, explain=True)
-        export_onnx(tiny, paths[precision], options=options, checkpoint_sha256=state_dict_sha256(tiny))
-    return paths
+    return _export_tiny(tiny, tmp_path_factory.mktemp("explained"), explain=True)
