@@ -42,7 +42,7 @@ def export_pair(folder: Path, precision: str) -> tuple[Path, Path]:
     """The demo dgla_resnet50 exported twice (no validation: this measures speed, not parity)."""
     from dgla_export import create_model
     from dgla_export.export.onnx_export import ExportOptions, export_onnx
-    from dgla_export.models.weights import state_dict_sha256
+    from dgla_export.models.identity import identify
 
     model = create_model("dgla_resnet50", weights="demo")
     paths = []
@@ -50,7 +50,7 @@ def export_pair(folder: Path, precision: str) -> tuple[Path, Path]:
         path = folder / f"dgla_resnet50_{precision}{'_explain' if explain else ''}.onnx"
         print(f"exporting {path.name}", flush=True)
         options = ExportOptions(precision=precision, max_batch=32, explain=explain)  # type: ignore[arg-type]
-        export_onnx(model, path, options=options, checkpoint_sha256=state_dict_sha256(model))
+        export_onnx(model, path, options=options, checkpoint=identify("demo", model))
         paths.append(path)
     return paths[0], paths[1]
 

@@ -25,6 +25,7 @@ from dgla_export._version import __version__
 _EXPORTS = {
     "dgla_export.models": ("SPEC_VERSION", "ModelConfig", "Tolerance", "create_model", "get_config", "list_models"),
     "dgla_export.api": (
+        "Acceptance",
         "EngineResult",
         "ExportResult",
         "Int8Options",
@@ -33,6 +34,7 @@ _EXPORTS = {
         "ValidationFailedError",
         "bench",
         "build_engine",
+        "debug",
         "export_onnx",
         "load_model",
         "serve",

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,13 +38,16 @@ if TYPE_CHECKING:
     from dgla_export.artefacts.manifest import EngineManifest
     from dgla_export.benchmarking.catalogue import Backend
     from dgla_export.benchmarking.results import BenchResult
+    from dgla_export.localise import DebugReport
     from dgla_export.models.config import Tolerance
+    from dgla_export.models.identity import CheckpointIdentity
     from dgla_export.models.resnet import ResNet
     from dgla_export.quantize import QuantizationReport
     from dgla_export.triton.repository import TritonOptions
     from dgla_export.validation import ValidationReport
 
 __all__ = [
+    "Acceptance",
     "EngineResult",
     "ExportResult",
     "Int8Options",
@@ -53,6 +56,7 @@ __all__ = [
     "ValidationFailedError",
     "bench",
     "build_engine",
+    "debug",
     "export_onnx",
     "load_model",
     "serve",
@@ -98,8 +102,28 @@ class _Record:
         return json.dumps(self.to_dict(), indent=2)
 
 
+class _Validated(_Record):
+    """A result whose artefact was validated, or not (``validation`` None): three-valued, so that
+    nothing unvalidated ever reads as passed."""
+
+    validation: ValidationReport | None
+
+    @property
+    def verdict(self) -> str:
+        """'passed', 'failed' or 'not validated'."""
+        return "not validated" if self.validation is None else self.validation.verdict
+
+    @property
+    def passed(self) -> bool | None:
+        """True, False, or None where nothing was validated."""
+        return None if self.validation is None else self.validation.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "verdict": self.verdict, "passed": self.passed}
+
+
 @dataclasses.dataclass(frozen=True)
-class ExportResult(_Record):
+class ExportResult(_Validated):
     """An exported graph: where it is, its contract, and (unless skipped) its validation report."""
 
     path: Path
@@ -107,22 +131,14 @@ class ExportResult(_Record):
     validation: ValidationReport | None
     quantization: QuantizationReport | None = None
 
-    @property
-    def passed(self) -> bool:
-        return self.validation is None or self.validation.passed
-
 
 @dataclasses.dataclass(frozen=True)
-class EngineResult(_Record):
+class EngineResult(_Validated):
     """A built engine, its manifest, and its validation against PyTorch (None where not run)."""
 
     path: Path
     manifest: EngineManifest
     validation: ValidationReport | None
-
-    @property
-    def passed(self) -> bool:
-        return self.validation is None or self.validation.passed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +197,12 @@ class Int8Options:
 
 def load_model(model: str | ResNet = "dgla_resnet50", weights: Weights = "demo", *, partial: bool = False) -> ResNet:
     """A model in eval mode: a registered name with ``weights`` (``"demo"``, ``"random"``/None, or a
-    checkpoint path), or a model you built, as it is."""
+    checkpoint path), or a model you built, as it is. Weights holding NaN or Inf are refused."""
     from dgla_export.models import weights as weights_module
     from dgla_export.models.registry import create_model
 
     if not isinstance(model, str):
+        weights_module.check_finite(model.state_dict(), f"the {model.config.name} model given")
         return model.eval()
     if weights is None or str(weights) == "random":
         return create_model(model)
@@ -197,13 +214,82 @@ def load_model(model: str | ResNet = "dgla_resnet50", weights: Weights = "demo",
     return network
 
 
-def _checkpoint_digest(weights: Weights, model: ResNet) -> str:
-    from dgla_export.io import sha256_file
-    from dgla_export.models.weights import state_dict_sha256
+def _identity(weights: Weights, model: str | ResNet, network: ResNet, partial: bool) -> CheckpointIdentity:
+    """What an exported artefact records of its weights (see :mod:`dgla_export.models.identity`)."""
+    from dgla_export.models.identity import identify
 
-    if weights is None or str(weights) in ("demo", "random") or not Path(str(weights)).is_file():
-        return f"state_dict:{state_dict_sha256(model)}"
-    return sha256_file(weights)
+    if not isinstance(model, str):
+        return identify(None, network)
+    return identify("random" if weights is None else weights, network, partial=partial)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ArtefactWeights:
+    """The weights an artefact is compared with: those it records unless the caller gave others
+    (checked by digest before the slow work, and once loaded)."""
+
+    artefact: Path
+    recorded: CheckpointIdentity | None
+    weights: Weights
+    partial: bool
+
+    @classmethod
+    def of(cls, artefact: Path, metadata: dict[str, str], model: str | ResNet, weights: Weights, partial: bool):
+        from dgla_export.models.identity import CheckpointIdentity, resolve_weights
+
+        recorded = CheckpointIdentity.from_metadata(metadata)
+        if not isinstance(model, str):  # a model object: its weights are checked once loaded
+            return cls(artefact, recorded, weights, partial)
+        resolved, recorded_partial = resolve_weights(recorded, weights, artefact)
+        return cls(artefact, recorded, resolved, partial or recorded_partial)
+
+    def load(self, model: str | ResNet) -> ResNet:
+        from dgla_export.models.identity import check_loaded
+
+        network = load_model(model, self.weights, partial=self.partial)
+        check_loaded(self.recorded, network, self.artefact)
+        return network
+
+
+def _failed_path(output: Path, force: bool, companions: Sequence[Callable[[Path], Path]] = ()) -> Path:
+    """Where an artefact that failed validation is kept: ``NAME.failed.SUFFIX``, or with ``-2``,
+    ``-3``, ... where an earlier failure is (replaced only with ``force``)."""
+    number = 1
+    while True:
+        tag = "failed" if number == 1 else f"failed-{number}"
+        candidate = output.with_name(f"{output.stem}.{tag}{output.suffix}")
+        taken = [p for p in (candidate, *(name(candidate) for name in companions)) if p.exists()]
+        if force or not taken:
+            return candidate
+        number += 1
+
+
+def _publish(
+    staged: Path,
+    output: Path,
+    validation: ValidationReport | None,
+    *,
+    force: bool,
+    companions: Sequence[Callable[[Path], Path]] = (),
+) -> Path:
+    """Move a staged artefact (and its companion files, e.g. an engine's manifest, first) to
+    ``output`` when its validation passed or none was asked for, else beside it as a failed one;
+    returns where it went. Nothing unvalidated-and-failing ever sits at ``output``."""
+    failed = validation is not None and not validation.passed
+    destination = _failed_path(output, force, companions) if failed else output
+    for name in companions:
+        os.replace(name(staged), name(destination))
+    os.replace(staged, destination)
+    return destination
+
+
+def _raise_if_failed(result: ExportResult | EngineResult, what: str, output: Path) -> None:
+    if result.validation is not None and not result.validation.passed:
+        raise ValidationFailedError(
+            f"validation FAILED ({'; '.join(result.validation.failures)}): "
+            f"{what} is kept as {result.path} for inspection, not at {output}",
+            result,
+        )
 
 
 def _model_name(model: str | ResNet) -> str:
@@ -221,6 +307,41 @@ def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels:
     return load_images(images, preprocessing=Preprocessing.of(config, preprocess, max_pixels))
 
 
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    """Clinical acceptance: ``labels`` (an ISIC 2018 Task 3 ground-truth CSV) score the runtime next to
+    the FP32 reference on the same images; ``max_drop`` (metric -> share, or the command line's
+    ``"balanced_accuracy=0.01,mel_sensitivity=0.02"``) turns a larger drop into a failure (exit 3).
+    ``allow_label_subset`` scores only the labelled images."""
+
+    labels: str | Path | None = None
+    max_drop: Mapping[str, float] | str | None = None
+    allow_label_subset: bool = False
+
+    def drops(self) -> dict[str, float] | None:
+        from dgla_export.clinical import parse_max_drop
+
+        if self.max_drop is None:
+            return None
+        if self.labels is None:
+            raise OptionError("max_drop (--max-drop) needs labels (--labels): the scores need the ground truth")
+        if isinstance(self.max_drop, str):
+            return parse_max_drop(self.max_drop)
+        return parse_max_drop(",".join(f"{k}={v}" for k, v in self.max_drop.items()))
+
+    def read(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
+        """The labels of ``names`` (checked against them before any slow work), or None without labels."""
+        from dgla_export.clinical import match_labels, read_labels
+
+        if self.labels is None:
+            if self.allow_label_subset:
+                raise OptionError("allow_label_subset (--allow-label-subset) needs labels (--labels)")
+            return None
+        label_map = read_labels(Path(self.labels), class_names)
+        match_labels(names, label_map, Path(self.labels), allow_subset=self.allow_label_subset)
+        return label_map
+
+
 def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
     if wanted:
         too_large = [b for b in wanted if b > max_batch]
@@ -228,6 +349,71 @@ def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
             raise OptionError(f"batches {too_large} exceed the graph's maximum batch {max_batch}; give smaller sizes")
         return list(wanted)
     return sorted({1, min(3, max_batch), max_batch})
+
+
+HELD_OUT_SEED = 2018  # the split of one image set into calibration and validation halves
+
+
+def _held_out(
+    calibration: list[tuple[str, np.ndarray]],
+    validation: list[tuple[str, np.ndarray]],
+    both_default: bool,
+    warn: Progress,
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """Calibration and validation images with no image in both (by pixels, whatever the names): an
+    INT8 graph validated on its own calibration images is judged on what it was fitted to. Where
+    both are the default set it is split in two with a stated seed; otherwise an overlap is refused."""
+    from dgla_export.data import pixels_digest
+
+    shared = _shared(validation, {pixels_digest(image) for _, image in calibration})
+    if not shared:
+        return calibration, validation
+    if not both_default:
+        _refuse_shared(shared)
+    order = np.random.default_rng(HELD_OUT_SEED).permutation(len(calibration))
+    half = len(order) // 2
+    calibrate, hold = [calibration[i] for i in sorted(order[:half])], [calibration[i] for i in sorted(order[half:])]
+    warn(
+        f"the bundled photos serve both INT8 calibration and validation: split in two (seed {HELD_OUT_SEED}), "
+        f"calibrated on {', '.join(n for n, _ in calibrate)}, validated on {', '.join(n for n, _ in hold)}"
+    )
+    return calibrate, hold
+
+
+def _shared(images: Sequence[tuple[str, np.ndarray]], calibration_digests: set[str]) -> list[str]:
+    from dgla_export.data import pixels_digest
+
+    return [name for name, image in images if pixels_digest(image) in calibration_digests]
+
+
+def _refuse_shared(shared: Sequence[str]) -> None:
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    raise UserError(
+        f"{len(shared)} validation images are also calibration images ({', '.join(shared[:3])}{more}): an INT8 graph "
+        "must be judged on images it was not calibrated on; give --images (images=) without the calibration images"
+    )
+
+
+def _check_held_out(metadata: dict[str, str], images: Sequence[tuple[str, np.ndarray]]) -> None:
+    """An INT8 graph records its calibration images' pixel digests: validating on one is refused."""
+    record = json.loads(metadata.get("quantization", "{}"))
+    shared = _shared(images, set(record.get("calibration_pixels", [])))
+    if shared:
+        _refuse_shared(shared)
+
+
+def _calibration_labels(
+    acceptance: Acceptance, calibration: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str]
+) -> dict[str, int] | None:
+    """The labels of the calibration images, where the labels CSV has them: the INT8 search then
+    also holds each candidate to the clinical drop allowed on them."""
+    from dgla_export.clinical import read_labels
+    from dgla_export.data import image_key
+
+    if acceptance.labels is None or acceptance.max_drop is None:
+        return None
+    labels = read_labels(Path(acceptance.labels), class_names)
+    return labels if any(image_key(name) in labels for name, _ in calibration) else None
 
 
 def _int8_tolerance(model: ResNet, accuracy_target: float | None) -> Tolerance:
@@ -246,6 +432,8 @@ def _validate_graph(
     preprocess: Method,
     tolerance: Tolerance | None,
     progress: Progress,
+    labels: dict[str, int] | None = None,
+    max_drop: dict[str, float] | None = None,
 ) -> ValidationReport:
     from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
     from dgla_export.validation import validate_runner
@@ -260,6 +448,8 @@ def _validate_graph(
             batches=_batches(batches, max_batch),
             tolerance=tolerance,
             preprocessing=preprocess,
+            labels=labels,
+            max_drop=max_drop,
             progress=progress,
         )
 
@@ -280,6 +470,7 @@ def export_onnx(
     device: str = "cpu",
     batches: Sequence[int] | None = None,
     int8: Int8Options | None = None,
+    acceptance: Acceptance | None = None,
     report: str | Path | None = None,
     partial: bool = False,
     force: bool = False,
@@ -291,9 +482,11 @@ def export_onnx(
 
     The graph reaches ``output`` only when validation passes; one that fails is kept as
     ``NAME.failed.onnx`` and :class:`ValidationFailedError` is raised. INT8 exports the FP32 graph,
-    then quantizes it (``int8``: calibration and search options). ``explain`` adds the output ``cam``:
-    (batch, classes, h, w) class activation maps of layer4, Grad-CAM up to a positive scale, which
-    validation holds to captum's Grad-CAM of the PyTorch model.
+    then quantizes it (``int8``: calibration and search options) and validates it on images disjoint
+    from the calibration images. ``explain`` adds the output ``cam``: (batch, classes, h, w) class
+    activation maps of layer4, Grad-CAM up to a positive scale, which validation holds to captum's
+    Grad-CAM of the PyTorch model. ``acceptance``: labels and the largest clinical drop allowed
+    (they also become the INT8 search's target on labelled calibration images).
 
     >>> result = export_onnx("dgla.onnx", precision="fp16")   # doctest: +SKIP
     >>> result.validation.passed
@@ -303,6 +496,7 @@ def export_onnx(
 
     from dgla_export.export.onnx_export import ExportOptions, check_contract
     from dgla_export.export.onnx_export import export_onnx as write_graph
+    from dgla_export.models.registry import get_config
 
     output = check_output(output, force)
     report = check_output(report, force) if report is not None else None
@@ -311,6 +505,8 @@ def export_onnx(
     if int8 is not None and precision != "int8":
         raise OptionError("int8 options need precision='int8'")
     checked = _images(images, model, preprocess, max_pixels) if validate else None  # inputs first
+    acceptance = acceptance or Acceptance()
+    drops = acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
     calibration: list[tuple[str, np.ndarray]] = []
     if int8 is not None:
@@ -322,7 +518,13 @@ def export_onnx(
                 "calibrating INT8 on scikit-image's bundled photos, which are not dermoscopy; for a deployment "
                 "pass --calibration-images with a few hundred images of its domain"
             )
-        calibration = _images(int8.calibration_images, model, preprocess, max_pixels)[: int8.calibration_count]
+        calibration = _images(int8.calibration_images, model, preprocess, max_pixels)
+        if checked is not None:
+            both_default = images is None and int8.calibration_images is None
+            calibration, checked = _held_out(calibration, checked, both_default, warn)
+        calibration = calibration[: int8.calibration_count]
+    config = get_config(model) if isinstance(model, str) else model.config
+    labels = acceptance.read([n for n, _ in checked], config.class_names) if checked is not None else None
     low, high = batch
     if batches:
         _batches(batches, high)
@@ -337,7 +539,7 @@ def export_onnx(
             network,
             exported,
             options=options,
-            checkpoint_sha256=_checkpoint_digest(weights, network),
+            checkpoint=_identity(weights, model, network, partial),
             progress=progress,
         )
         quantization = None
@@ -349,6 +551,8 @@ def export_onnx(
                 method=int8.method,
                 tolerance=_int8_tolerance(network, int8.accuracy_target),
                 preprocess=preprocess,
+                labels=_calibration_labels(acceptance, calibration, network.config.class_names),
+                max_drop=drops,
             )
             try:
                 quantization = quantize_onnx(
@@ -357,49 +561,42 @@ def export_onnx(
             except QuantizationError as err:
                 raise QuantizationError(f"INT8 FAILED: {err}; nothing written to {output}") from err
             graph = check_contract(onnx.load(str(staged)), network.config)
-        if checked is None:
-            os.replace(staged, output)
-            return ExportResult(output, graph, None, quantization)
-        tolerance = _int8_tolerance(network, int8.accuracy_target) if int8 else None
-        validation = _validate_graph(
-            staged, network, checked, graph.metadata, device=device, batches=batches, preprocess=preprocess,
-            tolerance=tolerance, progress=progress,
-        )  # fmt: skip
-        if report is not None:
-            validation.write_json(report, {"quantization": quantization.to_dict()} if quantization else None)
-        if not validation.passed:
-            rejected = output.with_name(f"{output.stem}.failed.onnx")
-            os.replace(staged, rejected)
-            result = ExportResult(rejected, graph, validation, quantization)
-            failures = [f for check in validation.checks for f in check.failures]
-            raise ValidationFailedError(
-                f"validation FAILED ({'; '.join(failures)}): "
-                f"the graph is kept as {rejected} for inspection, not at {output}",
-                result,
-            )
-        os.replace(staged, output)
-    return ExportResult(output, graph, validation, quantization)
+        validation = None
+        if checked is not None:
+            tolerance = _int8_tolerance(network, int8.accuracy_target) if int8 else None
+            validation = _validate_graph(
+                staged, network, checked, graph.metadata, device=device, batches=batches, preprocess=preprocess,
+                tolerance=tolerance, progress=progress, labels=labels, max_drop=drops,
+            )  # fmt: skip
+            if report is not None:
+                validation.write_json(report, {"quantization": quantization.to_dict()} if quantization else None)
+        placed = _publish(staged, output, validation, force=force)
+    result = ExportResult(placed, graph, validation, quantization)
+    _raise_if_failed(result, "the graph", output)
+    return result
 
 
 def validate(
     onnx: str | Path,
     model: str | ResNet | None = None,
     *,
-    weights: Weights = "demo",
+    weights: Weights = None,
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     device: str = "cpu",
     batches: Sequence[int] | None = None,
     accuracy_target: float | None = None,
+    acceptance: Acceptance | None = None,
     report: str | Path | None = None,
     partial: bool = False,
     force: bool = False,
     progress: Progress = _quiet,
 ) -> ValidationReport:
     """Run an exported graph with ONNX Runtime and compare it with the FP32 PyTorch model on real
-    images (default model: the graph's own). Returns the report; ``report.passed`` says whether
-    every tolerance held.
+    images (default model: the graph's own, with the weights it was exported from: ``weights``
+    that are not those is an error). Returns the report; ``report.passed`` says whether every
+    tolerance held. ``acceptance``: labels, and the largest clinical drop allowed against the reference.
 
     >>> validate("dgla.onnx", images="lesions/").passed   # doctest: +SKIP
     True
@@ -412,13 +609,20 @@ def validate(
     model = model if model is not None else json.loads(metadata["config"])["name"]
     check_graph_model(onnx, metadata, get_config(model) if isinstance(model, str) else model.config)
     report = check_output(report, force, inputs=(onnx,)) if report is not None else None
+    source = _ArtefactWeights.of(onnx, metadata, model, weights, partial)
+    acceptance = acceptance or Acceptance()
+    drops = acceptance.drops()
     checked = _images(images, model, preprocess, max_pixels)
+    config = get_config(model) if isinstance(model, str) else model.config
+    labels = acceptance.read([n for n, _ in checked], config.class_names)
+    _check_held_out(metadata, checked)
     progress("loading the model")
-    network = load_model(model, weights, partial=partial)
+    network = source.load(model)
     int8 = metadata.get("precision") == "int8"
     result = _validate_graph(
         onnx, network, checked, metadata, device=device, batches=batches, preprocess=preprocess,
-        tolerance=_int8_tolerance(network, accuracy_target) if int8 else None, progress=progress,
+        tolerance=_int8_tolerance(network, accuracy_target) if int8 else None, progress=progress, labels=labels,
+        max_drop=drops,
     )  # fmt: skip
     if report is not None:
         result.write_json(report)
@@ -438,17 +642,19 @@ def build_engine(
     version_compatible: bool = False,
     validate: bool = True,
     model: str | ResNet | None = None,
-    weights: Weights = "demo",
+    weights: Weights = None,
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batches: Sequence[int] | None = None,
+    acceptance: Acceptance | None = None,
     force: bool = False,
     progress: Progress = _quiet,
 ) -> EngineResult:
     """Build a strongly typed TensorRT engine (and its manifest) from a graph of :func:`export_onnx`,
     on the GPU it will run on, then validate the engine against the FP32 PyTorch model like every
-    export (``weights``: those the graph was exported with). An engine that fails is kept as
+    export (with the weights the graph records; ``weights`` must be those). The engine is built
+    beside ``output`` and moved there only once validated; one that fails is kept as
     ``NAME.failed.plan`` and :class:`ValidationFailedError` is raised. Needs TensorRT and a CUDA GPU.
 
     >>> build_engine("dgla_fp16.onnx", "dgla_fp16.plan")   # doctest: +SKIP
@@ -471,44 +677,109 @@ def build_engine(
     metadata = graph_metadata(load_graph(onnx))
     check_engine_graph(onnx, metadata, precision)
     model = model if model is not None else json.loads(metadata["config"])["name"]
+    source = _ArtefactWeights.of(onnx, metadata, model, weights, False) if validate else None
     checked = _images(images, model, preprocess, max_pixels) if validate else None
+    acceptance = acceptance or Acceptance()
+    drops = acceptance.drops()
+    labels = None
+    if checked is not None:
+        labels = acceptance.read([n for n, _ in checked], json.loads(metadata["class_names"]))
+        _check_held_out(metadata, checked)
     problem = tensorrt_problem()
     if problem:
         raise UserError(f"cannot build an engine here: {problem}; build on the GPU machine the engine will run on")
-    manifest = build(
-        onnx,
-        output,
-        precision=precision,
-        profile=profile,
-        workspace=workspace_bytes,
-        timing_cache=timing,
-        hardware_compatible=hardware_compatible,
-        version_compatible=version_compatible,
-        force=force,
-        progress=progress,
-    )
-    if checked is None:
-        return EngineResult(output, manifest, None)
-    from dgla_export.runtimes.tensorrt import TensorRTRunner
-    from dgla_export.validation import validate_runner
+    network = None
+    if source is not None:  # before the build: wrong weights fail in seconds, not after minutes
+        progress("loading the model")
+        network = source.load(model)
+    with staging_folder(output) as staging:
+        staged = staging / output.name
+        manifest = build(
+            onnx,
+            staged,
+            precision=precision,
+            profile=profile,
+            workspace=workspace_bytes,
+            timing_cache=timing,
+            hardware_compatible=hardware_compatible,
+            version_compatible=version_compatible,
+            progress=progress,
+        )
+        validation = None
+        if network is not None and checked is not None:
+            from dgla_export.runtimes.tensorrt import TensorRTRunner
+            from dgla_export.validation import validate_runner
 
-    progress("loading the model")
-    network = load_model(model, weights)
-    with TensorRTRunner(output) as runner:
-        wanted = batches or sorted({profile.min, min(3, profile.max), profile.max})
-        validation = validate_runner(
-            runner, network, checked, batches=_batches(wanted, profile.max), preprocessing=preprocess, progress=progress
-        )
-    result = EngineResult(output, manifest, validation)
-    if not validation.passed:
-        rejected = output.with_name(f"{output.stem}.failed.plan")
-        os.replace(output, rejected)
-        os.replace(manifest_path(output), manifest_path(rejected))
-        raise ValidationFailedError(
-            f"engine validation FAILED: kept as {rejected} for inspection, not at {output}",
-            dataclasses.replace(result, path=rejected),
-        )
+            wanted = batches or sorted({profile.min, min(3, profile.max), profile.max})
+            with TensorRTRunner(staged) as runner:
+                validation = validate_runner(
+                    runner, network, checked, batches=_batches(wanted, profile.max), preprocessing=preprocess,
+                    labels=labels, max_drop=drops, progress=progress,
+                )  # fmt: skip
+        placed = _publish(staged, output, validation, force=force, companions=(manifest_path,))
+    result = EngineResult(placed, manifest, validation)
+    _raise_if_failed(result, "the engine", output)
     return result
+
+
+def debug(
+    onnx: str | Path,
+    reference: str | Path | None = None,
+    *,
+    output: str | Path | None = None,
+    images: Images = None,
+    preprocess: Method = "fast",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    device: str = "cpu",
+    bound: float | None = None,
+    max_images: int = 2,
+    force: bool = False,
+    progress: Progress = _quiet,
+) -> DebugReport:
+    """Find the layer where a failing graph departs from the FP32 graph: every intermediate tensor of
+    ``onnx`` (run on ``device``) against ``reference``'s (the FP32 graph on the CPU; default: ``onnx``
+    itself on the CPU, to find a provider's fault) on the images that fail, naming the first whose
+    relative error exceeds ``bound`` (default: the precision's logits tolerance). With ``output``, a
+    folder with the inputs, golden outputs and a one-line ``polygraphy run`` reproducing it.
+
+    >>> debug("dgla_fp16.onnx", "dgla.onnx", output="fp16-debug").first_failure   # doctest: +SKIP
+    """
+    from dgla_export.artefacts.graph import graph_metadata, load_graph
+    from dgla_export.io import replace_folder
+    from dgla_export.localise import localise
+    from dgla_export.runtimes.availability import onnxruntime_gpu_problem
+    from dgla_export.runtimes.onnxruntime import PROVIDERS
+
+    onnx = Path(onnx)
+    if device not in PROVIDERS:
+        raise OptionError(f"device must be one of {', '.join(PROVIDERS)}, got {device!r}")
+    if reference is None and device == "cpu":
+        raise OptionError(
+            "give the FP32 graph to compare with (--reference, reference=), or another --device (device=) to "
+            "compare this graph's providers"
+        )
+    reference = Path(reference) if reference is not None else onnx
+    if device != "cpu":
+        problem = onnxruntime_gpu_problem(PROVIDERS[device][0])
+        if problem:
+            raise UserError(f"cannot run {device} here: {problem}")
+    folder = Path(output) if output is not None else None
+    if folder is not None:
+        check_output_folder(folder, force, command="dgla-export debug", inputs=(onnx, reference))
+    model = json.loads(graph_metadata(load_graph(onnx))["config"])["name"]
+    checked = _images(images, model, preprocess, max_pixels)
+
+    def run(into: Path | None) -> DebugReport:
+        return localise(
+            onnx, reference, checked, output=into, bound=bound, providers=PROVIDERS[device], preprocess=preprocess,
+            max_images=max_images, progress=progress,
+        )  # fmt: skip
+
+    if folder is None:
+        return run(None)
+    with replace_folder(folder, command="dgla-export debug") as staging:
+        report = run(staging)
+    return dataclasses.replace(report, folder=str(folder))
 
 
 def bench(
@@ -518,12 +789,11 @@ def bench(
     onnx_int8: str | Path | None = None,
     engine: str | Path | None = None,
     model: str | ResNet = "dgla_resnet50",
-    weights: Weights = "demo",
+    weights: Weights = None,
     backends: Sequence[str] | None = None,
     devices: Sequence[str] | None = None,
     images: Images = None,
-    labels: str | Path | None = None,
-    allow_label_subset: bool = False,
+    acceptance: Acceptance | None = None,
     options: Any = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     output: str | Path | None = None,
@@ -549,32 +819,36 @@ def bench(
     from dgla_export.benchmarking.catalogue import OPTIONS, catalogue
     from dgla_export.benchmarking.report import write_results
     from dgla_export.benchmarking.run import BENCH_COMMAND, BenchOptions, estimate_seconds, run_bench
-    from dgla_export.benchmarking.scores import match_labels, read_labels
     from dgla_export.machine import provenance
     from dgla_export.models.cost import measure_cost
     from dgla_export.models.registry import get_config
 
     options = options or BenchOptions()
+    acceptance = acceptance or Acceptance()
+    drops = acceptance.drops()
+    labels = acceptance.labels
     given = {"fp32": onnx, "fp16": onnx_fp16, "int8": onnx_int8}
     onnx_files = {k: Path(v) for k, v in given.items() if v is not None}
     engine = Path(engine) if engine is not None else None
     config = get_config(model) if isinstance(model, str) else model.config
     checkpoint = None if weights is None or str(weights) in ("demo", "random") else weights
+    artefacts: dict[Path, dict[str, str]] = {}
     if output is not None:
         sources = (*onnx_files.values(), engine, images if isinstance(images, str | Path) else None, labels, checkpoint)
         check_output_folder(output, force, command=BENCH_COMMAND, inputs=sources)
     explain = False
     for precision, path in onnx_files.items():
-        metadata = graph_metadata(load_graph(path))
+        metadata = artefacts[path] = graph_metadata(load_graph(path))
         check_graph_model(path, metadata, config)
-        explain = explain or "explain" in metadata
         found = metadata.get("precision", "fp32")
         if found != precision:
             raise UserError(f"{OPTIONS[precision]} {path} is an {found} graph; pass it as {OPTIONS[found]}")
     if engine is not None:
         from dgla_export.artefacts.manifest import verify_engine_file
 
-        explain = explain or "explain" in verify_engine_file(engine).onnx_metadata
+        artefacts[engine] = verify_engine_file(engine).onnx_metadata
+    explain = any("explain" in metadata for metadata in artefacts.values())
+    source = _bench_weights(artefacts, model, weights)
     import torch
 
     chosen = _choose_backends(
@@ -593,20 +867,13 @@ def bench(
     if engine is not None and (not engine_runs or why):
         warn(f"--engine {engine} is not used: {why}")
     checked = _images(images, config.name if isinstance(model, str) else model, options.preprocess, max_pixels)
-    label_map = None
-    if labels is not None:
-        label_map = read_labels(Path(labels), config.class_names)
-        match_labels([name for name, _ in checked], label_map, Path(labels), allow_subset=allow_label_subset)
-    elif allow_label_subset:
-        raise OptionError("allow_label_subset needs labels")
+    label_map = acceptance.read([name for name, _ in checked], config.class_names)
+    for metadata in artefacts.values():
+        _check_held_out(metadata, checked)
     if heatmaps and (output is None or not explain):
         raise OptionError("heatmaps need an output folder and a graph exported with explain (--explain)")
-    if checkpoint is not None:
-        from dgla_export.models.weights import read_checkpoint
-
-        read_checkpoint(checkpoint)  # a damaged file fails here, not after the reference run
     progress("loading the model")
-    network = load_model(model, weights)
+    network = source.load(model)
     runners = [
         (b, b.runner(network, onnx_files, engine) if not b.unavailable(onnx_files, engine) else None) for b in chosen
     ]
@@ -618,6 +885,7 @@ def bench(
         options=options,
         macs_per_pair=measure_cost(network).macs,
         labels=label_map,
+        max_drop=drops,
         explain=explain,
         provenance=provenance(),
         progress=progress,
@@ -630,6 +898,21 @@ def bench(
     if output is not None:
         write_results(result, Path(output), dict(checked) if heatmaps else None)
     return result
+
+
+def _bench_weights(artefacts: dict[Path, dict[str, str]], model: str | ResNet, weights: Weights) -> _ArtefactWeights:
+    """The weights every artefact of a bench run was made from: they must agree (a runtime compared
+    with another checkpoint's reference would fail parity for no fault of its own)."""
+    from dgla_export.models.identity import CheckpointIdentity
+
+    if not artefacts:  # PyTorch backends only: the weights given, the demo by default
+        return _ArtefactWeights(Path("."), None, weights if weights is not None else "demo", False)
+    digests = {path: getattr(CheckpointIdentity.from_metadata(m), "digest", None) for path, m in artefacts.items()}
+    if len(set(digests.values())) > 1:
+        listed = "; ".join(f"{path}: {digest}" for path, digest in digests.items())
+        raise UserError(f"the artefacts were exported from different checkpoints ({listed}); bench one checkpoint's")
+    first = next(iter(artefacts))
+    return _ArtefactWeights.of(first, artefacts[first], model, weights, False)
 
 
 def _choose_backends(

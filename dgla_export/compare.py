@@ -42,15 +42,21 @@ class ErrorStats:
     p99_rel: float
     nan: int
     inf: int
+    reference_nan: int = 0
+    reference_inf: int = 0
 
 
 def error_stats(reference: np.ndarray, actual: np.ndarray) -> ErrorStats:
+    """Errors of ``actual`` against ``reference``; a non-finite value on either side is an infinite
+    error (never a NaN that compares as small) and is counted on its side."""
     if reference.shape != actual.shape:
         raise ValueError(f"shape mismatch: reference {reference.shape} vs actual {actual.shape}")
-    actual64 = actual.astype(np.float64)
-    finite = np.isfinite(actual64)
-    diff = np.abs(np.where(finite, actual64, np.inf) - reference.astype(np.float64))
-    scale = max(float(np.abs(reference).max()), 1e-12)
+    actual64, reference64 = actual.astype(np.float64), reference.astype(np.float64)
+    finite = np.isfinite(actual64) & np.isfinite(reference64)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(finite, np.abs(actual64 - reference64), np.inf)
+    magnitudes = np.abs(reference64[np.isfinite(reference64)])
+    scale = max(float(magnitudes.max()) if magnitudes.size else 0.0, 1e-12)
     with np.errstate(invalid="ignore"):  # percentiles over inf errors: reported as counts, not warnings
         p99 = float(np.percentile(diff, 99))
     return ErrorStats(
@@ -62,6 +68,8 @@ def error_stats(reference: np.ndarray, actual: np.ndarray) -> ErrorStats:
         p99_rel=p99 / scale,
         nan=int(np.isnan(actual64).sum()),
         inf=int(np.isinf(actual64).sum()),
+        reference_nan=int(np.isnan(reference64).sum()),
+        reference_inf=int(np.isinf(reference64).sum()),
     )
 
 
@@ -123,6 +131,8 @@ def compare_logits(
     prob_stats = error_stats(ref_probs, probs)
     ref_top, top = reference.argmax(-1), np.nan_to_num(actual).argmax(-1)
     ref_margin, margin = _margin(ref_probs), _margin(np.nan_to_num(probs))
+    # a row with a NaN or Inf on either side is a non-finite failure, not a flip with NaN margins
+    judged = np.isfinite(reference).all(-1) & np.isfinite(actual).all(-1) & np.isfinite(probs).all(-1)
     flips = tuple(
         Flip(
             image_names[i],
@@ -131,16 +141,22 @@ def compare_logits(
             float(ref_margin[i]),
             float(margin[i]),
         )
-        for i in np.flatnonzero(ref_top != top)
+        for i in np.flatnonzero((ref_top != top) & judged)
     )
     failures = []
+    if logit_stats.reference_nan or logit_stats.reference_inf:
+        failures.append(
+            f"non-finite values in the PyTorch FP32 reference: {logit_stats.reference_nan} NaN, "
+            f"{logit_stats.reference_inf} Inf (the weights or the model are broken; nothing can be judged against it)"
+        )
     if logit_stats.nan or logit_stats.inf or prob_stats.nan or prob_stats.inf:
         nan, inf = logit_stats.nan + prob_stats.nan, logit_stats.inf + prob_stats.inf
         failures.append(f"non-finite outputs: {nan} NaN, {inf} Inf")
-    if logit_stats.max_rel > tolerance.logits_rel:
-        failures.append(f"logits max rel error {logit_stats.max_rel:.3g} > {tolerance.logits_rel:g}")
-    if prob_stats.max_abs > tolerance.probs_abs:
-        failures.append(f"probs max abs error {prob_stats.max_abs:.3g} > {tolerance.probs_abs:g}")
+    if not failures:  # with a non-finite value the errors are infinite: said once, above
+        if logit_stats.max_rel > tolerance.logits_rel:
+            failures.append(f"logits max rel error {logit_stats.max_rel:.3g} > {tolerance.logits_rel:g}")
+        if prob_stats.max_abs > tolerance.probs_abs:
+            failures.append(f"probs max abs error {prob_stats.max_abs:.3g} > {tolerance.probs_abs:g}")
     counted = [flip for flip in flips if flip.reference_margin >= tolerance.min_flip_margin]
     if len(counted) > tolerance.max_top1_flips:
         margin = tolerance.min_flip_margin
@@ -150,7 +166,7 @@ def compare_logits(
         logits=logit_stats,
         probs=prob_stats,
         images=len(reference),
-        top1_agreement=float((ref_top == top).mean()),
+        top1_agreement=float(((ref_top == top) & judged).mean()),
         flips=flips,
         tolerance=tolerance,
         failures=tuple(failures),
@@ -185,15 +201,17 @@ def compare_maps(
     of the runtime's own top-1 class (a copy: any difference is a broken graph)."""
     if reference.shape != actual.shape:
         raise ValueError(f"shape mismatch: reference maps {reference.shape} vs actual {actual.shape}")
-    finite = bool(np.isfinite(actual).all())
-    ref, act = normalise_maps(reference), normalise_maps(np.nan_to_num(actual, nan=0.0, posinf=0.0, neginf=0.0))
+    finite, reference_finite = bool(np.isfinite(actual).all()), bool(np.isfinite(reference).all())
+    clean = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
+    ref, act = normalise_maps(np.nan_to_num(reference, **clean)), normalise_maps(np.nan_to_num(actual, **clean))
     rows = np.arange(len(top1))
     diff = np.abs(act - ref)
     top1_diff = float(diff[rows, top1].max()) if len(top1) else 0.0
     ref_hot = ref[rows, top1].reshape(len(top1), -1).argmax(axis=1)
     act_hot = act[rows, top1].reshape(len(top1), -1).argmax(axis=1)
     hottest = float((ref_hot == act_hot).mean()) if len(top1) else 1.0
-    failures = [] if finite else ["non-finite class activation maps"]
+    failures = [] if reference_finite else ["non-finite values in the reference Grad-CAM maps"]
+    failures += [] if finite else ["non-finite class activation maps"]
     if own_top1 is not None:
         maps, logits = own_top1
         selected = actual[rows, np.asarray(logits).argmax(axis=-1)]

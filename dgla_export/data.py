@@ -9,7 +9,7 @@ import numpy as np
 
 from dgla_export.preprocess import ImageError, Preprocessing, load_image
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "image_key", "load_images", "sample_images"]
+__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "image_key", "load_images", "pixels_digest", "sample_images"]
 
 # Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
 # a fundus photograph and a stained micrograph are the closest to dermoscopy.
@@ -21,6 +21,13 @@ def image_key(name: str) -> str:
     """An image's name without its image-file extension, as ground-truth CSVs (ISIC's) name images."""
     path = Path(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
+
+
+def pixels_digest(image: np.ndarray) -> str:
+    """SHA-256 of an image's shape and pixels: the same image under any name or file format."""
+    import hashlib
+
+    return hashlib.sha256(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

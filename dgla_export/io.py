@@ -184,8 +184,7 @@ def replace_folder(path: str | Path, *, command: str) -> Iterator[Path]:
             except OSError:
                 os.replace(old / path.name, path)
                 raise
-            shutil.rmtree(staging)
-            staging = old
+            staging = old  # the staging folder is the output now; what is left to remove is the old one
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -4,7 +4,7 @@ ONNX Runtime's static quantizer writes explicit QuantizeLinear/DequantizeLinear 
 INT8 TensorRT 11 accepts, and what ONNX Runtime's CPU kernels fuse). Stages, each callable alone:
 
 1. :func:`quantization_units`: Conv/Gemm nodes grouped by the module their weight belongs to
-   (stem, classifier, and per residual block its convolutions and its attention);
+   (stem, dual-branch fusion, classifier, and per residual block its convolutions and its attention);
 2. calibration: activation ranges from real images through the project's preprocessing, computed
    once and cached, so the later stages only re-write the graph;
 3. :func:`measure_sensitivity`: the output error when only one unit is quantized;
@@ -31,7 +31,9 @@ import numpy as np
 import onnx
 
 from dgla_export.artefacts.graph import graph_macs
+from dgla_export.clinical import clinical_check
 from dgla_export.compare import compare_logits
+from dgla_export.data import pixels_digest
 from dgla_export.errors import MismatchError, OptionError, UserError
 from dgla_export.io import atomic_path
 from dgla_export.models.config import ModelConfig, Tolerance
@@ -73,6 +75,10 @@ class QuantizationOptions:
     method: str = "minmax"
     tolerance: Tolerance | None = None  # default: the model config's "int8" tolerance
     preprocess: Method = "fast"  # how the calibration images become inputs: as the deployment will
+    # With labels of (some) calibration images, each candidate must also keep the clinical scores
+    # within max_drop of the FP32 graph's on them (see dgla_export.clinical)
+    labels: dict[str, int] | None = None
+    max_drop: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "tensorrt"):
@@ -118,10 +124,13 @@ def require_calibration_cache() -> None:
 
 
 def _unit_of(weight: str) -> str:
-    """Module of a Conv/Gemm weight initializer (names come from the PyTorch state dict)."""
+    """Module of a Conv/Gemm weight initializer (names come from the PyTorch state dict): a block's
+    convolutions or its attention, the classifier, the dual-branch fusion (DBI) or the stem."""
     block = re.match(r"model\.(layer\d+\.\d+)\.(gla\.)?", weight)
     if block:
         return block.group(1) + (".attention" if block.group(2) else ".conv")
+    if weight.startswith("model.fuse."):
+        return "fusion"
     return "fc" if weight.startswith("model.fc.") else "stem"
 
 
@@ -299,16 +308,21 @@ def quantize_onnx(
             path = Path(tmp) / f"kept{kept}.onnx"
             if kept:  # kept0.onnx is the calibration pass's output
                 quantizer.write(path, exclude=[node for unit in order[:kept] for node in units[unit]])
+            logits = quantizer.logits(path)
             checks[kept] = compare_logits(
-                reference,
-                quantizer.logits(path),
-                tolerance=tolerance,
-                image_names=names,
-                class_names=config.class_names,
+                reference, logits, tolerance=tolerance, image_names=names, class_names=config.class_names
             )
-            if not checks[kept].passed:
+            passed = checks[kept].passed
+            if passed and options.labels is not None:  # the clinical target, on the labelled calibration images
+                clinical = clinical_check(
+                    reference, logits, names, options.labels, config.class_names, max_drop=options.max_drop
+                )
+                passed = clinical.passed
+                if not passed:
+                    checks[kept] = dataclasses.replace(checks[kept], failures=clinical.failures)
+            if not passed:
                 path.unlink()  # only the chosen graph is kept (full-size graphs are ~100 MB)
-            return checks[kept].passed
+            return passed
 
         kept = search_mixed_precision(passes, len(order), progress)
         if kept == len(order):
@@ -347,6 +361,7 @@ def quantize_onnx(
             "calibration_method": options.method,
             "calibration_count": len(names),
             "calibration_digest": report.calibration_digest,
+            "calibration_pixels": [pixels_digest(image) for _, image in images],
             "kept_out": list(kept_out),
             "int8_mac_share": round(report.int8_mac_share, 4),
         }

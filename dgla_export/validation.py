@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgla_export.clinical import ClinicalCheck, clinical_check
 from dgla_export.compare import Comparison, MapComparison, compare_logits, compare_maps
 from dgla_export.models.attention import observe_attention_energy
 from dgla_export.models.config import Tolerance
@@ -62,14 +63,24 @@ class ValidationReport:
     max_attention_energy: float
     preprocessing: str = "fast"
     fp16_max: float = FP16_MAX
+    clinical: ClinicalCheck | None = None  # with labels: the clinical scores next to the reference's
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        found = tuple(f for check in self.checks for f in check.failures)
+        return found + (self.clinical.failures if self.clinical is not None else ())
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+        return bool(self.checks) and not self.failures
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
-        record["passed"] = self.passed
+        record["passed"], record["verdict"] = self.passed, self.verdict
         return record
 
     def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
@@ -137,10 +148,14 @@ def validate_runner(
     batches: Sequence[int] = (1, 3, 8),
     tolerance: Tolerance | None = None,
     preprocessing: Method = "fast",
+    labels: dict[str, int] | None = None,
+    max_drop: dict[str, float] | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> ValidationReport:
     """Check a loaded ``runner`` against ``model`` on ``images`` (``precision``: the artefact's,
-    which picks the tolerance; default the runner's)."""
+    which picks the tolerance; default the runner's). With ``labels`` (image key -> class) the
+    runner is also judged on the clinical scores next to the reference's (``max_drop``: the largest
+    drop of each allowed), from its answers at the first batch size."""
     runtime, precision = runner.name, precision or runner.precision
     config = model.config
     tolerance = tolerance or config.tolerances[precision]
@@ -153,6 +168,7 @@ def validate_runner(
     checks = []
     spread = 0.0
     reference_cams: np.ndarray | None = None
+    clinical = None
     for batch in batches:
         index = _tiled(len(names), batch)
         progress(f"{runtime}: batch {batch} ({len(index)} pairs)")
@@ -180,8 +196,14 @@ def validate_runner(
                 own_top1=(outputs["cam_top1"], logits) if "cam_top1" in outputs else None,
             )
         checks.append(BatchCheck(batch, comparison, maps))
+        if labels is not None and clinical is None:
+            first = [int(np.flatnonzero(index == image)[0]) for image in range(len(names))]
+            progress(f"clinical scores of {runtime} and PyTorch FP32 on the labelled images (paired bootstrap)")
+            clinical = clinical_check(reference, logits[first], names, labels, config.class_names, max_drop=max_drop)
         for image in range(len(names)):
             rows = logits[index == image]
             spread = max(spread, float(np.abs(rows - rows[0]).max()))
     progress(f"largest HVA energy {energy:,.1f} = {energy / FP16_MAX:.2%} of FP16's limit {FP16_MAX:,.0f}")
-    return ValidationReport(runtime, precision, tuple(names), tuple(checks), spread, energy, preprocessing)
+    return ValidationReport(
+        runtime, precision, tuple(names), tuple(checks), spread, energy, preprocessing, clinical=clinical
+    )

@@ -91,3 +91,31 @@ def test_map_comparison_names_each_failure() -> None:
     nan = reference.copy()
     nan[1, 2, 0, 0] = np.nan
     assert "non-finite class activation maps" in compare_maps(reference, nan, top1, max_abs=1.0).failures
+
+
+def test_nan_in_the_reference_never_passes() -> None:
+    """max(nan, eps) is NaN and NaN > tol is False: a NaN reference once passed every check."""
+    from dgla_export.compare import compare_maps
+
+    reference = np.array([[np.nan, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    comparison = compare_logits(reference, np.zeros((2, 3)), tolerance=LOOSE, image_names="ab", class_names=CLASSES)
+    assert not comparison.passed, comparison
+    assert comparison.failures[0].startswith("non-finite values in the PyTorch FP32 reference: 1 NaN, 0 Inf")
+    assert math.isinf(comparison.logits.max_abs) and comparison.logits.reference_nan == 1
+    both = compare_logits(reference, reference.copy(), tolerance=LOOSE, image_names="ab", class_names=CLASSES)
+    assert not both.passed and not both.flips, both  # NaN on both sides is no agreement, and no flip either
+    maps = np.ones((2, 7, 3, 3))
+    broken = maps.copy()
+    broken[0, 0, 0, 0] = np.nan
+    result = compare_maps(broken, maps, np.array([0, 0]), max_abs=1.0)
+    assert "non-finite values in the reference Grad-CAM maps" in result.failures, result.failures
+
+
+def test_nan_outputs_are_one_failure_not_a_flip_per_image() -> None:
+    reference = np.tile([[3.0, 0.0, 0.0]], (48, 1))
+    comparison = compare_logits(
+        reference, np.full((48, 3), np.nan), tolerance=LOOSE, image_names=[str(i) for i in range(48)],
+        class_names=CLASSES,
+    )  # fmt: skip
+    assert comparison.failures == ("non-finite outputs: 288 NaN, 0 Inf",), comparison.failures
+    assert comparison.flips == () and comparison.top1_agreement == 0.0

@@ -102,6 +102,21 @@ def test_a_failed_write_leaves_the_earlier_output_intact(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.parametrize("atomic_swap", [True, False], ids=["renameat2-exchange", "two-renames-fallback"])
+def test_replacing_an_output_leaves_only_the_new_one(tmp_path, monkeypatch, atomic_swap) -> None:
+    """Where no atomic exchange exists (macOS, some network file systems) the two-rename fallback
+    must end in the same state: the new output in place, nothing beside it."""
+    import dgla_export.io as io_module
+
+    if not atomic_swap:
+        monkeypatch.setattr(io_module, "_exchange", lambda a, b: False)
+    folder = tmp_path / "out"
+    _write_output(folder, {"a.txt": "first", "old.txt": "x"})
+    _write_output(folder, {"a.txt": "second"})
+    assert _tree(folder) == {OUTPUT_MARKER: (folder / OUTPUT_MARKER).read_text(), "a.txt": "second"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "a staging or .old folder was left beside"
+
+
 def test_file_outputs(tmp_path) -> None:
     existing = tmp_path / "model.onnx"
     existing.write_text("old")

@@ -32,7 +32,11 @@ def test_units_cover_every_conv_and_gemm(tiny_onnx) -> None:
     units = quantization_units(graph)
     nodes = [n for names in units.values() for n in names]
     assert sorted(nodes) == sorted(n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm"))
-    assert {"stem", "fc", "layer1.0.conv", "layer1.0.attention", "layer4.0.attention"} <= set(units)
+    assert {"stem", "fusion", "fc", "layer1.0.conv", "layer1.0.attention", "layer4.0.attention"} <= set(units)
+    # the stem is its convolution (once per branch); the dual-branch fusion convolutions are a unit of their own
+    weights = {n.name: n.input[1] for n in graph.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert {weights[n] for n in units["stem"]} == {"model.conv1.weight"}, [weights[n] for n in units["stem"]]
+    assert sorted(weights[n] for n in units["fusion"]) == [f"model.fuse.{i}.weight" for i in range(3)]
 
 
 def test_search_bisects_to_the_smallest_passing_count() -> None:
@@ -125,14 +129,22 @@ def test_cli_int8_export_reports_what_it_kept_out(tmp_path, capsys) -> None:
 
     output, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--batch", "1:8", "--output", str(output)]
-    assert main([*argv, "--report", str(report), "--calibration-count", "4"]) == 0
-    err = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert main([*argv, "--report", str(report), "--calibration-count", "2"]) == 0
+    printed = capsys.readouterr()
+    err = " ".join((printed.err + printed.out).split())  # rich wraps lines
     assert "not dermoscopy" in err and "of MACs in INT8" in err and "validation passed" in err
+    assert "split in two (seed 2018)" in err, err
     record = json.loads(report.read_text())
     assert record["passed"] and record["precision"] == "int8"
     quantization = record["quantization"]
-    assert len(quantization["calibration_images"]) == 4 and 0 < quantization["int8_mac_share"] <= 1
-    assert json.loads(graph_metadata(onnx.load(str(output)))["quantization"])["calibration_count"] == 4
+    assert len(quantization["calibration_images"]) == 2 and 0 < quantization["int8_mac_share"] <= 1
+    # validated on the held-out half only: no image of the calibration set
+    assert not set(record["images"]) & set(quantization["calibration_images"]), record["images"]
+    recorded = json.loads(graph_metadata(onnx.load(str(output)))["quantization"])
+    assert recorded["calibration_count"] == 2 and len(recorded["calibration_pixels"]) == 2
+    # validating it again on its own calibration images is refused, naming them
+    assert main(["validate", str(output)]) == 2
+    assert "are also calibration images" in " ".join(capsys.readouterr().err.split())
     # a target no INT8 graph can meet: exit 3, nothing written
     impossible = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--output", str(tmp_path / "no.onnx")]
     assert main([*impossible, "--accuracy-target", "1e-7"]) == 3

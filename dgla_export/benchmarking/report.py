@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dgla_export.benchmarking.results import BenchResult
-from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
+from dgla_export.clinical import METRIC_COLUMNS, format_score
 from dgla_export.data import image_key
 
 __all__ = ["format_speedup", "format_utilisation", "rows", "score_rows", "throughput_figure", "write_results"]
@@ -72,8 +72,11 @@ def throughput_figure(table: Sequence[dict[str, Any]], title: str):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for backend in dict.fromkeys(r["backend"] for r in table):
-        points = [(r["batch"], r["throughput_pairs_s"]) for r in table if r["backend"] == backend]
-        ax.plot(*zip(*points, strict=True), marker="o", label=backend)
+        mine = [r for r in table if r["backend"] == backend]
+        points = [(r["batch"], r["throughput_pairs_s"]) for r in mine]
+        failed = not mine[0]["parity_passed"]  # only timed with --time-failed: drawn, but marked
+        label = f"{backend} (parity FAILED)" if failed else backend
+        ax.plot(*zip(*points, strict=True), marker="x" if failed else "o", ls=":" if failed else "-", label=label)
     ax.set(xlabel="batch size", ylabel="image pairs / s", title=title)
     measured = sorted({r["batch"] for r in table})
     if measured[-1] / measured[0] > 8:  # wide ranges read better on a log axis
@@ -208,4 +211,11 @@ def _markdown(result: BenchResult, table: list[dict[str, Any]]) -> str:
         for outcome in ("skipped", "failed"):
             if getattr(b, outcome):
                 lines.append(f"\n{outcome} {b.backend}: {getattr(b, outcome)}")
+        if b.verdict == "failed":
+            timed = "timed anyway, marked" if b.timing else "not timed, not ranked"
+            lines.append(f"\nparity FAILED {b.backend} ({timed}): {'; '.join(b.failures)}")
+    fastest = result.fastest()
+    if fastest is not None:
+        lines.append(f"\nfastest that passed parity: {fastest.backend} ({fastest.timing[-1].throughput_pairs_s:.2f} "
+                     f"pairs/s at batch {fastest.timing[-1].batch})")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from dgla_export.benchmarking.scores import Scores
 from dgla_export.benchmarking.timing import Timing
+from dgla_export.clinical import ClinicalCheck, Scores
 from dgla_export.compare import Comparison, MapComparison
 
 __all__ = ["BackendResult", "BenchResult"]
@@ -33,6 +33,7 @@ class BackendResult:
     probabilities: list[list[float]] | None = None
     scores: Scores | None = None
     scores_delta: dict[str, Any] | None = None
+    clinical: ClinicalCheck | None = None  # with labels: judged on the clinical scores next to the reference
     timing: list[Timing] = dataclasses.field(default_factory=list)
 
     @property
@@ -41,10 +42,26 @@ class BackendResult:
 
     @property
     def passed(self) -> bool:
-        return self.parity is not None and self.parity.passed and (self.maps is None or self.maps.passed)
+        return self.parity is not None and not self.failures
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(
+            f for check in (self.parity, self.maps, self.clinical) if check is not None for f in check.failures
+        )
+
+    @property
+    def verdict(self) -> str:
+        """'passed' or 'failed' (parity), or 'not validated' where it was skipped or never ran."""
+        return "not validated" if self.parity is None else ("passed" if self.passed else "failed")
 
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": self.device}
+        record: dict[str, Any] = {
+            "backend": self.backend,
+            "precision": self.precision,
+            "device": self.device,
+            "verdict": self.verdict,
+        }
         for key in ("skipped", "failed", "load_s"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
@@ -57,6 +74,8 @@ class BackendResult:
         if self.scores is not None:
             record["metrics"] = self.scores.to_dict()
             record["metrics_delta"] = self.scores_delta
+        if self.clinical is not None:
+            record["clinical"] = self.clinical.to_dict()
         if self.timing:
             record["timing"] = [t.to_dict() for t in self.timing]
         return record
@@ -85,6 +104,12 @@ class BenchResult:
     @property
     def parity_failed(self) -> list[str]:
         return [b.backend for b in self.backends if b.parity is not None and not b.passed]
+
+    def fastest(self) -> BackendResult | None:
+        """The runner with the highest throughput at its largest timed batch among those that passed
+        parity: a runner that failed is never ranked, however fast."""
+        timed = [b for b in self.backends if b.passed and b.timing]
+        return max(timed, key=lambda b: b.timing[-1].throughput_pairs_s, default=None)
 
     def measured(self) -> Sequence[BackendResult]:
         return [b for b in self.backends if b.measured]

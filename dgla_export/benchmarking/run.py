@@ -22,7 +22,6 @@ import numpy as np
 
 from dgla_export.benchmarking.catalogue import Backend
 from dgla_export.benchmarking.results import BackendResult, BenchResult
-from dgla_export.benchmarking.scores import Scores, score
 from dgla_export.benchmarking.timing import (
     Timing,
     Visit,
@@ -33,6 +32,7 @@ from dgla_export.benchmarking.timing import (
     reset_peak_rss,
     sample_seconds,
 )
+from dgla_export.clinical import ClinicalCheck, Scores, clinical_check, score
 from dgla_export.compare import compare_logits, compare_maps, softmax
 from dgla_export.errors import OptionError
 from dgla_export.models.config import ModelConfig
@@ -54,6 +54,7 @@ class BenchOptions:
     rounds: int = 3
     isolate: bool = True
     preprocess: Method = "fast"
+    time_failed: bool = False  # time a runner that failed parity too (marked); by default it is not timed
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
@@ -87,6 +88,7 @@ class _Reference:
     inputs: dict[str, np.ndarray]
     logits: np.ndarray
     labels: dict[str, int] | None
+    max_drop: dict[str, float] | None
     scores: Scores | None
     cams: np.ndarray | None  # Grad-CAM of the PyTorch model for every class (explained graphs only)
 
@@ -99,6 +101,7 @@ def run_bench(
     options: BenchOptions,
     macs_per_pair: int,
     labels: dict[str, int] | None = None,
+    max_drop: dict[str, float] | None = None,
     explain: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: Callable[[str], None] = print,
@@ -125,7 +128,7 @@ def run_bench(
         progress(f"Grad-CAM of the PyTorch model (captum) for every class on {len(names)} images")
         cams = reference_maps(model, arrays)
     inputs = dict(zip(config.input_names, arrays, strict=True))
-    reference = _Reference(config, names, inputs, logits, labels, scores, cams)
+    reference = _Reference(config, names, inputs, logits, labels, max_drop, scores, cams)
     run = _in_fresh_process if options.isolate else _in_this_process
     records = [BackendResult(b.name, r.precision if r else b.precision, b.device) for b, r in backends]
     result = BenchResult(
@@ -147,7 +150,11 @@ def run_bench(
     visits: dict[str, list[Visit]] = {b.name: [] for b, _ in backends}
     for round_index in range(options.rounds):
         for (backend, runner), record in zip(backends, records, strict=True):
-            if runner is None or record.failed:
+            if (
+                runner is None
+                or record.failed
+                or (record.parity is not None and not record.passed and not options.time_failed)
+            ):
                 continue
             first = round_index == 0
             progress(
@@ -164,15 +171,19 @@ def run_bench(
                 record.load_s, record.details, record.parity = outcome.load_s, outcome.details, outcome.parity
                 record.maps, record.cams = outcome.maps, outcome.cams
                 record.probabilities, record.scores = outcome.probabilities, outcome.scores
+                record.clinical = outcome.clinical
                 if outcome.scores is not None and scores is not None:
                     record.scores_delta = outcome.scores.delta(scores)
             if outcome.failed:
                 record.failed = outcome.failed
                 progress(f"{backend.name} failed: {outcome.failed}")
+            elif first and not record.passed:
+                timed = "timed anyway (--time-failed)" if options.time_failed else "not timed"
+                progress(f"{backend.name} failed parity: {'; '.join(record.failures)}; {timed}")
     for (backend, runner), record in zip(backends, records, strict=True):
         if runner is None:
             continue
-        if record.measured:
+        if record.measured and visits[backend.name]:
             peak = peak_tflops(backend.device, record.precision)
             gemm = cpu_gemm if backend.device == "cpu" else None
             record.timing = [
@@ -216,6 +227,7 @@ class _Outcome:
     cams: np.ndarray | None = None
     probabilities: list[list[float]] | None = None
     scores: Scores | None = None
+    clinical: ClinicalCheck | None = None
     visits: list[Visit] = dataclasses.field(default_factory=list)
 
 
@@ -246,6 +258,9 @@ class _Visit:
             if self.check_parity:
                 outcome.details = runner.details()
                 self._parity(outcome)
+                passed = all(c is None or c.passed for c in (outcome.parity, outcome.maps, outcome.clinical))
+                if not passed and not self.options.time_failed:
+                    return outcome  # a runtime whose numbers are wrong is not worth a speed figure
             outcome.visits = [self._measure(batch, device_baseline) for batch in self.options.batches]
         except Exception as err:  # one broken runner must not hide the others' results
             outcome.failed = f"{type(err).__name__}: {err}"
@@ -286,6 +301,10 @@ class _Visit:
         outcome.probabilities = softmax(logits.astype(np.float64)).tolist()
         if reference.labels is not None:
             outcome.scores = score(logits, reference.names, reference.labels, reference.config.class_names)
+            outcome.clinical = clinical_check(
+                reference.logits, logits, reference.names, reference.labels, reference.config.class_names,
+                max_drop=reference.max_drop,
+            )  # fmt: skip
 
     def _measure(self, batch: int, device_baseline: float | None) -> Visit:
         """Raw samples (ms) and memory figures of one batch size in this visit."""

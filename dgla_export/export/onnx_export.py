@@ -26,6 +26,7 @@ from dgla_export.errors import OptionError
 from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
 from dgla_export.io import atomic_path, check_output
 from dgla_export.models.config import SPEC_VERSION, ModelConfig
+from dgla_export.models.identity import CheckpointIdentity
 from dgla_export.models.resnet import ResNet
 
 __all__ = [
@@ -67,7 +68,7 @@ class ExportOptions:
             raise OptionError(f"opset {self.opset} unsupported: use 18 to 23 (TensorRT 10.0 parses up to 20)")
 
 
-def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha256: str) -> dict[str, str]:
+def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint: CheckpointIdentity) -> dict[str, str]:
     """``metadata_props`` that let a consumer (Triton writer, bench) trust the file alone."""
     return {
         "model_name": config.name,
@@ -77,7 +78,7 @@ def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint_sha25
         "input_sizes": json.dumps(config.input_sizes),
         "precision": options.precision,
         "batch_range": f"{options.min_batch}:{options.max_batch}",
-        "checkpoint_sha256": checkpoint_sha256,
+        **checkpoint.to_metadata(),
         "spec_version": SPEC_VERSION,
         "tool": f"dgla-export {__version__}",
         "torch_version": torch.__version__,
@@ -183,7 +184,7 @@ def export_onnx(
     output: str | Path,
     *,
     options: ExportOptions = ExportOptions(),
-    checkpoint_sha256: str,
+    checkpoint: CheckpointIdentity,
     force: bool = False,
     progress: Progress = log.info,
 ) -> GraphReport:
@@ -194,7 +195,7 @@ def export_onnx(
     progress(f"exporting {model.config.name} ({options.precision}, opset {options.opset}) with torch.export")
     proto = to_onnx(model, options)
     progress(f"traced in {time.perf_counter() - started:.0f} s; checking the graph")
-    onnx.helper.set_model_props(proto, build_metadata(model.config, options, checkpoint_sha256))
+    onnx.helper.set_model_props(proto, build_metadata(model.config, options, checkpoint))
     proto.producer_name, proto.producer_version = "dgla-export", __version__
     report = check_contract(proto, model.config)
     with atomic_path(output) as tmp:

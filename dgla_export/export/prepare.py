@@ -66,10 +66,18 @@ def fold_batchnorm(model: ResNet) -> ResNet:
 def to_fp16(model: ResNet) -> ResNet:
     """Copy of ``model`` in FP16 except :data:`FP32_PARAMETERS`; the attention code widens its
     energies, softmaxes and reductions to FP32 itself, so the graph carries explicit Casts."""
-    model = copy.deepcopy(model).half()
+    model = copy.deepcopy(model)
+    # kept aside before .half(): a round trip through FP16 would round the islands' weights to FP16
+    # precision and turn any beyond 65504 into Inf (found by `dgla-export debug`)
+    islands = {
+        name: param.data.clone()
+        for name, param in model.named_parameters()
+        if name.startswith(FP32_PARAMETERS) or name.endswith(FP32_PARAMETERS)
+    }
+    model.half()
     for name, param in model.named_parameters():
-        if name.startswith(FP32_PARAMETERS) or name.endswith(FP32_PARAMETERS):
-            param.data = param.data.float()
+        if name in islands:
+            param.data = islands[name]
     return model
 
 

@@ -28,7 +28,7 @@ from dgla_export.artefacts.manifest import (
     manifest_path,
 )
 from dgla_export.errors import UserError
-from dgla_export.io import atomic_path, check_output, sha256_file
+from dgla_export.io import atomic_path, sha256_file
 from dgla_export.machine import tensorrt_info
 
 __all__ = [
@@ -102,13 +102,12 @@ def build_engine(
     timing_cache: Path | None = None,
     hardware_compatible: bool = False,
     version_compatible: bool = False,
-    force: bool = False,
     progress: Callable[[str], None] = print,
 ) -> EngineManifest:
-    """Build ``output`` (.plan) and its manifest ``output.json``; both written atomically."""
+    """Build ``output`` (.plan) and its manifest ``output.json``, both written atomically. The API
+    builds into a staging folder and moves both into place only once the engine is validated."""
     import tensorrt as trt
 
-    check_output(output, force)
     profile = profile or BatchProfile(1, 8, 32)
     graph = onnx.load(str(onnx_path), load_external_data=False)
     metadata = graph_metadata(graph)
@@ -184,7 +183,5 @@ def build_engine(
         output.unlink()
         raise
     manifest.write(manifest_path(output))
-    progress(
-        f"wrote {output} ({manifest.engine_bytes / 2**20:.0f} MiB, built in {build_seconds:.0f} s), layers {dtypes}"
-    )
+    progress(f"built the engine ({manifest.engine_bytes / 2**20:.0f} MiB) in {build_seconds:.0f} s, layers {dtypes}")
     return manifest

@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointMismatchError",
     "LoadReport",
     "apply_demo_weights",
+    "check_finite",
     "demo_weight_sources",
     "load_weights",
     "read_checkpoint",
@@ -117,7 +118,26 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
+    check_finite(state, str(path))
     return state
+
+
+def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or Inf, naming the tensors: every output computed from them would
+    be NaN, and a comparison with NaN on both sides can look like agreement."""
+    bad = []
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                nan = int(torch.isnan(tensor).sum())
+                bad.append(f"{name} ({nan} NaN, {int((~finite).sum()) - nan} Inf)")
+    if bad:
+        more = f", ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{where} holds non-finite values in {len(bad)} tensors: {', '.join(bad[:3])}{more}; the training "
+            "diverged or the file is damaged: use an earlier checkpoint"
+        )
 
 
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, partial: bool = False) -> LoadReport:

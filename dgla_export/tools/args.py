@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 
 __all__ = [
+    "acceptance_of",
+    "add_acceptance_args",
     "add_common",
     "add_model_args",
     "add_model_name",
@@ -37,15 +39,24 @@ def add_model_name(parser: argparse.ArgumentParser, *, of_graph: bool = False) -
     )
 
 
-def add_model_args(parser: argparse.ArgumentParser, *, partial: bool = True, of_graph: bool = False) -> None:
-    """--model, --weights and (for commands that load checkpoints into a graph) --partial."""
+def add_model_args(
+    parser: argparse.ArgumentParser, *, partial: bool = True, of_graph: bool = False, of_artefact: bool = False
+) -> None:
+    """--model, --weights and (for commands that load checkpoints into a graph) --partial. With
+    ``of_artefact`` (commands that read graphs or engines) the weights default to those the artefact
+    records, and a --weights that is not those is refused."""
     add_model_name(parser, of_graph=of_graph)
+    kinds = (
+        "'demo' (deterministic, untrained), 'random', or a checkpoint: a .pt/.pth state dict "
+        "(read with weights_only=True) or .safetensors"
+    )
     parser.add_argument(
         "--weights",
-        default="demo",
+        default=None if of_artefact else "demo",
         metavar="WEIGHTS",
-        help="'demo' (deterministic, untrained; the default), 'random', or a checkpoint: a .pt/.pth state dict "
-        "(read with weights_only=True) or .safetensors",
+        help=f"the weights the graph was exported from ({kinds}); default: those it records, checked by SHA-256"
+        if of_artefact
+        else f"{kinds}; default demo",
     )
     if partial:
         parser.add_argument(
@@ -117,7 +128,43 @@ def add_validation_args(parser: argparse.ArgumentParser) -> None:
         help="batch sizes to check, e.g. 1,4,8 (default: 1, 3 and the graph's maximum)",
     )
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the validation report as JSON")
+    add_acceptance_args(parser)
     add_preprocess_args(parser)
+
+
+def add_acceptance_args(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """--labels, --allow-label-subset and --max-drop: the clinical acceptance of a runtime."""
+    from pathlib import Path
+
+    group = parser.add_argument_group("clinical acceptance")
+    if labels:
+        group.add_argument(
+            "--labels",
+            type=Path,
+            metavar="CSV",
+            help="ISIC 2018 Task 3 ground truth (image,MEL,NV,...): the runtime is also scored next to PyTorch "
+            "FP32 (balanced accuracy, melanoma sensitivity and specificity, macro AUC, with bootstrap intervals)",
+        )
+        group.add_argument(
+            "--allow-label-subset",
+            action="store_true",
+            help="with --labels: score only the images that have a label, and ignore labels without an image "
+            "(default: any mismatch is an error)",
+        )
+    group.add_argument(
+        "--max-drop",
+        metavar="METRIC=X,...",
+        help="with --labels: fail (exit 3) when a score drops by more than X against PyTorch FP32 on the same "
+        "images, e.g. balanced_accuracy=0.01,mel_sensitivity=0.02 (metrics: balanced_accuracy, mel_sensitivity, "
+        "mel_specificity, macro_auc)",
+    )
+
+
+def acceptance_of(args: argparse.Namespace):
+    """The parsed clinical-acceptance options as the API's record."""
+    from dgla_export.api import Acceptance
+
+    return Acceptance(args.labels, args.max_drop, args.allow_label_subset)
 
 
 def add_common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:

@@ -19,14 +19,15 @@ from dgla_export.tools.args import add_common
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # subcommand -> module (dgla_export.tools.export_<name>): HELP, configure(parser), run(args)
-COMMANDS = ("info", "onnx", "validate", "trt", "triton")
+COMMANDS = ("info", "onnx", "validate", "debug", "trt", "triton")
 EPILOG = """\
 examples:
   dgla-export info
   dgla-export onnx --output dgla.onnx                       demo weights, FP32, validated
   dgla-export onnx --weights ckpt.pt --precision fp16 --output dgla_fp16.onnx
   dgla-export onnx --weights ckpt.pt --precision int8 --calibration-images calib/ --output dgla_int8.onnx
-  dgla-export validate dgla.onnx --weights ckpt.pt --images my_dermoscopy/
+  dgla-export validate dgla.onnx --images my_dermoscopy/             weights: those the graph records
+  dgla-export debug dgla_fp16.onnx --reference dgla.onnx --output fp16-debug   where FP16 departs from FP32
   dgla-export trt --onnx dgla_fp16.onnx --output dgla_fp16.plan       (GPU + TensorRT)
   dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
 """

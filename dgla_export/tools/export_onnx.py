@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from dgla_export.tools.args import (
+    acceptance_of,
     add_model_args,
     add_validation_args,
     batch_range,
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 batches=args.batches,
                 int8=int8,
+                acceptance=acceptance_of(args),
                 report=args.report,
                 partial=args.partial,
                 force=args.force,

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dgla_export.tools.args import add_model_args, add_validation_args
+from dgla_export.tools.args import acceptance_of, add_model_args, add_validation_args
 
 HELP = "build a TensorRT engine (and its manifest), then validate it against PyTorch"
 
@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version-compatible", action="store_true", help="run on later TensorRT versions (slower)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--no-validate", action="store_true", help="write the engine without validating it")
-    add_model_args(parser, partial=False, of_graph=True)
+    add_model_args(parser, partial=False, of_graph=True, of_artefact=True)
     add_validation_args(parser)
 
 
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 preprocess=args.preprocess,
                 max_pixels=args.max_pixels,
                 batches=args.batches,
+                acceptance=acceptance_of(args),
                 force=args.force,
                 progress=console.log,
             )

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgla_export.tools.args import add_model_args, add_validation_args
+from dgla_export.tools.args import acceptance_of, add_model_args, add_validation_args
 
 HELP = "validate an ONNX graph against the PyTorch model"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", type=Path, metavar="ONNX", help="graph from `dgla-export onnx`")
-    add_model_args(parser, of_graph=True)
+    add_model_args(parser, of_graph=True, of_artefact=True)
     add_validation_args(parser)
     parser.add_argument("--force", action="store_true", help="overwrite --report if it exists")
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels,
             device=args.device,
             batches=args.batches,
+            acceptance=acceptance_of(args),
             report=args.report,
             partial=args.partial,
             force=args.force,

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console as RichConsole
 from rich.table import Table
 
+from dgla_export.clinical import ACCEPTANCE_METRICS
+
 if TYPE_CHECKING:
     from dgla_export.benchmarking.results import BenchResult
+    from dgla_export.clinical import ClinicalCheck
+    from dgla_export.localise import DebugReport
     from dgla_export.quantize import QuantizationReport
     from dgla_export.validation import ValidationReport
 
-__all__ = ["bench_tables", "cost_table", "print_whole", "quantization", "validation"]
+__all__ = ["bench_tables", "clinical", "cost_table", "debug_report", "print_whole", "quantization", "validation"]
 
 
 def print_whole(table: Table) -> None:
@@ -68,12 +72,39 @@ def validation(report: ValidationReport, console: Any) -> None:
         table.add_row(*figures, "[green]pass[/]" if not failures else "[red]FAIL: " + "; ".join(failures) + "[/]")
     console.print(table)
     console.print(f"same image across batch positions: max logit spread {report.position_spread:.2e}")
+    if report.clinical is not None:
+        clinical({report.runtime: report.clinical}, console)
     for check in report.checks:
         for flip in check.comparison.flips:
             console.print(
                 f"[yellow]flip[/] batch {check.batch}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
                 f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
             )
+
+
+def clinical(checks: dict[str, ClinicalCheck], console: Any) -> None:
+    """Each runtime's clinical scores next to PyTorch FP32's on the same labelled images: the
+    difference with its 95% paired bootstrap interval, and the verdict against --max-drop."""
+    if not checks:
+        return
+    first = next(iter(checks.values()))
+    title = f"clinical scores vs PyTorch FP32 ({first.images} labelled images; difference [95% paired bootstrap])"
+    table = Table(title=title)
+    for column in ("runtime", *ACCEPTANCE_METRICS, "verdict"):
+        table.add_column(column, no_wrap=True)
+    for name, check in checks.items():
+        cells = []
+        for metric in ACCEPTANCE_METRICS:
+            d = check.differences[metric]
+            if d.delta is None:
+                cells.append("n/a")
+                continue
+            interval = f" [{d.low:+.3f}, {d.high:+.3f}]" if d.low is not None else ""
+            allowed = f" (max drop {check.max_drop[metric]:g})" if metric in check.max_drop else ""
+            cells.append(f"{d.actual:.3f} ({d.delta:+.3f}{interval}){allowed}")
+        verdict = "[green]pass[/]" if check.passed else "[red]FAIL: " + "; ".join(check.failures) + "[/]"
+        table.add_row(name, *cells, verdict if check.max_drop else "-")
+    print_whole(table)
 
 
 def quantization(report: QuantizationReport, console: Any) -> None:
@@ -97,7 +128,7 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
     """dgla-bench: timing and parity per runner and batch size; scores against the labels; what
     was skipped or failed; every flip."""
     from dgla_export.benchmarking.report import format_speedup, format_utilisation, rows, score_rows
-    from dgla_export.benchmarking.scores import METRIC_COLUMNS, format_score
+    from dgla_export.clinical import METRIC_COLUMNS, format_score
 
     table = Table(title=f"dgla-bench {result.model} ({preprocess} preprocessing)")
     explained = any(b.maps is not None for b in result.backends)
@@ -107,8 +138,16 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
         table.add_column(column, no_wrap=True)
     measured = {r["backend"] for r in rows(result)}
     for b in result.backends:
-        if b.backend not in measured:
+        if b.backend in measured:
+            continue
+        if b.parity is None:  # skipped, or it could not run
             table.add_row(b.backend, *["-"] * (len(columns) - 1), "[dim]skipped[/]" if b.skipped else "[red]FAILED[/]")
+            continue
+        maps = [f"{b.maps.top1_max_abs:.1e}", f"{b.maps.hottest_agreement:.0%}"] if b.maps is not None else ["-", "-"]
+        table.add_row(
+            b.backend, "-", "-", "-", "-", "-", "-", f"{b.parity.logits.max_rel:.1e}", f"{b.parity.probs.max_abs:.1e}",
+            str(len(b.parity.flips)), *(maps if explained else []), "[red]FAIL (not timed)[/]",
+        )  # fmt: skip
     for r in rows(result):
         backend = next(b for b in result.backends if b.backend == r["backend"])
         assert backend.parity is not None
@@ -142,13 +181,39 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
         for row in scores:
             metrics.add_row(row["backend"], *(format_score(row[k]) for k in (*METRIC_COLUMNS, f"sensitivity_{first}")))
         print_whole(metrics)
+    clinical({b.backend: b.clinical for b in result.backends if b.clinical is not None}, console)
     for b in result.backends:
         for outcome in ("skipped", "failed"):
             if getattr(b, outcome):
                 console.print(f"{outcome} {b.backend}: {getattr(b, outcome)}")
+        if b.verdict == "failed":
+            console.print(f"[red]parity FAILED[/] {b.backend}: {'; '.join(b.failures)}")
+    fastest = result.fastest()
+    if fastest is not None:
+        best = fastest.timing[-1]
+        rate = f"{best.throughput_pairs_s:.2f} pairs/s at batch {best.batch}"
+        console.print(f"fastest that passed parity: {fastest.backend} ({rate})")
     for b in result.backends:
         for flip in b.parity.flips if b.parity else ():
             console.print(
                 f"[yellow]flip[/] {b.backend}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
                 f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
             )
+
+
+def debug_report(report: DebugReport, console: Any) -> None:
+    """dgla-export debug: the worst tensors, then the first past the bound (where the fault starts)."""
+    failed = (
+        f"{len(report.failing_images)} of {len(report.images)} images fail" if report.failing_images else "none fails"
+    )
+    traced = f"{failed}; traced: {', '.join(report.traced_images)}"
+    table = Table(title=f"{report.candidate} vs {report.reference}: largest intermediate errors ({traced})")
+    for column in ("tensor", "op", "max abs", "rel", "NaN/Inf"):
+        table.add_column(column, no_wrap=True)
+    for error in report.worst:
+        table.add_row(error.name, error.op, f"{error.max_abs:.2e}", f"{error.max_rel:.2e}", f"{error.nan}/{error.inf}")
+    print_whole(table)
+    colour = "red" if report.first_failure is not None else "green"
+    console.print(f"[{colour}]{report.summary()}[/]")
+    if report.folder:
+        console.print(f"inputs, golden outputs and reproduce.sh: {report.folder}")

@@ -16,7 +16,7 @@ from dgla_export import create_model
 from dgla_export.artefacts.graph import inspect_graph
 from dgla_export.compare import compare_maps
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
-from dgla_export.models.weights import state_dict_sha256
+from dgla_export.models.identity import identify
 from dgla_export.runtimes.onnxruntime import create_session
 from dgla_export.validation import reference_maps
 
@@ -28,7 +28,7 @@ def test_full_size_fp32_export_matches_reference_and_gradcam(tmp_path, images) -
     model = create_model("dgla_resnet50", weights="demo")
     path = tmp_path / "dgla_resnet50.onnx"
     options = ExportOptions(max_batch=8, explain=True)
-    report = export_onnx(model, path, options=options, checkpoint_sha256=state_dict_sha256(model))
+    report = export_onnx(model, path, options=options, checkpoint=identify("demo", model))
     print(f"full-size graph: {report.node_count} nodes, {report.op_counts}")
     assert not inspect_graph(onnx.load(str(path))).problems
     inputs = torch_inputs(images[:3], model.config)

@@ -13,6 +13,7 @@ from inputs import torch_inputs
 from dgla_export.artefacts.graph import FORBIDDEN_OPS, inspect_graph, tensorrt_support
 from dgla_export.export.onnx_export import ExportOptions, export_onnx
 from dgla_export.io import OutputExistsError
+from dgla_export.models.identity import CheckpointIdentity
 from dgla_export.models.weights import state_dict_sha256
 
 
@@ -60,7 +61,7 @@ def test_node_count_does_not_depend_on_input_size(tiny_onnx, tiny, tmp_path) -> 
     bigger = create_model("dgla_tiny", input_size=128, aux_input_size=256)
     bigger.load_state_dict(tiny.state_dict())
     path = tmp_path / "bigger.onnx"
-    report = export_onnx(bigger, path, options=ExportOptions(max_batch=2), checkpoint_sha256="x")
+    report = export_onnx(bigger, path, options=ExportOptions(max_batch=2), checkpoint=CheckpointIdentity("x", "model"))
     assert report.node_count == len(_load(tiny_onnx["fp32"]).graph.node)
 
 
@@ -71,7 +72,8 @@ def test_metadata_props(tiny_onnx, tiny) -> None:
     assert json.loads(metadata["mean"]) == [0.485, 0.456, 0.406]
     assert json.loads(metadata["std"]) == [0.229, 0.224, 0.225]
     assert json.loads(metadata["input_sizes"]) == {"image_224": 96, "image_448": 192}
-    assert metadata["checkpoint_sha256"] == state_dict_sha256(tiny)
+    assert metadata["checkpoint_sha256"] == f"state_dict:{state_dict_sha256(tiny)}"
+    assert CheckpointIdentity.from_metadata(metadata) == CheckpointIdentity(state_dict_sha256(tiny), "demo")
     assert metadata["precision"] == "fp16"
     assert metadata["spec_version"] and metadata["tool"].startswith("dgla-export")
 
@@ -137,7 +139,7 @@ def test_validation_passes_and_detects_tampering(tiny_onnx, tiny, images, tmp_pa
 def test_existing_output_needs_force(tiny_onnx, tiny) -> None:
     before = tiny_onnx["fp32"].read_bytes()
     with pytest.raises(OutputExistsError, match="--force"):
-        export_onnx(tiny, tiny_onnx["fp32"], checkpoint_sha256="x")
+        export_onnx(tiny, tiny_onnx["fp32"], checkpoint=CheckpointIdentity("x", "model"))
     assert tiny_onnx["fp32"].read_bytes() == before
 
 
@@ -146,3 +148,16 @@ def test_bad_options_are_refused() -> None:
         ExportOptions(opset=11)
     with pytest.raises(ValueError, match="min_batch"):
         ExportOptions(min_batch=4, max_batch=2)
+
+
+def test_fp32_islands_hold_the_exact_fp32_weights(tiny_onnx) -> None:
+    """An island's weights were once sent through FP16 and back: rounded to FP16 precision, and Inf
+    beyond 65504 (found by `dgla-export debug`)."""
+    fp32 = {i.name: onnx.numpy_helper.to_array(i) for i in _load(tiny_onnx["fp32"]).graph.initializer}
+    fp16 = _load(tiny_onnx["fp16"]).graph.initializer
+    islands = [
+        i for i in fp16 if i.data_type == onnx.TensorProto.FLOAT and i.name in fp32 and i.name.endswith("weight")
+    ]
+    assert any(".query." in i.name for i in islands) and any("fc" in i.name for i in islands), [i.name for i in islands]
+    for init in islands:
+        assert np.array_equal(onnx.numpy_helper.to_array(init), fp32[init.name]), f"{init.name} is not FP32 exact"

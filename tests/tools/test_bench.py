@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from dgla_export.benchmarking.report import throughput_figure
 from dgla_export.errors import EXIT_MISMATCH
 from dgla_export.tools.bench import main
 
@@ -93,10 +94,28 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     fc.CopyFrom(onnx.numpy_helper.from_array(array[[1, 0, 3, 2, 5, 4, 6]].copy(), fc.name))
     onnx.save(model, str(tmp_path / "tampered.onnx"))
     argv = _quick_run(tmp_path / "tampered.onnx", tmp_path / "out")
-    assert main([*argv, "--fail-on-mismatch"]) == EXIT_MISMATCH
+    argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-fp32,torch-eager-cpu"
+    assert main(argv) == EXIT_MISMATCH  # by default, not only with --fail-on-mismatch
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    flips = results["backends"][0]["parity"]["flips"]
+    failed, eager = results["backends"]
+    flips = failed["parity"]["flips"]
     assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(flips[0])
+    assert failed["verdict"] == "failed" and "timing" not in failed, "a runtime that failed parity was timed"
+    assert eager["verdict"] == "passed" and eager["timing"]
+    with open(tmp_path / "out" / "results.csv", newline="") as handle:
+        assert {row["backend"] for row in csv.DictReader(handle)} == {"torch-eager-cpu"}
+    summary = (tmp_path / "out" / "results.md").read_text()
+    assert "parity FAILED onnxruntime-cpu-fp32 (not timed, not ranked)" in summary, summary
+    assert "fastest that passed parity: torch-eager-cpu" in summary, summary
+    # --time-failed times it, marked, and never ranks it
+    assert main([*argv, "--time-failed", "--output", str(tmp_path / "timed")]) == EXIT_MISMATCH
+    results = json.loads((tmp_path / "timed" / "results.json").read_text())
+    assert results["backends"][0]["timing"] and results["backends"][0]["verdict"] == "failed"
+    summary = (tmp_path / "timed" / "results.md").read_text()
+    assert "(timed anyway, marked)" in summary and "fastest that passed parity: torch-eager-cpu" in summary, summary
+    table = [{"backend": "x", "batch": 1, "throughput_pairs_s": 9.0, "parity_passed": False}]
+    labels = [line.get_label() for line in throughput_figure(table, "t").axes[0].get_lines()]
+    assert labels == ["x (parity FAILED)"], labels
 
 
 def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> None:

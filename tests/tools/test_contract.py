@@ -94,12 +94,16 @@ def test_bad_numbers_name_their_option(tiny_onnx, capsys) -> None:
 
 
 def test_a_corrupt_checkpoint_is_called_corrupt(tiny_onnx, junk_checkpoint, tmp_path, capsys) -> None:
-    argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--weights", str(junk_checkpoint)]
+    argv = [*QUICK_BENCH, "--backends", "torch-eager-cpu", "--weights", str(junk_checkpoint)]
     assert bench_main([*argv, "--output", str(tmp_path / "out")]) == EXIT_USAGE
     _one_line_error(capsys, str(junk_checkpoint), "corrupt")
-    argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--weights", str(junk_checkpoint)]
+    argv = ["onnx", "--model", "dgla_tiny", "--weights", str(junk_checkpoint), "--output", str(tmp_path / "g.onnx")]
     assert export_main(argv) == EXIT_USAGE
     _one_line_error(capsys, "corrupt")
+    # a graph exported from other weights: the digests disagree before the file is even read
+    argv = ["validate", str(tiny_onnx["fp32"]), "--weights", str(junk_checkpoint)]
+    assert export_main(argv) == EXIT_USAGE
+    _one_line_error(capsys, "exported from the demo weights", "drop --weights")
 
 
 def test_a_mismatching_checkpoint_is_summarised(tiny_onnx, tmp_path, capsys) -> None:
@@ -107,7 +111,7 @@ def test_a_mismatching_checkpoint_is_summarised(tiny_onnx, tmp_path, capsys) -> 
 
     path = tmp_path / "other.pt"
     torch.save(create_model("gla_tiny").state_dict(), path)  # no DBI fusion, so fuse.* is missing
-    argv = ["validate", str(tiny_onnx["fp32"]), "--model", "dgla_tiny", "--weights", str(path)]
+    argv = ["onnx", "--model", "dgla_tiny", "--weights", str(path), "--output", str(tmp_path / "g.onnx")]
     assert export_main(argv) == EXIT_USAGE
     line = _one_line_error(capsys, "does not match the model: ", "missing from the checkpoint", "--partial")
     assert "fuse.0.weight" in line and ":;" not in line
@@ -134,6 +138,12 @@ def test_a_graph_failing_validation_never_reaches_the_output(tmp_path, capsys, m
     assert not output.exists()
     assert (tmp_path / "model.failed.onnx").is_file() and "model.failed.onnx" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed.onnx"]  # no staging left
+    first = (tmp_path / "model.failed.onnx").read_bytes()
+    assert export_main(argv) == EXIT_MISMATCH  # an earlier failed graph is kept, never overwritten
+    assert "model.failed-2.onnx" in capsys.readouterr().err
+    assert (tmp_path / "model.failed.onnx").read_bytes() == first
+    assert export_main([*argv, "--force"]) == EXIT_MISMATCH  # --force replaces the first one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed-2.onnx", "model.failed.onnx"]
 
 
 def test_bench_measures_fp16_on_the_cpu_and_warns_of_unused_files(tiny_onnx, tmp_path, capsys) -> None:
@@ -202,15 +212,15 @@ def test_single_batch_plot_has_measured_ticks_and_starts_at_zero() -> None:
     from dgla_export.benchmarking.report import throughput_figure
 
     rows = [
-        {"backend": "a", "batch": 1, "throughput_pairs_s": 2.0},
-        {"backend": "b", "batch": 1, "throughput_pairs_s": 3.0},
+        {"backend": "a", "batch": 1, "throughput_pairs_s": 2.0, "parity_passed": True},
+        {"backend": "b", "batch": 1, "throughput_pairs_s": 3.0, "parity_passed": True},
     ]
     fig = throughput_figure(rows, "t")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
     assert ax.get_ylim()[0] == 0 and ax.get_xscale() == "linear"
     plt.close(fig)
-    rows = [{"backend": "a", "batch": b, "throughput_pairs_s": float(b)} for b in (1, 4, 32)]
+    rows = [{"backend": "a", "batch": b, "throughput_pairs_s": float(b), "parity_passed": True} for b in (1, 4, 32)]
     fig = throughput_figure(rows, "t")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "4", "32"]
     plt.close(fig)
