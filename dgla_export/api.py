@@ -23,12 +23,13 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from dgla_export.clinical import Acceptance
 from dgla_export.errors import MismatchError, OptionError, UserError
 from dgla_export.io import check_output, check_output_folder, staging_folder
 from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Method, Preprocessing
@@ -307,41 +308,6 @@ def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels:
     return load_images(images, preprocessing=Preprocessing.of(config, preprocess, max_pixels))
 
 
-@dataclasses.dataclass(frozen=True)
-class Acceptance:
-    """Clinical acceptance: ``labels`` (an ISIC 2018 Task 3 ground-truth CSV) score the runtime next to
-    the FP32 reference on the same images; ``max_drop`` (metric -> share, or the command line's
-    ``"balanced_accuracy=0.01,mel_sensitivity=0.02"``) turns a larger drop into a failure (exit 3).
-    ``allow_label_subset`` scores only the labelled images."""
-
-    labels: str | Path | None = None
-    max_drop: Mapping[str, float] | str | None = None
-    allow_label_subset: bool = False
-
-    def drops(self) -> dict[str, float] | None:
-        from dgla_export.clinical import parse_max_drop
-
-        if self.max_drop is None:
-            return None
-        if self.labels is None:
-            raise OptionError("max_drop (--max-drop) needs labels (--labels): the scores need the ground truth")
-        if isinstance(self.max_drop, str):
-            return parse_max_drop(self.max_drop)
-        return parse_max_drop(",".join(f"{k}={v}" for k, v in self.max_drop.items()))
-
-    def read(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
-        """The labels of ``names`` (checked against them before any slow work), or None without labels."""
-        from dgla_export.clinical import match_labels, read_labels
-
-        if self.labels is None:
-            if self.allow_label_subset:
-                raise OptionError("allow_label_subset (--allow-label-subset) needs labels (--labels)")
-            return None
-        label_map = read_labels(Path(self.labels), class_names)
-        match_labels(names, label_map, Path(self.labels), allow_subset=self.allow_label_subset)
-        return label_map
-
-
 def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
     if wanted:
         too_large = [b for b in wanted if b > max_batch]
@@ -351,69 +317,11 @@ def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
     return sorted({1, min(3, max_batch), max_batch})
 
 
-HELD_OUT_SEED = 2018  # the split of one image set into calibration and validation halves
-
-
-def _held_out(
-    calibration: list[tuple[str, np.ndarray]],
-    validation: list[tuple[str, np.ndarray]],
-    both_default: bool,
-    warn: Progress,
-) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
-    """Calibration and validation images with no image in both (by pixels, whatever the names): an
-    INT8 graph validated on its own calibration images is judged on what it was fitted to. Where
-    both are the default set it is split in two with a stated seed; otherwise an overlap is refused."""
-    from dgla_export.data import pixels_digest
-
-    shared = _shared(validation, {pixels_digest(image) for _, image in calibration})
-    if not shared:
-        return calibration, validation
-    if not both_default:
-        _refuse_shared(shared)
-    order = np.random.default_rng(HELD_OUT_SEED).permutation(len(calibration))
-    half = len(order) // 2
-    calibrate, hold = [calibration[i] for i in sorted(order[:half])], [calibration[i] for i in sorted(order[half:])]
-    warn(
-        f"the bundled photos serve both INT8 calibration and validation: split in two (seed {HELD_OUT_SEED}), "
-        f"calibrated on {', '.join(n for n, _ in calibrate)}, validated on {', '.join(n for n, _ in hold)}"
-    )
-    return calibrate, hold
-
-
-def _shared(images: Sequence[tuple[str, np.ndarray]], calibration_digests: set[str]) -> list[str]:
-    from dgla_export.data import pixels_digest
-
-    return [name for name, image in images if pixels_digest(image) in calibration_digests]
-
-
-def _refuse_shared(shared: Sequence[str]) -> None:
-    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
-    raise UserError(
-        f"{len(shared)} validation images are also calibration images ({', '.join(shared[:3])}{more}): an INT8 graph "
-        "must be judged on images it was not calibrated on; give --images (images=) without the calibration images"
-    )
-
-
 def _check_held_out(metadata: dict[str, str], images: Sequence[tuple[str, np.ndarray]]) -> None:
-    """An INT8 graph records its calibration images' pixel digests: validating on one is refused."""
-    record = json.loads(metadata.get("quantization", "{}"))
-    shared = _shared(images, set(record.get("calibration_pixels", [])))
-    if shared:
-        _refuse_shared(shared)
+    """An INT8 graph records its calibration images' pixel digests: validating it on one is refused."""
+    from dgla_export.data import check_disjoint
 
-
-def _calibration_labels(
-    acceptance: Acceptance, calibration: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str]
-) -> dict[str, int] | None:
-    """The labels of the calibration images, where the labels CSV has them: the INT8 search then
-    also holds each candidate to the clinical drop allowed on them."""
-    from dgla_export.clinical import read_labels
-    from dgla_export.data import image_key
-
-    if acceptance.labels is None or acceptance.max_drop is None:
-        return None
-    labels = read_labels(Path(acceptance.labels), class_names)
-    return labels if any(image_key(name) in labels for name, _ in calibration) else None
+    check_disjoint(images, set(json.loads(metadata.get("quantization", "{}")).get("calibration_pixels", [])))
 
 
 def _int8_tolerance(model: ResNet, accuracy_target: float | None) -> Tolerance:
@@ -510,6 +418,7 @@ def export_onnx(
     int8 = int8 or Int8Options() if precision == "int8" else None
     calibration: list[tuple[str, np.ndarray]] = []
     if int8 is not None:
+        from dgla_export.data import split_held_out
         from dgla_export.quantize import require_calibration_cache
 
         require_calibration_cache()
@@ -521,7 +430,7 @@ def export_onnx(
         calibration = _images(int8.calibration_images, model, preprocess, max_pixels)
         if checked is not None:
             both_default = images is None and int8.calibration_images is None
-            calibration, checked = _held_out(calibration, checked, both_default, warn)
+            calibration, checked = split_held_out(calibration, checked, both_default, warn)
         calibration = calibration[: int8.calibration_count]
     config = get_config(model) if isinstance(model, str) else model.config
     labels = acceptance.read([n for n, _ in checked], config.class_names) if checked is not None else None
@@ -551,7 +460,7 @@ def export_onnx(
                 method=int8.method,
                 tolerance=_int8_tolerance(network, int8.accuracy_target),
                 preprocess=preprocess,
-                labels=_calibration_labels(acceptance, calibration, network.config.class_names),
+                labels=acceptance.labels_of([n for n, _ in calibration], network.config.class_names),
                 max_drop=drops,
             )
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,12 @@ import numpy as np
 
 from dgla_export.compare import softmax
 from dgla_export.data import image_key
-from dgla_export.errors import UserError
+from dgla_export.errors import OptionError, UserError
 
 __all__ = [
     "ACCEPTANCE_METRICS",
     "METRIC_COLUMNS",
+    "Acceptance",
     "ClinicalCheck",
     "Difference",
     "Scores",
@@ -319,3 +320,42 @@ def clinical_check(
         elif -delta > allowed + 1e-12:
             failures.append(f"{metric} drops {-delta:.3f} ({before:.3f} -> {after:.3f}) > {allowed:g} allowed")
     return ClinicalCheck(len(truth), differences, dict(max_drop or {}), rounds, seed, tuple(failures))
+
+
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    """Clinical acceptance: ``labels`` (an ISIC 2018 Task 3 ground-truth CSV) score the runtime next to
+    the FP32 reference on the same images; ``max_drop`` (metric -> share, or the command line's
+    ``"balanced_accuracy=0.01,mel_sensitivity=0.02"``) turns a larger drop into a failure (exit 3).
+    ``allow_label_subset`` scores only the labelled images."""
+
+    labels: str | Path | None = None
+    max_drop: Mapping[str, float] | str | None = None
+    allow_label_subset: bool = False
+
+    def drops(self) -> dict[str, float] | None:
+        if self.max_drop is None:
+            return None
+        if self.labels is None:
+            raise OptionError("max_drop (--max-drop) needs labels (--labels): the scores need the ground truth")
+        if isinstance(self.max_drop, str):
+            return parse_max_drop(self.max_drop)
+        return parse_max_drop(",".join(f"{k}={v}" for k, v in self.max_drop.items()))
+
+    def read(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
+        """The labels of ``names`` (checked against them before any slow work), or None without labels."""
+        if self.labels is None:
+            if self.allow_label_subset:
+                raise OptionError("allow_label_subset (--allow-label-subset) needs labels (--labels)")
+            return None
+        label_map = read_labels(Path(self.labels), class_names)
+        match_labels(names, label_map, Path(self.labels), allow_subset=self.allow_label_subset)
+        return label_map
+
+    def labels_of(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
+        """The labels, where some of ``names`` (e.g. the INT8 calibration images) have one and a
+        drop bound is set: the INT8 search then holds each candidate to it on them."""
+        if self.labels is None or self.max_drop is None:
+            return None
+        labels = read_labels(Path(self.labels), class_names)
+        return labels if any(image_key(name) in labels for name in names) else None

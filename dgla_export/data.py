@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dgla_export.errors import UserError
 from dgla_export.preprocess import ImageError, Preprocessing, load_image
 
-__all__ = ["IMAGE_SUFFIXES", "SAMPLE_IMAGE_NAMES", "image_key", "load_images", "pixels_digest", "sample_images"]
+__all__ = [
+    "HELD_OUT_SEED",
+    "IMAGE_SUFFIXES",
+    "SAMPLE_IMAGE_NAMES",
+    "check_disjoint",
+    "image_key",
+    "load_images",
+    "pixels_digest",
+    "sample_images",
+    "split_held_out",
+]
 
 # Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
 # a fundus photograph and a stained micrograph are the closest to dermoscopy.
@@ -64,3 +76,40 @@ def load_images(
         raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     load = preprocessing.load if preprocessing is not None else load_image
     return [(p.name, load(p)) for p in paths]
+
+
+HELD_OUT_SEED = 2018  # the split of one image set into calibration and validation halves
+
+
+def check_disjoint(images: Sequence[tuple[str, np.ndarray]], calibration_digests: set[str]) -> None:
+    """Refuse validation images that are calibration images (by pixels, whatever their names): an
+    INT8 graph judged on its own calibration images is judged on what it was fitted to."""
+    shared = [name for name, image in images if pixels_digest(image) in calibration_digests]
+    if shared:
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        raise UserError(
+            f"{len(shared)} validation images are also calibration images ({', '.join(shared[:3])}{more}): an INT8 "
+            "graph must be judged on images it was not calibrated on; give --images (images=) without them"
+        )
+
+
+def split_held_out(
+    calibration: list[tuple[str, np.ndarray]],
+    validation: list[tuple[str, np.ndarray]],
+    both_default: bool,
+    warn: Callable[[str], None],
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """Calibration and validation images with no image in both. Where both are the default set it is
+    split in two with a stated seed; otherwise an overlap is refused (:func:`check_disjoint`)."""
+    digests = {pixels_digest(image) for _, image in calibration}
+    if not both_default or not any(pixels_digest(image) in digests for _, image in validation):
+        check_disjoint(validation, digests)
+        return calibration, validation
+    order = np.random.default_rng(HELD_OUT_SEED).permutation(len(calibration))
+    half = len(order) // 2
+    calibrate, hold = [calibration[i] for i in sorted(order[:half])], [calibration[i] for i in sorted(order[half:])]
+    warn(
+        f"the bundled photos serve both INT8 calibration and validation: split in two (seed {HELD_OUT_SEED}), "
+        f"calibrated on {', '.join(n for n, _ in calibrate)}, validated on {', '.join(n for n, _ in hold)}"
+    )
+    return calibrate, hold

@@ -79,7 +79,7 @@ class DebugReport:
         )
 
 
-def _float_outputs(model: Any) -> dict[str, tuple[str, str]]:
+def _producers(model: Any) -> dict[str, tuple[str, str]]:
     """Tensor name -> (producing node, op type), in topological order, for every node output."""
     produced = {}
     for node in model.graph.node:
@@ -172,7 +172,6 @@ def localise(
     arrays = preprocess_batch([image for _, image in images], config, method=preprocess)
     feeds = [{n: a[i : i + 1] for n, a in zip(config.input_names, arrays, strict=True)} for i in range(len(names))]
     progress(f"final outputs of both graphs on {len(names)} images")
-    finals = {"logits"}
     ref_final = _run(_plain_runner(reference, reference_providers), feeds)
     cand_final = _run(_plain_runner(candidate, providers), feeds)
     failing, worst_index, worst_error = [], 0, -1.0
@@ -190,7 +189,7 @@ def localise(
     progress(f"every intermediate tensor on {len(chosen)} image(s): {', '.join(names[i] for i in chosen)}")
     ref_all = _run(_mark_all_runner(reference, reference_providers), [feeds[i] for i in chosen])
     cand_all = _run(_mark_all_runner(candidate, providers), [feeds[i] for i in chosen])
-    order = _float_outputs(onnx.load(str(candidate), load_external_data=False))
+    order = _producers(onnx.load(str(candidate), load_external_data=False))
     stacked_ref = {k: np.concatenate([run[k] for run in ref_all]) for k in ref_all[0]}
     stacked_cand = {k: np.concatenate([run[k] for run in cand_all]) for k in cand_all[0]}
     errors = tensor_errors(stacked_ref, stacked_cand, order)
@@ -210,8 +209,8 @@ def localise(
         folder=str(output) if output is not None else None,
     )
     if output is not None:
-        tensors = [first.name] if first is not None else []
-        _write_repro(output, report, candidate, [feeds[i] for i in chosen], ref_all, sorted(finals | set(tensors)))
+        tensors = ["logits", *([first.name] if first is not None else [])]
+        _write_repro(output, report, candidate, [feeds[i] for i in chosen], ref_all, tensors)
     return report
 
 

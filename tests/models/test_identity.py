@@ -15,6 +15,32 @@ from dgla_export.models.weights import CheckpointError, read_checkpoint
 from dgla_export.tools.export import main as export_main
 
 
+def test_resolution_rules_without_exporting(tmp_path) -> None:
+    """The rules alone, on records written by hand: what a default, a file and 'demo' resolve to."""
+    from dgla_export.io import sha256_file
+    from dgla_export.models.identity import resolve_weights
+
+    mine, other = tmp_path / "mine.pt", tmp_path / "other.pt"
+    mine.write_bytes(b"mine")
+    other.write_bytes(b"other")
+    from_file = CheckpointIdentity("s" * 64, "file", sha256_file(mine), str(mine), partial=True)
+    assert resolve_weights(from_file, None, "g.onnx") == (mine, True)  # the recorded path, partial as recorded
+    assert resolve_weights(from_file, mine, "g.onnx") == (str(mine), True)
+    with pytest.raises(CheckpointIdentityError, match=sha256_file(other)[:12]):
+        resolve_weights(from_file, other, "g.onnx")
+    with pytest.raises(CheckpointIdentityError, match="not demo weights"):
+        resolve_weights(from_file, "demo", "g.onnx")
+    demo = CheckpointIdentity("d" * 64, "demo")
+    assert resolve_weights(demo, None, "g.onnx") == ("demo", False)
+    with pytest.raises(CheckpointIdentityError, match="drop --weights"):
+        resolve_weights(demo, mine, "g.onnx")
+    with pytest.raises(CheckpointIdentityError, match="cannot be made again"):
+        resolve_weights(CheckpointIdentity("r" * 64, "random"), None, "g.onnx")
+    assert resolve_weights(None, None, "old.onnx") == ("demo", False)  # a graph without a record
+    legacy = CheckpointIdentity.from_metadata({"checkpoint_sha256": "state_dict:" + "a" * 64})
+    assert legacy == CheckpointIdentity("a" * 64, "model")
+
+
 @pytest.fixture(scope="module")
 def from_file(tiny, tmp_path_factory):
     """(graph, checkpoint, another checkpoint): a tiny graph exported from a checkpoint file."""
@@ -34,6 +60,7 @@ def _error_line(capsys) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_the_graph_records_its_checkpoint(from_file) -> None:
     from dgla_export.artefacts.graph import graph_metadata, load_graph
     from dgla_export.io import sha256_file
@@ -44,12 +71,14 @@ def test_the_graph_records_its_checkpoint(from_file) -> None:
     assert recorded.path == str(mine.resolve()) and recorded.state_dict_sha256
 
 
+@pytest.mark.slow
 def test_validate_without_weights_uses_the_recorded_checkpoint(from_file, capsys) -> None:
     """The issue's trap: this once compared the graph with the demo weights and reported dozens of flips."""
     graph, _, _ = from_file
     assert export_main(["validate", str(graph), "--batches", "1"]) == EXIT_OK, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_wrong_weights_are_refused_naming_both_digests(from_file, capsys) -> None:
     from dgla_export.io import sha256_file
 
@@ -63,6 +92,7 @@ def test_wrong_weights_are_refused_naming_both_digests(from_file, capsys) -> Non
         dx.build_engine(graph.with_name("g.onnx"), graph.with_name("g.plan"), precision="fp32", weights=other)
 
 
+@pytest.mark.slow
 def test_a_moved_checkpoint_is_asked_for(from_file, tmp_path, capsys) -> None:
     graph, mine, _ = from_file
     moved = tmp_path / "moved.pt"
@@ -75,6 +105,7 @@ def test_a_moved_checkpoint_is_asked_for(from_file, tmp_path, capsys) -> None:
         shutil.move(moved, mine)
 
 
+@pytest.mark.slow
 def test_a_demo_graph_refuses_a_checkpoint_and_other_demo_weights(tiny_onnx, tiny, tmp_path) -> None:
     from dgla_export.models.registry import create_model
 
