@@ -73,14 +73,13 @@ class Console:
                 yield
             return
         self._plain(message)
-        started, done = time.monotonic(), threading.Event()
+        done = threading.Event()
 
         def beat() -> None:
             while not done.wait(self.heartbeat):
                 if time.monotonic() - self._last_plain >= self.heartbeat * 0.99:
                     step, self._latest_step = self._latest_step, None
-                    elapsed = format_duration(time.monotonic() - started)
-                    self._plain(f"still {message} ({elapsed})" + (f": {step}" if step else ""))
+                    self._plain(f"still {message}" + (f": {step}" if step else ""))  # the line's prefix has the time
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dgla_export.errors import UserError
+from dgla_export.errors import UserError, listed
 from dgla_export.preprocess import ImageError, Preprocessing, load_image
 
 __all__ = [
@@ -86,9 +86,8 @@ def check_disjoint(images: Sequence[tuple[str, np.ndarray]], calibration_digests
     INT8 graph judged on its own calibration images is judged on what it was fitted to."""
     shared = [name for name, image in images if pixels_digest(image) in calibration_digests]
     if shared:
-        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
         raise UserError(
-            f"{len(shared)} validation images are also calibration images ({', '.join(shared[:3])}{more}): an INT8 "
+            f"{len(shared)} validation images are also calibration images ({listed(shared)}): an INT8 "
             "graph must be judged on images it was not calibrated on; give --images (images=) without them"
         )
 

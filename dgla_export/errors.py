@@ -31,6 +31,7 @@ __all__ = [
     "OptionError",
     "UserError",
     "is_user_error",
+    "listed",
     "run_command",
 ]
 
@@ -48,6 +49,12 @@ class OptionError(UserError, ValueError):
 
 class MismatchError(Exception):
     """An artefact ran, but its numbers are not good enough: exit code 3, one line."""
+
+
+def listed(items: list[str], limit: int = 3) -> str:
+    """The first ``limit`` items of a message, and how many more: one line, whatever the count."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
 
 
 def is_user_error(err: BaseException) -> bool:

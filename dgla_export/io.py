@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dgla_export.errors import UserError
+from dgla_export.errors import UserError, listed
 
 __all__ = [
     "CACHE_ENV",
@@ -112,9 +112,8 @@ def _check_own_output(path: Path, command: str) -> None:
         raise OutputError(f"{path} was written by {record.get('command')}, not {command} ({only}); choose a new folder")
     foreign = sorted(set(_entries(path)) - set(record.get("files", [])))
     if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise OutputError(
-            f"{path} holds {', '.join(foreign[:3])}{more}, which {command} did not write ({only}); "
+            f"{path} holds {listed(foreign)}, which {command} did not write ({only}); "
             "move them away or choose a new folder"
         )
 

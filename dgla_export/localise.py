@@ -121,7 +121,9 @@ def _mark_all_runner(path: Path, providers: Sequence[str]):
 
 
 def _run(runner: Any, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    with runner:
+    from polygraphy.logger import G_LOGGER
+
+    with G_LOGGER.verbosity(G_LOGGER.ERROR), runner:  # Polygraphy's progress lines stay out of the API's output
         return [dict(runner.infer(feed)) for feed in feeds]
 
 
@@ -241,11 +243,13 @@ def _write_repro(
     ``polygraphy run`` of the candidate alone, comparing the named tensors with the golden ones."""
     from polygraphy.comparator import RunResults
     from polygraphy.json import save_json
+    from polygraphy.logger import G_LOGGER
 
-    save_json(feeds, str(folder / "inputs.json"))
-    results = RunResults()
-    results.append(("fp32-reference", [{name: run[name] for name in tensors} for run in golden]))
-    results.save(str(folder / "golden.json"))
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        save_json(feeds, str(folder / "inputs.json"))
+        results = RunResults()
+        results.append(("fp32-reference", [{name: run[name] for name in tensors} for run in golden]))
+        results.save(str(folder / "golden.json"))
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     # the bound is relative to each tensor's largest reference magnitude: an absolute one per tensor
     atol = [

@@ -81,6 +81,8 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         record["passed"], record["verdict"] = self.passed, self.verdict
+        if self.clinical is not None:
+            record["clinical"] = self.clinical.to_dict()
         return record
 
     def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:

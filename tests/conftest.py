@@ -27,6 +27,23 @@ def images():
 
 
 @pytest.fixture(scope="session")
+def held_out(tmp_path_factory):
+    """A folder of real images that no calibration uses: scikit-image's other offline photos (grey
+    ones as RGB), for validating INT8 graphs calibrated on the bundled set."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("held_out")
+    for name in ("coins", "moon", "camera", "grass", "gravel", "brick"):
+        image = getattr(data, name)()
+        Image.fromarray(np.stack([image] * 3, axis=-1) if image.ndim == 2 else image[..., :3]).save(
+            folder / f"{name}.png"
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny():
     from dgla_export import create_model
 

@@ -72,18 +72,22 @@ def test_max_drop_is_parsed_strictly() -> None:
 
 
 @pytest.mark.slow
-def test_validate_judges_a_graph_on_the_labels(tiny_onnx, images, tmp_path, capsys) -> None:
+def test_validate_judges_a_graph_on_the_labels(tiny, tiny_onnx, images, tmp_path, capsys) -> None:
     """Through the command: the clinical table, its JSON, and exit 3 on a drop beyond --max-drop."""
     import json
 
     import onnx
 
+    from dgla_export.preprocess import preprocess_batch
     from dgla_export.tools.export import main
+    from dgla_export.validation import reference_logits
 
+    # a made-up ground truth for the pipeline: the FP32 model's own answers (balanced accuracy 1)
+    answers = reference_logits(tiny, preprocess_batch([image for _, image in images], tiny.config)).argmax(-1)
     labels = tmp_path / "truth.csv"
     rows = ["image," + ",".join(CLASSES)]
-    for index, (name, _) in enumerate(images):  # one class each: a made-up ground truth for the pipeline
-        rows.append(name + "," + ",".join("1" if c == index % len(CLASSES) else "0" for c in range(len(CLASSES))))
+    for (name, _), answer in zip(images, answers, strict=True):
+        rows.append(name + "," + ",".join("1" if c == answer else "0" for c in range(len(CLASSES))))
     labels.write_text("\n".join(rows) + "\n")
     report = tmp_path / "report.json"
     argv = ["validate", str(tiny_onnx["fp16"]), "--batches", "1", "--labels", str(labels), "--report", str(report)]

@@ -6,8 +6,10 @@ optionally with `` / POINTER`` (a ratio of two values of the same record), `` -1
 change) and `` *SCALE`` (1000 for s -> ms, 100 for a share in %). The test reads the value and
 holds the printed figure to it at the precision printed (51.7 means within 0.05). A number with a
 unit (ms, s, %, x, MiB, GiB, GFLOP/s, pairs/s) outside code and without a marker fails, unless it
-is marked ``<!-- setting -->`` (a configured value, not a measurement). Pages not yet converted
-are listed in PENDING with the count of their unmarked figures, which may only fall.
+is marked ``<!-- setting -->`` (a configured value, not a measurement). Numbers without a unit
+(errors such as 9.5e-6, counts, table cells in a column headed with its unit) are held to their
+record where they carry a marker, but an unmarked one is not found: a limit of this check (the
+served-load table in serving.md and the curve table in preprocessing.md still have unmarked cells).
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ FIGURE = re.compile(rf"(?<![\w.]){NUMBER}\s?{UNIT}(?![\w/])")
 MARKED = re.compile(rf"(?P<figure>{SIGNED})\s?(?:{UNIT}|[A-Za-z/%]*)?\s*<!--\s*fig\s+(?P<spec>.*?)\s*-->")
 SETTING = "<!-- setting -->"
 PAGES = sorted([ROOT / "README.md", *(p for p in (ROOT / "docs").glob("*.md") if p.name != "cli.md")])
-# page -> unmarked figures still there (to be converted; the count may only fall)
-PENDING = {
-    "docs/development.md": 16,
-}
 
 
 def _prose(text: str) -> str:
@@ -109,9 +107,7 @@ def test_no_figure_without_a_record(page: Path) -> None:
         after = text[match.end() : match.end() + 200].lstrip()
         if not after.startswith(("<!-- fig", SETTING)):
             unmarked.append(match.group())
-    name = str(page.relative_to(ROOT))
-    allowed = PENDING.get(name, 0)
-    assert len(unmarked) <= allowed, f"{name}: figures without a record marker ({len(unmarked)}): {unmarked}"
+    assert not unmarked, f"{page.relative_to(ROOT)}: figures without a record marker: {unmarked}"
 
 
 def test_the_checker_reads_rounding_and_selectors(tmp_path) -> None:

@@ -124,27 +124,44 @@ def test_flips_below_the_margin_are_listed_not_counted() -> None:
     assert "1 top-1 flips" in compare_logits(reference, actual, tolerance=strict, **kwargs).failures[0]
 
 
-def test_cli_int8_export_reports_what_it_kept_out(tmp_path, capsys) -> None:
+def test_cli_int8_export_reports_what_it_kept_out(tmp_path, held_out, capsys) -> None:
     from dgla_export.tools.export import main
 
     output, report = tmp_path / "int8.onnx", tmp_path / "int8.json"
     argv = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--batch", "1:8", "--output", str(output)]
-    assert main([*argv, "--report", str(report), "--calibration-count", "2"]) == 0
+    assert main([*argv, "--report", str(report), "--images", str(held_out)]) == 0
     printed = capsys.readouterr()
     err = " ".join((printed.err + printed.out).split())  # rich wraps lines
     assert "not dermoscopy" in err and "of MACs in INT8" in err and "validation passed" in err
-    assert "split in two (seed 2018)" in err, err
     record = json.loads(report.read_text())
     assert record["passed"] and record["precision"] == "int8"
     quantization = record["quantization"]
-    assert len(quantization["calibration_images"]) == 2 and 0 < quantization["int8_mac_share"] <= 1
-    # validated on the held-out half only: no image of the calibration set
+    assert len(quantization["calibration_images"]) == 6 and 0 < quantization["int8_mac_share"] <= 1
     assert not set(record["images"]) & set(quantization["calibration_images"]), record["images"]
     recorded = json.loads(graph_metadata(onnx.load(str(output)))["quantization"])
-    assert recorded["calibration_count"] == 2 and len(recorded["calibration_pixels"]) == 2
-    # validating it again on its own calibration images is refused, naming them
+    assert recorded["calibration_count"] == 6 and len(recorded["calibration_pixels"]) == 6
+    # validating it again on its own calibration images (the bundled ones) is refused, naming them
     assert main(["validate", str(output)]) == 2
     assert "are also calibration images" in " ".join(capsys.readouterr().err.split())
+    # with both sets left at the bundled default the six photos are split in two (seed stated): three
+    # calibration images are too few for the untrained tiny model, and its held-out half says so (exit 3)
+    split = [
+        "onnx",
+        "--model",
+        "dgla_tiny",
+        "--precision",
+        "int8",
+        "--batch",
+        "1:8",
+        "--output",
+        str(tmp_path / "s.onnx"),
+    ]
+    assert main([*split, "--report", str(tmp_path / "s.json")]) == 3
+    assert "split in two (seed 2018)" in " ".join(capsys.readouterr().err.split())
+    halves = json.loads((tmp_path / "s.json").read_text())
+    assert len(halves["images"]) == len(halves["quantization"]["calibration_images"]) == 3
+    assert not set(halves["images"]) & set(halves["quantization"]["calibration_images"])
+    assert (tmp_path / "s.failed.onnx").is_file() and not (tmp_path / "s.onnx").exists()
     # a target no INT8 graph can meet: exit 3, nothing written
     impossible = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--output", str(tmp_path / "no.onnx")]
     assert main([*impossible, "--accuracy-target", "1e-7"]) == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgla_export.errors import UserError
+from dgla_export.errors import UserError, listed
 from dgla_export.io import atomic_path, cache_dir
 from dgla_export.models.attention import GlobalLocalAttention
 from dgla_export.models.resnet import ResNet
@@ -133,9 +133,8 @@ def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
                 nan = int(torch.isnan(tensor).sum())
                 bad.append(f"{name} ({nan} NaN, {int((~finite).sum()) - nan} Inf)")
     if bad:
-        more = f", ... ({len(bad) - 3} more)" if len(bad) > 3 else ""
         raise CheckpointError(
-            f"{where} holds non-finite values in {len(bad)} tensors: {', '.join(bad[:3])}{more}; the training "
+            f"{where} holds non-finite values in {len(bad)} tensors: {listed(bad)}; the training "
             "diverged or the file is damaged: use an earlier checkpoint"
         )
 

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("--calibration-images, --calibration-count and --accuracy-target need --precision int8")
     steps = "exporting" + (", calibrating and searching INT8 (minutes)" if int8 else "") + " and validating"
     try:
-        with console.status(f"{steps} (the full model: minutes on 2 cores)"):
+        hint = "" if args.model.endswith("_tiny") else " (the full model: minutes on 2 cores)"
+        with console.status(steps + hint):
             result = export_onnx(
                 args.output,
                 args.model,

@@ -103,9 +103,20 @@ def test_trt_cli_refuses_an_int8_graph_it_cannot_build_before_needing_tensorrt(t
     assert "--int8-target tensorrt" in capsys.readouterr().err
     assert export_main(["trt", "--onnx", str(tiny_onnx["fp16"]), "--output", engine, "--precision", "int8"]) == 2
     assert "is a fp16 graph" in capsys.readouterr().err
-    # the graph for TensorRT passes every check; only the missing TensorRT stops it here
+    # validating on its own calibration images (the bundled ones) is refused, before TensorRT is asked for
     trt_graph = str(tiny_int8["tensorrt"][0])
     assert export_main(["trt", "--onnx", trt_graph, "--output", engine, "--precision", "int8"]) == 2
+    assert "are also calibration images" in " ".join(capsys.readouterr().err.split())
+    # on held-out images the graph passes every check; only the missing TensorRT stops it here
+    from PIL import Image
+    from skimage import data
+
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for name in ("coins", "moon"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(held_out / f"{name}.png")
+    argv = ["trt", "--onnx", trt_graph, "--output", engine, "--precision", "int8", "--images", str(held_out)]
+    assert export_main(argv) == 2
     assert "cannot build an engine here" in capsys.readouterr().err
 
 

@@ -97,7 +97,8 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-fp32,torch-eager-cpu"
     assert main(argv) == EXIT_MISMATCH  # by default, not only with --fail-on-mismatch
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    failed, eager = results["backends"]
+    by_name = {b["backend"]: b for b in results["backends"]}
+    failed, eager = by_name["onnxruntime-cpu-fp32"], by_name["torch-eager-cpu"]
     flips = failed["parity"]["flips"]
     assert flips and {"image", "reference_class", "actual_class", "reference_margin", "actual_margin"} <= set(flips[0])
     assert failed["verdict"] == "failed" and "timing" not in failed, "a runtime that failed parity was timed"
@@ -109,8 +110,8 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     assert "fastest that passed parity: torch-eager-cpu" in summary, summary
     # --time-failed times it, marked, and never ranks it
     assert main([*argv, "--time-failed", "--output", str(tmp_path / "timed")]) == EXIT_MISMATCH
-    results = json.loads((tmp_path / "timed" / "results.json").read_text())
-    assert results["backends"][0]["timing"] and results["backends"][0]["verdict"] == "failed"
+    timed = {b["backend"]: b for b in json.loads((tmp_path / "timed" / "results.json").read_text())["backends"]}
+    assert timed["onnxruntime-cpu-fp32"]["timing"] and timed["onnxruntime-cpu-fp32"]["verdict"] == "failed"
     summary = (tmp_path / "timed" / "results.md").read_text()
     assert "(timed anyway, marked)" in summary and "fastest that passed parity: torch-eager-cpu" in summary, summary
     table = [{"backend": "x", "batch": 1, "throughput_pairs_s": 9.0, "parity_passed": False}]
@@ -118,11 +119,13 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
     assert labels == ["x (parity FAILED)"], labels
 
 
-def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, tmp_path) -> None:
+def test_int8_backend_is_judged_by_the_int8_tolerance(tiny_int8, held_out, tmp_path, capsys) -> None:
     argv = _quick_run(tiny_int8["cpu"][0], tmp_path / "out")
     argv[argv.index("--onnx")] = "--onnx-int8"
     argv[argv.index("onnxruntime-cpu-fp32")] = "onnxruntime-cpu-int8"
-    assert main([*argv, "--fail-on-mismatch"]) == 0
+    assert main(argv) == 2  # its own calibration images (the bundled ones) are refused
+    assert "are also calibration images" in " ".join(capsys.readouterr().err.split())
+    assert main([*argv, "--images", str(held_out)]) == 0
     backend = json.loads((tmp_path / "out" / "results.json").read_text())["backends"][0]
     assert backend["backend"] == "onnxruntime-cpu-int8"
     parity = backend["parity"]
