@@ -293,10 +293,6 @@ def _raise_if_failed(result: ExportResult | EngineResult, what: str, output: Pat
         )
 
 
-def _model_name(model: str | ResNet) -> str:
-    return model if isinstance(model, str) else model.config.name
-
-
 def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels: int) -> list[tuple[str, np.ndarray]]:
     """Named images: given as arrays, or a folder (decoded as the preprocessing will use them), or the bundled set."""
     from dgla_export.data import load_images
