@@ -349,8 +349,9 @@ def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatc
     err = capsys.readouterr().err
     progress = [line for line in err.splitlines() if line.startswith("dgla-export: [")]
     assert any("validating against PyTorch FP32" in line for line in progress), err
-    steps = [line for line in progress if "still validating" in line and "): " in line]
+    steps = [line for line in progress if "still validating against PyTorch FP32: " in line]
     assert steps, err  # the periodic lines name the latest step inside the long one
+    assert all(line.count(" s]") == 1 and " s)" not in line for line in progress), err  # the time once, in front
 
 
 @pytest.mark.slow
