@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from dgla_export.benchmarking.catalogue import Backend
     from dgla_export.benchmarking.results import BenchResult
     from dgla_export.localise import DebugReport
-    from dgla_export.models.config import Tolerance
+    from dgla_export.models.config import ModelConfig, Tolerance
     from dgla_export.models.identity import CheckpointIdentity
     from dgla_export.models.resnet import ResNet
     from dgla_export.quantize import QuantizationReport
@@ -293,15 +293,20 @@ def _raise_if_failed(result: ExportResult | EngineResult, what: str, output: Pat
         )
 
 
+def _config(model: str | ResNet) -> ModelConfig:
+    """The config of a registered model's name, or of a model object."""
+    from dgla_export.models.registry import get_config
+
+    return get_config(model) if isinstance(model, str) else model.config
+
+
 def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels: int) -> list[tuple[str, np.ndarray]]:
     """Named images: given as arrays, or a folder (decoded as the preprocessing will use them), or the bundled set."""
     from dgla_export.data import load_images
-    from dgla_export.models.registry import get_config
 
     if images is not None and not isinstance(images, str | Path):
         return list(images)
-    config = get_config(model) if isinstance(model, str) else model.config
-    return load_images(images, preprocessing=Preprocessing.of(config, preprocess, max_pixels))
+    return load_images(images, preprocessing=Preprocessing.of(_config(model), preprocess, max_pixels))
 
 
 def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
@@ -400,7 +405,6 @@ def export_onnx(
 
     from dgla_export.export.onnx_export import ExportOptions, check_contract
     from dgla_export.export.onnx_export import export_onnx as write_graph
-    from dgla_export.models.registry import get_config
 
     output = check_output(output, force)
     report = check_output(report, force) if report is not None else None
@@ -428,7 +432,7 @@ def export_onnx(
             both_default = images is None and int8.calibration_images is None
             calibration, checked = split_held_out(calibration, checked, both_default, warn)
         calibration = calibration[: int8.calibration_count]
-    config = get_config(model) if isinstance(model, str) else model.config
+    config = _config(model)
     labels = acceptance.read([n for n, _ in checked], config.class_names) if checked is not None else None
     low, high = batch
     if batches:
@@ -507,18 +511,17 @@ def validate(
     True
     """
     from dgla_export.artefacts.graph import check_graph_model, graph_metadata, load_graph
-    from dgla_export.models.registry import get_config
 
     onnx = Path(onnx)
     metadata = graph_metadata(load_graph(onnx))  # inputs first, then the slow model load
     model = model if model is not None else json.loads(metadata["config"])["name"]
-    check_graph_model(onnx, metadata, get_config(model) if isinstance(model, str) else model.config)
+    config = _config(model)
+    check_graph_model(onnx, metadata, config)
     report = check_output(report, force, inputs=(onnx,)) if report is not None else None
     source = _ArtefactWeights.of(onnx, metadata, model, weights, partial)
     acceptance = acceptance or Acceptance()
     drops = acceptance.drops()
     checked = _images(images, model, preprocess, max_pixels)
-    config = get_config(model) if isinstance(model, str) else model.config
     labels = acceptance.read([n for n, _ in checked], config.class_names)
     _check_held_out(metadata, checked)
     progress("loading the model")
@@ -726,7 +729,6 @@ def bench(
     from dgla_export.benchmarking.run import BENCH_COMMAND, BenchOptions, estimate_seconds, run_bench
     from dgla_export.machine import provenance
     from dgla_export.models.cost import measure_cost
-    from dgla_export.models.registry import get_config
 
     options = options or BenchOptions()
     acceptance = acceptance or Acceptance()
@@ -735,7 +737,7 @@ def bench(
     given = {"fp32": onnx, "fp16": onnx_fp16, "int8": onnx_int8}
     onnx_files = {k: Path(v) for k, v in given.items() if v is not None}
     engine = Path(engine) if engine is not None else None
-    config = get_config(model) if isinstance(model, str) else model.config
+    config = _config(model)
     checkpoint = None if weights is None or str(weights) in ("demo", "random") else weights
     artefacts: dict[Path, dict[str, str]] = {}
     if output is not None:

@@ -111,13 +111,16 @@ def tensor_errors(
     return errors
 
 
-def _mark_all_runner(path: Path, providers: Sequence[str]):
+def _runner(path: Path, providers: Sequence[str], *, every_tensor: bool = False):
+    """Polygraphy's ONNX Runtime runner of ``path``; ``every_tensor``: all tensors marked as outputs."""
     from polygraphy import constants
     from polygraphy.backend.onnx import BytesFromOnnx, ModifyOutputs, OnnxFromPath
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    marked = ModifyOutputs(OnnxFromPath(str(path)), outputs=constants.MARK_ALL)
-    return OnnxrtRunner(SessionFromOnnx(BytesFromOnnx(marked), providers=list(providers)), name=path.name)
+    model = (
+        BytesFromOnnx(ModifyOutputs(OnnxFromPath(str(path)), outputs=constants.MARK_ALL)) if every_tensor else str(path)
+    )
+    return OnnxrtRunner(SessionFromOnnx(model, providers=list(providers)), name=path.name)
 
 
 def _run(runner: Any, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -174,8 +177,8 @@ def localise(
     arrays = preprocess_batch([image for _, image in images], config, method=preprocess)
     feeds = [{n: a[i : i + 1] for n, a in zip(config.input_names, arrays, strict=True)} for i in range(len(names))]
     progress(f"final outputs of both graphs on {len(names)} images")
-    ref_final = _run(_plain_runner(reference, reference_providers), feeds)
-    cand_final = _run(_plain_runner(candidate, providers), feeds)
+    ref_final = _run(_runner(reference, reference_providers), feeds)
+    cand_final = _run(_runner(candidate, providers), feeds)
     failing, worst_index, worst_error = [], 0, -1.0
     for i, name in enumerate(names):
         check = compare_logits(
@@ -189,8 +192,8 @@ def localise(
             failing.append(i)
     chosen = failing[:max_images] or [worst_index]
     progress(f"every intermediate tensor on {len(chosen)} image(s): {', '.join(names[i] for i in chosen)}")
-    ref_all = _run(_mark_all_runner(reference, reference_providers), [feeds[i] for i in chosen])
-    cand_all = _run(_mark_all_runner(candidate, providers), [feeds[i] for i in chosen])
+    ref_all = _run(_runner(reference, reference_providers, every_tensor=True), [feeds[i] for i in chosen])
+    cand_all = _run(_runner(candidate, providers, every_tensor=True), [feeds[i] for i in chosen])
     order = _producers(onnx.load(str(candidate), load_external_data=False))
     stacked_ref = {k: np.concatenate([run[k] for run in ref_all]) for k in ref_all[0]}
     stacked_cand = {k: np.concatenate([run[k] for run in cand_all]) for k in cand_all[0]}
@@ -214,12 +217,6 @@ def localise(
         tensors = ["logits", *([first.name] if first is not None else [])]
         _write_repro(output, report, candidate, [feeds[i] for i in chosen], ref_all, tensors)
     return report
-
-
-def _plain_runner(path: Path, providers: Sequence[str]):
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=list(providers)), name=path.name)
 
 
 def _polygraphy() -> str:
