@@ -16,9 +16,10 @@ $(VENV)/.package: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet $(CONSTRAINTS) -e .
 	touch $@
 
-# What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators.
+# What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators,
+# the clinic's formats (HEIC, DICOM).
 $(VENV)/.extras: $(VENV)/.package
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali]'
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats]'
 	touch $@
 
 .PHONY: install demo test test-fast lint

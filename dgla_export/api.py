@@ -32,7 +32,7 @@ import numpy as np
 from dgla_export.clinical import Acceptance
 from dgla_export.errors import MismatchError, OptionError, UserError
 from dgla_export.io import check_output, check_output_folder, staging_folder
-from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Method, Preprocessing
+from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Method, Preprocessing
 
 if TYPE_CHECKING:
     from dgla_export.artefacts.graph import GraphReport
@@ -300,13 +300,15 @@ def _config(model: str | ResNet) -> ModelConfig:
     return get_config(model) if isinstance(model, str) else model.config
 
 
-def _images(images: Images, model: str | ResNet, preprocess: Method, max_pixels: int) -> list[tuple[str, np.ndarray]]:
+def _images(
+    images: Images, model: str | ResNet, preprocess: Method, max_pixels: int, max_bytes: int
+) -> list[tuple[str, np.ndarray]]:
     """Named images: given as arrays, or a folder (decoded as the preprocessing will use them), or the bundled set."""
     from dgla_export.data import load_images
 
     if images is not None and not isinstance(images, str | Path):
         return list(images)
-    return load_images(images, preprocessing=Preprocessing.of(_config(model), preprocess, max_pixels))
+    return load_images(images, preprocessing=Preprocessing.of(_config(model), preprocess, max_pixels, max_bytes))
 
 
 def _batches(wanted: Sequence[int] | None, max_batch: int) -> list[int]:
@@ -376,6 +378,7 @@ def export_onnx(
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     device: str = "cpu",
     batches: Sequence[int] | None = None,
     int8: Int8Options | None = None,
@@ -412,7 +415,7 @@ def export_onnx(
         raise OptionError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     if int8 is not None and precision != "int8":
         raise OptionError("int8 options need precision='int8'")
-    checked = _images(images, model, preprocess, max_pixels) if validate else None  # inputs first
+    checked = _images(images, model, preprocess, max_pixels, max_bytes) if validate else None  # inputs first
     acceptance = acceptance or Acceptance()
     drops = acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
@@ -427,7 +430,7 @@ def export_onnx(
                 "calibrating INT8 on scikit-image's bundled photos, which are not dermoscopy; for a deployment "
                 "pass --calibration-images with a few hundred images of its domain"
             )
-        calibration = _images(int8.calibration_images, model, preprocess, max_pixels)
+        calibration = _images(int8.calibration_images, model, preprocess, max_pixels, max_bytes)
         if checked is not None:
             both_default = images is None and int8.calibration_images is None
             calibration, checked = split_held_out(calibration, checked, both_default, warn)
@@ -493,6 +496,7 @@ def validate(
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     device: str = "cpu",
     batches: Sequence[int] | None = None,
     accuracy_target: float | None = None,
@@ -521,7 +525,7 @@ def validate(
     source = _ArtefactWeights.of(onnx, metadata, model, weights, partial)
     acceptance = acceptance or Acceptance()
     drops = acceptance.drops()
-    checked = _images(images, model, preprocess, max_pixels)
+    checked = _images(images, model, preprocess, max_pixels, max_bytes)
     labels = acceptance.read([n for n, _ in checked], config.class_names)
     _check_held_out(metadata, checked)
     progress("loading the model")
@@ -554,6 +558,7 @@ def build_engine(
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     batches: Sequence[int] | None = None,
     acceptance: Acceptance | None = None,
     force: bool = False,
@@ -586,7 +591,7 @@ def build_engine(
     check_engine_graph(onnx, metadata, precision)
     model = model if model is not None else json.loads(metadata["config"])["name"]
     source = _ArtefactWeights.of(onnx, metadata, model, weights, False) if validate else None
-    checked = _images(images, model, preprocess, max_pixels) if validate else None
+    checked = _images(images, model, preprocess, max_pixels, max_bytes) if validate else None
     acceptance = acceptance or Acceptance()
     drops = acceptance.drops()
     labels = None
@@ -638,6 +643,7 @@ def debug(
     images: Images = None,
     preprocess: Method = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     device: str = "cpu",
     bound: float | None = None,
     max_images: int = 2,
@@ -675,7 +681,7 @@ def debug(
     if folder is not None:
         check_output_folder(folder, force, command="dgla-export debug", inputs=(onnx, reference))
     model = json.loads(graph_metadata(load_graph(onnx))["config"])["name"]
-    checked = _images(images, model, preprocess, max_pixels)
+    checked = _images(images, model, preprocess, max_pixels, max_bytes)
 
     def run(into: Path | None) -> DebugReport:
         return localise(
@@ -704,6 +710,7 @@ def bench(
     acceptance: Acceptance | None = None,
     options: Any = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     output: str | Path | None = None,
     heatmaps: bool = False,
     force: bool = False,
@@ -773,7 +780,9 @@ def bench(
     )
     if engine is not None and (not engine_runs or why):
         warn(f"--engine {engine} is not used: {why}")
-    checked = _images(images, config.name if isinstance(model, str) else model, options.preprocess, max_pixels)
+    checked = _images(
+        images, config.name if isinstance(model, str) else model, options.preprocess, max_pixels, max_bytes
+    )
     label_map = acceptance.read([name for name, _ in checked], config.class_names)
     for metadata in artefacts.values():
         _check_held_out(metadata, checked)

@@ -16,6 +16,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SAMPLE_IMAGE_NAMES",
     "check_disjoint",
+    "image_id",
     "image_key",
     "load_images",
     "pixels_digest",
@@ -26,13 +27,22 @@ __all__ = [
 # Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
 # a fundus photograph and a stained micrograph are the closest to dermoscopy.
 SAMPLE_IMAGE_NAMES = ("retina", "immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# A folder's images, by extension (the format itself is read from the bytes).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif", ".avif", ".dcm", ".mpo")
 
 
 def image_key(name: str) -> str:
     """An image's name without its image-file extension, as ground-truth CSVs (ISIC's) name images."""
     path = Path(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
+
+
+def image_id(data: bytes) -> str:
+    """A stable name for an image that says nothing of the patient: ``img-`` and 12 hex digits of the
+    SHA-256 of its bytes (the same file, the same name, on every machine)."""
+    import hashlib
+
+    return "img-" + hashlib.sha256(data).hexdigest()[:12]
 
 
 def pixels_digest(image: np.ndarray) -> str:

@@ -16,7 +16,18 @@ from dgla_export._version import __version__
 
 __all__ = ["commit", "driver_version", "machine", "provenance", "tensorrt_info"]
 
-_LIBRARIES = ("torch", "onnx", "onnxruntime-gpu", "onnxruntime", "polygraphy", "numpy", "pillow", "nvidia-dali-cuda120")
+_LIBRARIES = (
+    "torch",
+    "onnx",
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "polygraphy",
+    "numpy",
+    "pillow",
+    "pillow-heif",
+    "pydicom",
+    "nvidia-dali-cuda120",
+)
 
 
 def _cpu_name() -> str:

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dgla_export.preprocess import to_rgb_float
 
-__all__ = ["COLORMAP", "normalise_maps", "overlay", "side_by_side"]
+__all__ = ["COLORMAP", "normalise_maps", "overlay", "photo_with_crop", "side_by_side"]
 
 COLORMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind viewers
 SIZE = 448  # the side of the larger input: what the model saw at its finest
@@ -63,13 +63,32 @@ def overlay(image: np.ndarray, cam: np.ndarray, label: str, *, size: int = SIZE,
     return blended
 
 
+def photo_with_crop(image: np.ndarray, *, size: int = SIZE) -> Image.Image:
+    """The whole photo as shown (upright, sRGB), ``size`` px high, the centre square the model saw
+    outlined: what a clinician holds next to the original to find the overlay's region on it."""
+    height, width = image.shape[:2]
+    scale = size / height
+    rgb = np.clip(to_rgb_float(np.asarray(image)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    photo = Image.fromarray(rgb).resize((max(1, round(width * scale)), size), Image.Resampling.BILINEAR)
+    side = min(height, width) * scale
+    left, top = (width * scale - side) / 2, (height * scale - side) / 2
+    draw = ImageDraw.Draw(photo)
+    for colour, inset in (((0, 0, 0), 0), ((0, 255, 255), 2), ((0, 0, 0), 4)):  # visible on light and dark skin
+        draw.rectangle(
+            (left + inset, top + inset, left + side - 1 - inset, top + side - 1 - inset), outline=colour, width=2
+        )
+    return photo
+
+
 def side_by_side(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
-    """Panels in a row, each titled above (e.g. the reference, then each runtime)."""
-    width, height = panels[0][1].size
+    """Panels in a row, each titled above (e.g. the reference, then each runtime); widths may differ."""
+    height = max(panel.size[1] for _, panel in panels)
     strip = 22
-    sheet = Image.new("RGB", (width * len(panels), height + strip), (255, 255, 255))
+    sheet = Image.new("RGB", (sum(panel.size[0] for _, panel in panels), height + strip), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for index, (title, panel) in enumerate(panels):
-        sheet.paste(panel, (index * width, strip))
-        draw.text((index * width + 6, 5), title, fill=(0, 0, 0), font=ImageFont.load_default())
+    left = 0
+    for title, panel in panels:
+        sheet.paste(panel, (left, strip))
+        draw.text((left + 6, 5), title, fill=(0, 0, 0), font=ImageFont.load_default())
+        left += panel.size[0]
     return sheet

@@ -16,30 +16,55 @@ input size, scale to [0, 1], normalise with the model's mean/std. Two ways to co
   (docs/preprocessing.md): the fastest setting whose probabilities stay within the FP16 tolerance
   of the exact path.
 
-Before anything is decoded, the pixel count is read from the header and an image above
-``max_pixels`` is refused (an image bomb: a 0.5 MB PNG can hold 144 MP).
+Images are decoded by :mod:`dgla_export.decode` (orientation, colour profile, formats and limits:
+what a colour-managed viewer shows), which ``dgla-export triton`` copies beside this file. An
+image whose short side is below the model's smallest input is refused: it would be upsampled, and
+no dermatoscope writes one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+if __package__:
+    from dgla_export.decode import (
+        DEFAULT_MAX_BYTES,
+        DEFAULT_MAX_PIXELS,
+        ImageError,
+        ImageTooLargeError,
+        Limits,
+        PreprocessingError,
+        decode_image,
+        image_size,
+    )
+else:  # copied beside a Triton model, with decode.py
+    from decode import (  # type: ignore[no-redef]
+        DEFAULT_MAX_BYTES,
+        DEFAULT_MAX_PIXELS,
+        ImageError,
+        ImageTooLargeError,
+        Limits,
+        PreprocessingError,
+        decode_image,
+        image_size,
+    )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FAST",
     "METHODS",
     "FastSettings",
     "ImageError",
     "ImageTooLargeError",
+    "Limits",
     "Method",
     "Preprocessing",
     "PreprocessingError",
@@ -55,9 +80,6 @@ __all__ = [
 
 Method = Literal["fast", "exact"]
 METHODS: tuple[Method, ...] = ("fast", "exact")
-# A 24 MP camera photo is 24 MP; the ISIC archive's largest are 6000x4000. 100 MP leaves room for
-# any real photo and refuses bombs long before they cost gigabytes.
-DEFAULT_MAX_PIXELS = 100_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,20 +101,6 @@ class FastSettings:
 FAST = FastSettings()
 
 
-class PreprocessingError(ValueError):
-    """Bad input to preprocessing: the user's to fix (exit code 2 on the command line)."""
-
-    user_facing = True  # read by dgla_export.errors, which this standalone module cannot import
-
-
-class ImageError(PreprocessingError):
-    """An image this pipeline cannot turn into RGB."""
-
-
-class ImageTooLargeError(ImageError):
-    """An image whose header announces more pixels than the limit (refused before decoding)."""
-
-
 class Recipe(Protocol):
     """What preprocessing needs to know of a model (``ModelConfig`` is one)."""
 
@@ -106,7 +114,7 @@ class Recipe(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """A :class:`Recipe` with the method and the pixel limit, as plain data: what the Triton model
+    """A :class:`Recipe` with the method and the image limits, as plain data: what the Triton model
     reads from its config and what every report records."""
 
     input_sizes: Mapping[str, int]
@@ -114,16 +122,27 @@ class Preprocessing:
     std: tuple[float, float, float]
     method: Method = "fast"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise PreprocessingError(f"preprocessing method must be one of {METHODS}, got {self.method!r}")
-        if self.max_pixels < 1:
-            raise PreprocessingError(f"max_pixels must be positive, got {self.max_pixels}")
+        Limits(self.max_pixels, self.max_bytes)  # checks both
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_pixels, self.max_bytes)
 
     @classmethod
-    def of(cls, recipe: Recipe, method: Method = "fast", max_pixels: int = DEFAULT_MAX_PIXELS) -> Preprocessing:
-        return cls(dict(recipe.input_sizes), tuple(recipe.mean), tuple(recipe.std), method, max_pixels)  # type: ignore[arg-type]
+    def of(
+        cls,
+        recipe: Recipe,
+        method: Method = "fast",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> Preprocessing:
+        sizes, mean, std = dict(recipe.input_sizes), tuple(recipe.mean), tuple(recipe.std)
+        return cls(sizes, mean, std, method, max_pixels, max_bytes)  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> Preprocessing:
@@ -133,6 +152,7 @@ class Preprocessing:
             tuple(record["std"]),  # type: ignore[arg-type]
             record.get("method", "exact"),  # repositories written before the fast path ran the exact one
             int(record.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            int(record.get("max_bytes", DEFAULT_MAX_BYTES)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,27 +162,29 @@ class Preprocessing:
             "std": list(self.std),
             "method": self.method,
             "max_pixels": self.max_pixels,
+            "max_bytes": self.max_bytes,
         }
 
     def to_parameters(self) -> dict[str, str]:
-        """As Triton model parameters: the recipe as JSON, and the method and the pixel limit as
-        plain values an operator can change in config.pbtxt."""
+        """As Triton model parameters: the recipe as JSON, and the method and the limits as plain
+        values an operator can change in config.pbtxt."""
         recipe = {"input_sizes": dict(self.input_sizes), "mean": list(self.mean), "std": list(self.std)}
-        return {"preprocessing": json.dumps(recipe), "method": self.method, "max_pixels": str(self.max_pixels)}
+        limits = {"max_pixels": str(self.max_pixels), "max_bytes": str(self.max_bytes)}
+        return {"preprocessing": json.dumps(recipe), "method": self.method, **limits}
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> Preprocessing:
-        """Inverse of :meth:`to_parameters` (``method`` and ``max_pixels`` may be absent)."""
+        """Inverse of :meth:`to_parameters` (``method`` and the limits may be absent)."""
         record = json.loads(parameters["preprocessing"])
-        record.update({key: parameters[key] for key in ("method", "max_pixels") if key in parameters})
+        record.update({key: parameters[key] for key in ("method", "max_pixels", "max_bytes") if key in parameters})
         return cls.from_dict(record)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Encoded bytes -> the array :meth:`apply` needs (reduced while decoding on the fast path)."""
-        return decode_image(data, max_pixels=self.max_pixels, min_side=draft_side(self, self.method))
+        return decode_image(data, self.limits, min_side=draft_side(self, self.method))
 
     def load(self, path: str | Path) -> np.ndarray:
-        return load_image(path, max_pixels=self.max_pixels, min_side=draft_side(self, self.method))
+        return load_image(path, self.limits, min_side=draft_side(self, self.method))
 
     def apply(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
         return preprocess(image, self, method=self.method)
@@ -275,6 +297,11 @@ def preprocess(
         raise PreprocessingError(f"preprocessing method must be one of {METHODS}, got {method!r}")
     crop = _centre_square(np.asarray(image))
     sizes = list(recipe.input_sizes.values())
+    if crop.ndim >= 2 and 0 < crop.shape[0] < min(sizes):
+        raise ImageError(
+            f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller than the model's {min(sizes)} px input: its "
+            "centre square would be upsampled; give the original photo"
+        )
     eight_bit = crop.dtype == np.uint8 and (crop.ndim == 2 or crop.shape[2] == 3)
     if method == "fast" and fast.eight_bit and eight_bit:
         resized = _resized_8bit(np.ascontiguousarray(crop), sizes, fast)
@@ -296,73 +323,13 @@ def preprocess_batch(
     return tuple(np.stack(column) for column in zip(*per_image, strict=True))
 
 
-def _open(data: bytes) -> Image.Image:
-    with warnings.catch_warnings():  # the pixel limit is ours (checked next), not Pillow's warning
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data))
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone."""
-    try:
-        with _open(data) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise ImageError(f"cannot read the image header ({len(data)} bytes): {err}") from err
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image of {width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds the limit of "
-            f"{max_pixels / 1e6:g} MP; a dermatoscope photo has at most about 24 MP (raise the limit with "
-            "--max-pixels if this really is one image)"
-        )
-
-
-def _draft(img: Image.Image, min_side: int) -> None:
-    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping the short side >= ``min_side``."""
-    width, height = img.size
-    scale = next((s for s in (8, 4, 2) if min(width, height) // s >= min_side), 1)
-    if scale > 1:
-        img.draft(None, (width // scale, height // scale))
-
-
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
-    """Encoded bytes (PNG, JPEG, TIFF, ...) -> array, keeping 16-bit depth where present.
-
-    The size is read from the header and checked against ``max_pixels`` before decoding. With
-    ``min_side``, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale whose short side stays
-    >= ``min_side`` (other formats are decoded whole)."""
-    if not data:
-        raise ImageError("cannot decode image: no bytes")
-    try:
-        with _open(data) as img:
-            _check_pixels(img.size, max_pixels)
-            if min_side is not None and img.format == "JPEG":
-                _draft(img, min_side)
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(img).astype(np.uint16)
-            if img.mode not in ("L", "RGB", "RGBA"):
-                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-            return np.asarray(img)
-    except UnidentifiedImageError as err:
-        raise ImageError(
-            f"cannot decode image ({len(data)} bytes): not a known image format; give PNG, JPEG, TIFF or BMP"
-        ) from err
-    except Image.DecompressionBombError as err:  # above Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
-        raise ImageTooLargeError(f"image refused before decoding: {err}") from err
-    except OSError as err:  # truncated or damaged data
-        raise ImageError(f"cannot decode image ({len(data)} bytes): {err}") from err
-
-
-def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, limits: Limits | None = None, *, min_side: int | None = None) -> np.ndarray:
+    """A file's pixels as shown (:func:`decode_image`); its size is checked before it is read."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image {path} does not exist")
     try:
-        return decode_image(path.read_bytes(), max_pixels=max_pixels, min_side=min_side)
+        (limits or Limits()).check_bytes(path.stat().st_size)
+        return decode_image(path.read_bytes(), limits, min_side=min_side)
     except ImageError as err:
         raise type(err)(f"{path}: {err}") from err

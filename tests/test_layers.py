@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dgla_export"
 # bottom first; names at the same level are siblings
 LAYERS = [
     ["_version", "errors"],
-    ["machine", "io", "console", "preprocess", "dali_pipeline"],
+    ["machine", "io", "console", "decode", "dali_pipeline"],
+    ["preprocess", "deidentify"],
     ["data", "overlay"],
     ["models"],
     ["artefacts", "compare"],

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,21 +75,28 @@ def test_bundled_images_match_the_exact_filter(images) -> None:
 
 
 def test_upsampling_small_images_matches_the_exact_filter(images) -> None:
-    small = np.ascontiguousarray(images[2][1][::20, ::20])  # 26x26 -> 224 and 448
+    small = np.ascontiguousarray(images[2][1][::2, ::2])  # 256x256 -> 224 and (upsampled) 448
     for array, size in zip(preprocess(small, CONFIG), (224, 448), strict=True):
         err = float(np.abs(array - _exact(small, size)).max())
-        assert err < 2e-6, f"26 px -> {size}: {err:.2e} from the exact filter"
+        assert err < 2e-6, f"256 px -> {size}: {err:.2e} from the exact filter"
 
 
-def test_module_imports_neither_torch_nor_the_package() -> None:
+def test_images_below_the_smallest_input_are_refused(images) -> None:
+    """The documented rule: no dermatoscope writes a photo under 224 px, and a 1x5000 strip is not one."""
+    for shape in ((26, 26), (1, 5000), (223, 4000)):
+        with pytest.raises(ImageError, match="smaller than the model's 224 px input"):
+            preprocess(np.zeros((*shape, 3), np.uint8), CONFIG)
+    preprocess(np.zeros((224, 4000, 3), np.uint8), CONFIG)  # the limit itself is accepted
+
+
+def test_module_imports_neither_torch_nor_the_package(tmp_path) -> None:
     """What Triton's Python backend loads beside the preprocessing model: numpy and Pillow only."""
-    from dgla_export import preprocess as module
+    from dgla_export import decode, preprocess
 
+    for module in (decode, preprocess):  # laid out as the Triton model folder holds them
+        shutil.copyfile(module.__file__, tmp_path / Path(module.__file__).name)
     code = (
-        "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('preprocess', {module.__file__!r})\n"
-        "module = sys.modules['preprocess'] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(module)\n"
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import preprocess, decode\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'dgla_export')))"
     )
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True)
@@ -104,13 +113,13 @@ def test_recipe_round_trip_and_config_agree() -> None:
     assert Preprocessing.from_dict(old).method == "exact"  # what repositories written before the fast path ran
     with pytest.raises(ValueError, match="method"):
         Preprocessing.of(CONFIG, "quick")  # type: ignore[arg-type]
-    grey = np.full((40, 30, 3), 77, dtype=np.uint8)
+    grey = np.full((240, 300, 3), 77, dtype=np.uint8)
     for a, b in zip(preprocess(grey, recipe), preprocess(grey, CONFIG), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_normalisation_uses_imagenet_statistics() -> None:
-    grey = np.full((10, 10, 3), 128, dtype=np.uint8)
+    grey = np.full((224, 224, 3), 128, dtype=np.uint8)
     small, _ = preprocess(grey, CONFIG)
     expected = (128 / 255 - np.array(CONFIG.mean)) / np.array(CONFIG.std)
     np.testing.assert_allclose(small.mean(axis=(1, 2)), expected, atol=1e-5)
@@ -191,7 +200,7 @@ def test_fast_path_decodes_photos_reduced_and_stays_near_the_exact_path(images, 
 
 
 def test_arrays_and_other_formats_take_the_exact_filter_on_the_fast_path(images) -> None:
-    """Only a JPEG's decoder can reduce; everything else is decoded whole and gets the same numbers."""
+    """An array, or a PNG too small to reduce (512 px < 2 x 896), gets the exact path's numbers."""
     import io
 
     from PIL import Image
@@ -206,9 +215,9 @@ def test_arrays_and_other_formats_take_the_exact_filter_on_the_fast_path(images)
 
 def test_an_image_bomb_is_refused_from_its_header() -> None:
     bomb = bomb_png(12000, 12000)  # 0.45 MB of PNG, 144 MP (432 MB) decoded
-    with pytest.raises(ImageTooLargeError, match=r"12000x12000 pixels \(144\.0 MP\) exceeds the limit of 100 MP"):
+    with pytest.raises(ImageTooLargeError, match=r"12000x12000 pixels \(144\.0 MP\) exceeds the limit of 64 MP"):
         decode_image(bomb)
-    with pytest.raises(ImageTooLargeError, match="exceeds the limit of 100 MP"):
+    with pytest.raises(ImageTooLargeError, match="exceeds the limit of 64 MP"):
         Preprocessing.of(CONFIG, "exact").decode(bomb)
 
 
@@ -216,5 +225,7 @@ def test_the_pixel_limit_is_an_option() -> None:
     image = bomb_png(5000, 5000)  # 25 MP
     with pytest.raises(ImageTooLargeError, match="limit of 20 MP"):
         Preprocessing.of(CONFIG, max_pixels=20_000_000).decode(image)
-    decoded = Preprocessing.of(CONFIG, max_pixels=30_000_000).decode(image)
+    decoded = Preprocessing.of(CONFIG, "exact", max_pixels=30_000_000).decode(image)
     assert decoded.shape == (5000, 5000, 3) and int(decoded[0, 0, 0]) == 128
+    reduced = Preprocessing.of(CONFIG, max_pixels=30_000_000).decode(image)  # fast: reduced 4x, short side >= 896
+    assert reduced.shape == (1250, 1250, 3) and int(reduced[0, 0, 0]) == 128

@@ -252,9 +252,10 @@ def _calibrate(model: ResNet) -> None:
 
 def demo_weight_sources() -> list[Path]:
     """The files whose code computes the demo weights: every one is part of their cache key."""
-    from dgla_export import data, preprocess
+    from dgla_export import data, decode, preprocess
 
-    return [*sorted(Path(__file__).parent.glob("*.py")), Path(data.__file__), Path(preprocess.__file__)]
+    modules = (data, decode, preprocess)
+    return [*sorted(Path(__file__).parent.glob("*.py")), *(Path(m.__file__) for m in modules)]
 
 
 def apply_demo_weights(model: ResNet) -> ResNet:

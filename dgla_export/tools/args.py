@@ -68,8 +68,8 @@ def add_model_args(
 
 
 def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False) -> None:
-    """--preprocess and --max-pixels: how images become inputs, and which are refused unread."""
-    from dgla_export.preprocess import DEFAULT_MAX_PIXELS, METHODS
+    """--preprocess, --max-pixels and --max-bytes: how images become inputs, and which are refused unread."""
+    from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, METHODS
 
     group = parser.add_argument_group("preprocessing")
     group.add_argument(
@@ -86,12 +86,21 @@ def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False) 
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse, before decoding, an image whose header announces more than N pixels, e.g. 100M "
-        f"(default {DEFAULT_MAX_PIXELS // 1_000_000}M: image bombs cost seconds and gigabytes)",
+        f"(default {DEFAULT_MAX_PIXELS // 1_000_000}M: a 61 MP clinical camera fits; image bombs cost seconds and "
+        "gigabytes)",
+    )
+    group.add_argument(
+        "--max-bytes",
+        type=pixel_count,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"refuse an image file larger than N bytes, e.g. 300M (default {DEFAULT_MAX_BYTES // 1_000_000}M: a 61 MP "
+        "camera's uncompressed TIFF fits)",
     )
 
 
 def pixel_count(text: str) -> int:
-    """argparse type: a pixel count, plain or with a unit: ``100000000``, ``100M``, ``0.5G``."""
+    """argparse type: a pixel or byte count, plain or with a unit: ``100000000``, ``100M``, ``0.5G``."""
     units = {"k": 10**3, "m": 10**6, "g": 10**9}
     lowered = text.strip().lower()
     factor = units.get(lowered[-1:], 1)
@@ -100,7 +109,7 @@ def pixel_count(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a pixel count (e.g. 100M or 100000000)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (e.g. 100M or 100000000)")
     return value
 
 
@@ -112,8 +121,8 @@ def add_validation_args(parser: argparse.ArgumentParser) -> None:
         "--images",
         type=Path,
         metavar="FOLDER",
-        help="folder of images to validate on (PNG, JPEG, TIFF, BMP; default: scikit-image's bundled photos, "
-        "which are not dermoscopy)",
+        help="folder of images to validate on (JPEG, PNG, TIFF, WebP, HEIC, AVIF, DICOM, read as a viewer shows them; "
+        "default: scikit-image's bundled photos, which are not dermoscopy)",
     )
     parser.add_argument(
         "--device",

@@ -209,6 +209,7 @@ def _bench(args: argparse.Namespace) -> int:
             acceptance=acceptance_of(args),
             options=options,
             max_pixels=args.max_pixels,
+            max_bytes=args.max_bytes,
             output=args.output,
             heatmaps=args.heatmaps,
             force=args.force,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dgla_export.data import image_id
 from dgla_export.errors import EXIT_USAGE, run_command
 from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
 from dgla_export.triton.client import ClientError, Prediction, classify
@@ -40,7 +41,13 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgla-client", description=__doc__)
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, TIFF, BMP), or folders of them")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        help="image files (JPEG, PNG, TIFF, WebP, HEIC, AVIF, DICOM; the format is read from the bytes), or folders "
+        "of them (by extension: .jpg .png .tif .webp .heic .avif .dcm ...)",
+    )
     parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
     parser.add_argument(
         "--model",
@@ -53,13 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once (default 8)")
     parser.add_argument("--top-k", type=positive_int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    parser.add_argument(
+        "--anonymise",
+        action="store_true",
+        help="name images in the output and the heatmaps by a stable identifier of their bytes (img-<12 hex "
+        "digits of SHA-256>) instead of their file names, which often hold a patient's name or number",
+    )
     heatmaps = parser.add_argument_group("heatmaps (a repository of a graph exported with --explain)")
     heatmaps.add_argument(
         "--heatmap",
         type=Path,
         metavar="DIR",
-        help="write per image DIR/IMAGE.png: the crop the model saw under its Grad-CAM map, class and probability "
-        "in the corner",
+        help="write per image DIR/IMAGE.png: the photo as shown with the square the model saw outlined, beside that "
+        "square under its Grad-CAM map, class and probability in the corner (no metadata in the PNG)",
     )
     heatmaps.add_argument(
         "--heatmap-classes",
@@ -102,33 +115,36 @@ def _classify(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         preprocess=args.preprocess,
         max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes,
         maps=None if args.heatmap is None else args.heatmap_classes,
     )
+    names = {p.image: image_id(p.image.read_bytes()) if args.anonymise else str(p.image) for p in predictions}
     if args.heatmap is not None:
-        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, ISIC2018_CLASSES)
+        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, ISIC2018_CLASSES, names)
     failed = 0
     for prediction in predictions:
+        name = names[prediction.image]
         if prediction.probs is None:
             failed += 1
-            print(f"dgla-client: error: {prediction.image}: {prediction.error}", file=sys.stderr)
+            print(f"dgla-client: error: {name}: {prediction.error}", file=sys.stderr)
             continue
         row = prediction.probs
         order = np.argsort(row)[::-1][: args.top_k]
         top = [(ISIC2018_CLASSES[i], float(row[i])) for i in order]
         if args.json:
-            print(
-                json.dumps({"image": str(prediction.image), "class": top[0][0], "probability": top[0][1], "top_k": top})
-            )
+            print(json.dumps({"image": name, "class": top[0][0], "probability": top[0][1], "top_k": top}))
         else:
             rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-            print(f"{prediction.image}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
+            print(f"{name}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
     return EXIT_USAGE if failed else 0
 
 
-def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str, classes: Sequence[str]) -> None:
+def _write_heatmaps(
+    predictions: Sequence[Prediction], folder: Path, which: str, classes: Sequence[str], names: dict[Path, str]
+) -> None:
     """One PNG per answered image, written as a whole folder (nothing of the user's is touched)."""
     from dgla_export.io import replace_folder
-    from dgla_export.overlay import overlay, side_by_side
+    from dgla_export.overlay import overlay, photo_with_crop, side_by_side
     from dgla_export.preprocess import decode_image
 
     used: set[str] = set()
@@ -136,17 +152,17 @@ def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str,
         for prediction in predictions:
             if prediction.probs is None:
                 continue
-            name = prediction.image.stem  # x.jpg and x.png, or a/x.jpg and b/x.jpg: x.png, then x-2.png
+            name = Path(names[prediction.image]).stem  # x.jpg and x.png, or a/x.jpg and b/x.jpg: x.png, then x-2.png
             name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(used) + 3))) if n not in used)
             used.add(name)
-            image = decode_image(prediction.image.read_bytes(), min_side=896)  # a display: reduced decode
+            image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
             top1 = int(np.argmax(prediction.probs))
             panels = [(top1, prediction.cam_top1)]
             if which == "all":  # then the others, most probable first
                 panels += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
             label = {c: f"{classes[c]} {prediction.probs[c]:.2f}" for c, _ in panels}
             pictures = [(label[c], overlay(image, cam, label[c])) for c, cam in panels]
-            sheet = pictures[0][1] if len(pictures) == 1 else side_by_side(pictures)
+            sheet = side_by_side([("photo as shown; outlined: what the model saw", photo_with_crop(image)), *pictures])
             sheet.save(staging / f"{name}.png")
 
 

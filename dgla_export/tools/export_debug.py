@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             images=args.images,
             preprocess=args.preprocess,
             max_pixels=args.max_pixels,
+            max_bytes=args.max_bytes,
             device=args.device,
             bound=args.bound,
             max_images=args.max_images,

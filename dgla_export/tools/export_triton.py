@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         ort_tensorrt_fp16=args.ort_tensorrt_fp16,
         preprocess=args.preprocess,
         max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes,
     )
     result = write_triton_repository(args.onnx, args.output, engine=args.engine, options=options, force=args.force)
     print(f"wrote {result.path}: {', '.join(result.models)} (configs parsed with Triton's schema)")

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
             images=args.images,
             preprocess=args.preprocess,
             max_pixels=args.max_pixels,
+            max_bytes=args.max_bytes,
             device=args.device,
             batches=args.batches,
             acceptance=acceptance_of(args),

@@ -3,7 +3,9 @@
 Every image is its own request and up to ``concurrency`` are in flight at once: the server's
 dynamic batcher merges them into batches, and an image the server cannot decode fails alone
 while the others are answered. Raw models (dgla_onnx, dgla_trt) get tensors preprocessed here
-with the same code the server's ``dgla_preprocess`` runs; the ensemble (dgla) gets the bytes.
+with the same code the server's ``dgla_preprocess`` runs; the ensemble (dgla) gets the bytes,
+de-identified first (:mod:`dgla_export.deidentify`: no EXIF, XMP, text chunks or DICOM patient
+module leave this machine; the file name is never sent).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dgla_export.errors import UserError
-from dgla_export.preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError
+from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
 
 __all__ = ["MAP_OUTPUTS", "ClientError", "Prediction", "classify"]
 
@@ -76,25 +78,31 @@ def _request_builder(
     base_model: str,
     protocol: str,
     preprocess: str = "fast",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: Limits | None = None,
 ) -> Callable[[Path], list[Any]]:
     """A function: image path -> the request's inputs (one image, batch 1)."""
+    from dgla_export.deidentify import deidentify
     from dgla_export.preprocess import Preprocessing, image_size
+
+    limits = limits or Limits()
 
     if not specs:
         raise ClientError(f"the server reports no inputs for {model}; is it a dgla model?")
     if "image" in specs:  # the ensemble: encoded bytes, preprocessed by the server
 
         def encoded(path: Path) -> list[Any]:
+            limits.check_bytes(path.stat().st_size)
             data = path.read_bytes()
             try:
                 width, height = image_size(data)  # an image bomb is refused here, before it is sent
             except ImageError:
                 width = height = 0  # unreadable: the server says what is wrong with it
-            if width * height > max_pixels:
+            if width * height > limits.max_pixels:
+                megapixels = width * height / 1e6
                 raise ImageTooLargeError(
-                    f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds --max-pixels {max_pixels:,}"
+                    f"{width}x{height} pixels ({megapixels:.1f} MP) exceeds --max-pixels {limits.max_pixels:,}"
                 )
+            data = deidentify(data, limits)
             # Over HTTP, encoded images are not UTF-8 text: they must travel as binary data.
             options = {"binary_data": True} if protocol == "http" else {}
             if specs["image"][0] == "UINT8":  # a DALI ensemble: the bytes as a uint8 vector
@@ -112,7 +120,7 @@ def _request_builder(
     config = get_config(base_model, input_size=sides[0], **({"aux_input_size": sides[1]} if len(sides) > 1 else {}))
     if list(specs) != list(config.input_names):
         raise ClientError(f"{model} takes {list(specs)}, not the inputs of {base_model} {list(config.input_names)}")
-    recipe = Preprocessing.of(config, preprocess, max_pixels)  # type: ignore[arg-type]
+    recipe = Preprocessing.of(config, preprocess, limits.max_pixels, limits.max_bytes)  # type: ignore[arg-type]
 
     def tensors(path: Path) -> list[Any]:
         inputs = []
@@ -155,23 +163,25 @@ def classify(
     concurrency: int = 8,
     preprocess: str = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     maps: Literal["top1", "all"] | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
 
-    ``preprocess`` is how images become tensors for the raw models (the ensemble preprocesses on
-    the server, as its config says); an image above ``max_pixels`` is refused before it is sent.
-    ``maps`` also asks for class activation maps (a repository of a graph exported with
-    ``--explain``): the top-1 class's, or every class's too.
+        ``preprocess`` is how images become tensors for the raw models (the ensemble preprocesses on
+        the server, as its config says); an image above ``max_pixels`` or ``max_bytes`` is refused before
+    it is sent, and the ensemble gets the image's bytes without its metadata.
+        ``maps`` also asks for class activation maps (a repository of a graph exported with
+        ``--explain``): the top-1 class's, or every class's too.
 
-    Raises :class:`ClientError` for what concerns every image (server down or slow, model
-    missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
+        Raises :class:`ClientError` for what concerns every image (server down or slow, model
+        missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
     """
     client, module = _client(url, protocol, timeout, concurrency)
     try:
         _check_server(client, url, protocol, model)
         specs = _input_specs(client, model, protocol)
-        build = _request_builder(module, specs, model, base_model, protocol, preprocess, max_pixels)
+        build = _request_builder(module, specs, model, base_model, protocol, preprocess, Limits(max_pixels, max_bytes))
         names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
         _check_outputs(client, model, protocol, url, names)
         outputs = [module.InferRequestedOutput(name) for name in names]

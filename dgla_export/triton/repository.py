@@ -21,14 +21,14 @@ from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify
 from dgla_export.errors import UserError
 from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
-from dgla_export.preprocess import DEFAULT_MAX_PIXELS, Preprocessing
+from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING", "uint8": "TYPE_UINT8"}
 PREPROCESS_MODEL = Path(__file__).parent / "models" / "preprocess_model.py"
 GUARD_MODEL = Path(__file__).parent / "models" / "guard_model.py"
-PREPROCESS_LIBRARY = Path(__file__).parent.parent / "preprocess.py"  # imported by both models above
+PREPROCESS_LIBRARY = tuple(Path(__file__).parent.parent / n for n in ("preprocess.py", "decode.py"))  # both models
 DALI_PIPELINE = Path(__file__).parent.parent / "dali_pipeline.py"  # beside model.dali, for dgla-serve
 PREPROCESS_CHOICES = ("fast", "exact", "dali")
 COMMAND = "dgla-export triton"
@@ -56,6 +56,7 @@ class TritonOptions:
     ort_tensorrt_fp16: bool = False
     preprocess: str = "fast"  # fast or exact (Python backend), or dali (DALI backend, behind dgla_guard)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images announcing more are refused before decoding
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger encoded images are refused unread
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
@@ -138,12 +139,13 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
         ModelConfig.from_dict(json.loads(metadata["config"])),
         "fast" if dali else options.preprocess,
         options.max_pixels,
+        options.max_bytes,
     )
     for key, value in recipe.to_parameters().items():
         config.parameters[key].string_value = value
     if dali:  # the recipe stays in the parameters for dgla-serve's stand-in; the limit is dgla_guard's
         config.parameters["method"].string_value = "dali"
-        del config.parameters["max_pixels"]
+        del config.parameters["max_pixels"], config.parameters["max_bytes"]
         _tensor(config.input.add(), "admitted", "float32", [1])
         admitted = warmup.inputs["admitted"]
         admitted.data_type, admitted.input_data_file = _data_type("float32"), WARMUP_ADMITTED
@@ -155,13 +157,14 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
 
 
 def _guard_config(max_batch: int, options: TritonOptions, warmup_bytes: int):
-    """``dgla_guard``: refuses an image above the pixel limit from its header, before DALI decodes it."""
+    """``dgla_guard``: refuses, before DALI decodes it, an image over a limit or one DALI would read differently."""
     pb = _pb()
     config = pb.ModelConfig(name="dgla_guard", backend="python", max_batch_size=max_batch)
     _image_input(config, True, warmup_bytes)
     _tensor(config.output.add(), "admitted", "float32", [1])
     config.instance_group.add(count=2, kind=pb.ModelInstanceGroup.KIND_CPU)
     config.parameters["max_pixels"].string_value = str(options.max_pixels)
+    config.parameters["max_bytes"].string_value = str(options.max_bytes)
     return config
 
 
@@ -313,7 +316,8 @@ def write_repository(
         python_models = {"dgla_guard": GUARD_MODEL} if dali else {"dgla_preprocess": PREPROCESS_MODEL}
         for name, source in python_models.items():
             shutil.copyfile(source, tmp / name / "1" / "model.py")
-            shutil.copyfile(PREPROCESS_LIBRARY, tmp / name / "1" / "preprocess.py")
+            for library in PREPROCESS_LIBRARY:
+                shutil.copyfile(library, tmp / name / "1" / library.name)
         if dali:
             (tmp / "dgla_preprocess" / "1" / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
             shutil.copyfile(DALI_PIPELINE, tmp / "dgla_preprocess" / "1" / DALI_PIPELINE.name)

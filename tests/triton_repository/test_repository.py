@@ -64,7 +64,7 @@ def test_repository_layout_and_configs(tiny_onnx, tmp_path) -> None:
     pre = _parse(repo / "dgla_preprocess" / "config.pbtxt")
     recipe = Preprocessing.from_parameters({k: v.string_value for k, v in pre.parameters.items()})
     assert recipe == Preprocessing.of(ModelConfig.from_dict(json.loads(_metadata(tiny_onnx["fp32"])["config"])))
-    assert (pre.parameters["method"].string_value, pre.parameters["max_pixels"].string_value) == ("fast", "100000000")
+    assert (pre.parameters["method"].string_value, pre.parameters["max_pixels"].string_value) == ("fast", "64000000")
     assert recipe.input_sizes == {"image_224": 96, "image_448": 192}
     assert (repo / "dgla_preprocess" / "1" / "model.py").read_text().count("TritonPythonModel") == 1
     # the server runs the package's own preprocessing source, byte for byte
@@ -195,7 +195,7 @@ def test_dali_repository_layout(tiny_onnx, tmp_path) -> None:
     assert (repo / "dgla_preprocess" / "1" / "model.dali").stat().st_size > 1000
     assert (repo / "dgla_preprocess" / "1" / "dali_pipeline.py").is_file()
     guard = _parse(repo / "dgla_guard" / "config.pbtxt")
-    assert guard.backend == "python" and guard.parameters["max_pixels"].string_value == "100000000"
+    assert guard.backend == "python" and guard.parameters["max_pixels"].string_value == "64000000"
     ensemble = _parse(repo / "dgla" / "config.pbtxt")
     assert ensemble.input[0].data_type == model_config_pb2.TYPE_UINT8
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_guard", "dgla_preprocess", "dgla_onnx"]

@@ -330,7 +330,12 @@ def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_f
 
 
 def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -> None:
+    """Per image: the photo as shown with the model's square outlined, beside that square under its map;
+    no metadata in the PNG; with --anonymise, named by the image's bytes, not its file name."""
     from PIL import Image
+
+    from dgla_export.data import image_id
+    from dgla_export.preprocess import decode_image
 
     server, _ = served
     folder = tmp_path / "maps"
@@ -338,20 +343,28 @@ def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -
     written = sorted(folder.glob("*.png"))
     assert [p.stem for p in written] == sorted(p.stem for p in image_files[:2]), written
     for path in written:
+        height, width = decode_image(next(p for p in image_files if p.stem == path.stem).read_bytes()).shape[:2]
+        photo_width = round(width * 448 / height)
         with Image.open(path) as picture:
-            assert picture.size == (448, 448) and picture.mode == "RGB", (path, picture.size, picture.mode)
+            assert picture.size == (photo_width + 448, 448 + 22), (path, picture.size)
+            assert picture.mode == "RGB" and not picture.getexif() and set(picture.info) <= {"dpi"}, picture.info
             pixels = np.asarray(picture, dtype=float)
-        assert pixels.std() > 20 and pixels.max() - pixels.min() > 100, f"{path} looks blank"
+        overlay = pixels[22:, photo_width:]
+        assert overlay.std() > 20 and overlay.max() - overlay.min() > 100, f"{path} looks blank"
+        left = (photo_width - 448) // 2  # the outline of the square the model saw: cyan, inside black
+        assert tuple(pixels[22 + 224, left + 3]) == (0, 255, 255), tuple(pixels[22 + 224, left + 3])
     capsys.readouterr()
     # every class: seven panels, the predicted one first; the earlier folder is replaced only with --force
     argv = [str(image_files[0]), "--url", server.grpc_url, "--heatmap", str(folder), "--heatmap-classes", "all"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--force" in err and "Traceback" not in err, err
-    assert main([*argv, "--force"]) == 0
+    assert main([*argv, "--force", "--anonymise", "--json"]) == 0
     (sheet,) = folder.glob("*.png")
+    anonymous = image_id(image_files[0].read_bytes())
+    assert sheet.stem == anonymous and json.loads(capsys.readouterr().out)["image"] == anonymous
     with Image.open(sheet) as picture:
-        assert picture.size == (7 * 448, 448 + 22), picture.size
+        assert picture.size[0] > 7 * 448 and picture.size[1] == 448 + 22, picture.size
 
 
 def test_bad_heatmap_paths_get_one_line(served, image_files, tmp_path, capsys) -> None:
@@ -503,7 +516,7 @@ def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, 
         for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
             served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
                               base_model="dgla_tiny", max_pixels=10**9)  # fmt: skip
-            assert "12000x12000 pixels (144.0 MP) exceeds the limit of 100 MP" in served[1].error, served[1].error
+            assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
             paths = [photo, *image_files_of(images, tmp_path)]
             probs = _probs([served[0], *served[2:]])
             err = float(np.abs(probs - _local_probs(tiny_onnx["fp32"], paths, tiny.config, "exact")).max())
@@ -521,3 +534,55 @@ def image_files_of(images, folder: Path) -> list[Path]:
         paths.append(folder / f"{name}.png")
         Image.fromarray(image).save(paths[-1])
     return paths
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    """The photo corpus (tests/photo_encodings.py) at 1200x900, one file per encoding, named as a clinic
+    might (a patient's name in the file name), and the as-shown PNG of each."""
+    import skimage.data
+    from photo_encodings import as_shown_png, corpus
+    from PIL import Image
+
+    photo = np.asarray(Image.fromarray(skimage.data.retina()).resize((1200, 900), Image.Resampling.BICUBIC))
+    folder, shown = tmp_path_factory.mktemp("photos"), tmp_path_factory.mktemp("shown")
+    files = {}
+    for name, data in corpus(photo).items():
+        files[name] = folder / f"Jane_Example_{name}.bin"
+        files[name].write_bytes(data)
+        (shown / f"{name}.png").write_bytes(as_shown_png(data))
+    return files, shown
+
+
+def test_every_photo_encoding_is_served_as_its_as_shown_png(served_graph, tiny, photo_files, tmp_path) -> None:
+    """The real ensemble (exact preprocessing), through dgla-client (de-identified bytes) and as the raw
+    files: each within 0.02 in probability of its as-shown PNG, same top-1; nothing of the patient in
+    what the server printed."""
+    import tritonclient.grpc as grpc
+    from photo_encodings import IDENTITY
+
+    files, shown = photo_files
+    write_repository(served_graph, tmp_path / "repo", options=TritonOptions(preprocess="exact"))
+    server = Serve(tmp_path / "repo")
+    try:
+        server.wait_ready()
+        names = list(files)
+        reference = _local_probs(served_graph, [shown / f"{n}.png" for n in names], tiny.config, "exact")
+        served = _probs(classify([files[n] for n in names], url=server.grpc_url, base_model="dgla_tiny"))
+        client = grpc.InferenceServerClient(server.grpc_url)
+        raw = []
+        for name in names:  # the file's own bytes, metadata and all: the server's decoder reads every format
+            tensor = grpc.InferInput("image", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[files[name].read_bytes()]], dtype=np.object_))
+            raw.append(client.infer("dgla", [tensor]).as_numpy("probs")[0])
+        client.close()
+    finally:
+        log = "\n".join(server.lines) + server.stop()
+    for how, probs in (("dgla-client", served), ("raw bytes", np.stack(raw))):
+        err = np.abs(probs - reference).max(axis=1)
+        worst = names[int(err.argmax())]
+        assert err.max() < 0.02, f"{how}: {worst} differs from its as-shown PNG by {err.max():.4f}"
+        flips = [n for n, a, b in zip(names, probs.argmax(1), reference.argmax(1), strict=True) if a != b]
+        assert not flips, f"{how}: top-1 differs from the as-shown PNG for {flips}"
+    leaked = [m for m in (*(x.decode() for x in IDENTITY), "Jane_Example") if m in log]
+    assert not leaked, f"the server printed {leaked}"

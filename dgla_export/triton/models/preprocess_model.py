@@ -1,11 +1,12 @@
 """Triton Python-backend model ``dgla_preprocess``: encoded image bytes -> the model's inputs.
 
 ``dgla-export triton`` copies this file to ``dgla_preprocess/1/model.py`` and the package's
-``preprocess.py`` beside it (the Python backend puts that folder on the import path), so the
-server runs the very same preprocessing with numpy and Pillow only: no torch, no dgla-export.
-A request whose image cannot be decoded, or whose header announces more pixels than the model
-parameter ``max_pixels`` (refused before decoding), gets an error naming the image; the others
-are answered normally. The parameter ``method`` (fast or exact) picks the preprocessing path.
+``preprocess.py`` and ``decode.py`` beside it (the Python backend puts that folder on the import
+path), so the server runs the very same decoder and preprocessing with numpy and Pillow (and
+pillow-heif, pydicom where installed): no torch, no dgla-export. A request whose image cannot be
+decoded, or is over the model parameters ``max_bytes`` or ``max_pixels`` (refused before
+decoding), gets an error naming the image; the next request is answered normally. Nothing of the
+image (metadata, bytes) is logged. The parameter ``method`` (fast or exact) picks the path.
 """
 
 from __future__ import annotations

@@ -1,0 +1,226 @@
+"""One photo stored every way cameras, phones and clinics store it, and each file "as shown".
+
+:func:`corpus` encodes an sRGB photo (uint8 RGB) in each encoding of :data:`ENCODINGS`; the
+stored pixels are what that device would write (AdobeRGB pixels under an AdobeRGB profile, the
+photo turned against its EXIF orientation, ...), so a viewer shows the photo itself. Every JPEG
+carries what identifies a patient (GPS position, capture time, serial number, a name in XMP and
+a comment), the DICOMs a patient and study module: the de-identification tests look for them.
+
+:func:`as_shown` is the independent reference: Pillow's ImageOps and ImageCms (pydicom's
+``pixel_array`` and pillow-heif for their formats), not the package's decoder.
+ICC profiles are made by LittleCMS through imagecodecs (AdobeRGB 1998, ProPhoto, Display P3).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps
+
+# Markers of identity the tests look for in what is sent or written.
+IDENTITY = (b"Jane Example", b"SN-4711-0815", b"2026:11:30 09:41:00", b"PATIENT^NAME", b"ID-0042")
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_270}  # fmt: skip  # stored = shown turned by this; the viewer undoes it
+
+
+def profile(name: str) -> bytes:
+    """An ICC profile by LittleCMS: AdobeRGB (1998), ProPhoto RGB or Display P3 (sRGB's curve as gamma 2.2)."""
+    import imagecodecs
+
+    d65, d50 = (0.3127, 0.3290, 1.0), (0.3457, 0.3585, 1.0)
+    spaces = {
+        "adobergb": (d65, (0.64, 0.33, 1.0, 0.21, 0.71, 1.0, 0.15, 0.06, 1.0), 563 / 256),
+        "prophoto": (d50, (0.7347, 0.2653, 1.0, 0.1596, 0.8404, 1.0, 0.0366, 0.0001, 1.0), 1.8),
+        "displayp3": (d65, (0.680, 0.320, 1.0, 0.265, 0.690, 1.0, 0.150, 0.060, 1.0), 2.2),
+    }
+    white, primaries, gamma = spaces[name]
+    return imagecodecs.cms_profile("rgb", whitepoint=white, primaries=primaries, gamma=gamma)
+
+
+def _identifying_exif(orientation: int = 1) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F], exif[0x0110], exif[0x0132] = "ClinicCam", "DermaScope 3", "2026:11:30 09:41:00"
+    exif[0x013B] = "Jane Example"  # Artist
+    exif.get_ifd(0x8769)[0xA431] = "SN-4711-0815"  # BodySerialNumber
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)})  # GPS
+    return exif
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _in_profile(rgb: np.ndarray, name: str) -> tuple[Image.Image, bytes]:
+    icc = profile(name)
+    source = ImageCms.createProfile("sRGB")
+    target = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    stored = ImageCms.profileToProfile(Image.fromarray(rgb), source, target, ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    return stored, icc
+
+
+def _jpeg(image: Image.Image, orientation: int = 1, **options) -> bytes:
+    """Quality 92, 4:2:0, with the identifying EXIF (at ``orientation``), XMP and comment of a camera."""
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Jane Example</dc:creator></x:xmpmeta>'
+    return _save(image, "JPEG", quality=92, exif=_identifying_exif(orientation), xmp=xmp,
+                 comment=b"PATIENT^NAME ID-0042", **options)  # fmt: skip
+
+
+def _oriented(rgb: np.ndarray, orientation: int) -> bytes:
+    return _jpeg(Image.fromarray(rgb).transpose(TRANSPOSE[orientation]), orientation)
+
+
+def _png_oriented(rgb: np.ndarray) -> bytes:
+    pnginfo = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    pnginfo.add_text("Author", "Jane Example")
+    return _save(Image.fromarray(rgb).transpose(TRANSPOSE[6]), "PNG", exif=_identifying_exif(6), pnginfo=pnginfo)
+
+
+def _rgba(rgb: np.ndarray) -> bytes:
+    height, width = rgb.shape[:2]
+    alpha = np.full((height, width), 255, np.uint8)
+    alpha[: height // 8], alpha[:, : width // 8] = 0, 128  # a transparent top band, a half-transparent left one
+    return _save(Image.fromarray(np.dstack([rgb, alpha])), "PNG")
+
+
+def _dicom(rgb: np.ndarray, syntax: str, icc: bytes | None = None) -> bytes:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
+
+    ds = Dataset()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "PATIENT^NAME", "ID-0042", "19700101"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL Photographic Image
+    ds.Modality, ds.DeviceSerialNumber, ds.InstitutionName = "XC", "SN-4711-0815", "Jane Example Clinic"
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 3, 8, 8, 7, 0
+    ds.PlanarConfiguration = 0
+    if icc is not None:
+        ds.ICCProfile = icc
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    if syntax == "jpeg":  # what cameras and archives write: baseline JPEG, 4:2:2 YCbCr
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.PixelData = encapsulate([_save(Image.fromarray(rgb), "JPEG", quality=92, subsampling=1)])
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    elif syntax == "jpeg2000":
+        ds.PhotometricInterpretation = "RGB"
+        ds.PixelData = encapsulate([_save(Image.fromarray(rgb), "JPEG2000", irreversible=False, no_jp2=True)])
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    else:
+        ds.PhotometricInterpretation = "RGB"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+        if syntax == "rle":
+            ds.compress(RLELossless, np.ascontiguousarray(rgb))
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _heic(rgb: np.ndarray) -> bytes:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    stored, icc = _in_profile(rgb, "displayp3")  # an iPhone's: Display P3 in HEIC
+    return _save(stored, "HEIF", quality=90, icc_profile=icc, exif=_identifying_exif(1))
+
+
+ENCODINGS: dict[str, Callable[[np.ndarray], bytes]] = {
+    "jpeg": lambda rgb: _jpeg(Image.fromarray(rgb)),
+    "jpeg_progressive": lambda rgb: _jpeg(Image.fromarray(rgb), progressive=True),
+    **{f"jpeg_orientation_{o}": (lambda rgb, o=o: _oriented(rgb, o)) for o in range(2, 9)},
+    "jpeg_adobergb": lambda rgb: _jpeg(_in_profile(rgb, "adobergb")[0], icc_profile=profile("adobergb")),
+    "jpeg_prophoto": lambda rgb: _jpeg(_in_profile(rgb, "prophoto")[0], icc_profile=profile("prophoto")),
+    "jpeg_displayp3": lambda rgb: _jpeg(_in_profile(rgb, "displayp3")[0], icc_profile=profile("displayp3")),
+    "jpeg_adobergb_orientation_6": lambda rgb: _jpeg(
+        _in_profile(rgb, "adobergb")[0].transpose(TRANSPOSE[6]), 6, icc_profile=profile("adobergb")
+    ),
+    "jpeg_cmyk": lambda rgb: _jpeg(Image.fromarray(rgb).convert("CMYK")),
+    "mpo": lambda rgb: _save(
+        Image.fromarray(rgb),
+        "MPO",
+        save_all=True,
+        quality=92,
+        exif=_identifying_exif(),
+        append_images=[Image.fromarray(rgb[::4, ::4])],
+    ),
+    "png": lambda rgb: _save(Image.fromarray(rgb), "PNG"),
+    "png_orientation_6": _png_oriented,
+    "png_rgba": _rgba,
+    "png_palette": lambda rgb: _save(Image.fromarray(rgb).quantize(256), "PNG"),
+    "png_16bit_grey": lambda rgb: _save(Image.fromarray((rgb.mean(axis=2) * 257).astype(np.uint16)), "PNG"),
+    "tiff": lambda rgb: _save(Image.fromarray(rgb), "TIFF", compression="tiff_deflate"),
+    "tiff_adobergb": lambda rgb: _save(_in_profile(rgb, "adobergb")[0], "TIFF", icc_profile=profile("adobergb")),
+    "tiff_float_grey": lambda rgb: _save(Image.fromarray(rgb.mean(axis=2).astype(np.float32) / 255), "TIFF"),
+    "webp": lambda rgb: _save(Image.fromarray(rgb), "WEBP", quality=92, exif=_identifying_exif(1)),
+    "heic_displayp3": _heic,
+    "avif": lambda rgb: _save(Image.fromarray(rgb), "AVIF", quality=90, speed=8),
+    "dicom_jpeg_ybr422": lambda rgb: _dicom(rgb, "jpeg"),
+    "dicom_jpeg2000": lambda rgb: _dicom(rgb, "jpeg2000"),
+    "dicom_rle": lambda rgb: _dicom(rgb, "rle"),
+    "dicom_adobergb": lambda rgb: _dicom(np.asarray(_in_profile(rgb, "adobergb")[0]), "native", profile("adobergb")),
+}
+
+
+def corpus(rgb: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, bytes]:
+    return {name: ENCODINGS[name](rgb) for name in names or ENCODINGS}
+
+
+def as_shown(data: bytes) -> np.ndarray:
+    """The file as a colour-managed viewer shows it, as uint8 RGB: oriented, in sRGB, over white."""
+    if data[128:132] == b"DICM":
+        import pydicom
+
+        ds = pydicom.dcmread(io.BytesIO(data))
+        image = Image.fromarray(ds.pixel_array)
+        icc = bytes(ds.ICCProfile) if "ICCProfile" in ds else None
+    else:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        image = Image.open(io.BytesIO(data))
+        image = ImageOps.exif_transpose(image)
+        icc = image.info.get("icc_profile")
+    if image.mode == "F":
+        image = Image.fromarray((np.asarray(image) * 255 + 0.5).astype(np.uint8))
+    elif image.mode.startswith("I;16"):
+        image = Image.fromarray((np.asarray(image) / 257 + 0.5).astype(np.uint8))
+    if icc:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        image = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                          ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")  # fmt: skip
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+
+
+def as_shown_png(data: bytes) -> bytes:
+    return _save(Image.fromarray(as_shown(data)), "PNG")
+
+
+def mutations(data: bytes, rng: np.random.Generator, count: int):
+    """``count`` damaged copies of ``data``: bytes flipped, runs overwritten, cut short, spliced in."""
+    for _ in range(count):
+        mutated = bytearray(data)
+        kind = rng.integers(4)
+        if kind == 0:  # a few random bytes anywhere, the headers included
+            for position in rng.integers(0, len(mutated), rng.integers(1, 16)):
+                mutated[position] = int(rng.integers(256))
+        elif kind == 1:  # a run overwritten with one value (0x00 or 0xFF: lengths and markers)
+            start = int(rng.integers(0, len(mutated)))
+            mutated[start : start + int(rng.integers(1, 64))] = bytes([int(rng.choice([0, 255]))]) * 64
+        elif kind == 2:  # cut short
+            del mutated[int(rng.integers(1, len(mutated))) :]
+        else:  # a slice of the file copied elsewhere (repeated segments, chunks, boxes)
+            start, end = sorted(int(v) for v in rng.integers(0, len(mutated), 2))
+            at = int(rng.integers(0, len(mutated)))
+            mutated[at:at] = data[start : min(end, start + 4096)]
+        yield bytes(mutated)

@@ -1,0 +1,162 @@
+"""The one decoder: every encoding read as a colour-managed viewer shows it, hostile files refused."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from inputs import bomb_png
+from photo_encodings import ENCODINGS, as_shown, as_shown_png, corpus, mutations
+from PIL import Image
+
+from dgla_export.decode import ImageError, ImageTooLargeError, Limits, dali_problem, decode_image, image_size
+from dgla_export.preprocess import Preprocessing, to_rgb_float
+
+# What the DALI pipeline reads as the package does; the guard refuses everything else.
+DALI_ADMITTED = {"jpeg", "jpeg_progressive", "png", "tiff", "webp"}
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """The fundus photograph upscaled to 1200x900: large enough that the tiny model's fast path reduces it."""
+    import skimage.data
+
+    return np.asarray(Image.fromarray(skimage.data.retina()).resize((1200, 900), Image.Resampling.BICUBIC))
+
+
+@pytest.fixture(scope="session")
+def encoded(photo):
+    return corpus(photo)
+
+
+@pytest.mark.parametrize("name", list(ENCODINGS))
+def test_every_encoding_decodes_to_what_a_viewer_shows(encoded, name) -> None:
+    got = to_rgb_float(decode_image(encoded[name]))
+    shown = as_shown(encoded[name]).astype(np.float32) / 255
+    err = np.abs(got - shown)
+    assert got.shape == shown.shape, f"{name}: decoded {got.shape}, shown {shown.shape}"
+    assert err.max() <= 1.5 / 255 and err.mean() < 0.2 / 255, (
+        f"{name}: max {err.max() * 255:.2f}, mean {err.mean() * 255:.3f} grey levels"
+    )
+
+
+@pytest.mark.parametrize("name", list(ENCODINGS))
+def test_the_model_sees_each_encoding_as_its_as_shown_png(encoded, tiny, name) -> None:
+    """Exact path: probabilities within 0.02 of the as-shown PNG's, same top-1. Fast path: inputs
+    within 0.01 (normalised units, mean). The untrained tiny model moves its probabilities by 0.02
+    for the 0.003 the fast path's reduced decode differs by, so its probabilities are compared on the
+    exact path; benchmarks/photo_encodings.py records the full model's on the fast path."""
+    import torch
+
+    fast, exact = Preprocessing.of(tiny.config), Preprocessing.of(tiny.config, "exact")
+    reference = as_shown_png(encoded[name])
+    drift = max(
+        float(np.abs(a - b).mean())
+        for a, b in zip(fast.apply(fast.decode(encoded[name])), fast.apply(fast.decode(reference)), strict=True)
+    )
+    with torch.no_grad():
+        probs, shown = (
+            tiny(*(torch.from_numpy(a[None]) for a in exact.apply(exact.decode(data)))).softmax(-1)[0].numpy()
+            for data in (encoded[name], reference)
+        )
+    assert drift < 0.01, f"{name}: fast-path inputs differ from the as-shown PNG's by {drift:.4f} (mean, normalised)"
+    assert float(np.abs(probs - shown).max()) < 0.02, (
+        f"{name}: probabilities differ by {np.abs(probs - shown).max():.4f}"
+    )
+    assert probs.argmax() == shown.argmax(), f"{name}: top-1 {probs.argmax()} vs {shown.argmax()}"
+
+
+def test_ignoring_the_profile_would_fail_that_bound(encoded, tiny) -> None:
+    """What main did before (the profile ignored): the same check fails, so the check means something."""
+    recipe = Preprocessing.of(tiny.config)
+    naive = np.asarray(Image.open(io.BytesIO(encoded["jpeg_prophoto"])).convert("RGB"))
+    drift = max(
+        float(np.abs(a - b).mean())
+        for a, b in zip(
+            recipe.apply(naive), recipe.apply(recipe.decode(as_shown_png(encoded["jpeg_prophoto"]))), strict=True
+        )
+    )
+    assert drift > 0.1, f"ProPhoto read without its profile drifts only {drift:.4f}"
+
+
+def test_orientation_turns_the_header_size(encoded) -> None:
+    assert image_size(encoded["jpeg_orientation_6"]) == (900, 1200)  # as stored
+    assert decode_image(encoded["jpeg_orientation_6"]).shape == (900, 1200, 3)  # as shown
+
+
+def test_the_format_comes_from_the_bytes(encoded, tmp_path) -> None:
+    from dgla_export.preprocess import load_image
+
+    path = tmp_path / "photo.png"  # a JPEG named .png, as phones' exports often are
+    path.write_bytes(encoded["jpeg"])
+    np.testing.assert_array_equal(load_image(path), decode_image(encoded["jpeg"]))
+
+
+def test_limits_refuse_before_decoding(encoded) -> None:
+    with pytest.raises(ImageTooLargeError, match=r"exceeds the limit of 0\.1 MB of encoded data.*--max-bytes"):
+        decode_image(encoded["jpeg"], Limits(max_bytes=100_000))
+    with pytest.raises(ImageTooLargeError, match=r"1200x900 pixels \(1\.1 MP\) exceeds the limit of 1 MP"):
+        decode_image(encoded["dicom_rle"], Limits(max_pixels=1_000_000))
+    with pytest.raises(ImageTooLargeError, match=r"12000x12000 pixels \(144\.0 MP\) exceeds the limit of 64 MP"):
+        decode_image(bomb_png(12000, 12000))
+
+
+def test_multi_frame_dicom_is_refused(encoded) -> None:
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(encoded["dicom_adobergb"]))
+    dataset.NumberOfFrames = 2
+    dataset.PixelData = dataset.PixelData * 2
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    with pytest.raises(ImageError, match="holds 2 frames; give one photograph per file"):
+        decode_image(buffer.getvalue())
+
+
+def test_hostile_files_are_the_image_error() -> None:
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    small = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 150, 120)).save(small, "PNG")
+    body = small.getvalue()
+    text = chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"\0" * 50_000_000, 9))  # 2 kB that inflate to 50 MB
+    bomb = body[:33] + text + body[33:]
+    assert len(bomb) < 60_000
+    with pytest.raises(ImageError, match="damaged or unsupported data"):
+        decode_image(bomb)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"  # Ghostscript is never offered bytes
+    with pytest.raises(ImageError, match="not a known image format"):
+        decode_image(eps)
+
+
+def test_fuzz_every_outcome_is_an_answer_or_the_image_error(encoded) -> None:
+    """Bounded: a few seconds of mutated files across the formats (benchmarks/fuzz_decode.py runs 10,000+)."""
+    rng = np.random.default_rng(2026)
+    small = {name: data for name, data in encoded.items() if len(data) < 3_000_000}
+    deadline, outcomes = time.monotonic() + 8.0, {"answer": 0, "image error": 0}
+    while time.monotonic() < deadline:
+        for name, data in small.items():
+            for mutated in mutations(data, rng, 2):
+                started = time.monotonic()
+                try:
+                    decode_image(mutated, Limits(max_pixels=4_000_000))
+                    outcomes["answer"] += 1
+                except ImageError:
+                    outcomes["image error"] += 1
+                assert time.monotonic() - started < 5.0, f"a mutated {name} took {time.monotonic() - started:.1f} s"
+    assert sum(outcomes.values()) > 50, outcomes
+    print(outcomes)
+
+
+def test_the_dali_guard_admits_only_what_dali_reads_as_the_package_does(encoded) -> None:
+    problems = {name: dali_problem(data) for name, data in encoded.items()}
+    assert {name for name, problem in problems.items() if problem is None} == DALI_ADMITTED, problems
+    assert "colour profile other than sRGB" in problems["jpeg_adobergb"]
+    assert "EXIF orientation" in problems["jpeg_orientation_6"]
+    assert "DICOM is not read by the DALI pipeline" in problems["dicom_rle"]
+    assert all("--preprocess fast or exact" in p for p in problems.values() if p), problems
