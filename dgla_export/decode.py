@@ -274,7 +274,7 @@ def _dicom_header(data: bytes) -> Any:
 def _dicom_image(data: bytes, limits: Limits) -> tuple[Image.Image, bytes | None]:
     """One DICOM frame as a Pillow image (YBR read as RGB by pydicom) and its ICC profile."""
     header = _dicom_header(data)
-    if "PixelData" not in header and "Rows" not in header:
+    if "Rows" not in header:
         raise ImageError("the DICOM file holds no image (no pixel data)")
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:

@@ -1,8 +1,9 @@
 """One image in, the spec's normalised arrays out: the single preprocessing source.
 
-It imports numpy and Pillow only, never torch or the rest of this package: ``dgla-export triton``
-copies this very file beside the Triton Python-backend model, so the server runs the same code
-in a light process (see ``dgla_export/triton/preprocess_model.py``).
+It imports numpy, Pillow and :mod:`dgla_export.decode` only, never torch or the rest of this
+package: ``dgla-export triton`` copies this very file and ``decode.py`` beside the Triton
+Python-backend model, so the server runs the same code in a light process (see
+``dgla_export/triton/preprocess_model.py``).
 
 Recipe (spec, "Inputs"): centre square crop, bilinear antialiased resize of that crop to each
 input size, scale to [0, 1], normalise with the model's mean/std. Two ways to compute it:
@@ -12,12 +13,14 @@ input size, scale to [0, 1], normalise with the model's mean/std. Two ways to co
   antialiased triangle filter to 2e-6). A 24 MP photo costs about as much as the network.
 - ``fast`` (the default): a JPEG is decoded at 1/2, 1/4 or 1/8 scale inside libjpeg's DCT
   (Pillow's ``draft``), keeping at least :data:`FAST` ``.draft_factor`` x the largest input side
-  across the crop; then the crop is resized as :class:`FastSettings` says. Chosen by measurement
+  across the crop (any other format is reduced by the same factor with Pillow's box ``reduce``
+  after decoding, which bounds the float planes' memory); then the crop is resized as
+  :class:`FastSettings` says. Chosen by measurement
   (docs/preprocessing.md): the fastest setting whose probabilities stay within the FP16 tolerance
   of the exact path.
 
 Images are decoded by :mod:`dgla_export.decode` (orientation, colour profile, formats and limits:
-what a colour-managed viewer shows), which ``dgla-export triton`` copies beside this file. An
+what a colour-managed viewer shows). An
 image whose short side is below the model's smallest input is refused: it would be upsampled, and
 no dermatoscope writes one.
 """

@@ -86,6 +86,13 @@ def test_orientation_turns_the_header_size(encoded) -> None:
     assert decode_image(encoded["jpeg_orientation_6"]).shape == (900, 1200, 3)  # as shown
 
 
+def test_the_fast_path_reduces_every_format_by_the_same_factor(encoded, tiny) -> None:
+    """A JPEG and an MPO inside libjpeg, the others by Pillow's box reduce: 1200x900 -> 600x450 (>= 2 x 192)."""
+    fast = Preprocessing.of(tiny.config)
+    for name in ("jpeg", "mpo", "png", "tiff", "webp", "heic_displayp3", "dicom_rle", "jpeg_orientation_6"):
+        assert fast.decode(encoded[name]).shape[:2] == (450, 600), name
+
+
 def test_the_format_comes_from_the_bytes(encoded, tmp_path) -> None:
     from dgla_export.preprocess import load_image
 
