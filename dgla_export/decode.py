@@ -214,13 +214,19 @@ def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None) -> 
     elif img.mode == "LAB":
         raise ImageError("CIELAB images are not supported; export the photo as sRGB")
     sixteen = img.mode.startswith("I;16")
+    top = _integer_top(img) if img.mode == "I" else None  # read before a reduction drops the header
     scale = _scale(min_side, img.size) if min_side is not None else 1
     if scale > 1:
         img = (img.convert("I") if sixteen else img).reduce(scale)  # Pillow reduces 32-bit, not 16-bit, integers
     if sixteen:
-        return np.asarray(img).astype(np.uint16)
-    if img.mode == "I":
-        return _int32_scaled(img)
+        return np.asarray(img).astype(np.uint16)  # through mode I when reduced: still 0..65535
+    if img.mode == "I" and top is not None:
+        values = np.asarray(img)
+        if values.size and values.min() < 0:
+            raise ImageError("a signed integer image holds negative values; export the photo as 8 or 16 bits")
+        if top == 65535:
+            return values.clip(0, top).astype(np.uint16)
+        return (values / float(top)).clip(0, 1).astype(np.float32)
     if img.mode == "F":
         values = np.asarray(img, dtype=np.float32)
         if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
@@ -233,18 +239,12 @@ def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None) -> 
     return np.asarray(img)
 
 
-def _int32_scaled(img: Image.Image) -> np.ndarray:
-    """A 32-bit integer image over its type's full range (a PNG's 16-bit grey may read as mode I)."""
-    values = np.asarray(img)
-    if values.min() < 0:
-        raise ImageError("a signed integer image holds negative values; export the photo as 8 or 16 bits")
-    tags = getattr(img, "tag_v2", {})
+def _integer_top(img: Image.Image) -> int:
+    """The largest value of a mode-I image's type, from its header: a PNG's 16-bit grey (some Pillow
+    versions read it as mode I), or a TIFF's 32-bit unsigned or signed integers."""
     if img.format != "TIFF":
-        top = 65535.0
-    else:
-        signed = tags.get(339, 1) in (2, (2,))
-        top = float(2**31 - 1 if signed else 2**32 - 1)
-    return (values / top).clip(0, 1).astype(np.float32)
+        return 65535
+    return 2**31 - 1 if getattr(img, "tag_v2", {}).get(339, 1) in (2, (2,)) else 2**32 - 1
 
 
 @functools.lru_cache(maxsize=16)
