@@ -37,27 +37,17 @@ import numpy as np
 from PIL import Image
 
 if __package__:
-    from dgla_export.decode import (
-        DEFAULT_MAX_BYTES,
-        DEFAULT_MAX_PIXELS,
-        ImageError,
-        ImageTooLargeError,
-        Limits,
-        PreprocessingError,
-        decode_image,
-        image_size,
-    )
+    from dgla_export import decode as _decode
 else:  # copied beside a Triton model, with decode.py
-    from decode import (  # type: ignore[no-redef]
-        DEFAULT_MAX_BYTES,
-        DEFAULT_MAX_PIXELS,
-        ImageError,
-        ImageTooLargeError,
-        Limits,
-        PreprocessingError,
-        decode_image,
-        image_size,
-    )
+    import decode as _decode  # type: ignore[no-redef]
+
+DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Limits = _decode.DEFAULT_MAX_BYTES, _decode.DEFAULT_MAX_PIXELS, _decode.Limits
+ImageError, ImageTooLargeError, PreprocessingError = (
+    _decode.ImageError,
+    _decode.ImageTooLargeError,
+    _decode.PreprocessingError,
+)
+decode_image, image_size = _decode.decode_image, _decode.image_size
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -509,6 +509,10 @@ def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, 
     photo.write_bytes(photo_jpeg(images[0][1], (4000, 3000)))
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(bomb_png(12000, 12000))
+    from photo_encodings import ENCODINGS
+
+    adobe = tmp_path / "adobe.jpg"  # what DALI would read without its profile: refused by the guard
+    adobe.write_bytes(ENCODINGS["jpeg_adobergb"](images[0][1]))
     server = Serve(tmp_path / "repo")
     try:
         output = server.wait_ready()
@@ -517,6 +521,8 @@ def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, 
             served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
                               base_model="dgla_tiny", max_pixels=10**9)  # fmt: skip
             assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
+            (refused,) = classify([adobe], url=url, protocol=protocol, base_model="dgla_tiny")
+            assert "colour profile other than sRGB" in refused.error and "--preprocess fast" in refused.error
             paths = [photo, *image_files_of(images, tmp_path)]
             probs = _probs([served[0], *served[2:]])
             err = float(np.abs(probs - _local_probs(tiny_onnx["fp32"], paths, tiny.config, "exact")).max())
