@@ -52,6 +52,7 @@ __all__ = [
     "dali_problem",
     "decode_image",
     "image_size",
+    "open_image",
     "sniff",
 ]
 
@@ -131,7 +132,8 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
-def _open(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
+    """Pillow's lazy open of ``data``, offered only the formats above, without Pillow's bomb warning."""
     Image.init()  # Pillow registers its plugins lazily: the formats below exist only after this
     kind = sniff(data)
     if kind == "HEIF" or (kind == "AVIF" and "AVIF" not in Image.OPEN):
@@ -161,7 +163,7 @@ def image_size(data: bytes, limits: Limits | None = None) -> tuple[int, int]:
         if sniff(data) == "DICOM":
             dataset = _dicom_header(data)
             return int(dataset.Columns), int(dataset.Rows)
-        with _open(data) as img:
+        with open_image(data) as img:
             return img.size
     except Exception as err:
         raise _failed(data, err) from err
@@ -181,7 +183,7 @@ def decode_image(data: bytes, limits: Limits | None = None, *, min_side: int | N
         if sniff(data) == "DICOM":
             img, profile = _dicom_image(data, limits)
             return _as_shown(img, profile, min_side)
-        with _open(data) as img:
+        with open_image(data) as img:
             limits.check_pixels(*img.size)
             if min_side is not None and img.format in ("JPEG", "MPO"):
                 _draft(img, min_side)
@@ -313,7 +315,7 @@ def dali_problem(data: bytes, limits: Limits | None = None) -> str | None:
         kind = sniff(data)
         if kind:
             return f"{kind} is not read by the DALI pipeline; {fix}"
-        with _open(data) as img:
+        with open_image(data) as img:
             (limits or Limits()).check_pixels(*img.size)
             if img.format not in ("JPEG", "PNG", "TIFF", "BMP", "WEBP"):
                 return f"{img.format} is not read by the DALI pipeline; {fix}"

@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from dgla_export.decode import ImageError, Limits, decode_image, sniff
+from dgla_export.decode import ImageError, Limits, decode_image, open_image, sniff
 
 __all__ = ["deidentify"]
 
@@ -66,7 +66,7 @@ def deidentify(data: bytes, limits: Limits | None = None) -> bytes:
 def _orientation_exif(data: bytes) -> bytes | None:
     """A minimal EXIF (TIFF header and one tag) with the image's orientation, or None for upright."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             orientation = img.getexif().get(ORIENTATION, 1)
     except Exception:
         return None

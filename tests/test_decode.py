@@ -81,6 +81,40 @@ def test_ignoring_the_profile_would_fail_that_bound(encoded, tiny) -> None:
     assert drift > 0.1, f"ProPhoto read without its profile drifts only {drift:.4f}"
 
 
+def test_transparent_palette_and_grey_alpha_are_white_not_black() -> None:
+    """The documented rule, over white: a palette PNG's transparent index and an LA image's alpha."""
+    palette = Image.new("P", (300, 300), 0)
+    palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    palette.paste(1, (100, 100, 200, 200))
+    grey = Image.merge("LA", (Image.new("L", (300, 300), 0), Image.new("L", (300, 300), 0)))
+    for image, options in ((palette, {"transparency": 0}), (grey, {})):
+        rgb = to_rgb_float(decode_image(_png(image, **options)))
+        assert rgb[0, 0].tolist() == [1.0, 1.0, 1.0], (image.mode, rgb[0, 0])
+    assert np.allclose(rgb[150, 150], 1.0)  # the LA image is transparent everywhere
+    lesion = to_rgb_float(decode_image(_png(palette, transparency=0)))[150, 150]
+    np.testing.assert_allclose(lesion, [200 / 255, 30 / 255, 30 / 255])
+
+
+def test_wide_integers_and_floats_are_scaled_not_wrapped_or_truncated() -> None:
+    values = np.full((300, 300), 70000, np.int32)  # wrapped to 4464 by a cast to uint16
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "TIFF")  # signed 32-bit: scaled by 2**31 - 1
+    assert decode_image(buffer.getvalue())[0, 0] == pytest.approx(70000 / (2**31 - 1), rel=1e-6)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((300, 300), 0.5, np.float32)).save(buffer, "TIFF")  # truncated to 0 by a cast
+    assert decode_image(buffer.getvalue())[0, 0] == 0.5
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((300, 300), 1.5, np.float32)).save(buffer, "TIFF")
+    with pytest.raises(ImageError, match=r"float image's values must lie in \[0, 1\]"):
+        decode_image(buffer.getvalue())
+
+
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
 def test_orientation_turns_the_header_size(encoded) -> None:
     assert image_size(encoded["jpeg_orientation_6"]) == (900, 1200)  # as stored
     assert decode_image(encoded["jpeg_orientation_6"]).shape == (900, 1200, 3)  # as shown
