@@ -31,6 +31,22 @@ def bomb_png(width: int, height: int, value: int = 128) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
+def text_bomb_png() -> bytes:
+    """A 300x300 PNG of 60 kB whose zTXt chunk inflates to 50 MB: Pillow refuses it with a ValueError."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    small = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 150, 120)).save(small, "PNG")
+    body = small.getvalue()
+    return body[:33] + chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"\0" * 50_000_000, 9)) + body[33:]
+
+
 def photo_jpeg(image: np.ndarray, size: tuple[int, int], seed: int = 0) -> bytes:
     """``image`` upscaled to a camera's ``size`` (width, height) with sensor noise, as a JPEG."""
     import io

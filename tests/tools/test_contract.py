@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inputs import text_bomb_png
 
 from dgla_export.errors import EXIT_MISMATCH, EXIT_USAGE
 from dgla_export.tools.bench import main as bench_main
@@ -79,6 +80,9 @@ def test_image_folders_with_junk_or_nothing(tiny_onnx, tmp_path, capsys) -> None
     (junk / "notes.png").write_text("not an image")
     assert bench_main([*argv, "--images", str(junk)]) == EXIT_USAGE
     _one_line_error(capsys, "notes.png", "not a known image format")
+    (junk / "notes.png").write_bytes(text_bomb_png())  # a decoder's ValueError: still the one image error
+    assert bench_main([*argv, "--images", str(junk)]) == EXIT_USAGE
+    _one_line_error(capsys, "notes.png", "damaged or unsupported data")
 
 
 def test_bad_numbers_name_their_option(tiny_onnx, capsys) -> None:
