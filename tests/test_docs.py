@@ -21,7 +21,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_te
 def test_every_api_example_runs(tmp_path) -> None:
     if importlib.util.find_spec("pytriton") is None:
         pytest.skip("the serving example needs Triton (pip install 'dgla-export[serve]')")
-    assert len(EXAMPLES) == 6
+    assert len(EXAMPLES) == 7
     free = []
     for _ in range(3):
         with socket.socket() as sock:
@@ -38,6 +38,7 @@ def test_every_api_example_runs(tmp_path) -> None:
     assert "True" in out and "onnxruntime-cpu-fp16 True" in out and "['dgla', 'dgla_onnx', 'dgla_preprocess']" in out
     assert "127.0.0.1:" in out and "[W]" not in out and "Folding" not in out, out  # no library chatter
     assert "cam_top1 (3, 3)" in out, out  # the tiny model's map, served
+    assert "(400, 512, 3)\nTrue False\ncannot decode image (2000 bytes)" in out, out  # decode_image, deidentify
     assert "no intermediate tensor past 0.05" in out, out  # debug: the tiny FP16 graph is within its bound
 
 
