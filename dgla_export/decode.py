@@ -157,7 +157,7 @@ def _failed(data: bytes, err: BaseException) -> ImageError:
     return ImageError(f"cannot decode image ({len(data)} bytes): damaged or unsupported data ({detail})")
 
 
-def image_size(data: bytes, limits: Limits | None = None) -> tuple[int, int]:
+def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header alone (as stored: before the EXIF orientation)."""
     try:
         if sniff(data) == "DICOM":
