@@ -161,7 +161,7 @@ def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header alone (as stored: before the EXIF orientation)."""
     try:
         if sniff(data) == "DICOM":
-            dataset = _dicom_header(data)
+            dataset = _read_dicom(data)
             return int(dataset.Columns), int(dataset.Rows)
         with open_image(data) as img:
             return img.size
@@ -265,26 +265,24 @@ def _to_srgb(img: Image.Image, profile: bytes) -> Image.Image:
         ) from err
 
 
-def _dicom_header(data: bytes) -> Any:
+def _read_dicom(data: bytes, *, pixels: bool = False) -> Any:
+    """The DICOM dataset; with ``pixels``, its pixel data too, as encoded (decoded by ``pixel_array``)."""
     try:
         import pydicom
     except ImportError as err:
         raise ImageError("DICOM images need pydicom: pip install 'dgla-export[formats]'") from err
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
 
 
 def _dicom_image(data: bytes, limits: Limits) -> tuple[Image.Image, bytes | None]:
     """One DICOM frame as a Pillow image (YBR read as RGB by pydicom) and its ICC profile."""
-    header = _dicom_header(data)
-    if "Rows" not in header:
+    dataset = _read_dicom(data, pixels=True)
+    if "Rows" not in dataset:
         raise ImageError("the DICOM file holds no image (no pixel data)")
-    frames = int(header.get("NumberOfFrames", 1) or 1)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageError(f"the DICOM file holds {frames} frames; give one photograph per file (one frame)")
-    limits.check_pixels(int(header.Columns), int(header.Rows))
-    import pydicom
-
-    dataset = pydicom.dcmread(io.BytesIO(data))
+    limits.check_pixels(int(dataset.Columns), int(dataset.Rows))  # before pixel_array decodes anything
     photometric = str(dataset.PhotometricInterpretation)
     pixels = dataset.pixel_array  # pydicom 3 converts YBR_FULL(_422) to RGB
     if photometric == "PALETTE COLOR":

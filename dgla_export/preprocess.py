@@ -20,9 +20,8 @@ input size, scale to [0, 1], normalise with the model's mean/std. Two ways to co
   of the exact path.
 
 Images are decoded by :mod:`dgla_export.decode` (orientation, colour profile, formats and limits:
-what a colour-managed viewer shows). An
-image whose short side is below the model's smallest input is refused: it would be upsampled, and
-no dermatoscope writes one.
+what a colour-managed viewer shows). An image whose short side is below the model's smallest
+input is refused: it would be upsampled, and no dermatoscope writes one.
 """
 
 from __future__ import annotations

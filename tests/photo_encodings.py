@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
 # Markers of identity the tests look for in what is sent or written.
 IDENTITY = (b"Jane Example", b"SN-4711-0815", b"2026:11:30 09:41:00", b"PATIENT^NAME", b"ID-0042")
@@ -76,7 +77,7 @@ def _oriented(rgb: np.ndarray, orientation: int) -> bytes:
 
 
 def _png_oriented(rgb: np.ndarray) -> bytes:
-    pnginfo = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    pnginfo = PngInfo()
     pnginfo.add_text("Author", "Jane Example")
     return _save(Image.fromarray(rgb).transpose(TRANSPOSE[6]), "PNG", exif=_identifying_exif(6), pnginfo=pnginfo)
 

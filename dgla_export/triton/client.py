@@ -96,7 +96,7 @@ def _request_builder(
             try:
                 width, height = image_size(data)  # an image bomb is refused here, before it is sent
             except ImageError:
-                width = height = 0  # unreadable: the server says what is wrong with it
+                width = height = 0  # no header: deidentify (or, for JPEG, PNG, WebP, the server) says what is wrong
             if width * height > limits.max_pixels:
                 megapixels = width * height / 1e6
                 raise ImageTooLargeError(
