@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dgla_export.preprocess import to_rgb_float
+from dgla_export.preprocess import centre_box, to_rgb_float
 
 __all__ = ["COLORMAP", "normalise_maps", "overlay", "photo_with_crop", "side_by_side"]
 
@@ -32,9 +32,7 @@ def normalise_maps(maps: np.ndarray) -> np.ndarray:
 
 def _crop(image: np.ndarray, size: int) -> Image.Image:
     """The centre square the model saw, as 8-bit RGB of ``size`` px."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    top, left, side = centre_box(*image.shape[:2])
     rgb = to_rgb_float(np.asarray(image)[top : top + side, left : left + side])
     pixels = Image.fromarray(np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8))
     return pixels.resize((size, size), Image.Resampling.BILINEAR)
@@ -70,8 +68,7 @@ def photo_with_crop(image: np.ndarray, *, size: int = SIZE) -> Image.Image:
     scale = size / height
     rgb = np.clip(to_rgb_float(np.asarray(image)) * 255 + 0.5, 0, 255).astype(np.uint8)
     photo = Image.fromarray(rgb).resize((max(1, round(width * scale)), size), Image.Resampling.BILINEAR)
-    side = min(height, width) * scale
-    left, top = (width * scale - side) / 2, (height * scale - side) / 2
+    top, left, side = (value * scale for value in centre_box(height, width))
     draw = ImageDraw.Draw(photo)
     for colour, inset in (((0, 0, 0), 0), ((0, 255, 255), 2), ((0, 0, 0), 4)):  # visible on light and dark skin
         draw.rectangle(

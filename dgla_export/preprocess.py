@@ -61,6 +61,7 @@ __all__ = [
     "Preprocessing",
     "PreprocessingError",
     "Recipe",
+    "centre_box",
     "decode_image",
     "draft_side",
     "image_size",
@@ -237,10 +238,14 @@ def to_rgb_float(image: np.ndarray) -> np.ndarray:
     return np.stack(list(_planes_of(image)), axis=2)
 
 
-def _centre_square(image: np.ndarray) -> np.ndarray:
-    height, width = image.shape[:2]
+def centre_box(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of the centre square the model sees of a ``height`` x ``width`` image."""
     side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def _centre_square(image: np.ndarray) -> np.ndarray:
+    top, left, side = centre_box(*image.shape[:2])
     return image[top : top + side, left : left + side]
 
 

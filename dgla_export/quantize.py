@@ -21,7 +21,6 @@ import hashlib
 import inspect
 import json
 import logging
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from dgla_export.compare import compare_logits
 from dgla_export.data import pixels_digest
 from dgla_export.errors import MismatchError, OptionError, UserError
 from dgla_export.io import atomic_path
+from dgla_export.models.architecture import Architecture
 from dgla_export.models.config import ModelConfig, Tolerance
 from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.runtimes.base import Runner
@@ -123,15 +123,12 @@ def require_calibration_cache() -> None:
         )
 
 
-def _unit_of(weight: str) -> str:
-    """Module of a Conv/Gemm weight initializer (names come from the PyTorch state dict): a block's
-    convolutions or its attention, the classifier, the dual-branch fusion (DBI) or the stem."""
-    block = re.match(r"model\.(layer\d+\.\d+)\.(gla\.)?", weight)
-    if block:
-        return block.group(1) + (".attention" if block.group(2) else ".conv")
-    if weight.startswith("model.fuse."):
-        return "fusion"
-    return "fc" if weight.startswith("model.fc.") else "stem"
+def graph_architecture(graph: onnx.ModelProto) -> Architecture:
+    """The architecture contract of an exported graph, from the config it records."""
+    props = {p.key: p.value for p in graph.metadata_props}
+    if "config" not in props:
+        raise UserError("the graph lacks dgla-export metadata (its config); export it with `dgla-export onnx`")
+    return ModelConfig.from_dict(json.loads(props["config"])).architecture
 
 
 def explanation_nodes(graph: onnx.ModelProto) -> list[str]:
@@ -151,12 +148,16 @@ def explanation_nodes(graph: onnx.ModelProto) -> list[str]:
 
 
 def quantization_units(graph: onnx.ModelProto) -> dict[str, list[str]]:
-    """Unit name -> names of its Conv/Gemm nodes, in graph order (the explanation's left out)."""
+    """Unit name -> names of its Conv/Gemm nodes, in graph order (the explanation's left out).
+
+    Weight initializers keep the PyTorch state-dict names (behind the export wrapper's ``model.``);
+    the architecture contract names the unit each belongs to."""
     units: dict[str, list[str]] = {}
     explanation = set(explanation_nodes(graph))
+    contract = graph_architecture(graph)
     for node in graph.graph.node:
         if node.op_type in QUANTIZED_OPS and node.name not in explanation:
-            units.setdefault(_unit_of(node.input[1]), []).append(node.name)
+            units.setdefault(contract.unit_of(node.input[1].removeprefix("model.")), []).append(node.name)
     return units
 
 

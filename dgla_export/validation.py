@@ -27,7 +27,9 @@ from dgla_export.runtimes.base import Runner
 __all__ = [
     "FP16_MAX",
     "BatchCheck",
+    "Parity",
     "ValidationReport",
+    "parity",
     "reference_logits",
     "reference_maps",
     "run_batched",
@@ -93,13 +95,56 @@ class ValidationReport:
             tmp.write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=2))
 
 
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """A runtime's answers against the reference: logits and probabilities, and its maps where it has them."""
+
+    logits: Comparison
+    maps: MapComparison | None
+
+    @property
+    def passed(self) -> bool:
+        return self.logits.passed and (self.maps is None or self.maps.passed)
+
+
+def parity(
+    reference: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    *,
+    tolerance: Tolerance,
+    names: Sequence[str],
+    class_names: Sequence[str],
+    reference_cams: np.ndarray | None = None,
+) -> Parity:
+    """The one comparison every stage makes (validation, dgla-bench): a runtime's ``outputs``
+    (logits; probs, cam and cam_top1 where the graph has them) against the reference's logits and,
+    for an explained graph, its Grad-CAM maps, with the precision's ``tolerance``."""
+    logits = outputs["logits"]
+    comparison = compare_logits(
+        reference, logits, tolerance=tolerance, image_names=names, class_names=class_names,
+        actual_probs=outputs.get("probs"),
+    )  # fmt: skip
+    maps = None
+    if reference_cams is not None and "cam" in outputs:
+        maps = compare_maps(
+            reference_cams,
+            outputs["cam"],
+            reference.argmax(-1),
+            max_abs=tolerance.cam_abs,
+            min_hottest=tolerance.cam_hottest,
+            own_top1=(outputs["cam_top1"], logits) if "cam_top1" in outputs else None,
+        )
+    return Parity(comparison, maps)
+
+
 def reference_maps(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
-    """(N, classes, h, w) Grad-CAM at layer4 of the PyTorch model for every class, ReLU applied, by
-    captum's ``LayerGradCam``: an independent implementation (autograd through the network), the
-    reference the graph's ``cam`` output is held to after per-image normalisation."""
+    """(N, classes, h, w) Grad-CAM at the architecture's ``cam_layer`` of the PyTorch model for
+    every class, ReLU applied, by captum's ``LayerGradCam``: an independent implementation
+    (autograd through the network), the reference the graph's ``cam`` output is held to after
+    per-image normalisation."""
     from captum.attr import LayerGradCam
 
-    gradcam = LayerGradCam(model, model.layer4)
+    gradcam = LayerGradCam(model, model.get_submodule(model.config.architecture.cam_layer))
     maps = []
     for start in range(0, len(inputs[0]), batch):
         chunk = tuple(torch.as_tensor(x[start : start + batch]).float() for x in inputs)
@@ -176,28 +221,14 @@ def validate_runner(
         progress(f"{runtime}: batch {batch} ({len(index)} pairs)")
         outputs = run_batched(runner.infer, config.input_names, [a[index] for a in arrays], batch)
         logits = outputs["logits"]
-        comparison = compare_logits(
-            reference[index],
-            logits,
-            tolerance=tolerance,
-            image_names=[names[i] for i in index],
-            class_names=config.class_names,
-            actual_probs=outputs.get("probs"),
-        )
-        maps = None
-        if "cam" in outputs:
-            if reference_cams is None:
-                progress(f"Grad-CAM of the PyTorch model (captum) for every class on {len(names)} images")
-                reference_cams = reference_maps(model, arrays)
-            maps = compare_maps(
-                reference_cams[index],
-                outputs["cam"],
-                reference.argmax(-1)[index],
-                max_abs=tolerance.cam_abs,
-                min_hottest=tolerance.cam_hottest,
-                own_top1=(outputs["cam_top1"], logits) if "cam_top1" in outputs else None,
-            )
-        checks.append(BatchCheck(batch, comparison, maps))
+        if "cam" in outputs and reference_cams is None:
+            progress(f"Grad-CAM of the PyTorch model (captum) for every class on {len(names)} images")
+            reference_cams = reference_maps(model, arrays)
+        found = parity(
+            reference[index], outputs, tolerance=tolerance, names=[names[i] for i in index],
+            class_names=config.class_names, reference_cams=None if reference_cams is None else reference_cams[index],
+        )  # fmt: skip
+        checks.append(BatchCheck(batch, found.logits, found.maps))
         if labels is not None and clinical is None:
             first = [int(np.flatnonzero(index == image)[0]) for image in range(len(names))]
             progress(f"clinical scores of {runtime} and PyTorch FP32 on the labelled images (paired bootstrap)")

@@ -1,4 +1,5 @@
-"""An independent, deliberately plain implementation of dgla-spec.md, for tests only.
+"""An independent, deliberately plain implementation of dgla-spec.md (and of ARL-CNN as
+docs/architectures.md defines it), for tests only.
 
 It reads a state dict directly (F.conv2d / F.batch_norm, no package modules) and spells HVA as
 the spec does: F.interpolate for the mapping, and a Python loop over query rows (columns), as
@@ -103,6 +104,10 @@ def block(x: Tensor, sd: State, key: str, stride: int, use_gla: bool) -> Tensor:
     else:
         h = F.relu(bn(conv(h, sd, f"{key}.conv2", stride=stride, padding=1), sd, f"{key}.bn2"))
     h = bn(conv(h, sd, f"{key}.conv3"), sd, f"{key}.bn3")
+    if f"{key}.alpha" in sd:  # ARL (docs/architectures.md): each channel's exp over its positions' sum
+        e = torch.exp(h - h.amax(dim=(2, 3), keepdim=True))
+        attention = e / e.sum(dim=(2, 3), keepdim=True)
+        return F.relu(h + shortcut + sd[f"{key}.alpha"] * attention * shortcut)
     return F.relu(h + shortcut)
 
 

@@ -109,9 +109,10 @@ def _predictions(result: BenchResult, folder: Path) -> list[Path]:
     return written
 
 
-def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path) -> list[Path]:
+def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: int) -> list[Path]:
     """Per image, the reference's Grad-CAM and every runtime's map of the reference's top-1 class,
-    side by side: a person sees at a glance whether FP16 or INT8 still points at the same place."""
+    side by side, ``size`` px square (the model's finest input): a person sees at a glance whether
+    FP16 or INT8 still points at the same place."""
     from dgla_export.overlay import overlay, side_by_side
 
     if result.reference_cams is None:
@@ -126,19 +127,21 @@ def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path) -> list
         panels = [
             (
                 "reference: PyTorch FP32, Grad-CAM (captum)",
-                overlay(images[name], result.reference_cams[index, top1], label),
+                overlay(images[name], result.reference_cams[index, top1], label, size=size),
             )
         ]
-        panels += [(b.backend, overlay(images[name], b.cams[index, top1], label)) for b in runtimes]  # type: ignore[index]
+        panels += [(b.backend, overlay(images[name], b.cams[index, top1], label, size=size)) for b in runtimes]  # type: ignore[index]
         side_by_side(panels).save(folder / f"{image_key(name)}.png")
         written.append(folder / f"{image_key(name)}.png")
     return written
 
 
-def write_results(result: BenchResult, folder: Path, heatmaps: dict[str, Any] | None = None) -> list[Path]:
+def write_results(
+    result: BenchResult, folder: Path, heatmaps: dict[str, Any] | None = None, heatmap_size: int = 448
+) -> list[Path]:
     """results.json, results.csv, results.md, throughput.png and predictions/ as ``folder``,
     swapped into place whole (``folder`` must have passed :func:`check_output_folder`); with
-    ``heatmaps`` (image name -> array), heatmaps/ too."""
+    ``heatmaps`` (image name -> array), heatmaps/ too, ``heatmap_size`` px square."""
     from dgla_export.benchmarking.run import BENCH_COMMAND
     from dgla_export.io import replace_folder
 
@@ -154,7 +157,8 @@ def write_results(result: BenchResult, folder: Path, heatmaps: dict[str, Any] | 
         (staging / "results.md").write_text(_markdown(result, table))
         predictions = [folder / p.relative_to(staging) for p in _predictions(result, staging / "predictions")]
         if heatmaps is not None:
-            predictions += [folder / p.relative_to(staging) for p in _heatmaps(result, heatmaps, staging / "heatmaps")]
+            drawn = _heatmaps(result, heatmaps, staging / "heatmaps", heatmap_size)
+            predictions += [folder / p.relative_to(staging) for p in drawn]
         if table:
             import matplotlib.pyplot as plt
 

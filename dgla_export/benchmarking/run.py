@@ -33,7 +33,7 @@ from dgla_export.benchmarking.timing import (
     sample_seconds,
 )
 from dgla_export.clinical import ClinicalCheck, Scores, clinical_check, score
-from dgla_export.compare import compare_logits, compare_maps, softmax
+from dgla_export.compare import softmax
 from dgla_export.errors import OptionError
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Method, preprocess_batch
@@ -53,7 +53,6 @@ class BenchOptions:
     min_seconds: float = 3.0  # per runner and batch, over all rounds
     rounds: int = 3
     isolate: bool = True
-    preprocess: Method = "fast"
     time_failed: bool = False  # time a runner that failed parity too (marked); by default it is not timed
 
     def __post_init__(self) -> None:
@@ -99,6 +98,7 @@ def run_bench(
     images: Sequence[tuple[str, np.ndarray]],
     *,
     options: BenchOptions,
+    preprocess: Method = "fast",
     macs_per_pair: int,
     labels: dict[str, int] | None = None,
     max_drop: dict[str, float] | None = None,
@@ -117,7 +117,7 @@ def run_bench(
 
     config = model.config
     names = tuple(name for name, _ in images)
-    arrays = preprocess_batch([image for _, image in images], config, method=options.preprocess)
+    arrays = preprocess_batch([image for _, image in images], config, method=preprocess)
     progress(f"PyTorch FP32 reference on {len(names)} images")
     started = time.perf_counter()
     logits = reference_logits(model, arrays)
@@ -136,7 +136,7 @@ def run_bench(
         class_names=tuple(config.class_names),
         images=names,
         macs_per_pair=macs_per_pair,
-        options=dataclasses.asdict(options),
+        options={**dataclasses.asdict(options), "preprocess": preprocess},
         reference_probabilities=softmax(logits.astype(np.float64)).tolist(),
         backends=records,
         reference_scores=scores,
@@ -270,34 +270,22 @@ class _Visit:
 
     def _parity(self, outcome: _Outcome) -> None:
         """One image at a time (batch 1: no batch-composition effects) against the reference."""
+        from dgla_export.validation import parity
+
         reference, runner = self.reference, self.runner
         answers = [
             runner.infer({name: array[i : i + 1] for name, array in reference.inputs.items()})
             for i in range(len(reference.names))
         ]
-        logits = np.concatenate([answer["logits"] for answer in answers])
-        tolerance = reference.config.tolerances[runner.precision]
-        if reference.cams is not None and "cam" in answers[0]:
-            outcome.cams = np.concatenate([answer["cam"] for answer in answers])
-            top1 = reference.logits.argmax(-1)
-            own = None
-            if "cam_top1" in answers[0]:
-                own = (np.concatenate([answer["cam_top1"] for answer in answers]), logits)
-            outcome.maps = compare_maps(
-                reference.cams,
-                outcome.cams,
-                top1,
-                max_abs=tolerance.cam_abs,
-                min_hottest=tolerance.cam_hottest,
-                own_top1=own,
-            )
-        outcome.parity = compare_logits(
-            reference.logits,
-            logits,
-            tolerance=tolerance,
-            image_names=reference.names,
-            class_names=reference.config.class_names,
-        )
+        outputs = {key: np.concatenate([answer[key] for answer in answers]) for key in answers[0]}
+        logits = outputs["logits"]
+        found = parity(
+            reference.logits, outputs, tolerance=reference.config.tolerances[runner.precision], names=reference.names,
+            class_names=reference.config.class_names, reference_cams=reference.cams,
+        )  # fmt: skip
+        outcome.parity, outcome.maps = found.logits, found.maps
+        if found.maps is not None:
+            outcome.cams = outputs["cam"]
         outcome.probabilities = softmax(logits.astype(np.float64)).tolist()
         if reference.labels is not None:
             outcome.scores = score(logits, reference.names, reference.labels, reference.config.class_names)

@@ -25,7 +25,7 @@ from dgla_export.console import quiet_onnxruntime
 from dgla_export.errors import OptionError
 from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
 from dgla_export.io import atomic_path, check_output
-from dgla_export.models.config import SPEC_VERSION, ModelConfig
+from dgla_export.models.config import ModelConfig
 from dgla_export.models.identity import CheckpointIdentity
 from dgla_export.models.resnet import ResNet
 
@@ -79,7 +79,7 @@ def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint: Chec
         "precision": options.precision,
         "batch_range": f"{options.min_batch}:{options.max_batch}",
         **checkpoint.to_metadata(),
-        "spec_version": SPEC_VERSION,
+        "spec_version": config.architecture.spec_version,
         "tool": f"dgla-export {__version__}",
         "torch_version": torch.__version__,
         "config": json.dumps(config.to_dict()),
@@ -88,8 +88,8 @@ def build_metadata(config: ModelConfig, options: ExportOptions, checkpoint: Chec
 
 
 def cam_shape(config: ModelConfig) -> tuple[int, int]:
-    """(h, w) of layer4, where the maps live: the main input's side over the network's stride 32."""
-    return config.input_size // 32, config.input_size // 32
+    """(h, w) of the maps: the main input's side over the network's stride (the contract's)."""
+    return config.architecture.cam_shape()
 
 
 def _explain_record(config: ModelConfig) -> dict[str, object]:
@@ -98,8 +98,9 @@ def _explain_record(config: ModelConfig) -> dict[str, object]:
             CAM_OUTPUT: ["batch", config.num_classes, *cam_shape(config)],
             CAM_TOP1_OUTPUT: ["batch", *cam_shape(config)],
         },
-        "layer": "layer4",
-        "method": "relu(sum_k fc.weight[c, k] * layer4[k]): Grad-CAM at layer4 up to a positive scale",
+        "layer": config.architecture.cam_layer,
+        "method": f"relu(sum_k fc.weight[c, k] * {config.architecture.cam_layer}[k]): Grad-CAM at "
+        f"{config.architecture.cam_layer} up to a positive scale",
         "normalise": "per image and class: (map - min) / (max - min), 0 where the map is flat",
     }
 

@@ -10,12 +10,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dgla_export.models.resnet import ResNet
 
-__all__ = ["FP32_PARAMETERS", "ChannelAffine", "ExportModule", "fold_batchnorm", "to_fp16"]
-
-# Parameters that stay FP32 in an FP16 graph: the classifier (the head pools in FP32), the
-# attention scalars, which multiply FP32 attention outputs, and the query/key projections,
-# whose outputs form the energies.
-FP32_PARAMETERS = ("fc.", ".alpha", ".beta", ".gamma", ".query.weight", ".key.weight")
+__all__ = ["ChannelAffine", "ExportModule", "fold_batchnorm", "to_fp16"]
 
 
 class ChannelAffine(nn.Module):
@@ -64,15 +59,16 @@ def fold_batchnorm(model: ResNet) -> ResNet:
 
 
 def to_fp16(model: ResNet) -> ResNet:
-    """Copy of ``model`` in FP16 except :data:`FP32_PARAMETERS`; the attention code widens its
-    energies, softmaxes and reductions to FP32 itself, so the graph carries explicit Casts."""
+    """Copy of ``model`` in FP16 except the architecture's FP32 parameters (the classifier, whose
+    head pools in FP32, and each block's attention scalars and energy projections); the attention
+    code widens its energies, softmaxes and reductions to FP32 itself, so the graph carries Casts."""
     model = copy.deepcopy(model)
     # kept aside before .half(): a round trip through FP16 would round the islands' weights to FP16
     # precision and turn any beyond 65504 into Inf (found by `dgla-export debug`)
     islands = {
         name: param.data.clone()
         for name, param in model.named_parameters()
-        if name.startswith(FP32_PARAMETERS) or name.endswith(FP32_PARAMETERS)
+        if model.config.architecture.keeps_fp32(name)
     }
     model.half()
     for name, param in model.named_parameters():
@@ -83,8 +79,8 @@ def to_fp16(model: ResNet) -> ResNet:
 
 class ExportModule(nn.Module):
     """The graph's contract: the model's inputs -> ``logits`` and ``probs`` (softmax), FP32; with
-    ``explain``, also ``cam``: every class's activation map of layer4 (Grad-CAM up to a positive
-    scale), and ``cam_top1``: the map of the graph's own top-1 class, what a viewer shows first."""
+    ``explain``, also ``cam``: every class's activation map of the architecture's ``cam_layer``
+    (Grad-CAM up to a positive scale), and ``cam_top1``: the map of the graph's own top-1 class."""
 
     def __init__(self, model: ResNet, *, explain: bool = False) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from dgla_export.errors import OptionError
+from dgla_export.models.architecture import BLOCKS, Architecture, architecture
 
 SPEC_VERSION = "dgla-spec/1"
 ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -52,7 +53,7 @@ class ModelConfig:
     """Architecture, input contract and class names of one registered model."""
 
     name: str
-    block: Literal["bottleneck", "gla"]
+    block: Literal["bottleneck", "gla", "arl"]  # a key of models.architecture.BLOCKS
     dual_input: bool
     num_classes: int = 7
     depths: tuple[int, int, int, int] = (3, 4, 6, 3)
@@ -68,8 +69,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.block not in ("bottleneck", "gla"):
-            problems.append(f"block must be 'bottleneck' or 'gla', got {self.block!r}")
+        if self.block not in BLOCKS:
+            problems.append(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
         if len(self.depths) != 4 or len(self.widths) != 4:
             problems.append("depths and widths need four stages each")
         if self.input_size % 32:
@@ -99,6 +100,11 @@ class ModelConfig:
 
     def input_shapes(self, batch: int | str = "B") -> dict[str, tuple[int | str, ...]]:
         return {name: (batch, 3, size, size) for name, size in self.input_sizes.items()}
+
+    @property
+    def architecture(self) -> Architecture:
+        """The contract every stage reads (:mod:`dgla_export.models.architecture`)."""
+        return architecture(self)
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -90,6 +90,12 @@ def dgla_resnet50(**cfg: Any) -> ModelConfig:
     return ModelConfig(name="dgla_resnet50", block="gla", dual_input=True, **cfg)
 
 
+@register_model
+def arl_cnn50(**cfg: Any) -> ModelConfig:
+    """ARL-CNN50 (Zhang et al., IEEE TMI 2019): ResNet50 with attention residual learning blocks, one 224 input."""
+    return ModelConfig(name="arl_cnn50", block="arl", dual_input=False, **cfg)
+
+
 TINY = {
     "depths": (1, 2, 2, 1),
     "widths": (8, 16, 16, 16),
@@ -109,3 +115,9 @@ def dgla_tiny(**cfg: Any) -> ModelConfig:
 def gla_tiny(**cfg: Any) -> ModelConfig:
     """Single-input GLA network of the tiny size: for tests."""
     return ModelConfig(name="gla_tiny", block="gla", dual_input=False, **{**TINY, **cfg})
+
+
+@register_model
+def arl_tiny(**cfg: Any) -> ModelConfig:
+    """ARL-CNN of the tiny size, one 96 input: for tests."""
+    return ModelConfig(name="arl_tiny", block="arl", dual_input=False, **{**TINY, **cfg})

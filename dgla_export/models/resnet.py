@@ -6,14 +6,17 @@ ImageNet ResNet50 state dict initialises every tensor the variants share with it
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dgla_export.models.architecture import BLOCKS
 from dgla_export.models.attention import GlobalLocalAttention, widen
 from dgla_export.models.config import ModelConfig
 
-__all__ = ["Bottleneck", "DualResNet", "GLABottleneck", "ResNet", "build_network"]
+__all__ = ["Bottleneck", "DualResNet", "GLABottleneck", "ResNet", "block_class", "build_network"]
 
 EXPANSION = 4
 
@@ -68,13 +71,19 @@ class GLABottleneck(Bottleneck):
         return self.bn3(self.conv3(h))
 
 
+def block_class(name: str) -> type[Bottleneck]:
+    """The residual block a config names, as the architecture contract declares it."""
+    module, _, attribute = BLOCKS[name].module.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 class ResNet(nn.Module):
     """Single-input network: stem, four stages, global average pool, ``fc``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        block = GLABottleneck if config.block == "gla" else Bottleneck
+        block = block_class(config.block)
         stem = config.stem_width
         self.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)

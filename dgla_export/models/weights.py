@@ -14,6 +14,7 @@ from torch import nn
 
 from dgla_export.errors import UserError, listed
 from dgla_export.io import atomic_path, cache_dir
+from dgla_export.models.arl import ARLBottleneck
 from dgla_export.models.attention import GlobalLocalAttention
 from dgla_export.models.resnet import ResNet
 
@@ -199,6 +200,12 @@ def _seeded_init(model: ResNet, generator: torch.Generator) -> None:
             with torch.no_grad():
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
                 module.bias.zero_()
+        elif isinstance(module, ARLBottleneck):
+            # alpha = the block's number of positions: the softmax averages 1 / (h * w), so the
+            # attention term has the shortcut's scale on average (and doubles its hottest places).
+            stride = 2 ** (int(name.removeprefix("layer").split(".")[0]) + 1)
+            with torch.no_grad():
+                module.alpha.fill_(float(-(-model.config.input_size // stride)) ** 2)
         elif isinstance(module, GlobalLocalAttention):
             with torch.no_grad():
                 module.ha.alpha.fill_(DEMO_ALPHA_BETA)

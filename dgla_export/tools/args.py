@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 __all__ = [
-    "acceptance_of",
     "add_acceptance_args",
     "add_common",
     "add_model_args",
@@ -18,10 +17,12 @@ __all__ = [
     "add_validation_args",
     "batch_range",
     "batch_sizes",
+    "image_options",
     "pixel_count",
     "positive_float",
     "positive_int",
     "probability",
+    "weight_options",
 ]
 
 
@@ -169,11 +170,20 @@ def add_acceptance_args(parser: argparse.ArgumentParser, *, labels: bool = True)
     )
 
 
-def acceptance_of(args: argparse.Namespace):
-    """The parsed clinical-acceptance options as the API's record."""
-    from dgla_export.api import Acceptance
+def image_options(args: argparse.Namespace):
+    """--images, the preprocessing options and (where the command has them) the clinical acceptance
+    options, as the API's record."""
+    from dgla_export.api import Acceptance, ImageOptions
 
-    return Acceptance(args.labels, args.max_drop, args.allow_label_subset)
+    acceptance = Acceptance(args.labels, args.max_drop, args.allow_label_subset) if "labels" in args else Acceptance()
+    return ImageOptions(args.images, args.preprocess, args.max_pixels, args.max_bytes, acceptance)
+
+
+def weight_options(args: argparse.Namespace):
+    """--weights and --partial as the API's record."""
+    from dgla_export.api import WeightOptions
+
+    return WeightOptions(args.weights, getattr(args, "partial", False))
 
 
 def add_common(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:

@@ -27,14 +27,15 @@ from pathlib import Path
 
 from dgla_export.errors import EXIT_MISMATCH, run_command
 from dgla_export.tools.args import (
-    acceptance_of,
     add_acceptance_args,
     add_common,
     add_model_args,
     add_preprocess_args,
     batch_sizes,
+    image_options,
     positive_float,
     positive_int,
+    weight_options,
 )
 
 __all__ = ["build_parser", "main"]
@@ -182,7 +183,6 @@ def _bench(args: argparse.Namespace) -> int:
         min_runs=args.min_runs,
         rounds=args.rounds,
         isolate=not args.in_process,
-        preprocess=args.preprocess,
         time_failed=args.time_failed,
     )
     if args.quick:
@@ -202,14 +202,11 @@ def _bench(args: argparse.Namespace) -> int:
             onnx_int8=args.onnx_int8,
             engine=args.engine,
             model=args.model,
-            weights=args.weights,
+            weights=weight_options(args),
             backends=args.backends.split(",") if args.backends else None,
             devices=args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]),
-            images=args.images,
-            acceptance=acceptance_of(args),
+            images=image_options(args),
             options=options,
-            max_pixels=args.max_pixels,
-            max_bytes=args.max_bytes,
             output=args.output,
             heatmaps=args.heatmaps,
             force=args.force,

@@ -1,6 +1,7 @@
 """Classify images through a running Triton server (see `dgla-serve`). Prints each image's class and
-top-k probabilities; an image the server cannot decode gets an error line, and the exit code is 2.
-Imports neither torch nor ONNX Runtime: a reception PC pays for neither.
+top-k probabilities, in the class names the served model's repository records; an image the server
+cannot decode gets an error line, and the exit code is 2. Imports neither torch nor ONNX Runtime:
+a reception PC pays for neither.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="dgla",
-        choices=["dgla", "dgla_onnx", "dgla_trt"],
-        help="dgla: the server preprocesses the image bytes; dgla_onnx/dgla_trt: tensors from here",
+        metavar="NAME",
+        help="NAME (an ensemble, default dgla): the server preprocesses the image bytes; NAME_onnx or NAME_trt: "
+        "tensors from here. Inputs, sizes and class names come from the served model",
     )
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
@@ -99,8 +101,6 @@ HEATMAP_COMMAND = "dgla-client --heatmap"
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from dgla_export.models.config import ISIC2018_CLASSES
-
     files = image_files(args.images)
     if args.heatmap is not None:  # a bad folder fails here, before any request
         from dgla_export.io import check_output_folder
@@ -120,7 +120,7 @@ def _classify(args: argparse.Namespace) -> int:
     )
     names = {p.image: image_id(p.image.read_bytes()) if args.anonymise else str(p.image) for p in predictions}
     if args.heatmap is not None:
-        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, ISIC2018_CLASSES, names)
+        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, names)
     failed = 0
     for prediction in predictions:
         name = names[prediction.image]
@@ -130,7 +130,7 @@ def _classify(args: argparse.Namespace) -> int:
             continue
         row = prediction.probs
         order = np.argsort(row)[::-1][: args.top_k]
-        top = [(ISIC2018_CLASSES[i], float(row[i])) for i in order]
+        top = [(prediction.classes[i], float(row[i])) for i in order]
         if args.json:
             print(json.dumps({"image": name, "class": top[0][0], "probability": top[0][1], "top_k": top}))
         else:
@@ -139,10 +139,9 @@ def _classify(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
-def _write_heatmaps(
-    predictions: Sequence[Prediction], folder: Path, which: str, classes: Sequence[str], names: dict[Path, str]
-) -> None:
-    """One PNG per answered image, written as a whole folder (nothing of the user's is touched)."""
+def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str, names: dict[Path, str]) -> None:
+    """One PNG per answered image, written as a whole folder (nothing of the user's is touched), in
+    the served model's class names and at its finest input's size."""
     from dgla_export.io import replace_folder
     from dgla_export.overlay import overlay, photo_with_crop, side_by_side
     from dgla_export.preprocess import decode_image
@@ -160,9 +159,11 @@ def _write_heatmaps(
             panels = [(top1, prediction.cam_top1)]
             if which == "all":  # then the others, most probable first
                 panels += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
-            label = {c: f"{classes[c]} {prediction.probs[c]:.2f}" for c, _ in panels}
-            pictures = [(label[c], overlay(image, cam, label[c])) for c, cam in panels]
-            sheet = side_by_side([("photo as shown; outlined: what the model saw", photo_with_crop(image)), *pictures])
+            label = {c: f"{prediction.classes[c]} {prediction.probs[c]:.2f}" for c, _ in panels}
+            size = prediction.config.architecture.display_size
+            pictures = [(label[c], overlay(image, cam, label[c], size=size)) for c, cam in panels]
+            photo = photo_with_crop(image, size=size)
+            sheet = side_by_side([("photo as shown; outlined: what the model saw", photo), *pictures])
             sheet.save(staging / f"{name}.png")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgla_export.tools.args import add_preprocess_args, positive_float, positive_int
+from dgla_export.tools.args import add_preprocess_args, image_options, positive_float, positive_int
 
 HELP = "find the first layer where a failing graph departs from the FP32 graph"
 
@@ -61,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
             args.onnx,
             args.reference,
             output=args.output,
-            images=args.images,
-            preprocess=args.preprocess,
-            max_pixels=args.max_pixels,
-            max_bytes=args.max_bytes,
+            images=image_options(args),
             device=args.device,
             bound=args.bound,
             max_images=args.max_images,

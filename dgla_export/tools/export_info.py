@@ -18,7 +18,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from dgla_export.models.config import SPEC_VERSION
     from dgla_export.models.cost import measure_cost
     from dgla_export.models.registry import create_model
     from dgla_export.tools import render
@@ -28,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     config = model.config
     record = {
         "model": config.name,
-        "spec_version": SPEC_VERSION,
+        "spec_version": config.architecture.spec_version,
+        "checkpoint_layout": config.architecture.checkpoint_layout,
         "inputs": {k: list(v) for k, v in config.input_shapes("B").items()},
         "outputs": {"logits": ["B", config.num_classes], "probs": ["B", config.num_classes]},
         "classes": list(config.class_names),

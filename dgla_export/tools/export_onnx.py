@@ -9,12 +9,13 @@ import argparse
 from pathlib import Path
 
 from dgla_export.tools.args import (
-    acceptance_of,
     add_model_args,
     add_validation_args,
     batch_range,
+    image_options,
     positive_int,
     probability,
+    weight_options,
 )
 
 HELP = "export an ONNX graph, then validate it against PyTorch"
@@ -108,22 +109,17 @@ def run(args: argparse.Namespace) -> int:
             result = export_onnx(
                 args.output,
                 args.model,
-                weights=args.weights,
+                weights=weight_options(args),
                 precision=args.precision,
                 opset=args.opset,
                 batch=args.batch,
                 explain=args.explain,
                 validate=not args.no_validate,
-                images=args.images,
-                preprocess=args.preprocess,
-                max_pixels=args.max_pixels,
-                max_bytes=args.max_bytes,
+                images=image_options(args),
                 device=args.device,
                 batches=args.batches,
                 int8=int8,
-                acceptance=acceptance_of(args),
                 report=args.report,
-                partial=args.partial,
                 force=args.force,
                 progress=console.log,
                 warn=lambda message: console.print(f"[yellow]warning[/]: {message}"),

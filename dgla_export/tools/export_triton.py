@@ -1,7 +1,8 @@
-"""Write a Triton Inference Server repository: dgla_onnx (ONNX Runtime), dgla_trt (with --engine,
-checked against its manifest first), dgla_preprocess (image bytes -> tensors: numpy + Pillow, or
-DALI with --preprocess dali) and dgla (the ensemble: image bytes in, probabilities out). Serve it
-with `dgla-serve` or the official container.
+"""Write a Triton Inference Server repository: NAME_onnx (ONNX Runtime), NAME_trt (with --engine,
+checked against its manifest first), NAME_preprocess (image bytes -> tensors: numpy + Pillow, or
+DALI with --preprocess dali) and NAME (the ensemble: image bytes in, probabilities out); NAME is
+--name (default dgla). With --add, the models of other names already in --output stay: one
+repository serves several models. Serve it with `dgla-serve` or the official container.
 """
 
 from __future__ import annotations
@@ -16,8 +17,19 @@ HELP = "write a Triton model repository (ONNX, engine, preprocessing, ensemble)"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", type=Path, required=True, metavar="FILE", help="graph from `dgla-export onnx`")
-    parser.add_argument("--engine", type=Path, metavar="FILE", help="engine from `dgla-export trt` (adds dgla_trt)")
+    parser.add_argument("--engine", type=Path, metavar="FILE", help="engine from `dgla-export trt` (adds NAME_trt)")
     parser.add_argument("--output", type=Path, required=True, metavar="FOLDER", help="repository folder to write")
+    parser.add_argument(
+        "--name",
+        default="dgla",
+        metavar="NAME",
+        help="the ensemble's name, and its models' prefix (default dgla; lower-case letters, digits, _)",
+    )
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the models of other names in --output (an earlier repository of this command) beside these",
+    )
     parser.add_argument(
         "--max-batch-size",
         type=positive_int,
@@ -53,7 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace --output if it is an earlier repository of this command holding nothing else",
+        help="replace --output if it is an earlier repository of this command holding nothing else "
+        "(with --add: replace only the models named NAME*)",
     )
     add_preprocess_args(parser, dali=True)
 
@@ -63,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from dgla_export.triton.repository import TritonOptions
 
     options = TritonOptions(
+        name=args.name,
         max_batch_size=args.max_batch_size,
         preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us,
@@ -72,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_bytes=args.max_bytes,
     )
-    result = write_triton_repository(args.onnx, args.output, engine=args.engine, options=options, force=args.force)
+    result = write_triton_repository(
+        args.onnx, args.output, engine=args.engine, options=options, force=args.force, add=args.add
+    )
     print(f"wrote {result.path}: {', '.join(result.models)} (configs parsed with Triton's schema)")
     return 0

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dgla_export.tools.args import acceptance_of, add_model_args, add_validation_args
+from dgla_export.tools.args import add_model_args, add_validation_args, image_options, weight_options
 
 HELP = "build a TensorRT engine (and its manifest), then validate it against PyTorch"
 
@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dgla_export.api import ValidationFailedError, build_engine
+    from dgla_export.api import EngineOptions, ValidationFailedError, build_engine
     from dgla_export.console import Console
     from dgla_export.tools import render
 
@@ -59,21 +59,19 @@ def run(args: argparse.Namespace) -> int:
                 args.onnx,
                 args.output,
                 precision=args.precision,
-                target=args.target,
-                batch=args.batch,
-                workspace=args.workspace,
-                timing_cache=args.timing_cache,
-                hardware_compatible=args.hardware_compatible,
-                version_compatible=args.version_compatible,
+                options=EngineOptions(
+                    target=args.target,
+                    batch=args.batch,
+                    workspace=args.workspace,
+                    timing_cache=args.timing_cache,
+                    hardware_compatible=args.hardware_compatible,
+                    version_compatible=args.version_compatible,
+                ),
                 validate=not args.no_validate,
                 model=args.model,
-                weights=args.weights,
-                images=args.images,
-                preprocess=args.preprocess,
-                max_pixels=args.max_pixels,
-                max_bytes=args.max_bytes,
+                weights=weight_options(args),
+                images=image_options(args),
                 batches=args.batches,
-                acceptance=acceptance_of(args),
                 force=args.force,
                 progress=console.log,
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgla_export.tools.args import acceptance_of, add_model_args, add_validation_args
+from dgla_export.tools.args import add_model_args, add_validation_args, image_options, weight_options
 
 HELP = "validate an ONNX graph against the PyTorch model"
 
@@ -30,16 +30,11 @@ def run(args: argparse.Namespace) -> int:
         report = validate(
             args.onnx,
             args.model,
-            weights=args.weights,
-            images=args.images,
-            preprocess=args.preprocess,
-            max_pixels=args.max_pixels,
-            max_bytes=args.max_bytes,
+            weights=weight_options(args),
+            images=image_options(args),
             device=args.device,
             batches=args.batches,
-            acceptance=acceptance_of(args),
             report=args.report,
-            partial=args.partial,
             force=args.force,
             progress=console.log,
         )

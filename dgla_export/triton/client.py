@@ -19,9 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from dgla_export.errors import UserError
+from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
 
-__all__ = ["MAP_OUTPUTS", "ClientError", "Prediction", "classify"]
+__all__ = ["MAP_OUTPUTS", "ClientError", "Prediction", "classify", "served_config"]
 
 MAP_OUTPUTS = {"top1": ("cam_top1",), "all": ("cam_top1", "cam")}  # what classify(maps=...) asks for
 
@@ -40,6 +41,12 @@ class Prediction:
     error: str | None = None
     cam_top1: np.ndarray | None = None  # (h, w): the top-1 class's map (maps="top1" or "all")
     cam: np.ndarray | None = None  # (classes, h, w): every class's (maps="all")
+    # The served model's config (class names, inputs and their sizes), as its repository records it
+    config: ModelConfig | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.class_names if self.config is not None else ()
 
 
 def _short(err: object, limit: int = 300) -> str:
@@ -71,11 +78,31 @@ def _input_specs(client: Any, model: str, protocol: str) -> dict[str, tuple[str,
     return {i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]}
 
 
+def served_config(client: Any, model: str, protocol: str, url: str) -> ModelConfig:
+    """The config record the repository wrote on ``model`` (class names, inputs and sizes)."""
+    import json
+
+    from dgla_export.triton.repository import CONFIG_PARAMETER
+
+    answer = client.get_model_config(model)
+    if protocol == "grpc":
+        parameter = answer.config.parameters.get(CONFIG_PARAMETER)
+        text = parameter.string_value if parameter is not None else None
+    else:
+        text = answer.get("parameters", {}).get(CONFIG_PARAMETER, {}).get("string_value")
+    if not text:
+        raise ClientError(
+            f"{model} on {url} does not say which model it serves (no {CONFIG_PARAMETER!r} parameter); "
+            "rewrite its repository with this version's `dgla-export triton`"
+        )
+    return ModelConfig.from_dict(json.loads(text))
+
+
 def _request_builder(
     module: Any,
     specs: dict[str, tuple[str, list[int]]],
     model: str,
-    base_model: str,
+    config: ModelConfig,
     protocol: str,
     preprocess: str = "fast",
     limits: Limits | None = None,
@@ -114,12 +141,9 @@ def _request_builder(
             return [tensor]
 
         return encoded
-    from dgla_export.models.registry import get_config
-
-    sides = [dims[-1] for _, dims in specs.values()]
-    config = get_config(base_model, input_size=sides[0], **({"aux_input_size": sides[1]} if len(sides) > 1 else {}))
-    if list(specs) != list(config.input_names):
-        raise ClientError(f"{model} takes {list(specs)}, not the inputs of {base_model} {list(config.input_names)}")
+    shapes = {name: dims[-1] for name, (_, dims) in specs.items()}
+    if shapes != config.input_sizes:
+        raise ClientError(f"{model} takes {shapes}, not the inputs its config records {config.input_sizes}")
     recipe = Preprocessing.of(config, preprocess, limits.max_pixels, limits.max_bytes)  # type: ignore[arg-type]
 
     def tensors(path: Path) -> list[Any]:
@@ -159,7 +183,6 @@ def classify(
     model: str = "dgla",
     protocol: str = "grpc",
     timeout: float = 30.0,
-    base_model: str = "dgla_resnet50",
     concurrency: int = 8,
     preprocess: str = "fast",
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -172,7 +195,8 @@ def classify(
         the server, as its config says); an image above ``max_pixels`` or ``max_bytes`` is refused before
     it is sent, and the ensemble gets the image's bytes without its metadata.
         ``maps`` also asks for class activation maps (a repository of a graph exported with
-        ``--explain``): the top-1 class's, or every class's too.
+        ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
+        its class names come from the repository (each prediction carries that ``config``).
 
         Raises :class:`ClientError` for what concerns every image (server down or slow, model
         missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
@@ -181,7 +205,8 @@ def classify(
     try:
         _check_server(client, url, protocol, model)
         specs = _input_specs(client, model, protocol)
-        build = _request_builder(module, specs, model, base_model, protocol, preprocess, Limits(max_pixels, max_bytes))
+        config = served_config(client, model, protocol, url)
+        build = _request_builder(module, specs, model, config, protocol, preprocess, Limits(max_pixels, max_bytes))
         names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
         _check_outputs(client, model, protocol, url, names)
         outputs = [module.InferRequestedOutput(name) for name in names]
@@ -191,7 +216,7 @@ def classify(
             predictions += _infer_chunk(client, protocol, model, chunk, build, outputs, timeout, url)
     finally:
         client.close()
-    return predictions
+    return [dataclasses.replace(p, config=config) for p in predictions]
 
 
 def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -> list[Prediction]:

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import io
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from dgla_export.artefacts.graph import inspect_graph, load_graph
 from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify_engine_file
 from dgla_export.errors import UserError
-from dgla_export.io import check_output_folder, replace_folder
+from dgla_export.io import OUTPUT_MARKER, check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
 
@@ -34,6 +35,9 @@ PREPROCESS_CHOICES = ("fast", "exact", "dali")
 COMMAND = "dgla-export triton"
 WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
 WARMUP_ADMITTED = "admitted"
+CONFIG_PARAMETER = "model_config"  # the ModelConfig record, on the runtime models and the ensemble
+NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+ROLES = ("", "onnx", "trt", "preprocess", "guard")  # the models one ensemble owns
 
 
 DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
@@ -45,7 +49,13 @@ class RepositoryError(UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TritonOptions:
-    """Defaults for one H100: dynamic batching towards 8-16, one instance per model."""
+    """Defaults for one H100: dynamic batching towards 8-16, one instance per model.
+
+    ``name`` names the ensemble; the models it runs are ``NAME_onnx``, ``NAME_trt``,
+    ``NAME_preprocess`` and ``NAME_guard``. Models of other names already in the repository stay
+    (a repository holds several models: ``add``)."""
+
+    name: str = "dgla"
 
     max_batch_size: int | None = None  # default: the ONNX graph's (or the engine's) maximum batch
     preferred_batch_sizes: tuple[int, ...] = (8, 16)
@@ -57,6 +67,16 @@ class TritonOptions:
     preprocess: str = "fast"  # fast or exact (Python backend), or dali (DALI backend, behind dgla_guard)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images announcing more are refused before decoding
     max_bytes: int = DEFAULT_MAX_BYTES  # larger encoded images are refused unread
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise RepositoryError(
+                f"model name {self.name!r}: use lower-case letters, digits and _, starting with a letter"
+            )
+
+    def model(self, role: str) -> str:
+        """The name of the ensemble (role ``""``) or of one of its models (onnx, trt, preprocess, guard)."""
+        return f"{self.name}_{role}" if role else self.name
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:
@@ -129,7 +149,9 @@ def _image_input(message, dali: bool, warmup_bytes: int):
 def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata: dict[str, str], warmup_bytes: int):
     pb = _pb()
     dali = options.preprocess == "dali"
-    config = pb.ModelConfig(name="dgla_preprocess", backend="dali" if dali else "python", max_batch_size=max_batch)
+    config = pb.ModelConfig(
+        name=options.model("preprocess"), backend="dali" if dali else "python", max_batch_size=max_batch
+    )
     # An ensemble cannot be warmed up itself; warming its preprocessing step with a real encoded
     # image loads the decoder before the first request instead of during it.
     warmup = _image_input(config, dali, warmup_bytes)
@@ -159,7 +181,7 @@ def _preprocess_config(inputs, max_batch: int, options: TritonOptions, metadata:
 def _guard_config(max_batch: int, options: TritonOptions, warmup_bytes: int):
     """``dgla_guard``: refuses, before DALI decodes it, an image over a limit or one DALI would read differently."""
     pb = _pb()
-    config = pb.ModelConfig(name="dgla_guard", backend="python", max_batch_size=max_batch)
+    config = pb.ModelConfig(name=options.model("guard"), backend="python", max_batch_size=max_batch)
     _image_input(config, True, warmup_bytes)
     _tensor(config.output.add(), "admitted", "float32", [1])
     config.instance_group.add(count=2, kind=pb.ModelInstanceGroup.KIND_CPU)
@@ -186,19 +208,20 @@ def _warmup_file(image: bytes, dali: bool) -> bytes:
     return image if dali else struct.pack("<I", len(image)) + image
 
 
-def _ensemble_config(runtime: str, inputs, outputs, max_batch: int, dali: bool):
+def _ensemble_config(runtime: str, inputs, outputs, max_batch: int, options: TritonOptions):
     pb = _pb()
-    config = pb.ModelConfig(name="dgla", platform="ensemble", max_batch_size=max_batch)
+    dali = options.preprocess == "dali"
+    config = pb.ModelConfig(name=options.model(""), platform="ensemble", max_batch_size=max_batch)
     _tensor(config.input.add(), "image", *(("uint8", [-1]) if dali else ("string", [1])))
     for output_name, (dtype, dims) in outputs.items():
         tensor = _tensor(config.output.add(), output_name, dtype, dims)
         if output_name == "probs":
             tensor.label_filename = "labels.txt"
     if dali:
-        guard = config.ensemble_scheduling.step.add(model_name="dgla_guard", model_version=-1)
+        guard = config.ensemble_scheduling.step.add(model_name=options.model("guard"), model_version=-1)
         guard.input_map["image"] = "image"
         guard.output_map["admitted"] = "_admitted"
-    pre = config.ensemble_scheduling.step.add(model_name="dgla_preprocess", model_version=-1)
+    pre = config.ensemble_scheduling.step.add(model_name=options.model("preprocess"), model_version=-1)
     pre.input_map["image"] = "image"
     if dali:
         pre.input_map["admitted"] = "_admitted"
@@ -249,11 +272,15 @@ def write_repository(
     engine: Path | None = None,
     options: TritonOptions = TritonOptions(),
     force: bool = False,
+    add: bool = False,
 ) -> dict[str, str]:
-    """Write ``output`` (dgla_onnx, dgla_preprocess, dgla, and dgla_trt given an engine).
+    """Write ``output`` (NAME_onnx, NAME_preprocess, NAME, and NAME_trt given an engine; NAME is
+    ``options.name``).
 
-    ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`).
-    Returns each model's config.pbtxt text.
+    ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`);
+    ``add`` keeps its models of other names beside the new ones (``force`` then replaces models of
+    the same names). The whole folder is swapped in one step either way.
+    Returns each new model's config.pbtxt text.
     """
     if options.preprocess not in PREPROCESS_CHOICES:
         raise RepositoryError(f"preprocess must be one of {PREPROCESS_CHOICES}, got {options.preprocess!r}")
@@ -261,7 +288,7 @@ def write_repository(
     if dali and importlib.util.find_spec("nvidia.dali") is None:
         raise RepositoryError(f"--preprocess dali needs NVIDIA DALI to write the pipeline: {DALI_INSTALL_HINT}")
     inputs = (onnx_path, engine, manifest_path(engine) if engine is not None else None)
-    check_output_folder(output, force, command=COMMAND, inputs=inputs)
+    check_output_folder(output, force or add, command=COMMAND, inputs=inputs)
     inputs, outputs, metadata = _graph_io(onnx_path)
     if "class_names" not in metadata:
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
@@ -271,9 +298,10 @@ def write_repository(
         raise RepositoryError(
             f"max_batch_size {max_batch} exceeds the ONNX graph's batch range {metadata['batch_range']}"
         )
+    onnx_name = options.model("onnx")
     configs = {
-        "dgla_onnx": _runtime_config(
-            "dgla_onnx",
+        onnx_name: _runtime_config(
+            onnx_name,
             "onnxruntime_onnx",
             "model.onnx",
             inputs,
@@ -283,21 +311,24 @@ def write_repository(
             int8=metadata.get("precision") == "int8",
         )
     }
-    runtime = "dgla_onnx"
+    runtime = onnx_name
     manifest = None
     if engine is not None:
         manifest = verify_engine_file(engine)  # the file is the engine its manifest describes
         trt_max = min(max_batch, manifest.batch_profile.max) if options.max_batch_size is None else max_batch
         _check_engine(manifest, inputs, trt_max)
-        configs["dgla_trt"] = _runtime_config(
-            "dgla_trt", "tensorrt_plan", "model.plan", inputs, outputs, trt_max, options
-        )
-        runtime, max_batch = "dgla_trt", trt_max
+        runtime, max_batch = options.model("trt"), trt_max
+        configs[runtime] = _runtime_config(runtime, "tensorrt_plan", "model.plan", inputs, outputs, trt_max, options)
     warmup_image = _warmup_image()
-    configs["dgla_preprocess"] = _preprocess_config(inputs, max_batch, options, metadata, len(warmup_image))
+    preprocess, guard, ensemble = options.model("preprocess"), options.model("guard"), options.model("")
+    configs[preprocess] = _preprocess_config(inputs, max_batch, options, metadata, len(warmup_image))
     if dali:
-        configs["dgla_guard"] = _guard_config(max_batch, options, len(warmup_image))
-    configs["dgla"] = _ensemble_config(runtime, inputs, outputs, max_batch, dali)
+        configs[guard] = _guard_config(max_batch, options, len(warmup_image))
+    configs[ensemble] = _ensemble_config(runtime, inputs, outputs, max_batch, options)
+    for name in (onnx_name, options.model("trt"), ensemble):  # what a client needs to know of the model
+        if name in configs:
+            configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
+    kept = _kept_models(output, {options.model(role) for role in ROLES}, force) if add else []
     from google.protobuf import text_format
 
     texts = {name: text_format.MessageToString(config) for name, config in configs.items()}
@@ -306,27 +337,43 @@ def write_repository(
             raise RepositoryError(f"{name}: config.pbtxt does not round-trip through Triton's schema")
     labels = "\n".join(json.loads(metadata["class_names"])) + "\n"
     with replace_folder(output, command=COMMAND) as tmp:
+        for folder in kept:
+            shutil.copytree(folder, tmp / folder.name)
         for name, text in texts.items():
             (tmp / name / "1").mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(text)
-        shutil.copyfile(onnx_path, tmp / "dgla_onnx" / "1" / "model.onnx")
+        shutil.copyfile(onnx_path, tmp / onnx_name / "1" / "model.onnx")
         if engine is not None:
-            shutil.copyfile(engine, tmp / "dgla_trt" / "1" / "model.plan")
-            shutil.copyfile(manifest_path(engine), manifest_path(tmp / "dgla_trt" / "1" / "model.plan"))
-        python_models = {"dgla_guard": GUARD_MODEL} if dali else {"dgla_preprocess": PREPROCESS_MODEL}
+            shutil.copyfile(engine, tmp / runtime / "1" / "model.plan")
+            shutil.copyfile(manifest_path(engine), manifest_path(tmp / runtime / "1" / "model.plan"))
+        python_models = {guard: GUARD_MODEL} if dali else {preprocess: PREPROCESS_MODEL}
         for name, source in python_models.items():
             shutil.copyfile(source, tmp / name / "1" / "model.py")
             for library in PREPROCESS_LIBRARY:
                 shutil.copyfile(library, tmp / name / "1" / library.name)
         if dali:
-            (tmp / "dgla_preprocess" / "1" / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
-            shutil.copyfile(DALI_PIPELINE, tmp / "dgla_preprocess" / "1" / DALI_PIPELINE.name)
-            (tmp / "dgla_preprocess" / "warmup").mkdir()
-            (tmp / "dgla_preprocess" / "warmup" / WARMUP_ADMITTED).write_bytes(struct.pack("<f", 1.0))
-        for name in ("dgla_guard", "dgla_preprocess") if dali else ("dgla_preprocess",):  # warmed up on an image
+            (tmp / preprocess / "1" / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
+            shutil.copyfile(DALI_PIPELINE, tmp / preprocess / "1" / DALI_PIPELINE.name)
+            (tmp / preprocess / "warmup").mkdir()
+            (tmp / preprocess / "warmup" / WARMUP_ADMITTED).write_bytes(struct.pack("<f", 1.0))
+        for name in (guard, preprocess) if dali else (preprocess,):  # warmed up on an image
             (tmp / name / "warmup").mkdir(exist_ok=True)
             (tmp / name / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_file(warmup_image, dali))
-        for name in ("dgla_onnx", "dgla_trt", "dgla"):
+        for name in (onnx_name, options.model("trt"), ensemble):
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)
     return texts
+
+
+def _kept_models(output: Path, new: set[str], force: bool) -> list[Path]:
+    """The model folders of an existing repository that stay beside the new models (those of
+    the new ensemble's names, a DALI guard included, are replaced with ``force``)."""
+    if not output.is_dir():
+        return []
+    present = [p for p in sorted(output.iterdir()) if p.is_dir() and p.name != OUTPUT_MARKER]
+    clash = sorted(p.name for p in present if p.name in new)
+    if clash and not force:
+        raise RepositoryError(
+            f"{output} already holds {', '.join(clash)}; pass --force to replace them, or --name another name"
+        )
+    return [p for p in present if p.name not in new]

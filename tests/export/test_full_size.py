@@ -47,3 +47,25 @@ def test_full_size_fp32_export_matches_reference_and_gradcam(tmp_path, images) -
     maps = compare_maps(gradcam, cams[:2], top1, max_abs=model.config.tolerances["fp32"].cam_abs)
     print(f"full-size maps vs captum Grad-CAM: {maps}")
     assert maps.passed and maps.all_max_abs < 1e-4, maps
+
+
+@pytest.mark.full
+def test_full_size_arl_cnn50_exported_and_validated(tmp_path, images) -> None:
+    """ARL-CNN50 at full size through the API: FP32 and FP16, each validated on the bundled photos,
+    the FP32 graph also against the independent reference of its spec (docs/architectures.md)."""
+    import dgla_export as dx
+
+    model = create_model("arl_cnn50", weights="demo")
+    for precision in ("fp32", "fp16"):
+        path = tmp_path / f"arl_cnn50_{precision}.onnx"
+        result = dx.export_onnx(path, model, precision=precision, batch=(1, 4))
+        worst = max(check.comparison.probs.max_abs for check in result.validation.checks)
+        print(f"arl_cnn50 {precision}: {result.graph.node_count} nodes, max prob error {worst:.2e}")
+        assert result.passed, result.validation.failures
+        assert result.graph.metadata["spec_version"] == "arl-spec/1"
+    (x,) = torch_inputs(images[:3], model.config)
+    actual = create_session(tmp_path / "arl_cnn50_fp32.onnx", "cpu").run(["logits"], {"image_224": x.numpy()})[0]
+    expected = reference.forward(model.state_dict(), x).numpy()
+    err = np.abs(actual - expected).max() / np.abs(expected).max()
+    print(f"ONNX Runtime vs the ARL reference, full size: max rel error {err:.2e}")
+    assert err < 1e-4

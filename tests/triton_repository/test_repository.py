@@ -199,3 +199,28 @@ def test_dali_repository_layout(tiny_onnx, tmp_path) -> None:
     ensemble = _parse(repo / "dgla" / "config.pbtxt")
     assert ensemble.input[0].data_type == model_config_pb2.TYPE_UINT8
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_guard", "dgla_preprocess", "dgla_onnx"]
+
+
+def test_several_models_in_one_repository(tiny_onnx, tmp_path) -> None:
+    """--name prefixes a model's folders; --add keeps the others; a name already there needs --force;
+    every runtime model and the ensemble record the config the client reads."""
+    repo = tmp_path / "repo"
+    base = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)]
+    assert export_main(base) == 0
+    assert export_main([*base, "--name", "second", "--add"]) == 0
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
+        "dgla", "dgla_onnx", "dgla_preprocess", "second", "second_onnx", "second_preprocess",
+    ]  # fmt: skip
+    ensemble = _parse(repo / "second" / "config.pbtxt")
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == ["second_preprocess", "second_onnx"]
+    for model in ("second", "second_onnx"):
+        record = _parse(repo / model / "config.pbtxt").parameters["model_config"].string_value
+        assert ModelConfig.from_dict(json.loads(record)).input_sizes == {"image_224": 96, "image_448": 192}
+    with pytest.raises(RepositoryError, match="already holds second, second_onnx, second_preprocess"):
+        write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(name="second"), add=True)
+    before = (repo / "dgla_onnx" / "1" / "model.onnx").read_bytes()
+    write_repository(tiny_onnx["fp16"], repo, options=TritonOptions(name="second"), add=True, force=True)
+    assert (repo / "dgla_onnx" / "1" / "model.onnx").read_bytes() == before  # the other model is untouched
+    assert _metadata(repo / "second_onnx" / "1" / "model.onnx")["precision"] == "fp16"
+    with pytest.raises(RepositoryError, match="model name 'Bad-Name'"):
+        TritonOptions(name="Bad-Name")

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from inputs import bomb_png, photo_jpeg
 from dgla_export.tools.client import main
 from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import TritonOptions, write_repository
+from triton_repository.serving import Serve, free_ports
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
@@ -39,80 +39,10 @@ MODELS = Path(__file__).with_name("models")
 TOLERANCE = 1e-5  # served probabilities vs local ONNX Runtime's
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class Serve:
-    """`dgla-serve REPO` in a subprocess; stop() by PID and report what is left behind."""
-
-    def __init__(self, repository: Path, timeout: float = 180.0, ports: list[int] | None = None) -> None:
-        self.http, self.grpc, self.metrics = ports or free_ports(3)
-        command = [
-            sys.executable, "-m", "dgla_export.tools.serve", str(repository), "--http-port", str(self.http),
-            "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.server_pid: int | None = None
-        self.lines: list[str] = []
-
-    def wait_ready(self, timeout: float = 240.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip())
-            if line.startswith("ready"):
-                return "\n".join(self.lines)
-        self.stop()
-        pytest.fail(f"dgla-serve did not get ready: {self.process.stderr.read()[-3000:]}")
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc}"
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http}"
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        stderr = self.process.stderr.read()
-        found = re.search(r"tritonserver pid (\d+)", stderr)
-        self.server_pid = int(found.group(1)) if found else None
-        return stderr
-
-    def leftovers(self) -> list[str]:
-        left = []
-        if self.server_pid is not None:
-            for stat in Path("/proc").glob("[0-9]*/stat"):
-                try:
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                # A zombie is only an exit status; where PID 1 does not reap orphans, it stays.
-                if int(fields[2]) == self.server_pid and fields[0] != "Z":
-                    left.append(f"process {stat.parent.name} in the server's group")
-        left += [f"/dev/shm/{p.name}" for p in Path("/dev/shm").glob(f"dgla_serve_{self.process.pid}_*")]
-        return left
-
-
-def _slow_and_bad_shape(repository: Path) -> None:
-    """Two test-only models beside the real ones: a slow one, and one answering the wrong shape."""
+def _slow_and_bad_shape(repository: Path, config) -> None:
+    """Two test-only models beside the real ones: a slow one, and one answering the wrong shape
+    (each saying it serves ``config``, as a repository of dgla-export triton does)."""
+    record = json.dumps(json.dumps(config.to_dict()))  # a JSON text as a quoted protobuf string
     for name, source in (("dgla_slow", "slow_model.py"), ("dgla_bad_shape", "bad_shape_model.py")):
         (repository / name / "1").mkdir(parents=True)
         shutil.copyfile(MODELS / source, repository / name / "1" / "model.py")
@@ -121,6 +51,7 @@ def _slow_and_bad_shape(repository: Path) -> None:
             'input { name: "image" data_type: TYPE_STRING dims: 1 }\n'
             'output { name: "probs" data_type: TYPE_FP32 dims: 7 }\n'
             "instance_group { kind: KIND_CPU count: 1 }\n"
+            f'parameters {{ key: "model_config" value {{ string_value: {record} }} }}\n'
         )
 
 
@@ -131,14 +62,14 @@ def served_graph(tiny_explained) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(served_graph, tmp_path_factory):
+def served(served_graph, tiny, tmp_path_factory):
     repository = tmp_path_factory.mktemp("serving") / "repo"
     # The tiny model answers in milliseconds: a 20 ms batching window (instead of 200 us) lets the
     # batcher see concurrent requests together, so whether it merges them is what the test measures.
     # ... and a 50 MP limit, so that the model parameter, not the default, is what refuses large images.
     options = TritonOptions(max_queue_delay_us=20_000, max_pixels=50_000_000)
     write_repository(served_graph, repository, options=options)
-    _slow_and_bad_shape(repository)
+    _slow_and_bad_shape(repository, tiny.config)
     started = time.monotonic()
     server = Serve(repository)
     output = server.wait_ready()
@@ -199,7 +130,7 @@ def test_every_model_loads_ready_on_loopback(served) -> None:
 def test_served_probabilities_equal_local_onnxruntime(served, served_graph, tiny, image_files, protocol, model) -> None:
     server, _ = served
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol, base_model="dgla_tiny"))
+    served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol))
     local = _local_probs(served_graph, image_files, tiny.config)
     err = float(np.abs(served_probs - local).max())
     assert err <= TOLERANCE, f"{model} over {protocol}: served vs local probs differ by {err:.2e}"
@@ -214,11 +145,11 @@ def test_corrupt_image_fails_alone_and_the_server_stays_up(served, image_files, 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"this is not an image")
     mixed = [image_files[0], corrupt, image_files[1], junk]
-    predictions = classify(mixed, url=url, model="dgla", protocol=protocol, base_model="dgla_tiny")
+    predictions = classify(mixed, url=url, model="dgla", protocol=protocol)
     assert [p.error is None for p in predictions] == [True, False, True, False]
     assert "cannot decode image (200 bytes)" in predictions[1].error, predictions[1].error
     assert "not a known image format" in predictions[3].error, predictions[3].error
-    again = classify(image_files[:1], url=url, model="dgla", protocol=protocol, base_model="dgla_tiny")
+    again = classify(image_files[:1], url=url, model="dgla", protocol=protocol)
     assert again[0].error is None and abs(float(again[0].probs.sum()) - 1) < 1e-5
 
 
@@ -227,7 +158,7 @@ def test_large_photo_is_served(served, served_graph, tiny, images, tmp_path) -> 
     server, _ = served
     photo = tmp_path / "photo_6000x4000.jpg"
     photo.write_bytes(photo_jpeg(images[2][1], (6000, 4000)))
-    served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla", base_model="dgla_tiny"))
+    served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla"))
     err = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config)).max())
     assert err <= TOLERANCE, f"6000x4000 JPEG: served vs local probs differ by {err:.2e}"
     exact = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config, "exact")).max())
@@ -241,7 +172,7 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
         (tmp_path / name).write_bytes(data)
     paths = [tmp_path / name for name in bombs]
     started = time.monotonic()
-    predictions = classify([*paths, image_files[0]], url=server.grpc_url, base_model="dgla_tiny", max_pixels=10**9)
+    predictions = classify([*paths, image_files[0]], url=server.grpc_url, max_pixels=10**9)
     elapsed = time.monotonic() - started
     for prediction, size in zip(predictions, ("8000x7000", "12000x12000"), strict=False):
         assert prediction.error and f"image of {size} pixels" in prediction.error, prediction.error
@@ -249,7 +180,7 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
     assert predictions[2].error is None
     assert elapsed < 10, f"refusing two bombs and answering one image took {elapsed:.1f} s"
     # with its default limit, the client refuses the bomb itself, before sending it
-    (local,) = classify(paths[1:], url=server.grpc_url, base_model="dgla_tiny")
+    (local,) = classify(paths[1:], url=server.grpc_url)
     assert "cannot read image" in local.error and "exceeds --max-pixels" in local.error, local.error
 
 
@@ -264,10 +195,7 @@ def test_dynamic_batcher_merges_concurrent_clients(served, image_files) -> None:
     before = _batch_sizes(server, "dgla_onnx")
     clients = 6
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        jobs = [
-            pool.submit(classify, image_files, url=server.grpc_url, model="dgla_onnx", base_model="dgla_tiny")
-            for _ in range(clients)
-        ]
+        jobs = [pool.submit(classify, image_files, url=server.grpc_url, model="dgla_onnx") for _ in range(clients)]
         for job in jobs:
             _probs(job.result())
     after = _batch_sizes(server, "dgla_onnx")
@@ -317,9 +245,9 @@ def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_f
     server, _ = served
     url = server.grpc_url if protocol == "grpc" else server.http_url
     local = {name: _local_probs(served_graph, image_files, tiny.config, output=name) for name in ("cam", "cam_top1")}
-    top1_only = classify(image_files, url=url, protocol=protocol, base_model="dgla_tiny", maps="top1")
+    top1_only = classify(image_files, url=url, protocol=protocol, maps="top1")
     assert all(p.cam is None and p.cam_top1 is not None for p in top1_only), "maps='top1' sent more than asked"
-    every = classify(image_files, url=url, protocol=protocol, base_model="dgla_tiny", maps="all")
+    every = classify(image_files, url=url, protocol=protocol, maps="all")
     for name, predictions in (("cam_top1", top1_only), ("cam_top1", every), ("cam", every)):
         served_maps = np.stack([getattr(p, name) for p in predictions])
         assert served_maps.shape == local[name].shape, (name, served_maps.shape, local[name].shape)
@@ -447,7 +375,7 @@ def test_int8_graph_is_served(served_plain, tiny_int8, tiny_onnx, tiny, image_fi
     local = _local_probs(graph, image_files, tiny.config)
     fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
     for model in ("dgla", "dgla_onnx"):
-        served = _probs(classify(image_files, url=served_plain.grpc_url, model=model, base_model="dgla_tiny"))
+        served = _probs(classify(image_files, url=served_plain.grpc_url, model=model))
         err = float(np.abs(served - local).max())
         assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
     assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
@@ -477,7 +405,7 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
         from PIL import Image
 
         Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(images)
-        classify([images], url=f"127.0.0.1:{ports[0]}", protocol="http", base_model="dgla_tiny")
+        classify([images], url=f"127.0.0.1:{ports[0]}", protocol="http")
         started = time.monotonic()
         os.kill(pid, signal.SIGINT)
         shell.wait(timeout=60)
@@ -519,9 +447,9 @@ def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, 
         assert "DALI pipeline, CPU operators" in output and re.search(r"dgla_guard v1: READY", output), output
         for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
             served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
-                              base_model="dgla_tiny", max_pixels=10**9)  # fmt: skip
+                              max_pixels=10**9)  # fmt: skip
             assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
-            (refused,) = classify([adobe], url=url, protocol=protocol, base_model="dgla_tiny")
+            (refused,) = classify([adobe], url=url, protocol=protocol)
             assert "colour profile other than sRGB" in refused.error and "--preprocess fast" in refused.error
             paths = [photo, *image_files_of(images, tmp_path)]
             probs = _probs([served[0], *served[2:]])
@@ -574,7 +502,7 @@ def test_every_photo_encoding_is_served_as_its_as_shown_png(served_graph, tiny, 
         server.wait_ready()
         names = list(files)
         reference = _local_probs(served_graph, [shown / f"{n}.png" for n in names], tiny.config, "exact")
-        served = _probs(classify([files[n] for n in names], url=server.grpc_url, base_model="dgla_tiny"))
+        served = _probs(classify([files[n] for n in names], url=server.grpc_url))
         client = grpc.InferenceServerClient(server.grpc_url)
         raw = []
         for name in names:  # the file's own bytes, metadata and all: the server's decoder reads every format

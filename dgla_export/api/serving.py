@@ -1,0 +1,105 @@
+"""Triton: write a repository (several models in one), serve it with the pip-installed server."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dgla_export.api.common import Progress, Record, quiet
+
+if TYPE_CHECKING:
+    from dgla_export.triton.repository import TritonOptions
+
+__all__ = ["RepositoryResult", "ServerEndpoints", "serve", "write_triton_repository"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryResult(Record):
+    """A written Triton repository: the models written and their config.pbtxt texts."""
+
+    path: Path
+    configs: dict[str, str]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.configs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerEndpoints(Record):
+    """A running server: where it listens, its PID, each model's state and how it runs."""
+
+    http: str
+    grpc: str
+    metrics: str
+    pid: int | None
+    states: list[dict[str, Any]]
+    models: dict[str, str]
+    _server: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def wait(self) -> int | None:
+        """Block until the server exits (it should not: this returns only when it crashed)."""
+        return self._server.process.wait()
+
+    def exit_reason(self) -> str:
+        return self._server.exit_reason()
+
+
+def write_triton_repository(
+    onnx: str | Path,
+    output: str | Path,
+    *,
+    engine: str | Path | None = None,
+    options: TritonOptions | None = None,
+    force: bool = False,
+    add: bool = False,
+) -> RepositoryResult:
+    """Write a Triton Inference Server repository: NAME_onnx (ONNX Runtime), NAME_trt (given an
+    engine, checked against its manifest and SHA-256 first), NAME_preprocess (image bytes -> tensors)
+    and the ensemble NAME (image bytes in, probabilities out), NAME being ``options.name`` (dgla).
+    Each model records its config (inputs, sizes, class names) for the client. ``force`` replaces
+    an earlier repository of this function, nothing else; ``add`` keeps its models of other names
+    (one repository, several models).
+
+    >>> write_triton_repository("dgla.onnx", "triton-repo").models   # doctest: +SKIP
+    ['dgla', 'dgla_onnx', 'dgla_preprocess']
+    """
+    from dgla_export.triton.repository import TritonOptions, write_repository
+
+    engine = Path(engine) if engine is not None else None
+    configs = write_repository(
+        Path(onnx), Path(output), engine=engine, options=options or TritonOptions(), force=force, add=add
+    )
+    return RepositoryResult(Path(output), configs)
+
+
+@contextlib.contextmanager
+def serve(
+    repository: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    timeout: float = 300.0,
+    log: str | Path | None = None,
+    progress: Progress = quiet,
+) -> Iterator[ServerEndpoints]:
+    """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
+    yields the endpoints once every model is ready, and stops the server (and everything it
+    started) on exit.
+
+    >>> with serve("triton-repo") as server:   # doctest: +SKIP
+    ...     classify(["lesion.jpg"], url=server.grpc)
+    """
+    from dgla_export.triton.server import Ports, TritonServer
+
+    ports = Ports(host, http_port, grpc_port, metrics_port)
+    with TritonServer(Path(repository), ports, log_path=Path(log) if log else None) as server:
+        progress(f"tritonserver pid {server.pid}, loading {repository} ...")
+        states = server.wait_ready(timeout)
+        urls = ports.urls
+        yield ServerEndpoints(urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server)
