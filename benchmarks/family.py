@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="timing per architecture (default 20)")
     parser.add_argument("--output", type=Path, default=RESULTS / "family")
     args = parser.parse_args()
-    quiet_libraries()
+    quiet_libraries(verbose=False)
     from dgla_export import create_model
     from dgla_export.export.onnx_export import ExportOptions, export_onnx
     from dgla_export.models.cost import measure_cost
