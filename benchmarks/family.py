@@ -53,7 +53,7 @@ def main() -> int:
             contract = model.config.architecture
             path = Path(tmp) / f"{name}.onnx"
             started = time.perf_counter()
-            export_onnx(model, path, options=ExportOptions(max_batch=1), checkpoint=identify("demo", model))
+            export_onnx(model, path, options=ExportOptions(max_batch=2), checkpoint=identify("demo", model))
             print(f"{name}: {cost.params:,} parameters, {cost.macs / 1e9:.2f} GMAC, exported in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
             rows.append(

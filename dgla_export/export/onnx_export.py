@@ -62,8 +62,12 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16"):
             raise OptionError(f"precision must be fp32 or fp16, got {self.precision!r}")
-        if not 1 <= self.min_batch <= self.max_batch:
-            raise OptionError(f"need 1 <= min_batch <= max_batch, got {self.min_batch}:{self.max_batch}")
+        if not 1 <= self.min_batch < self.max_batch:
+            # torch.export cannot make a dynamic dimension of one size (it raised an AssertionError)
+            raise OptionError(
+                f"need 1 <= min_batch < max_batch (the batch is the graph's dynamic dimension), "
+                f"got {self.min_batch}:{self.max_batch}; e.g. 1:2 for a graph run one image at a time"
+            )
         if not 18 <= self.opset <= 23:
             raise OptionError(f"opset {self.opset} unsupported: use 18 to 23 (TensorRT 10.0 parses up to 20)")
 

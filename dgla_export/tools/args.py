@@ -212,14 +212,15 @@ def batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def batch_range(text: str) -> tuple[int, int]:
-    """argparse type: ``MIN:MAX`` with 1 <= MIN <= MAX, e.g. ``1:32``."""
+    """argparse type: ``MIN:MAX`` with 1 <= MIN < MAX, e.g. ``1:32`` (the batch is the graph's dynamic
+    dimension, and torch.export needs two sizes at least)."""
     parts = text.split(":")
     try:
         low, high = (positive_int(p) for p in parts) if len(parts) == 2 else (0, 0)
     except argparse.ArgumentTypeError:
         low = high = 0
-    if not 1 <= low <= high:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX with 1 <= MIN <= MAX (e.g. 1:32)")
+    if not 1 <= low < high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX with 1 <= MIN < MAX (e.g. 1:32, or 1:2)")
     return low, high
 
 

@@ -148,6 +148,8 @@ def test_bad_options_are_refused() -> None:
         ExportOptions(opset=11)
     with pytest.raises(ValueError, match="min_batch"):
         ExportOptions(min_batch=4, max_batch=2)
+    with pytest.raises(ValueError, match="dynamic dimension"):  # torch.export raised an AssertionError (exit 1)
+        ExportOptions(min_batch=1, max_batch=1)
 
 
 def test_fp32_islands_hold_the_exact_fp32_weights(tiny_onnx) -> None:
