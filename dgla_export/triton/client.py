@@ -2,8 +2,9 @@
 
 Every image is its own request and up to ``concurrency`` are in flight at once: the server's
 dynamic batcher merges them into batches, and an image the server cannot decode fails alone
-while the others are answered. Raw models (dgla_onnx, dgla_trt) get tensors preprocessed here
-with the same code the server's ``dgla_preprocess`` runs; the ensemble (dgla) gets the bytes,
+while the others are answered. The served model says what it is (its inputs, their sizes, its
+class names: :func:`served_config`). Raw models (NAME_onnx, NAME_trt) get tensors preprocessed
+here with the same code the server's ``NAME_preprocess`` runs; the ensemble (NAME) gets the bytes,
 de-identified first (:mod:`dgla_export.deidentify`: no EXIF, XMP, text chunks or DICOM patient
 module leave this machine; the file name is never sent).
 """
@@ -22,9 +23,12 @@ from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
 
-__all__ = ["MAP_OUTPUTS", "ClientError", "Prediction", "classify", "served_config"]
+__all__ = ["CONFIG_PARAMETER", "MAP_OUTPUTS", "ClientError", "Prediction", "classify", "served_config"]
 
 MAP_OUTPUTS = {"top1": ("cam_top1",), "all": ("cam_top1", "cam")}  # what classify(maps=...) asks for
+# The parameter on a served model that holds its ModelConfig record (written by the repository
+# writer; here, so that the client imports nothing of the writer's: no onnx on a reception PC)
+CONFIG_PARAMETER = "model_config"
 
 
 class ClientError(UserError, RuntimeError):
@@ -81,8 +85,6 @@ def _input_specs(client: Any, model: str, protocol: str) -> dict[str, tuple[str,
 def served_config(client: Any, model: str, protocol: str, url: str) -> ModelConfig:
     """The config record the repository wrote on ``model`` (class names, inputs and sizes)."""
     import json
-
-    from dgla_export.triton.repository import CONFIG_PARAMETER
 
     answer = client.get_model_config(model)
     if protocol == "grpc":

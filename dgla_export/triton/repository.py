@@ -23,6 +23,7 @@ from dgla_export.errors import UserError
 from dgla_export.io import OUTPUT_MARKER, check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
+from dgla_export.triton.client import CONFIG_PARAMETER
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
@@ -35,7 +36,6 @@ PREPROCESS_CHOICES = ("fast", "exact", "dali")
 COMMAND = "dgla-export triton"
 WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
 WARMUP_ADMITTED = "admitted"
-CONFIG_PARAMETER = "model_config"  # the ModelConfig record, on the runtime models and the ensemble
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 ROLES = ("", "onnx", "trt", "preprocess", "guard")  # the models one ensemble owns
 

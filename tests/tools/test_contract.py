@@ -410,6 +410,7 @@ def test_client_and_serve_help_load_neither_torch_nor_onnxruntime(command) -> No
         "    build_parser().parse_args(['--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
+        "import dgla_export.overlay, dgla_export.triton.client  # what classify and --heatmap run\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnxruntime', 'onnx', 'tensorrt'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
