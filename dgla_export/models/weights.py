@@ -14,7 +14,7 @@ from torch import nn
 
 from dgla_export.errors import UserError, listed
 from dgla_export.io import atomic_path, cache_dir
-from dgla_export.models.arl import ARLBottleneck
+from dgla_export.models.arl import ARLBottleneck, spatial_softmax
 from dgla_export.models.attention import GlobalLocalAttention
 from dgla_export.models.resnet import ResNet
 
@@ -200,12 +200,6 @@ def _seeded_init(model: ResNet, generator: torch.Generator) -> None:
             with torch.no_grad():
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
                 module.bias.zero_()
-        elif isinstance(module, ARLBottleneck):
-            # alpha = the block's number of positions: the softmax averages 1 / (h * w), so the
-            # attention term has the shortcut's scale on average (and doubles its hottest places).
-            stride = 2 ** (int(name.removeprefix("layer").split(".")[0]) + 1)
-            with torch.no_grad():
-                module.alpha.fill_(float(-(-model.config.input_size // stride)) ** 2)
         elif isinstance(module, GlobalLocalAttention):
             with torch.no_grad():
                 module.ha.alpha.fill_(DEMO_ALPHA_BETA)
@@ -239,9 +233,21 @@ def _calibrate(model: ResNet) -> None:
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
 
+    def set_attention_scale(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        # ARL: alpha such that the attention weight of a channel's hottest position, times alpha, is
+        # 1 on average over the bundled photos: the attention term doubles the shortcut there and
+        # stays bounded. (alpha = the number of positions, 3,136 in layer1 at 224 px, let activations
+        # grow block after block until the FP32 logits came from cancelling 1e4-sized terms.)
+        if id(module) in calibrated:
+            return
+        calibrated.add(id(module))
+        peaks = spatial_softmax(module.residual_branch(args[0])).amax(dim=(2, 3))  # its BNs calibrate here
+        module.alpha.fill_(float(1 / peaks.mean()))
+
     pooled: list[torch.Tensor] = []
     hooks = [model.fc.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))]
     hooks += [m.register_forward_pre_hook(set_statistics) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    hooks += [m.register_forward_pre_hook(set_attention_scale) for m in model.modules() if isinstance(m, ARLBottleneck)]
     model.double().eval()
     try:
         with torch.no_grad():

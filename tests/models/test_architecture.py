@@ -67,7 +67,7 @@ def test_arl_with_alpha_zero_is_resnet(images) -> None:
 
 
 def test_arl_equals_the_independent_reference(images) -> None:
-    """The package's ARL (demo weights: alpha = positions per block, so attention moves the logits)
+    """The package's ARL (demo weights: alpha calibrated on the bundled photos, so attention moves the logits)
     against the plain reference of tests/reference.py."""
     arl = create_model("arl_tiny", weights="demo")
     assert all(float(m.alpha.detach()) > 1 for n, m in arl.named_modules() if n.count(".") == 1 and hasattr(m, "alpha"))
