@@ -1,6 +1,10 @@
 """ARL-CNN through every command, as a user types them (its tiny configuration): onnx FP32 with
 --explain, FP16 and INT8, validate, dgla-bench with heatmaps, and trt up to the TensorRT build,
-which this machine cannot run (the graph is checked as for DGLA first)."""
+which this machine cannot run (the graph is checked as for DGLA first).
+
+INT8 of the untrained demo ARL meets the accuracy target on its calibration images but not on
+held-out ones (measured: probabilities within 0.02 on the three calibration images, 0.45 off on the
+three others): the command must then end in its validation refusal, the graph kept beside."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import json
 
 import pytest
 
-from dgla_export.errors import EXIT_USAGE
+from dgla_export.errors import EXIT_MISMATCH, EXIT_USAGE
 from dgla_export.tools.bench import main as bench_main
 from dgla_export.tools.export import main as export_main
 
@@ -19,12 +23,25 @@ pytestmark = pytest.mark.slow  # minutes: three exports, an INT8 search, a bench
 def graphs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("arl")
     paths = {}
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in ("fp32", "fp16"):
         paths[precision] = folder / f"arl_{precision}.onnx"
         extra = ["--explain"] if precision == "fp32" else []
         argv = ["onnx", "--model", "arl_tiny", "--precision", precision, "--batch", "1:4", *extra]
         assert export_main([*argv, "--output", str(paths[precision])]) == 0, precision
     return paths
+
+
+def test_int8_is_searched_and_judged_on_held_out_images(tmp_path, capsys) -> None:
+    output = tmp_path / "arl_int8.onnx"
+    argv = ["onnx", "--model", "arl_tiny", "--precision", "int8", "--batch", "1:4", "--output", str(output)]
+    code = export_main(argv)
+    err = capsys.readouterr().err
+    assert "INT8 sensitivity" in err and "units kept in FP32" in err, err[-3000:]  # the search ran
+    if code == 0:
+        assert output.is_file() and "validation passed" in err
+    else:
+        assert code == EXIT_MISMATCH and "validation FAILED" in err and "Traceback" not in err, err[-3000:]
+        assert not output.exists() and output.with_name("arl_int8.failed.onnx").is_file()
 
 
 def test_every_precision_exports_validated(graphs, capsys) -> None:

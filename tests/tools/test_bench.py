@@ -11,6 +11,7 @@ import pytest
 
 from dgla_export.benchmarking.report import throughput_figure
 from dgla_export.errors import EXIT_MISMATCH
+from dgla_export.models import get_config
 from dgla_export.tools.bench import main
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
@@ -158,8 +159,9 @@ def test_explained_graphs_have_their_maps_judged_and_drawn(tiny_explained, tiny_
     assert maps_cells["torch-eager-cpu"] == "" and float(maps_cells["onnxruntime-cpu-fp32"]) < 1e-5, maps_cells
     sheets = sorted((tmp_path / "out" / "heatmaps").glob("*.png"))
     assert len(sheets) == len(results["images"]), sheets
+    size = get_config("dgla_tiny").architecture.display_size  # the model's finest input: 192 px
     with Image.open(sheets[0]) as sheet:  # the reference, then each runtime
-        assert sheet.size == (3 * 448, 448 + 22) and sheet.mode == "RGB", sheet.size
+        assert sheet.size == (3 * size, size + 22) and sheet.mode == "RGB", sheet.size
     capsys.readouterr()
     # heatmaps need maps: a plain graph is refused before any work, in one line
     assert main([*_quick_run(tiny_onnx["fp32"], tmp_path / "plain"), "--heatmaps"]) == 2

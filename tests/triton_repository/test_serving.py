@@ -257,8 +257,9 @@ def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_f
     assert np.array_equal(picked, local["cam_top1"]), "cam_top1 is not the map of the top-1 class"
 
 
-def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -> None:
-    """Per image: the photo as shown with the model's square outlined, beside that square under its map;
+def test_client_writes_heatmap_overlays(served, tiny, image_files, tmp_path, capsys) -> None:
+    """Per image: the photo as shown with the model's square outlined, beside that square under its map,
+    both as high as the served model's finest input (192 px for the tiny model: the server says so);
     no metadata in the PNG; with --anonymise, named by the image's bytes, not its file name."""
     from PIL import Image
 
@@ -270,17 +271,18 @@ def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -
     assert main([*map(str, image_files[:2]), "--url", server.grpc_url, "--heatmap", str(folder)]) == 0
     written = sorted(folder.glob("*.png"))
     assert [p.stem for p in written] == sorted(p.stem for p in image_files[:2]), written
+    size = tiny.config.architecture.display_size
     for path in written:
         height, width = decode_image(next(p for p in image_files if p.stem == path.stem).read_bytes()).shape[:2]
-        photo_width = round(width * 448 / height)
+        photo_width = round(width * size / height)
         with Image.open(path) as picture:
-            assert picture.size == (photo_width + 448, 448 + 22), (path, picture.size)
+            assert picture.size == (photo_width + size, size + 22), (path, picture.size)
             assert picture.mode == "RGB" and not picture.getexif() and set(picture.info) <= {"dpi"}, picture.info
             pixels = np.asarray(picture, dtype=float)
         overlay = pixels[22:, photo_width:]
         assert overlay.std() > 20 and overlay.max() - overlay.min() > 100, f"{path} looks blank"
-        left = (photo_width - 448) // 2  # the outline of the square the model saw: cyan, inside black
-        assert tuple(pixels[22 + 224, left + 3]) == (0, 255, 255), tuple(pixels[22 + 224, left + 3])
+        left = (photo_width - size) // 2  # the outline of the square the model saw: cyan, inside black
+        assert tuple(pixels[22 + size // 2, left + 3]) == (0, 255, 255), tuple(pixels[22 + size // 2, left + 3])
     capsys.readouterr()
     # every class: seven panels, the predicted one first; the earlier folder is replaced only with --force
     argv = [str(image_files[0]), "--url", server.grpc_url, "--heatmap", str(folder), "--heatmap-classes", "all"]
@@ -292,7 +294,7 @@ def test_client_writes_heatmap_overlays(served, image_files, tmp_path, capsys) -
     anonymous = image_id(image_files[0].read_bytes())
     assert sheet.stem == anonymous and json.loads(capsys.readouterr().out)["image"] == anonymous
     with Image.open(sheet) as picture:
-        assert picture.size[0] > 7 * 448 and picture.size[1] == 448 + 22, picture.size
+        assert picture.size[0] > 7 * size and picture.size[1] == size + 22, picture.size
 
 
 def test_bad_heatmap_paths_get_one_line(served, image_files, tmp_path, capsys) -> None:
