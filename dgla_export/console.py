@@ -15,7 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["HEARTBEAT_SECONDS", "Console", "format_duration", "quiet_libraries", "quiet_onnxruntime"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "Console",
+    "format_duration",
+    "library_chatter_muted",
+    "quiet_libraries",
+    "quiet_onnxruntime",
+]
 
 HEARTBEAT_SECONDS = 30.0
 
@@ -90,6 +97,22 @@ class Console:
             thread.join()
 
 
+@contextlib.contextmanager
+def library_chatter_muted() -> Iterator[None]:
+    """From Python, no third-party console noise: the exporter's loggers that nobody configured
+    (level NOTSET) are raised to errors for the block (torch.onnx warned four lines about
+    torchvision on every export); a level the caller or ``-v`` set is left as it is."""
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    unset = [logger for logger in loggers if logger.level == logging.NOTSET]
+    for logger in unset:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger in unset:
+            logger.setLevel(logging.NOTSET)
+
+
 def quiet_onnxruntime() -> None:
     """ONNX Runtime's default logger to errors only. Its graph optimisers log there, not through a
     session's options: an explained graph's constant folding warned that UnsqueezeElimination
@@ -99,17 +122,20 @@ def quiet_onnxruntime() -> None:
     onnxruntime.set_default_logger_severity(3)
 
 
+NOISY_LOGGERS = ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript")
+
+
 def quiet_libraries(verbose: bool) -> None:
     """Third-party chatter (exporter, dynamo, Polygraphy, ONNX Runtime) only with -v."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
-    if verbose:
-        return
     # torch sets its own loggers' levels when it is first imported: import it first, or a lazy
     # import later would undo the levels set here (the commands that call this run torch anyway).
     import torch  # noqa: F401
 
-    for noisy in ("torch.onnx", "torch._dynamo", "torch._inductor", "torch.export", "onnxscript"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for noisy in NOISY_LOGGERS:  # set either way: library_chatter_muted leaves a set level alone
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    if verbose:
+        return
     try:
         from polygraphy.logger import G_LOGGER
     except ImportError:

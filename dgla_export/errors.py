@@ -17,6 +17,7 @@ exit 1, with its traceback.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import traceback
@@ -32,6 +33,7 @@ __all__ = [
     "UserError",
     "is_user_error",
     "listed",
+    "option",
     "run_command",
 ]
 
@@ -75,9 +77,19 @@ def _one_line(err: BaseException) -> str:
     return joined
 
 
+_COMMAND_LINE = contextvars.ContextVar("dgla_export_command_line", default=False)
+
+
+def option(flag: str, keyword: str) -> str:
+    """How a message names an option: ``--force`` inside a command, ``force=True`` from Python
+    (an API user told to pass --force has nothing to pass it to)."""
+    return flag if _COMMAND_LINE.get() else keyword
+
+
 def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> int:
-    """Run a command's body under the exit-code contract."""
+    """Run a command's body under the exit-code contract; its messages name command-line options."""
     debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    speaking = _COMMAND_LINE.set(True)
     try:
         return body()
     except KeyboardInterrupt:
@@ -97,3 +109,5 @@ def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> i
             traceback.print_exc()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        _COMMAND_LINE.reset(speaking)

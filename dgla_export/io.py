@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dgla_export.errors import UserError, listed
+from dgla_export.errors import UserError, listed, option
 
 __all__ = [
     "CACHE_ENV",
@@ -34,6 +34,7 @@ __all__ = [
     "cache_dir",
     "check_output",
     "check_output_folder",
+    "folder_mode",
     "replace_folder",
     "sha256_file",
     "staging_folder",
@@ -77,17 +78,20 @@ def _is_input(path: Path, inputs: Iterable[str | Path | None]) -> Path | None:
     return None
 
 
-def check_output(path: str | Path, force: bool, *, inputs: Iterable[str | Path | None] = ()) -> Path:
+def check_output(
+    path: str | Path, force: bool, *, inputs: Iterable[str | Path | None] = (), suffix: str = ""
+) -> Path:
     """A file output: refuse a folder, an input, an existing file without ``force`` and an
-    unwritable place, before any work is done."""
+    unwritable place, before any work is done. ``suffix`` (e.g. ``.onnx``) is the example's."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{path} is a folder; give the output file's name, e.g. {path / 'model'}{path.suffix}")
+        example = path / f"{path.name or 'model'}{suffix}"
+        raise OutputError(f"{path} is a folder; give the output file's name, e.g. {example}")
     source = _is_input(path, inputs)
     if source is not None:
         raise OutputError(f"{path} is also an input ({source}); write the output to another file")
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
+        raise OutputExistsError(f"{path} already exists; pass {option('--force', 'force=True')} to overwrite it")
     _probe_writable(path.parent, path)
     return path
 
@@ -103,7 +107,7 @@ def _entries(folder: Path) -> list[str]:
 
 def _check_own_output(path: Path, command: str) -> None:
     """``path`` is an earlier output of ``command`` holding nothing it did not write."""
-    only = f"--force replaces only an earlier output of {command}"
+    only = f"{option('--force', 'force=True')} replaces only an earlier output of {command}"
     try:
         record = json.loads((path / OUTPUT_MARKER).read_text())
     except (OSError, ValueError):
@@ -139,7 +143,8 @@ def check_output_folder(
     if path.is_dir() and any(path.iterdir()):
         if not force:
             raise OutputExistsError(
-                f"{path} exists and is not empty; pass --force to replace an earlier output of {command}, "
+                f"{path} exists and is not empty; pass {option('--force', 'force=True')} to replace an earlier "
+                f"output of {command}, "
                 "or choose a new folder"
             )
         _check_own_output(path, command)
@@ -173,6 +178,10 @@ def replace_folder(path: str | Path, *, command: str) -> Iterator[Path]:
         yield staging
         record = {"command": command, "files": _entries(staging)}
         (staging / OUTPUT_MARKER).write_text(json.dumps(record, indent=1) + "\n")
+        # mkdtemp made the staging folder 0700 (private while half-written); the output gets the
+        # mode any folder of the user's gets, or a Triton container running as another user, or a
+        # colleague, could not read the repository
+        staging.chmod(folder_mode())
         if not path.exists():
             os.rename(staging, path)
         elif not _exchange(staging, path):  # no atomic swap here: two renames, undone on failure
@@ -186,6 +195,13 @@ def replace_folder(path: str | Path, *, command: str) -> Iterator[Path]:
             staging = old  # the staging folder is the output now; what is left to remove is the old one
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def folder_mode() -> int:
+    """The mode a new folder gets under the process's umask (0755 under the usual 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def _make_parent(path: Path) -> None:

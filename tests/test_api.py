@@ -19,6 +19,21 @@ def test_the_api_is_importable_from_the_package_root_without_loading_torch() -> 
         assert callable(getattr(dx, name)) and getattr(dx, name).__doc__, name
 
 
+def test_the_api_says_nothing_on_the_console(tmp_path) -> None:
+    """From Python, an export and its validation print nothing: no third-party lines (torch.onnx
+    warned four times about torchvision where the command line hid it), no progress unless asked."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dgla_export as dx\n"
+        f"result = dx.export_onnx({str(tmp_path / 'g.onnx')!r}, 'dgla_tiny', batch=(1, 2), batches=[1])\n"
+        "assert result.passed\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == "" and run.stderr == "", run.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_export_validates_by_default_and_returns_a_typed_result(tiny, tmp_path) -> None:
     output = tmp_path / "build" / "tiny.onnx"  # a folder that does not exist yet, as on a fresh clone (make demo)

@@ -50,3 +50,34 @@ def test_an_exporter_bug_in_a_command_is_exit_1(monkeypatch, tmp_path, capsys) -
     err = capsys.readouterr().err
     assert "Traceback" in err and "GraphContractError" in err and "please report it" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_messages_name_options_as_the_caller_writes_them(tmp_path, capsys) -> None:
+    """From Python an error names the keyword (force=True); inside a command, the option (--force)."""
+    from dgla_export.io import OutputExistsError, check_output
+
+    existing = tmp_path / "g.onnx"
+    existing.write_bytes(b"x")
+    with pytest.raises(OutputExistsError) as raised:
+        check_output(existing, False)
+    assert "pass force=True" in str(raised.value) and "--force" not in str(raised.value)
+
+    def body() -> int:
+        check_output(existing, False)
+        return 0
+
+    assert run_command("dgla-test", body) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "pass --force" in err and "force=True" not in err, err
+    with pytest.raises(OutputExistsError, match="force=True"):  # back in Python after the command
+        check_output(existing, False)
+    with pytest.raises(UserError, match=r"is a folder; give the output file's name, e\.g\. .*\.onnx"):
+        check_output(tmp_path, False, suffix=".onnx")
+
+
+def test_an_interrupt_is_exit_130_in_one_line(capsys) -> None:
+    def body() -> int:
+        raise KeyboardInterrupt
+
+    assert run_command("dgla-test", body) == 130
+    assert capsys.readouterr().err == "dgla-test: interrupted\n"

@@ -112,8 +112,8 @@ def test_normalised_maps_are_per_image_and_class() -> None:
     assert not out[1].any()  # flat maps (no evidence for the class) become 0, not NaN
 
 
-def test_an_overlay_shows_the_hot_cell_brighter(images) -> None:
-    from dgla_export.overlay import overlay, side_by_side
+def test_an_overlay_shows_the_hot_cell_and_leaves_cold_skin_clear(images) -> None:
+    from dgla_export.overlay import colour_bar, overlay, side_by_side
 
     grey = np.full((300, 400, 3), 128, np.uint8)
     cam = np.zeros((3, 3))
@@ -121,8 +121,17 @@ def test_an_overlay_shows_the_hot_cell_brighter(images) -> None:
     picture = overlay(grey, cam, "MEL 0.83")
     assert picture.size == (448, 448) and picture.mode == "RGB"
     pixels = np.asarray(picture, dtype=float)
-    hot, cold = pixels[60:100, 360:400].mean(), pixels[360:400, 40:80].mean()
-    assert hot > cold + 30, (hot, cold)  # inferno: the hot cell is bright, the cold corner dark
-    assert pixels[:20, :60].std() > 20  # the label's box and text are drawn
-    sheet = side_by_side([("reference", picture), ("onnxruntime-cpu-fp16", overlay(images[0][1], cam, "NV 0.5"))])
-    assert sheet.size == (896, 448 + 22)
+    hot, cold = pixels[60:100, 360:400].mean(), pixels[360:400, 40:80]
+    assert hot > 128 + 30, hot  # inferno: the hot cell is bright (measured 165 on grey 128)
+    assert (cold == 128).all(), np.unique(cold)  # where the map is coldest, the photo shows unchanged
+    # the label: white text on a black box, a 22 px font on a 448 px panel (1/20 of the side): its
+    # capitals measured 15 px high (Pillow's bitmap font, before: about 7)
+    rows = np.flatnonzero((pixels[:60, :200] == 255).all(axis=2).any(axis=1))
+    assert 13 <= rows.max() - rows.min() + 1 <= 22, rows
+    bar = colour_bar(448)
+    sheet = side_by_side([("reference", picture), ("onnxruntime-cpu-fp16", overlay(images[0][1], cam, "NV 0.5")),
+                          ("scale", bar)])  # fmt: skip
+    assert sheet.size == (896 + bar.width, 448 + 22)
+    strip = np.asarray(bar, dtype=float)[:, 6:20]  # the colour bar: hottest on top, clear (white) at 0
+    top, middle, bottom = strip[8].mean(axis=0), strip[224].mean(axis=0), strip[-8].mean(axis=0)
+    assert (bottom > 250).all() and top[2] < 210 < top[0] and middle.mean() < 225, (top, middle, bottom)

@@ -45,7 +45,7 @@ def test_a_new_or_empty_folder_is_written_and_marked(tmp_path) -> None:
 def test_force_replaces_an_earlier_output_of_the_same_command_only(tmp_path) -> None:
     folder = tmp_path / "out"
     _write_output(folder, {"old.txt": "old", "stale/x.txt": "x"})
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):  # from Python, the keyword
         check_output_folder(folder, False, command=COMMAND)
     check_output_folder(folder, True, command=COMMAND)
     _write_output(folder, {"new.txt": "new"})
@@ -120,7 +120,7 @@ def test_replacing_an_output_leaves_only_the_new_one(tmp_path, monkeypatch, atom
 def test_file_outputs(tmp_path) -> None:
     existing = tmp_path / "model.onnx"
     existing.write_text("old")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):  # from Python, the keyword
         check_output(existing, False)
     assert check_output(existing, True) == existing
     with pytest.raises(OutputError, match="is a folder"):
@@ -143,3 +143,28 @@ def test_an_unwritable_place_is_named_with_the_users_path(immutable) -> None:
     with pytest.raises(OutputError) as info, atomic_path(immutable / "model.onnx") as tmp:
         tmp.write_text("x")
     assert ".model.onnx." not in str(info.value), info.value  # never a staging name
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_users_normal_permissions(tmp_path, umask) -> None:
+    """Staging is private (0700 while half-written); what reaches the user's path has the modes any
+    folder and file of theirs gets under their umask, so a Triton container running as another
+    user, or a colleague, can read a repository (the folder was once left 0700)."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        with replace_folder(tmp_path / "out", command="test") as staging:
+            (staging / "model" / "1").mkdir(parents=True)
+            (staging / "model" / "config.pbtxt").write_text("x")
+        with atomic_path(tmp_path / "file.onnx") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    wrong = {}
+    for path in tmp_path.rglob("*"):
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        if stat.S_IMODE(path.stat().st_mode) != expected:
+            wrong[str(path.relative_to(tmp_path))] = oct(stat.S_IMODE(path.stat().st_mode))
+    assert not wrong, f"under umask {oct(umask)}: {wrong}"

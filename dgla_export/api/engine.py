@@ -81,7 +81,7 @@ def build_engine(
     profile = BatchProfile.parse(options.batch or profiles[options.target]["batch"])
     workspace_bytes = parse_size(options.workspace or profiles[options.target]["workspace"])
     timing = Path(options.timing_cache) if options.timing_cache is not None else None
-    check_output(output, force, inputs=(onnx, timing))
+    check_output(output, force, inputs=(onnx, timing), suffix=".plan")
     check_output(manifest_path(output), force, inputs=(onnx, timing))
     metadata = graph_metadata(load_graph(onnx))
     check_engine_graph(onnx, metadata, precision)

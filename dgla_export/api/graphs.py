@@ -93,8 +93,8 @@ def export_onnx(
     from dgla_export.export.onnx_export import ExportOptions, check_contract
     from dgla_export.export.onnx_export import export_onnx as write_graph
 
-    output = check_output(output, force)
-    report = check_output(report, force) if report is not None else None
+    output = check_output(output, force, suffix=".onnx")
+    report = check_output(report, force, suffix=".json") if report is not None else None
     if precision not in ("fp32", "fp16", "int8"):
         raise OptionError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     if int8 is not None and precision != "int8":
@@ -194,7 +194,7 @@ def validate(
     model = model if model is not None else json.loads(metadata["config"])["name"]
     config, inputs = config_of(model), ImageOptions.of(images)
     check_graph_model(onnx, metadata, config)
-    report = check_output(report, force, inputs=(onnx,)) if report is not None else None
+    report = check_output(report, force, inputs=(onnx,), suffix=".json") if report is not None else None
     source = ArtefactWeights.of(onnx, metadata, model, WeightOptions.of(weights))
     inputs.acceptance.drops()
     checked = inputs.load(config)

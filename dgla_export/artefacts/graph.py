@@ -64,6 +64,8 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     and carries dgla-export's metadata (without it no runtime knows the model's contract)."""
     path = Path(path)
     again = "export it again with `dgla-export onnx`"
+    if path.is_dir():
+        raise GraphFileError(f"{path} is a folder; give the .onnx file inside it that `dgla-export onnx` wrote")
     if not path.is_file():
         raise GraphFileError(f"ONNX file {path} does not exist; {again}")
     try:

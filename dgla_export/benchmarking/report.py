@@ -113,7 +113,7 @@ def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: i
     """Per image, the reference's Grad-CAM and every runtime's map of the reference's top-1 class,
     side by side, ``size`` px square (the model's finest input): a person sees at a glance whether
     FP16 or INT8 still points at the same place."""
-    from dgla_export.overlay import overlay, side_by_side
+    from dgla_export.overlay import colour_bar, overlay, side_by_side
 
     if result.reference_cams is None:
         return []
@@ -131,7 +131,7 @@ def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: i
             )
         ]
         panels += [(b.backend, overlay(images[name], b.cams[index, top1], label, size=size)) for b in runtimes]  # type: ignore[index]
-        side_by_side(panels).save(folder / f"{image_key(name)}.png")
+        side_by_side([*panels, ("scale", colour_bar(size))]).save(folder / f"{image_key(name)}.png")
         written.append(folder / f"{image_key(name)}.png")
     return written
 

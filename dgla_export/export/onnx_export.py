@@ -21,7 +21,7 @@ import torch
 
 from dgla_export._version import __version__
 from dgla_export.artefacts.graph import GraphContractError, GraphReport, inspect_graph
-from dgla_export.console import quiet_onnxruntime
+from dgla_export.console import library_chatter_muted, quiet_onnxruntime
 from dgla_export.errors import OptionError
 from dgla_export.export.prepare import ExportModule, fold_batchnorm, to_fp16
 from dgla_export.io import atomic_path, check_output
@@ -121,7 +121,7 @@ def to_onnx(model: ResNet, options: ExportOptions) -> onnx.ModelProto:
     config = model.config
     example = tuple(torch.rand(shape) for shape in config.input_shapes(2).values())
     batch = torch.export.Dim("batch", min=options.min_batch, max=options.max_batch)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), library_chatter_muted():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             ExportModule(prepared, explain=options.explain),

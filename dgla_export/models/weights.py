@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dgla_export.errors import UserError, listed
+from dgla_export.errors import UserError, listed, option
 from dgla_export.io import atomic_path, cache_dir
 from dgla_export.models.arl import ARLBottleneck, spatial_softmax
 from dgla_export.models.attention import GlobalLocalAttention
@@ -87,6 +87,8 @@ def _is_torch_archive(path: Path) -> bool:
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .pt/.pth (``weights_only=True``) or .safetensors."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the checkpoint file (.pt, .pth or .safetensors) inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (give a .pt, .pth or .safetensors)")
     suffix = path.suffix.lower()
@@ -161,7 +163,8 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, pa
         raise CheckpointMismatchError(
             "checkpoint does not match the model:\n"
             + report.describe()
-            + "\nCheck --model; or pass --partial (partial=True) to load only the matching tensors (-v lists all keys)."
+            + f"\nCheck {option('--model', 'the model')}; or pass {option('--partial', 'partial=True')} to load only "
+            f"the matching tensors ({option('-v', 'LoadReport.describe(limit=None)')} lists all keys)."
         )
     model.load_state_dict(loadable, strict=False)
     if report.skipped:

@@ -13,23 +13,13 @@ from torch import nn
 from dgla_export.errors import OptionError
 from dgla_export.runtimes.base import Feed, Outputs, Runner
 
-__all__ = ["VARIANTS", "TorchRunner", "native_bf16"]
+__all__ = ["VARIANTS", "TorchRunner"]
 
 VARIANTS = ("eager", "channels_last", "autocast-fp16", "autocast-bf16", "compile")
 # torch.compile: the blocks both branches share see two input sizes, and the 16 GLA blocks share
 # one forward's code, so dynamo's default limit (8 variants per code object) was hit and it fell
 # back to eager with warnings. One variant per block and input size fits in this.
 COMPILE_CACHE_LIMIT = 64
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes BF16 natively (AVX-512 BF16 or AMX); elsewhere torch emulates it."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 class TorchRunner(Runner):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -215,9 +214,7 @@ def _bench(args: argparse.Namespace) -> int:
             warn=lambda message: console.print(f"warning: {message}"),
         )
     render.bench_tables(result, args.preprocess, args.labels.name if args.labels else None, console)
-    console.print(f"results: {args.output}")
-    print(json.dumps({"results": str(args.output / "results.json"), "parity_failed": result.parity_failed,
-                      "failed": result.failed}))  # fmt: skip
+    console.print(f"results: {args.output} (results.json for machines)")
     if result.failed:
         console.print(
             f"[red]could not run: {', '.join(result.failed)}[/] (a requested backend that fails is a failure)"

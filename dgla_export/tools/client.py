@@ -143,7 +143,7 @@ def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str,
     """One PNG per answered image, written as a whole folder (nothing of the user's is touched), in
     the served model's class names and at its finest input's size."""
     from dgla_export.io import replace_folder
-    from dgla_export.overlay import overlay, photo_with_crop, side_by_side
+    from dgla_export.overlay import colour_bar, overlay, photo_with_crop, side_by_side
     from dgla_export.preprocess import decode_image
 
     used: set[str] = set()
@@ -156,15 +156,14 @@ def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str,
             used.add(name)
             image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
             top1 = int(np.argmax(prediction.probs))
-            panels = [(top1, prediction.cam_top1)]
+            maps = [(top1, prediction.cam_top1)]
             if which == "all":  # then the others, most probable first
-                panels += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
-            label = {c: f"{prediction.classes[c]} {prediction.probs[c]:.2f}" for c, _ in panels}
+                maps += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
+            label = {c: f"{prediction.classes[c]} {prediction.probs[c]:.2f}" for c, _ in maps}
             size = prediction.config.architecture.display_size
-            pictures = [(label[c], overlay(image, cam, label[c], size=size)) for c, cam in panels]
-            photo = photo_with_crop(image, size=size)
-            sheet = side_by_side([("photo as shown; outlined: what the model saw", photo), *pictures])
-            sheet.save(staging / f"{name}.png")
+            pictures = [(label[c], overlay(image, cam, label[c], size=size)) for c, cam in maps]
+            photo = ("photo as shown; outlined: what the model saw", photo_with_crop(image, size=size))
+            side_by_side([photo, *pictures, ("scale", colour_bar(size))]).save(staging / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -104,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("--calibration-images, --calibration-count and --accuracy-target need --precision int8")
     steps = "exporting" + (", calibrating and searching INT8 (minutes)" if int8 else "") + " and validating"
     try:
-        hint = "" if args.model.endswith("_tiny") else " (the full model: minutes on 2 cores)"
-        with console.status(steps + hint):
+        with console.status(steps):  # each step names itself (and its seconds) as it ends
             result = export_onnx(
                 args.output,
                 args.model,
@@ -141,5 +140,5 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         console.print(f"report: {args.report}")
     console.print(f"{result.path}: {summary}")
-    console.print("[green]validation passed[/]")
+    render.verdict(result.validation, console)
     return 0

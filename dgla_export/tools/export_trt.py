@@ -8,7 +8,6 @@ engine that fails validation is kept as NAME.failed.plan (exit 3). Needs NVIDIA'
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dgla_export.tools.args import add_model_args, add_validation_args, image_options, weight_options
@@ -80,5 +79,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     if result.validation is not None:
         render.validation(result.validation, console)
-    print(json.dumps({"engine": str(result.path), "layer_dtypes": dict(result.manifest.layer_dtypes)}))
+    layers = ", ".join(f"{dtype} {count}" for dtype, count in result.manifest.layer_dtypes.items())
+    console.print(f"{result.path}: layers by output type: {layers} (the manifest beside it for machines)")
     return 0

@@ -41,4 +41,5 @@ def run(args: argparse.Namespace) -> int:
     render.validation(report, console)
     if args.report:
         console.print(f"report: {args.report}")
+    render.verdict(report, console)
     return 0 if report.passed else EXIT_MISMATCH

@@ -82,6 +82,15 @@ def validation(report: ValidationReport, console: Any) -> None:
             )
 
 
+def verdict(report: ValidationReport, console: Any) -> None:
+    """The one line a command's validation ends with: passed, or FAILED and why."""
+    if report.passed:
+        where = f"{report.runtime}, {report.precision}, {len(report.images)} images"
+        console.print(f"[green]validation passed[/] ({where})")
+    else:
+        console.print(f"[red]validation FAILED[/]: {'; '.join(report.failures)}")
+
+
 def clinical(checks: dict[str, ClinicalCheck], console: Any) -> None:
     """Each runtime's clinical scores next to PyTorch FP32's on the same labelled images: the
     difference with its 95% paired bootstrap interval, and the verdict against --max-drop."""

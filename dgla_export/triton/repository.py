@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dgla_export.artefacts.graph import inspect_graph, load_graph
 from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify_engine_file
-from dgla_export.errors import UserError
+from dgla_export.errors import UserError, option
 from dgla_export.io import OUTPUT_MARKER, check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
@@ -374,6 +374,7 @@ def _kept_models(output: Path, new: set[str], force: bool) -> list[Path]:
     clash = sorted(p.name for p in present if p.name in new)
     if clash and not force:
         raise RepositoryError(
-            f"{output} already holds {', '.join(clash)}; pass --force to replace them, or --name another name"
+            f"{output} already holds {', '.join(clash)}; pass {option('--force', 'force=True')} to replace them, "
+            f"or {option('--name', 'TritonOptions(name=...)')} another name"
         )
     return [p for p in present if p.name not in new]

@@ -138,7 +138,7 @@ def test_validation_passes_and_detects_tampering(tiny_onnx, tiny, images, tmp_pa
 
 def test_existing_output_needs_force(tiny_onnx, tiny) -> None:
     before = tiny_onnx["fp32"].read_bytes()
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):  # from Python, the keyword
         export_onnx(tiny, tiny_onnx["fp32"], checkpoint=CheckpointIdentity("x", "model"))
     assert tiny_onnx["fp32"].read_bytes() == before
 

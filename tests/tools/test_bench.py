@@ -12,6 +12,7 @@ import pytest
 from dgla_export.benchmarking.report import throughput_figure
 from dgla_export.errors import EXIT_MISMATCH
 from dgla_export.models import get_config
+from dgla_export.overlay import colour_bar
 from dgla_export.tools.bench import main
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
@@ -143,8 +144,11 @@ def test_explained_graphs_have_their_maps_judged_and_drawn(tiny_explained, tiny_
     argv[argv.index("onnxruntime-cpu-fp32")] = "torch-eager-cpu,onnxruntime-cpu-fp32,onnxruntime-cpu-fp16"
     argv += ["--onnx-fp16", str(tiny_explained["fp16"]), "--heatmaps", "--fail-on-mismatch"]
     assert main(argv) == 0
-    table = capsys.readouterr().out
+    console = capsys.readouterr()
+    table = console.out
     assert "…" not in table and "onnxruntime-cpu-fp16 " in table, f"the table cut a figure short:\n{table}"
+    raw = [line for line in (console.out + console.err).splitlines() if line.lstrip().startswith("{")]
+    assert not raw, f"raw JSON on the console (results.json is for machines): {raw}"
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     for backend in results["backends"]:
         if backend["backend"] == "torch-eager-cpu":  # runs the model, not the graph: no maps, an empty CSV cell
@@ -160,8 +164,8 @@ def test_explained_graphs_have_their_maps_judged_and_drawn(tiny_explained, tiny_
     sheets = sorted((tmp_path / "out" / "heatmaps").glob("*.png"))
     assert len(sheets) == len(results["images"]), sheets
     size = get_config("dgla_tiny").architecture.display_size  # the model's finest input: 192 px
-    with Image.open(sheets[0]) as sheet:  # the reference, then each runtime
-        assert sheet.size == (3 * size, size + 22) and sheet.mode == "RGB", sheet.size
+    with Image.open(sheets[0]) as sheet:  # the reference, then each runtime, then the colour bar
+        assert sheet.size == (3 * size + colour_bar(size).width, size + 22) and sheet.mode == "RGB", sheet.size
     capsys.readouterr()
     # heatmaps need maps: a plain graph is refused before any work, in one line
     assert main([*_quick_run(tiny_onnx["fp32"], tmp_path / "plain"), "--heatmaps"]) == 2

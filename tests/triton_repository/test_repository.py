@@ -129,7 +129,7 @@ def test_bad_inputs_are_refused_before_writing(tiny_onnx, tmp_path) -> None:
     assert not repo.exists()
     repo.mkdir()
     (repo / "notes.txt").write_text("the user's")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):  # from Python, the keyword
         write_repository(tiny_onnx["fp32"], repo)
     assert sorted(p.name for p in repo.iterdir()) == ["notes.txt"]
 

@@ -264,6 +264,7 @@ def test_client_writes_heatmap_overlays(served, tiny, image_files, tmp_path, cap
     from PIL import Image
 
     from dgla_export.data import image_id
+    from dgla_export.overlay import colour_bar
     from dgla_export.preprocess import decode_image
 
     server, _ = served
@@ -276,7 +277,7 @@ def test_client_writes_heatmap_overlays(served, tiny, image_files, tmp_path, cap
         height, width = decode_image(next(p for p in image_files if p.stem == path.stem).read_bytes()).shape[:2]
         photo_width = round(width * size / height)
         with Image.open(path) as picture:
-            assert picture.size == (photo_width + size, size + 22), (path, picture.size)
+            assert picture.size == (photo_width + size + colour_bar(size).width, size + 22), (path, picture.size)
             assert picture.mode == "RGB" and not picture.getexif() and set(picture.info) <= {"dpi"}, picture.info
             pixels = np.asarray(picture, dtype=float)
         overlay = pixels[22:, photo_width:]

@@ -1,0 +1,113 @@
+"""The README's flow, run as written: its command block line by line, then its Python block, in a
+fresh folder holding only what the page says the user brings (ckpt.pt, lesions/, truth.csv).
+
+Substitutions, each stated in the README: the tiny configuration (``--model dgla_tiny`` on the
+commands that build a model, ``dgla_tiny`` for ``dgla_resnet50`` in Python), ``--quick`` on the
+bench, free loopback ports for the server (and the client's ``--url``); the ``pip install`` line is
+what this environment already did; on a machine without TensorRT the ``trt`` line must end in its
+one-line refusal (exit 2) and nothing at its output.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from triton_repository.serving import Serve, free_ports
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TOOLS = {"dgla-export": "dgla_export.tools.export", "dgla-bench": "dgla_export.tools.bench",
+         "dgla-client": "dgla_export.tools.client"}  # fmt: skip
+
+if importlib.util.find_spec("pytriton") is None:
+    pytest.skip("the README's flow serves its model: pip install 'dgla-export[serve]'", allow_module_level=True)
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def _flow_lines() -> list[str]:
+    """The commands of the block after "From checkpoint to served model", comments stripped."""
+    section = README.read_text().split("## From checkpoint to served model", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    lines = [re.split(r"\s{2,}#", line)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture
+def brought(tmp_path, images, tiny):
+    """What the README says the user brings: a checkpoint, a folder of photos, their labels."""
+    import torch
+    from PIL import Image
+
+    torch.save(tiny.state_dict(), tmp_path / "ckpt.pt")
+    (tmp_path / "lesions").mkdir()
+    classes = list(tiny.config.class_names)
+    with open(tmp_path / "truth.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", *classes])
+        for index, (name, image) in enumerate(images):
+            Image.fromarray(image).save(tmp_path / "lesions" / f"{name}.png")
+            writer.writerow([name, *(("1.0" if c == index % len(classes) else "0.0") for c in range(len(classes)))])
+    return tmp_path
+
+
+def _run(argv: list[str], folder: Path) -> subprocess.CompletedProcess:
+    module = TOOLS[argv[0]]
+    return subprocess.run([sys.executable, "-m", module, *argv[1:]], cwd=folder, capture_output=True, text=True)
+
+
+def test_the_command_block_runs_as_written(brought) -> None:
+    from dgla_export.runtimes.availability import tensorrt_problem
+
+    lines = _flow_lines()
+    assert lines[0].startswith("pip install") and lines[-1].startswith("dgla-client"), lines
+    server = None
+    try:
+        for line in lines[1:]:
+            argv = shlex.split(line.removesuffix("&"))
+            if argv[0] == "dgla-serve":
+                server = Serve(brought / argv[1])
+                server.wait_ready()
+                continue
+            if argv[:2] == ["dgla-export", "onnx"] or argv[0] == "dgla-bench":
+                argv += ["--model", "dgla_tiny"] + (["--quick"] if argv[0] == "dgla-bench" else [])
+            if argv[0] == "dgla-client":
+                argv = [arg.replace("localhost:8001", server.grpc_url) for arg in argv]
+            run = _run(argv, brought)
+            if argv[:2] == ["dgla-export", "trt"] and tensorrt_problem() is not None:
+                assert run.returncode == 2 and "cannot build an engine here" in run.stderr, run.stderr[-2000:]
+                assert not (brought / "dgla_fp16.plan").exists()
+                continue
+            assert run.returncode == 0, f"{line}\n{run.stderr[-3000:]}"
+            if argv[0] == "dgla-client":
+                answered = run.stdout.strip().splitlines()
+                assert len(answered) == len(list((brought / "lesions").iterdir())), run.stdout
+                pattern = re.compile(r"\S+\.png: (MEL|NV|BCC|AKIEC|BKL|DF|VASC) \d\.\d{3}")
+                assert all(pattern.match(answer) for answer in answered), answered
+    finally:
+        if server is not None:
+            server.stop()
+    for made in ("dgla.onnx", "dgla_fp16.onnx", "bench/results.json", "fp16-debug/report.json", "triton-repo"):
+        assert (brought / made).exists(), made
+
+
+def test_the_python_block_runs_as_written(brought) -> None:
+    (block,) = [b for b in _blocks("python") if "dx.export_onnx" in b and "dx.serve" in b]
+    http, grpc, metrics = free_ports(3)
+    ports = f"http_port={http}, grpc_port={grpc}, metrics_port={metrics}"
+    code = block.replace('"dgla_resnet50"', '"dgla_tiny"')
+    code = code.replace('dx.serve("triton-repo")', f'dx.serve("triton-repo", {ports})')
+    run = subprocess.run([sys.executable, "-c", code], cwd=brought, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().endswith(f":{grpc}"), run.stdout
+    assert run.stderr == "", run.stderr[-2000:]  # the API says nothing on the console
