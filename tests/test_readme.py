@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +101,17 @@ def test_the_command_block_runs_as_written(brought) -> None:
             server.stop()
     for made in ("dgla.onnx", "dgla_fp16.onnx", "bench/results.json", "fp16-debug/report.json", "triton-repo"):
         assert (brought / made).exists(), made
+    # every folder and file the commands wrote has the mode any of the user's gets under the umask
+    # (a repository left 0700 was unreadable to a Triton container running as another user)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    wrong = {}
+    for path in brought.rglob("*"):
+        executable = path.is_dir() or path.name == "reproduce.sh"
+        expected = (0o777 if executable else 0o666) & ~mask
+        if stat.S_IMODE(path.stat().st_mode) != expected:
+            wrong[str(path.relative_to(brought))] = oct(stat.S_IMODE(path.stat().st_mode))
+    assert not wrong, f"modes other than the umask's ({oct(mask)}): {wrong}"
 
 
 def test_the_python_block_runs_as_written(brought) -> None:
