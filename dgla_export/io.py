@@ -78,9 +78,7 @@ def _is_input(path: Path, inputs: Iterable[str | Path | None]) -> Path | None:
     return None
 
 
-def check_output(
-    path: str | Path, force: bool, *, inputs: Iterable[str | Path | None] = (), suffix: str = ""
-) -> Path:
+def check_output(path: str | Path, force: bool, *, inputs: Iterable[str | Path | None] = (), suffix: str = "") -> Path:
     """A file output: refuse a folder, an input, an existing file without ``force`` and an
     unwritable place, before any work is done. ``suffix`` (e.g. ``.onnx``) is the example's."""
     path = Path(path)
