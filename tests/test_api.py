@@ -19,6 +19,14 @@ def test_the_api_is_importable_from_the_package_root_without_loading_torch() -> 
         assert callable(getattr(dx, name)) and getattr(dx, name).__doc__, name
 
 
+def test_the_package_root_offers_exactly_the_apis_names() -> None:
+    """dgla_export re-exports the API lazily from its own list (importing dgla_export.api would load
+    the stages): the two lists must not drift apart."""
+    from dgla_export import _EXPORTS, api
+
+    assert sorted(_EXPORTS["dgla_export.api"]) == sorted(api.__all__)
+
+
 def test_the_api_says_nothing_on_the_console(tmp_path) -> None:
     """From Python, an export and its validation print nothing: no third-party lines (torch.onnx
     warned four times about torchvision where the command line hid it), no progress unless asked."""
