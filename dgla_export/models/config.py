@@ -9,7 +9,7 @@ from typing import Any, Literal
 from dgla_export.errors import OptionError
 from dgla_export.models.architecture import BLOCKS, Architecture, architecture
 
-SPEC_VERSION = "dgla-spec/1"
+SPEC_VERSION = "dgla-spec/1"  # DGLA's; each architecture's is config.architecture.spec_version
 ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
