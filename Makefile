@@ -37,7 +37,7 @@ test: $(VENV)/.extras
 	$(BIN)/python scripts/check_lower_bounds.py
 	$(BIN)/python -m pytest -q
 
-# The quick loop while working (under two minutes): everything but the tests marked slow.
+# The quick loop while working: everything but the tests marked slow.
 test-fast: $(VENV)/.extras
 	$(BIN)/python -m pytest -q -m "not slow"
 
