@@ -20,7 +20,7 @@ from pathlib import Path
 from dgla_export.artefacts.graph import inspect_graph, load_graph
 from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify_engine_file
 from dgla_export.errors import UserError, option
-from dgla_export.io import OUTPUT_MARKER, check_output_folder, replace_folder
+from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
 from dgla_export.triton.client import CONFIG_PARAMETER
@@ -370,7 +370,7 @@ def _kept_models(output: Path, new: set[str], force: bool) -> list[Path]:
     the new ensemble's names, a DALI guard included, are replaced with ``force``)."""
     if not output.is_dir():
         return []
-    present = [p for p in sorted(output.iterdir()) if p.is_dir() and p.name != OUTPUT_MARKER]
+    present = [p for p in sorted(output.iterdir()) if p.is_dir()]  # the marker is a file
     clash = sorted(p.name for p in present if p.name in new)
     if clash and not force:
         raise RepositoryError(
