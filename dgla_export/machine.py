@@ -14,7 +14,7 @@ from typing import Any
 
 from dgla_export._version import __version__
 
-__all__ = ["commit", "driver_version", "machine", "provenance", "tensorrt_info"]
+__all__ = ["commit", "cpu_flags", "driver_version", "machine", "native_bf16", "provenance", "tensorrt_info"]
 
 _LIBRARIES = (
     "torch",
@@ -27,6 +27,8 @@ _LIBRARIES = (
     "pillow-heif",
     "pydicom",
     "nvidia-dali-cuda120",
+    "openvino",
+    "nncf",
 )
 
 
@@ -41,7 +43,7 @@ def _cpu_name() -> str:
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
-def _cpu_flags() -> list[str]:
+def cpu_flags() -> list[str]:
     """The vector extensions that decide CPU speed here (a VM reports one CPU name for hosts that
     differ twofold: AVX2 only, or AVX-512 with VNNI and BF16)."""
     try:
@@ -52,12 +54,18 @@ def _cpu_flags() -> list[str]:
     return [flag for flag in _ISA_FLAGS if flag in flags]
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes BF16 in hardware (AVX512_BF16 or AMX) rather than emulating it."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
 def machine() -> dict[str, Any]:
     """CPU and its vector extensions, cores, Python, the versions of the libraries that produce
     numbers, and the GPU if torch sees one."""
     record: dict[str, Any] = {
         "cpu": _cpu_name(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
+        "cpu_native_bf16": native_bf16(),
         "logical_cores": os.cpu_count(),
         "python": platform.python_version(),
     }

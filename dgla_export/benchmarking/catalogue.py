@@ -1,6 +1,10 @@
 """The runtimes the bench knows: each a runner of :mod:`dgla_export.runtimes`, the artefact it needs,
 and whether it runs by default (only what makes sense on this machine: no emulated BF16, no
-torch.compile, whose compile time dwarfs a CPU run, unless asked by name)."""
+torch.compile, whose compile time dwarfs a CPU run, unless asked by name).
+
+On the CPU: ONNX Runtime on every graph given, and OpenVINO on the FP32 graph (FP32, and BF16 where
+the CPU computes it natively) and the INT8 graph, each with OpenVINO's latency and throughput hints.
+Where OpenVINO is missing, or a CPU lacks BF16, the record says so instead of a figure."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class Backend:
     device: str
     source: str
     default: bool
-    variant: str = ""  # torch: eager, channels_last, ...; onnxruntime: the provider
+    variant: str = ""  # torch: eager, channels_last, ...; onnxruntime: the provider; openvino: the hint
 
     def missing(self, onnx_files: dict[str, Path], engine: Path | None) -> str | None:
         """The artefact this runtime needs and was not given, said as the option that gives it."""
@@ -46,6 +50,10 @@ class Backend:
 
             assert engine is not None
             return TensorRTRunner(engine)
+        if self.name.startswith("openvino"):
+            from dgla_export.runtimes.openvino import OpenVINORunner
+
+            return OpenVINORunner(onnx_files[self.source], self.precision, self.variant)  # type: ignore[arg-type]
         from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(
@@ -88,6 +96,9 @@ def _provider_options(backend: Backend) -> dict[str, Any]:
 
 def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
     """Every runtime for ``devices``, in the order the bench visits them."""
+    from dgla_export.machine import native_bf16
+    from dgla_export.runtimes.openvino import HINTS
+
     backends: list[Backend] = []
     for device in devices:
         gpu = device == "cuda"
@@ -95,11 +106,8 @@ def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
             "eager": True,
             "channels_last": True,
             "autocast-fp16": gpu,
-            # On a CPU, BF16 runs only when named: the demo weights flip an image on an AVX-512-BF16 host
-            # at the current tolerance, which says nothing of the pipeline; which CPU precision to offer
-            # by default, and BF16's tolerance, are the CPU-runtimes work's to measure (and elsewhere
-            # torch emulates BF16: ~12 min a round)
-            "autocast-bf16": gpu,
+            # where the CPU lacks BF16 units torch emulates it: ~12 min a round, only when named
+            "autocast-bf16": gpu or native_bf16(),
             "compile": False,
         }
         precisions = {"autocast-fp16": "fp16", "autocast-bf16": "bf16"}
@@ -108,6 +116,11 @@ def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
             for v, default in defaults.items()
         ]
     backends += [Backend(f"onnxruntime-cpu-{p}", p, "cpu", p, True, "cpu") for p in ("fp32", "fp16", "int8")]
+    backends += [
+        Backend(f"openvino-cpu-{p}" + ("-throughput" if hint == "throughput" else ""), p, "cpu", graph, True, hint)
+        for p, graph in (("fp32", "fp32"), ("bf16", "fp32"), ("int8", "int8"))
+        for hint in HINTS
+    ]
     if "cuda" in devices:
         for provider in ("cuda", "tensorrt"):
             backends += [Backend(f"onnxruntime-{provider}-{p}", p, "cuda", p, True, provider) for p in ("fp32", "fp16")]

@@ -15,7 +15,15 @@ from dgla_export.benchmarking.results import BenchResult
 from dgla_export.clinical import METRIC_COLUMNS, format_score
 from dgla_export.data import image_key
 
-__all__ = ["format_speedup", "format_utilisation", "rows", "score_rows", "throughput_figure", "write_results"]
+__all__ = [
+    "ceiling_lines",
+    "format_speedup",
+    "format_utilisation",
+    "rows",
+    "score_rows",
+    "throughput_figure",
+    "write_results",
+]
 
 
 def format_speedup(timing: dict[str, Any]) -> str:
@@ -29,6 +37,21 @@ def format_utilisation(timing: dict[str, Any]) -> str:
     if timing.get("cpu_gemm_fraction"):
         return f"{timing['cpu_gemm_fraction']:.0%} of GEMM"
     return "n/a"
+
+
+def ceiling_lines(result: BenchResult) -> list[str]:
+    """The CPU's GEMM ceilings measured in the run, or why BF16's was not."""
+    lines = []
+    for precision in ("fp32", "bf16"):
+        tflops = getattr(result, f"cpu_{precision}_gemm_tflops")
+        if tflops:
+            lines.append(
+                f"CPU {precision.upper()} GEMM ceiling measured in this run: {tflops * 1e3:.0f} GFLOP/s "
+                f"({precision.upper()} CPU rows show their achieved FLOP/s as a share of it, marked 'of GEMM')."
+            )
+    if result.cpu_bf16_gemm_skipped:
+        lines.append(f"No CPU BF16 ceiling: {result.cpu_bf16_gemm_skipped}.")
+    return lines
 
 
 def score_rows(result: BenchResult) -> list[dict[str, Any]]:
@@ -206,11 +229,7 @@ def _markdown(result: BenchResult, table: list[dict[str, Any]]) -> str:
             figures = [format_score(row[k]) for k in METRIC_COLUMNS]
             figures += [format_score(row[f"sensitivity_{c}"]) for c in classes]
             lines.append(f"| {row['backend']} | " + " | ".join(figures) + " |")
-    if result.cpu_fp32_gemm_tflops:
-        lines.append(
-            f"\nCPU FP32 GEMM ceiling measured in this run: {result.cpu_fp32_gemm_tflops * 1e3:.0f} GFLOP/s "
-            "(CPU rows show their achieved FLOP/s as a share of it, marked 'of GEMM')."
-        )
+    lines += [f"\n{line}" for line in ceiling_lines(result)]
     for b in result.backends:
         for outcome in ("skipped", "failed"):
             if getattr(b, outcome):
@@ -218,8 +237,5 @@ def _markdown(result: BenchResult, table: list[dict[str, Any]]) -> str:
         if b.verdict == "failed":
             timed = "timed anyway, marked" if b.timing else "not timed, not ranked"
             lines.append(f"\nparity FAILED {b.backend} ({timed}): {'; '.join(b.failures)}")
-    fastest = result.fastest()
-    if fastest is not None:
-        lines.append(f"\nfastest that passed parity: {fastest.backend} ({fastest.timing[-1].throughput_pairs_s:.2f} "
-                     f"pairs/s at batch {fastest.timing[-1].batch})")  # fmt: skip
+    lines += [f"\nrecommended (fastest that passed parity), {r.describe()}" for r in result.recommendations()]
     return "\n".join(lines) + "\n"

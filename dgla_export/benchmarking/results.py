@@ -13,7 +13,7 @@ from dgla_export.benchmarking.timing import Timing
 from dgla_export.clinical import ClinicalCheck, Scores
 from dgla_export.compare import Comparison, MapComparison
 
-__all__ = ["BackendResult", "BenchResult"]
+__all__ = ["BackendResult", "BenchResult", "Recommendation"]
 
 
 @dataclasses.dataclass
@@ -81,6 +81,29 @@ class BackendResult:
         return record
 
 
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """The fastest runner on one device among those that passed parity: for ``latency`` the lowest
+    p50 at the smallest batch timed, for ``throughput`` the most pairs/s at the largest; beside
+    ONNX Runtime FP32 on that device and batch (the package's default path), where it ran."""
+
+    device: str
+    goal: str  # latency or throughput
+    backend: str
+    precision: str
+    batch: int
+    p50_ms: float
+    throughput_pairs_s: float
+    speedup_vs_onnxruntime_fp32: float | None
+    ceiling_fraction: float | None  # of the same-run GEMM ceiling in its precision (CPU)
+
+    def describe(self) -> str:
+        speedup = self.speedup_vs_onnxruntime_fp32
+        versus = f", {speedup:.2f}x ONNX Runtime FP32" if speedup else ""
+        figure = f"p50 {self.p50_ms:.1f} ms" if self.goal == "latency" else f"{self.throughput_pairs_s:.2f} pairs/s"
+        return f"{self.device} {self.goal}: {self.backend} ({figure} at batch {self.batch}{versus})"
+
+
 @dataclasses.dataclass
 class BenchResult:
     """A whole run: the reference (PyTorch FP32 on the images), every runner, where it ran."""
@@ -95,6 +118,8 @@ class BenchResult:
     reference_scores: Scores | None = None
     reference_cams: np.ndarray | None = dataclasses.field(default=None, repr=False)  # Grad-CAM, for overlays
     cpu_fp32_gemm_tflops: float | None = None
+    cpu_bf16_gemm_tflops: float | None = None
+    cpu_bf16_gemm_skipped: str | None = None  # why no BF16 ceiling, where a BF16 runner was asked for
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -105,11 +130,37 @@ class BenchResult:
     def parity_failed(self) -> list[str]:
         return [b.backend for b in self.backends if b.parity is not None and not b.passed]
 
-    def fastest(self) -> BackendResult | None:
-        """The runner with the highest throughput at its largest timed batch among those that passed
+    def recommendations(self) -> list[Recommendation]:
+        """Per device, the fastest runner for latency and for throughput among those that passed
         parity: a runner that failed is never ranked, however fast."""
-        timed = [b for b in self.backends if b.passed and b.timing]
-        return max(timed, key=lambda b: b.timing[-1].throughput_pairs_s, default=None)
+        found = []
+        for device in dict.fromkeys(b.device for b in self.backends):
+            timed = [b for b in self.backends if b.device == device and b.passed and b.timing]
+            if not timed:
+                continue
+            base = {t.batch: t for b in timed if b.backend == f"onnxruntime-{device}-fp32" for t in b.timing}
+            latency = min(timed, key=lambda b: b.timing[0].p50_ms)
+            throughput = max(timed, key=lambda b: b.timing[-1].throughput_pairs_s)
+            for goal, backend, timing in (
+                ("latency", latency, latency.timing[0]),
+                ("throughput", throughput, throughput.timing[-1]),
+            ):
+                reference = base.get(timing.batch)
+                speedup = reference.p50_ms / timing.p50_ms if reference else None
+                found.append(
+                    Recommendation(
+                        device=device,
+                        goal=goal,
+                        backend=backend.backend,
+                        precision=backend.precision,
+                        batch=timing.batch,
+                        p50_ms=timing.p50_ms,
+                        throughput_pairs_s=timing.throughput_pairs_s,
+                        speedup_vs_onnxruntime_fp32=speedup,
+                        ceiling_fraction=timing.cpu_gemm_fraction,
+                    )
+                )
+        return found
 
     def measured(self) -> Sequence[BackendResult]:
         return [b for b in self.backends if b.measured]
@@ -126,7 +177,9 @@ class BenchResult:
         if self.reference_scores is not None:
             record["reference_metrics"] = self.reference_scores.to_dict()
         record["reference_probabilities"] = self.reference_probabilities
-        if self.cpu_fp32_gemm_tflops is not None:
-            record["cpu_fp32_gemm_tflops"] = self.cpu_fp32_gemm_tflops
+        for key in ("cpu_fp32_gemm_tflops", "cpu_bf16_gemm_tflops", "cpu_bf16_gemm_skipped"):
+            if getattr(self, key) is not None:
+                record[key] = getattr(self, key)
+        record["recommendation"] = [dataclasses.asdict(r) for r in self.recommendations()]
         record["backends"] = [b.to_dict() for b in self.backends]
         return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import multiprocessing
 import time
@@ -35,6 +36,7 @@ from dgla_export.benchmarking.timing import (
 from dgla_export.clinical import ClinicalCheck, Scores, clinical_check, score
 from dgla_export.compare import softmax
 from dgla_export.errors import OptionError
+from dgla_export.machine import cpu_flags, native_bf16
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.runtimes.base import Runner
@@ -143,10 +145,16 @@ def run_bench(
         reference_cams=cams,
         provenance=dict(provenance or {}),
     )
-    cpu_gemm = None
+    ceilings: dict[str, float] = {}
     if any(b.device == "cpu" and r is not None for b, r in backends):
         progress("CPU FP32 GEMM ceiling")
-        cpu_gemm = result.cpu_fp32_gemm_tflops = run(cpu_gemm_tflops)
+        ceilings["fp32"] = result.cpu_fp32_gemm_tflops = run(cpu_gemm_tflops)
+    if any(b.device == "cpu" and b.precision == "bf16" for b, _ in backends):
+        if native_bf16():
+            progress("CPU BF16 GEMM ceiling")
+            ceilings["bf16"] = result.cpu_bf16_gemm_tflops = run(functools.partial(cpu_gemm_tflops, "bf16"))
+        else:  # an emulated rate is no ceiling
+            result.cpu_bf16_gemm_skipped = f"this CPU has no native BF16 (flags: {', '.join(cpu_flags())})"
     visits: dict[str, list[Visit]] = {b.name: [] for b, _ in backends}
     for round_index in range(options.rounds):
         for (backend, runner), record in zip(backends, records, strict=True):
@@ -185,7 +193,8 @@ def run_bench(
             continue
         if record.measured and visits[backend.name]:
             peak = peak_tflops(backend.device, record.precision)
-            gemm = cpu_gemm if backend.device == "cpu" else None
+            # INT8 has no ceiling measured: a share of the FP32 one would flatter it
+            gemm = ceilings.get(record.precision) if backend.device == "cpu" else None
             record.timing = [
                 Timing.pool([v for v in visits[backend.name] if v.batch == batch], 2 * macs_per_pair, peak, gemm)
                 for batch in options.batches

@@ -137,19 +137,28 @@ def peak_tflops(device: str, precision: str) -> float | None:
     return next((table.get(precision) for key, table in PEAK_TFLOPS.items() if key in name), None)
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_gemm_tflops(size: int = 4096, repeats: int = 2) -> float:
-    """FP32 TFLOP/s of the best of ``repeats`` size^3 matrix products (numpy's BLAS, all cores).
+@functools.lru_cache(maxsize=2)
+def cpu_gemm_tflops(precision: str = "fp32", size: int = 4096, repeats: int = 2) -> float:
+    """TFLOP/s of the best of ``repeats`` size^3 matrix products on all cores: FP32 through numpy's
+    BLAS, BF16 through torch (oneDNN's AVX512_BF16/AMX kernels; call it only where the CPU has them).
 
     No datasheet peak is known for a CPU (clocks vary, VMs hide the model), so CPU runners are
     held against what a dense kernel reaches on this machine, measured in the same run.
     """
-    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    a @ a  # warm-up
+    if precision == "bf16":
+        import torch
+
+        b = torch.from_numpy(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
+        b = b.to(torch.bfloat16)
+        product = lambda: b @ b  # noqa: E731
+    else:
+        a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+        product = lambda: a @ a  # noqa: E731
+    product()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ a
+        product()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e12
 

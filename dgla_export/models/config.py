@@ -39,11 +39,14 @@ class Tolerance:
 # judged on decisions (no flip) and probabilities (the 1e-2). INT8 moves every
 # activation by up to half a quantization step: judged on decisions the reference is sure of
 # (no flip where its margin is >= 0.05) and on probabilities within 0.05. It is also the
-# accuracy target `dgla-export onnx --precision int8` searches for.
+# accuracy target `dgla-export onnx --precision int8` searches for. BF16 keeps 8 significant bits
+# (FP16 11): judged like INT8, on decisions the reference is sure of and probabilities within 0.05,
+# above the largest measured on a CPU with native BF16 (0.030 torch autocast, bench-cpu-explain;
+# 0.039 OpenVINO, the CPU-runtimes issue's run), which the former 0.03 bound failed for no fault.
 DEFAULT_TOLERANCES: Mapping[str, Tolerance] = {
     "fp32": Tolerance(logits_rel=1e-4, probs_abs=1e-5, cam_abs=1e-4),
     "fp16": Tolerance(logits_rel=5e-2, probs_abs=1e-2, cam_abs=5e-2),
-    "bf16": Tolerance(logits_rel=1e-1, probs_abs=3e-2, cam_abs=1e-1),
+    "bf16": Tolerance(logits_rel=1e-1, probs_abs=5e-2, min_flip_margin=5e-2, cam_abs=1e-1),
     "int8": Tolerance(logits_rel=2e-1, probs_abs=5e-2, min_flip_margin=5e-2, cam_abs=1e-1),
 }
 

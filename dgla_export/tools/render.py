@@ -136,7 +136,7 @@ def quantization(report: QuantizationReport, console: Any) -> None:
 def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, console: Any) -> None:
     """dgla-bench: timing and parity per runner and batch size; scores against the labels; what
     was skipped or failed; every flip."""
-    from dgla_export.benchmarking.report import format_speedup, format_utilisation, rows, score_rows
+    from dgla_export.benchmarking.report import ceiling_lines, format_speedup, format_utilisation, rows, score_rows
     from dgla_export.clinical import METRIC_COLUMNS, format_score
 
     table = Table(title=f"dgla-bench {result.model} ({preprocess} preprocessing)")
@@ -197,11 +197,10 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
                 console.print(f"{outcome} {b.backend}: {getattr(b, outcome)}")
         if b.verdict == "failed":
             console.print(f"[red]parity FAILED[/] {b.backend}: {'; '.join(b.failures)}")
-    fastest = result.fastest()
-    if fastest is not None:
-        best = fastest.timing[-1]
-        rate = f"{best.throughput_pairs_s:.2f} pairs/s at batch {best.batch}"
-        console.print(f"fastest that passed parity: {fastest.backend} ({rate})")
+    for line in ceiling_lines(result):
+        console.print(line)
+    for recommendation in result.recommendations():
+        console.print(f"recommended (fastest that passed parity), {recommendation.describe()}")
     for b in result.backends:
         for flip in b.parity.flips if b.parity else ():
             console.print(

@@ -109,13 +109,16 @@ def test_tampered_onnx_fails_parity_and_exit_code(tiny_onnx, tmp_path) -> None:
         assert {row["backend"] for row in csv.DictReader(handle)} == {"torch-eager-cpu"}
     summary = (tmp_path / "out" / "results.md").read_text()
     assert "parity FAILED onnxruntime-cpu-fp32 (not timed, not ranked)" in summary, summary
-    assert "fastest that passed parity: torch-eager-cpu" in summary, summary
+    assert "recommended (fastest that passed parity), cpu latency: torch-eager-cpu" in summary, summary
     # --time-failed times it, marked, and never ranks it
     assert main([*argv, "--time-failed", "--output", str(tmp_path / "timed")]) == EXIT_MISMATCH
     timed = {b["backend"]: b for b in json.loads((tmp_path / "timed" / "results.json").read_text())["backends"]}
     assert timed["onnxruntime-cpu-fp32"]["timing"] and timed["onnxruntime-cpu-fp32"]["verdict"] == "failed"
     summary = (tmp_path / "timed" / "results.md").read_text()
-    assert "(timed anyway, marked)" in summary and "fastest that passed parity: torch-eager-cpu" in summary, summary
+    assert (
+        "(timed anyway, marked)" in summary
+        and "recommended (fastest that passed parity), cpu latency: torch-eager-cpu" in summary
+    ), summary
     table = [{"backend": "x", "batch": 1, "throughput_pairs_s": 9.0, "parity_passed": False}]
     labels = [line.get_label() for line in throughput_figure(table, "t").axes[0].get_lines()]
     assert labels == ["x (parity FAILED)"], labels
@@ -239,3 +242,47 @@ def test_unavailable_backends_say_why() -> None:
         assert "no NVIDIA driver" in (known[f"onnxruntime-{provider}-fp32"].unavailable(graphs, None) or "")
     assert "TensorRT is not installed" in (known["tensorrt-engine"].unavailable(graphs, Path("e.plan")) or "")
     assert "no --onnx-fp16 given" in (known["onnxruntime-cpu-fp16"].unavailable({}, None) or "")
+
+
+def test_openvino_on_the_cpu_beside_onnxruntime_and_a_recommendation(tiny_onnx, tiny_int8, held_out, tmp_path) -> None:
+    """By default every CPU runtime runs on the graphs given; BF16 only where the CPU has it (else
+    the record says why, and no BF16 ceiling is invented); the run names the fastest that passed."""
+    pytest.importorskip("openvino")
+    from dgla_export.machine import native_bf16
+
+    argv = [
+        "--model", "dgla_tiny", "--onnx", str(tiny_onnx["fp32"]), "--onnx-int8", str(tiny_int8["cpu"][0]),
+        "--batches", "1,4", "--min-seconds", "0.2", "--min-runs", "3", "--rounds", "1", "--output", str(tmp_path),
+        "--images", str(held_out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    by_name = {b["backend"]: b for b in results["backends"]}
+    for name in (
+        "openvino-cpu-fp32",
+        "openvino-cpu-fp32-throughput",
+        "openvino-cpu-int8",
+        "openvino-cpu-int8-throughput",
+    ):
+        record = by_name[name]
+        assert record["verdict"] == "passed", record
+        assert record["inference_precision"] == "f32" and record["openvino"], record
+        assert [t["batch"] for t in record["timing"]] == [1, 4]
+    assert by_name["openvino-cpu-fp32"]["parity"]["logits"]["max_rel"] < 1e-4
+    bf16 = by_name["openvino-cpu-bf16"]
+    if native_bf16():
+        assert bf16["inference_precision"] == "bf16" and results["cpu_bf16_gemm_tflops"] > 0
+    else:
+        assert "no native BF16" in bf16["skipped"] and "timing" not in bf16
+        assert "no native BF16" in results["cpu_bf16_gemm_skipped"] and "cpu_bf16_gemm_tflops" not in results
+        assert "torch-autocast-bf16-cpu" not in by_name, "emulated BF16 ran by default"
+    # INT8 is held to no ceiling (none is measured for it); FP32 rows to the FP32 one
+    assert all(t["cpu_gemm_fraction"] is None for t in by_name["openvino-cpu-int8"]["timing"])
+    assert all(t["cpu_gemm_fraction"] > 0 for t in by_name["openvino-cpu-fp32"]["timing"])
+    recommended = {r["goal"]: r for r in results["recommendation"]}
+    passed = [b for b in results["backends"] if b["verdict"] == "passed" and b.get("timing")]
+    best = min(passed, key=lambda b: b["timing"][0]["p50_ms"])
+    assert recommended["latency"]["backend"] == best["backend"]
+    ort = by_name["onnxruntime-cpu-fp32"]["timing"][0]["p50_ms"]
+    assert recommended["latency"]["speedup_vs_onnxruntime_fp32"] == pytest.approx(ort / best["timing"][0]["p50_ms"])
+    assert f"cpu latency: {best['backend']}" in (tmp_path / "results.md").read_text()
