@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dgla_export.clinical import Acceptance
-from dgla_export.errors import MismatchError, OptionError
+from dgla_export.errors import MismatchError, OptionError, UserError, option
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Method, Preprocessing
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dgla_export.models.identity import CheckpointIdentity
     from dgla_export.models.resnet import ResNet
     from dgla_export.quantize import QuantizationReport
+    from dgla_export.runtimes.base import Runner
     from dgla_export.validation import ValidationReport
 
 __all__ = [
@@ -303,6 +304,32 @@ def int8_tolerance(model: ResNet, accuracy_target: float | None) -> Tolerance:
     return dataclasses.replace(tolerance, probs_abs=accuracy_target) if accuracy_target else tolerance
 
 
+# What validates a graph: ONNX Runtime (on --device), or OpenVINO on the CPU (in BF16 where native)
+RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
+
+
+def graph_runner(path: Path, metadata: dict[str, str], runtime: str, device: str) -> Runner:
+    """The runner that runs an exported graph as asked, refused with one line where it cannot."""
+    precision = metadata.get("precision", "fp32")
+    if runtime not in RUNTIMES:
+        raise OptionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnxruntime":
+        from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, device, precision)  # type: ignore[arg-type]
+    from dgla_export.runtimes.openvino import OpenVINORunner, openvino_problem
+
+    if device != "cpu":
+        raise OptionError(f"{option('--runtime', 'runtime=')} {runtime} runs on the CPU; leave the device at cpu")
+    wanted = "bf16" if runtime == "openvino-bf16" else precision
+    if precision not in ("fp32", "int8") or (wanted == "bf16" and precision != "fp32"):
+        raise OptionError(f"{runtime} runs the FP32 and INT8 graphs (BF16 from the FP32 one), not an {precision} graph")
+    problem = openvino_problem(wanted)
+    if problem:
+        raise UserError(problem)
+    return OpenVINORunner(path, wanted)  # type: ignore[arg-type]
+
+
 def validate_graph(
     path: Path,
     model: ResNet,
@@ -310,20 +337,19 @@ def validate_graph(
     metadata: dict[str, str],
     *,
     device: str,
+    runtime: str = "onnxruntime",
     batches: Sequence[int] | None,
     inputs: ImageOptions,
     tolerance: Tolerance | None,
     progress: Progress,
     labels: dict[str, int] | None = None,
 ) -> ValidationReport:
-    """An exported graph run by ONNX Runtime on ``device`` against ``model`` (the one parity check
-    of :mod:`dgla_export.validation`)."""
-    from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
+    """An exported graph run by ``runtime`` (ONNX Runtime on ``device``, or OpenVINO) against
+    ``model`` (the one parity check of :mod:`dgla_export.validation`)."""
     from dgla_export.validation import validate_runner
 
-    precision = metadata.get("precision", "fp32")
     low, high = (int(b) for b in metadata.get("batch_range", "1:8").split(":"))
-    with OnnxRuntimeRunner(path, device, precision) as runner:  # type: ignore[arg-type]
+    with graph_runner(path, metadata, runtime, device) as runner:
         return validate_runner(
             runner,
             model,

@@ -65,6 +65,7 @@ def export_onnx(
     validate: bool = True,
     images: ImageOptions | Images = None,
     device: str = "cpu",
+    runtime: str = "onnxruntime",
     batches: list[int] | None = None,
     int8: Int8Options | None = None,
     report: str | Path | None = None,
@@ -73,7 +74,7 @@ def export_onnx(
     warn: Progress = python_warning,
 ) -> ExportResult:
     """Export ``model`` to one self-contained ONNX file with a dynamic batch, then validate it with
-    ONNX Runtime (``device``) against the FP32 PyTorch model on ``images``.
+    ``runtime`` (ONNX Runtime on ``device``, or OpenVINO) against the FP32 PyTorch model on ``images``.
 
     The graph reaches ``output`` only when validation passes; one that fails is kept as
     ``NAME.failed.onnx`` and :class:`ValidationFailedError` is raised. INT8 exports the FP32 graph,
@@ -155,8 +156,8 @@ def export_onnx(
         if checked is not None:
             tolerance = int8_tolerance(network, int8.accuracy_target) if int8 else None
             validation = validate_graph(
-                staged, network, checked, graph.metadata, device=device, batches=batches, inputs=inputs,
-                tolerance=tolerance, progress=progress, labels=labels,
+                staged, network, checked, graph.metadata, device=device, runtime=runtime, batches=batches,
+                inputs=inputs, tolerance=tolerance, progress=progress, labels=labels,
             )  # fmt: skip
             if report is not None:
                 validation.write_json(report, {"quantization": quantization.to_dict()} if quantization else None)
@@ -173,13 +174,15 @@ def validate(
     weights: WeightOptions | Weights = None,
     images: ImageOptions | Images = None,
     device: str = "cpu",
+    runtime: str = "onnxruntime",
     batches: list[int] | None = None,
     accuracy_target: float | None = None,
     report: str | Path | None = None,
     force: bool = False,
     progress: Progress = quiet,
 ) -> ValidationReport:
-    """Run an exported graph with ONNX Runtime and compare it with the FP32 PyTorch model on real
+    """Run an exported graph with ``runtime`` (ONNX Runtime on ``device``; ``openvino``, or
+    ``openvino-bf16`` on a CPU with native BF16) and compare it with the FP32 PyTorch model on real
     images (default model: the graph's own, with the weights it was exported from: ``weights``
     that are not those is an error). Returns the report; ``report.passed`` says whether every
     tolerance held (and, with ``images``' acceptance, the clinical drop against the reference).
@@ -204,7 +207,7 @@ def validate(
     network = source.load(model)
     int8 = metadata.get("precision") == "int8"
     result = validate_graph(
-        onnx, network, checked, metadata, device=device, batches=batches, inputs=inputs,
+        onnx, network, checked, metadata, device=device, runtime=runtime, batches=batches, inputs=inputs,
         tolerance=int8_tolerance(network, accuracy_target) if int8 else None, progress=progress, labels=labels,
     )  # fmt: skip
     if report is not None:

@@ -114,8 +114,9 @@ def pixel_count(text: str) -> int:
     return value
 
 
-def add_validation_args(parser: argparse.ArgumentParser) -> None:
-    """The images, runtime and batch sizes a validation runs on, and its report."""
+def add_validation_args(parser: argparse.ArgumentParser, *, runtimes: bool = True) -> None:
+    """The images, runtime and batch sizes a validation runs on, and its report (``runtimes``:
+    also --runtime, for graphs; an engine has one runtime)."""
     from pathlib import Path
 
     parser.add_argument(
@@ -131,6 +132,14 @@ def add_validation_args(parser: argparse.ArgumentParser) -> None:
         choices=["cpu", "cuda", "tensorrt"],
         help="ONNX Runtime provider to validate on (default cpu; cuda and tensorrt need a GPU)",
     )
+    if runtimes:
+        parser.add_argument(
+            "--runtime",
+            default="onnxruntime",
+            choices=["onnxruntime", "openvino", "openvino-bf16"],
+            help="what runs the graph: ONNX Runtime (default, on --device), or OpenVINO on the CPU "
+            "(pip install 'dgla-export[openvino]'); openvino-bf16 computes in BF16, only where the CPU has it natively",
+        )
     parser.add_argument(
         "--batches",
         type=batch_sizes,

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 validate=not args.no_validate,
                 images=image_options(args),
                 device=args.device,
+                runtime=args.runtime,
                 batches=args.batches,
                 int8=int8,
                 report=args.report,

@@ -1,4 +1,5 @@
-"""Write a Triton Inference Server repository: NAME_onnx (ONNX Runtime), NAME_trt (with --engine,
+"""Write a Triton Inference Server repository: NAME_onnx (ONNX Runtime; NAME_openvino, Triton's
+OpenVINO backend on the CPU, with --runtime openvino), NAME_trt (with --engine,
 checked against its manifest first), NAME_preprocess (image bytes -> tensors: numpy + Pillow, or
 DALI with --preprocess dali) and NAME (the ensemble: image bytes in, probabilities out); NAME is
 --name (default dgla). With --add, the models of other names already in --output stay: one
@@ -58,6 +59,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="instances of each runtime model per GPU (default 1)",
     )
     parser.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "openvino"],
+        default="onnxruntime",
+        help="what serves the graph: ONNX Runtime (NAME_onnx, default) or Triton's OpenVINO backend on the CPU "
+        "(NAME_openvino; the FP32 or INT8 graph)",
+    )
+    parser.add_argument(
+        "--openvino-hint",
+        choices=["latency", "throughput"],
+        default="latency",
+        help="OpenVINO's performance hint for NAME_openvino (default latency)",
+    )
+    parser.add_argument(
+        "--openvino-bf16",
+        action="store_true",
+        help="NAME_openvino computes in BF16 (HINT_BF16): for a server CPU with native BF16 (AVX512_BF16, AMX)",
+    )
+    parser.add_argument(
         "--ort-tensorrt-fp16",
         action="store_true",
         help="let ONNX Runtime use its TensorRT accelerator for dgla_onnx: FP16, or INT8 for an INT8 graph",
@@ -77,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = TritonOptions(
         name=args.name,
+        runtime=args.runtime,
+        openvino_hint=args.openvino_hint,
+        openvino_bf16=args.openvino_bf16,
         max_batch_size=args.max_batch_size,
         preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us,

@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--no-validate", action="store_true", help="write the engine without validating it")
     add_model_args(parser, partial=False, of_graph=True, of_artefact=True)
-    add_validation_args(parser)
+    add_validation_args(parser, runtimes=False)
 
 
 def run(args: argparse.Namespace) -> int:

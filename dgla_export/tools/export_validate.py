@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
             weights=weight_options(args),
             images=image_options(args),
             device=args.device,
+            runtime=args.runtime,
             batches=args.batches,
             report=args.report,
             force=args.force,

@@ -37,7 +37,8 @@ COMMAND = "dgla-export triton"
 WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
 WARMUP_ADMITTED = "admitted"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-ROLES = ("", "onnx", "trt", "preprocess", "guard")  # the models one ensemble owns
+ROLES = ("", "onnx", "openvino", "trt", "preprocess", "guard")  # the models one ensemble owns
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
@@ -51,11 +52,18 @@ class RepositoryError(UserError, ValueError):
 class TritonOptions:
     """Defaults for one H100: dynamic batching towards 8-16, one instance per model.
 
-    ``name`` names the ensemble; the models it runs are ``NAME_onnx``, ``NAME_trt``,
-    ``NAME_preprocess`` and ``NAME_guard``. Models of other names already in the repository stay
-    (a repository holds several models: ``add``)."""
+    ``name`` names the ensemble; the models it runs are ``NAME_onnx`` (or ``NAME_openvino``),
+    ``NAME_trt``, ``NAME_preprocess`` and ``NAME_guard``. Models of other names already in the
+    repository stay (a repository holds several models: ``add``).
+
+    ``runtime`` ``openvino`` serves the graph with Triton's OpenVINO backend on the CPU instead of
+    ONNX Runtime, with OpenVINO's ``openvino_hint`` and, with ``openvino_bf16``, BF16 compute (for a
+    CPU with native BF16: AVX512_BF16 or AMX)."""
 
     name: str = "dgla"
+    runtime: str = "onnxruntime"
+    openvino_hint: str = "latency"
+    openvino_bf16: bool = False
 
     max_batch_size: int | None = None  # default: the ONNX graph's (or the engine's) maximum batch
     preferred_batch_sizes: tuple[int, ...] = (8, 16)
@@ -72,6 +80,14 @@ class TritonOptions:
         if not NAME.fullmatch(self.name):
             raise RepositoryError(
                 f"model name {self.name!r}: use lower-case letters, digits and _, starting with a letter"
+            )
+        if self.runtime not in RUNTIMES:
+            raise RepositoryError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.openvino_hint not in ("latency", "throughput"):
+            raise RepositoryError(f"the OpenVINO hint must be latency or throughput, got {self.openvino_hint!r}")
+        if self.runtime != "openvino" and (self.openvino_bf16 or self.openvino_hint != "latency"):
+            raise RepositoryError(
+                f"the OpenVINO settings need {option('--runtime openvino', 'runtime=' + repr('openvino'))}"
             )
 
     def model(self, role: str) -> str:
@@ -111,7 +127,14 @@ def _runtime_config(
     name: str, platform: str, filename: str, inputs, outputs, max_batch: int, options: TritonOptions, int8: bool = False
 ):
     pb = _pb()
-    config = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch, default_model_filename=filename)
+    config = pb.ModelConfig(name=name, max_batch_size=max_batch, default_model_filename=filename)
+    if platform == "openvino":  # a backend, not a platform
+        config.backend = platform
+        config.parameters["PERFORMANCE_HINT"].string_value = options.openvino_hint.upper()
+        if options.openvino_bf16:
+            config.parameters["HINT_BF16"].string_value = "YES"
+    else:
+        config.platform = platform
     for input_name, (dtype, dims) in inputs.items():
         _tensor(config.input.add(), input_name, dtype, dims)
     for output_name, (dtype, dims) in outputs.items():
@@ -120,7 +143,8 @@ def _runtime_config(
             tensor.label_filename = "labels.txt"
     config.dynamic_batching.preferred_batch_size.extend(b for b in options.preferred_batch_sizes if b <= max_batch)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    config.instance_group.add(count=options.instances, kind=getattr(pb.ModelInstanceGroup, options.kind))
+    kind = "KIND_CPU" if platform == "openvino" else options.kind
+    config.instance_group.add(count=options.instances, kind=getattr(pb.ModelInstanceGroup, kind))
     warmup = config.model_warmup.add(name="one_pair", batch_size=1)
     for input_name, (dtype, dims) in inputs.items():
         data = warmup.inputs[input_name]
@@ -274,8 +298,8 @@ def write_repository(
     force: bool = False,
     add: bool = False,
 ) -> dict[str, str]:
-    """Write ``output`` (NAME_onnx, NAME_preprocess, NAME, and NAME_trt given an engine; NAME is
-    ``options.name``).
+    """Write ``output`` (NAME_onnx, or NAME_openvino with ``options.runtime`` openvino,
+    NAME_preprocess, NAME, and NAME_trt given an engine; NAME is ``options.name``).
 
     ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`);
     ``add`` keeps its models of other names beside the new ones (``force`` then replaces models of
@@ -298,11 +322,18 @@ def write_repository(
         raise RepositoryError(
             f"max_batch_size {max_batch} exceeds the ONNX graph's batch range {metadata['batch_range']}"
         )
-    onnx_name = options.model("onnx")
+    openvino = options.runtime == "openvino"
+    if openvino and engine is not None:
+        raise RepositoryError("--engine serves TensorRT on a GPU; OpenVINO serves the graph on the CPU: choose one")
+    if openvino and metadata.get("precision", "fp32") not in ("fp32", "int8"):
+        raise RepositoryError(f"OpenVINO serves the FP32 and INT8 graphs, not an {metadata['precision']} graph")
+    if options.openvino_bf16 and metadata.get("precision", "fp32") != "fp32":
+        raise RepositoryError("BF16 compute is for the FP32 graph; an INT8 graph keeps its float layers in FP32")
+    onnx_name = options.model("openvino" if openvino else "onnx")
     configs = {
         onnx_name: _runtime_config(
             onnx_name,
-            "onnxruntime_onnx",
+            "openvino" if openvino else "onnxruntime_onnx",
             "model.onnx",
             inputs,
             outputs,

@@ -3,9 +3,9 @@
 That Triton has the Python backend and no other. Models it can run as written (Python models,
 ensembles) are linked unchanged; a model whose backend it lacks runs under the Python backend with
 the same runtime, name, inputs, outputs, batching and instances (``onnxruntime_onnx`` through ONNX
-Runtime; on a GPU with TensorRT, a ``tensorrt_plan`` through this package's engine runner; a
-``dali`` pipeline through DALI, with CPU operators where there is no GPU). The user's repository
-stays standard, for the official container.
+Runtime; ``openvino`` through OpenVINO; on a GPU with TensorRT, a ``tensorrt_plan`` through this
+package's engine runner; a ``dali`` pipeline through DALI, with CPU operators where there is no
+GPU). The user's repository stays standard, for the official container.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
+from dgla_export.runtimes.openvino import openvino_problem
 from dgla_export.triton.server import ServeError
 
 __all__ = ["serving_repository"]
@@ -23,6 +24,7 @@ __all__ = ["serving_repository"]
 MODELS = Path(__file__).parent / "models"
 ONNXRUNTIME_MODEL = MODELS / "onnxruntime_model.py"
 TENSORRT_MODEL = MODELS / "tensorrt_model.py"
+OPENVINO_MODEL = MODELS / "openvino_model.py"
 DALI_MODEL = MODELS / "dali_model.py"
 
 
@@ -90,6 +92,12 @@ def serving_repository(repository: Path, target: Path, *, gpu: bool | None = Non
         if kind in ("onnxruntime_onnx", "onnxruntime"):
             _as_python_model(folder, target / folder.name, config, "model.onnx", ONNXRUNTIME_MODEL)
             how[folder.name] = "ONNX Runtime (Python backend)"
+        elif kind == "openvino":
+            problem = openvino_problem()
+            if problem:
+                raise ServeError(f"{folder.name} is served by OpenVINO, which cannot run here: {problem}")
+            _as_python_model(folder, target / folder.name, config, "model.onnx", OPENVINO_MODEL)
+            how[folder.name] = "OpenVINO, CPU (Python backend)"
         elif kind in ("tensorrt_plan", "tensorrt"):
             problem = tensorrt_problem() if gpu else "no CUDA GPU is used"
             if problem:

@@ -224,3 +224,36 @@ def test_several_models_in_one_repository(tiny_onnx, tmp_path) -> None:
     assert _metadata(repo / "second_onnx" / "1" / "model.onnx")["precision"] == "fp16"
     with pytest.raises(RepositoryError, match="model name 'Bad-Name'"):
         TritonOptions(name="Bad-Name")
+
+
+def test_openvino_runtime_writes_the_openvino_backend(tiny_onnx, tiny_int8, tmp_path) -> None:
+    """--runtime openvino: NAME_openvino on Triton's OpenVINO backend, CPU instances, the hint and BF16
+    as that backend's parameters, the ensemble running it; what it cannot serve is refused unwritten."""
+    repo = tmp_path / "repo"
+    argv = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--runtime", "openvino"]
+    assert export_main([*argv, "--openvino-hint", "throughput", "--openvino-bf16"]) == 0
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == ["dgla", "dgla_openvino", "dgla_preprocess"]
+    config = _parse(repo / "dgla_openvino" / "config.pbtxt")
+    assert (config.backend, config.platform, config.default_model_filename) == ("openvino", "", "model.onnx")
+    assert {k: v.string_value for k, v in config.parameters.items() if k != "model_config"} == {
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "HINT_BF16": "YES",
+    }
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert config.max_batch_size == 8 and list(config.dynamic_batching.preferred_batch_size) == [8]
+    assert (repo / "dgla_openvino" / "1" / "model.onnx").read_bytes() == tiny_onnx["fp32"].read_bytes()
+    ensemble = _parse(repo / "dgla" / "config.pbtxt")
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_preprocess", "dgla_openvino"]
+    int8 = tmp_path / "int8"
+    write_repository(tiny_int8["cpu"][0], int8, options=TritonOptions(runtime="openvino"))
+    assert "HINT_BF16" not in _parse(int8 / "dgla_openvino" / "config.pbtxt").parameters
+    refusals = [
+        (tiny_onnx["fp16"], {}, "not an fp16 graph"),
+        (tiny_int8["cpu"][0], {"openvino_bf16": True}, "BF16 compute is for the FP32 graph"),
+    ]
+    for graph, extra, message in refusals:
+        with pytest.raises(RepositoryError, match=message):
+            write_repository(graph, tmp_path / "refused", options=TritonOptions(runtime="openvino", **extra))
+        assert not (tmp_path / "refused").exists()
+    with pytest.raises(RepositoryError, match="the OpenVINO settings need runtime="):
+        TritonOptions(openvino_bf16=True)

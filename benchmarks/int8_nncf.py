@@ -1,0 +1,186 @@
+"""INT8 for the CPU, compared honestly: the package's own sensitivity search (``dgla-export onnx
+--precision int8``) against NNCF's post-training quantisation, plain and accuracy-controlled, on
+the same FP32 graph, the same calibration images (the 6 bundled photos) and the same held-out
+images (18 others), scored as `int8_curve.py` scores (against the FP32 graph: probability error,
+flips, flips where FP32's margin is >= 0.05) and timed on the CPU runtimes that run each.
+
+NNCF's accuracy control is given the package's own target: its metric is 1 - the largest
+probability error against the FP32 graph on the calibration images, its ``max_drop`` 0.05 (the
+int8 tolerance's probs_abs), so both searches chase the same bound on the same images and are
+then judged on images neither saw. NNCF works on OpenVINO's model of the graph and returns an
+OpenVINO model (FakeQuantize), which only OpenVINO runs; the package's Q/DQ graph runs on ONNX
+Runtime and on OpenVINO, both timed. Everything is timed interleaved in one run at batch 1 and 4.
+
+    python benchmarks/int8_nncf.py --onnx build/dgla_resnet50.onnx
+
+Each NNCF run is given at most --limit-minutes in a process of its own (accuracy control on 2
+cores can take far longer: it compiles and scores a model for each of ~150 quantizer groups, and
+ranks again after each revert); one that does not finish is recorded as such. Writes
+benchmarks/results/int8-cpu/nncf.json. NNCF's usage telemetry is off for the run (NNCF_CI);
+OpenVINO's runtime sends none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import commit, loaded, machine, time_call, write_json
+from benchmarks.int8_curve import image_sets, score
+from dgla_export.artefacts.graph import graph_metadata, load_graph
+from dgla_export.compare import softmax
+from dgla_export.models.config import ModelConfig
+from dgla_export.quantize import QuantizationOptions, quantize_onnx, runner_logits
+from dgla_export.runtimes.openvino import OpenVINORunner
+
+MAX_DROP = 0.05
+
+
+def ready(runner: OpenVINORunner) -> OpenVINORunner:
+    runner.load()
+    return runner
+
+
+def nncf_quantize(onnx_path: Path, inputs: dict[str, np.ndarray], accuracy_control: bool, output: Path) -> float:
+    """NNCF on OpenVINO's model of the graph, calibrated on ``inputs``, saved to ``output`` (IR);
+    with ``accuracy_control`` layers are reverted to float until the probability error on
+    ``inputs`` is within MAX_DROP. Returns the seconds it took."""
+    import nncf
+    import openvino
+
+    os.environ.setdefault("NNCF_CI", "1")  # no usage telemetry from NNCF (also in a spawned process)
+    model = openvino.Core().read_model(str(onnx_path))
+    count = len(next(iter(inputs.values())))
+    items = [{name: array[i : i + 1] for name, array in inputs.items()} for i in range(count)]
+    dataset = nncf.Dataset(items)
+    started = time.perf_counter()
+    if accuracy_control:
+        reference = softmax(runner_logits(loaded(onnx_path), inputs).astype(np.float64))
+
+        def metric(compiled: Any, data: Any) -> tuple[float, None]:
+            probs = np.concatenate([compiled(item)[compiled.output("probs")] for item in data])
+            return 1.0 - float(np.abs(probs - reference).max()), None
+
+        quantized = nncf.quantize_with_accuracy_control(
+            model, dataset, dataset, metric, max_drop=MAX_DROP, subset_size=count, target_device=nncf.TargetDevice.CPU
+        )
+    else:
+        quantized = nncf.quantize(model, dataset, subset_size=count, target_device=nncf.TargetDevice.CPU)
+    seconds = time.perf_counter() - started
+    openvino.save_model(quantized, str(output), compress_to_fp16=False)
+    return seconds
+
+
+def bounded(job: Any, limit_s: float) -> tuple[Any, str | None]:
+    """``job()`` in a fresh process, given up after ``limit_s`` seconds: (result, None) or (None, why)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(job)
+        try:
+            return future.result(timeout=limit_s), None
+        except concurrent.futures.TimeoutError:
+            for process in list(pool._processes.values()):  # the executor cannot cancel a running job
+                process.kill()
+            return None, f"did not finish within {limit_s:.0f} s"
+
+
+def interleaved(runners: dict[str, Any], feed: dict[str, np.ndarray], seconds: float, rounds: int = 2) -> dict:
+    """p50 per runner, timed in turn ``rounds`` times (a slow spell falls on all alike)."""
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            samples[name].append(time_call(lambda r=runner: r.infer(feed), min_seconds=seconds)["p50_ms"])
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def main() -> int:
+    import nncf
+    import onnxruntime
+    import openvino
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
+    parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per graph, batch and round")
+    parser.add_argument("--limit-minutes", type=float, default=25.0, help="the most each NNCF run may take")
+    args = parser.parse_args()
+    graph = load_graph(args.onnx)
+    config = ModelConfig.from_dict(json.loads(graph_metadata(graph)["config"]))
+    images, sets = image_sets(graph)
+    fp32 = loaded(args.onnx)
+    reference = {name: runner_logits(fp32, inputs) for name, inputs in sets.items()}
+    candidates: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="dgla-nncf.") as tmp:
+        own = Path(tmp) / "own_int8.onnx"
+        print("own sensitivity search (ONNX Runtime's quantizer, QDQ) ...", flush=True)
+        started = time.perf_counter()
+        report = quantize_onnx(args.onnx, own, config, images["calibration"], options=QuantizationOptions())
+        candidates["own search (Q/DQ ONNX)"] = {
+            "quantize_s": time.perf_counter() - started,
+            "kept_out_units": len(report.kept_out),
+            "int8_mac_share": report.int8_mac_share,
+            "runners": {"onnxruntime": loaded(own), "openvino": ready(OpenVINORunner(own, "int8"))},
+        }
+        for accuracy_control in (False, True):
+            label = "NNCF quantize_with_accuracy_control" if accuracy_control else "NNCF quantize"
+            print(f"{label} (at most {args.limit_minutes:.0f} min) ...", flush=True)
+            xml = Path(tmp) / f"nncf_{int(accuracy_control)}.xml"
+            job = functools.partial(nncf_quantize, args.onnx, sets["calibration"], accuracy_control, xml)
+            seconds, why = bounded(job, args.limit_minutes * 60)
+            if why is not None:
+                candidates[label] = {"quantize_s": None, "not_finished": why}
+                print(f"{label}: {why}", flush=True)
+                continue
+            candidates[label] = {"quantize_s": seconds, "runners": {"openvino": ready(OpenVINORunner(xml, "int8"))}}
+        ov_fp32 = ready(OpenVINORunner(args.onnx, "fp32"))
+        finished = {label: c for label, c in candidates.items() if "runners" in c}
+        for label, candidate in finished.items():
+            candidate["scores"] = {
+                runtime: {name: score(reference[name], runner_logits(runner, inputs)) for name, inputs in sets.items()}
+                for runtime, runner in candidate["runners"].items()
+            }
+            print(label, json.dumps(candidate["scores"]), flush=True)
+        timed = {"onnxruntime FP32": fp32, "openvino FP32": ov_fp32}
+        for label, candidate in finished.items():
+            timed |= {f"{runtime} {label}": runner for runtime, runner in candidate["runners"].items()}
+        timing = {}
+        for batch in (1, 4):
+            feed = {k: v[:batch] for k, v in sets["heldout"].items()}
+            timing[f"batch{batch}"] = p50 = interleaved(timed, feed, args.min_seconds)
+            print(f"batch {batch}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in p50.items()), flush=True)
+    for candidate in finished.values():
+        del candidate["runners"]
+    record = {
+        "machine": machine(),
+        "commit": commit(),
+        "tools": {
+            "own": f"dgla_export.quantize (onnxruntime {onnxruntime.__version__} quantize_static, QDQ, target cpu)",
+            "nncf": f"nncf {nncf.__version__} on openvino {openvino.get_version()}, target_device CPU",
+        },
+        "onnx": str(args.onnx),
+        "reference": "ONNX Runtime CPU FP32 (the FP32 graph)",
+        "target": {"probs_max_abs": MAX_DROP, "on": "the calibration images", "nncf_metric": "1 - probs_max_abs"},
+        "calibration_images": [n for n, _ in images["calibration"]],
+        "heldout_images": [n for n, _ in images["heldout"]],
+        "candidates": candidates,
+        "timing_p50_ms": timing,
+    }
+    path = write_json("int8-cpu/nncf.json", record)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""--runtime openvino on a real Triton server (dgla-serve's Python-backend stand-in for Triton's
+OpenVINO backend): an FP32 and an INT8 model in one repository, each answering what OpenVINO
+answers locally on the same tensors, through the ensemble's own preprocessing."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dgla_export.triton.client import classify
+from dgla_export.triton.repository import TritonOptions, write_repository
+from triton_repository.serving import Serve
+
+pytestmark = pytest.mark.slow
+
+if importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("openvino") is None:
+    pytest.skip("needs Triton and OpenVINO (pip install 'dgla-export[serve,openvino]')", allow_module_level=True)
+
+TOLERANCE = 1e-5  # served probabilities vs local OpenVINO's on the same tensors
+
+
+def test_openvino_models_are_served_as_openvino_runs_them(tiny, tiny_onnx, tiny_int8, images, tmp_path) -> None:
+    from dgla_export.machine import native_bf16
+    from dgla_export.preprocess import Preprocessing
+    from dgla_export.runtimes.openvino import OpenVINORunner
+
+    graphs = {"fp32": tiny_onnx["fp32"], "int8": tiny_int8["cpu"][0]}
+    repository = tmp_path / "repo"
+    for precision, graph in graphs.items():
+        options = TritonOptions(name=f"dgla_{precision}", runtime="openvino", preferred_batch_sizes=(4,))
+        write_repository(graph, repository, options=options, add=True)
+    paths = []
+    for name, image in images[:4]:
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(image).save(paths[-1])
+    recipe = Preprocessing.of(tiny.config, "fast")
+    feed = dict(zip(tiny.config.input_names, recipe.batch([recipe.load(p) for p in paths]), strict=True))
+    server = Serve(repository)
+    try:
+        output = server.wait_ready()
+        states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
+        assert states == {f"dgla_{p}{s}": "READY" for p in graphs for s in ("", "_openvino", "_preprocess")}, states
+        assert "OpenVINO, CPU (Python backend)" in output, output
+        for precision, graph in graphs.items():
+            # what Triton's OpenVINO backend does: BF16 where the CPU has it, unless the graph is INT8
+            local_precision = "bf16" if precision == "fp32" and native_bf16() else precision
+            with OpenVINORunner(graph, local_precision) as runner:  # type: ignore[arg-type]
+                local = runner.infer(feed)["probs"]
+            served = classify(paths, url=server.grpc_url, model=f"dgla_{precision}")
+            got = np.stack([p.probs for p in served])
+            err = float(np.abs(got - local).max())
+            assert err < TOLERANCE, f"dgla_{precision}: served vs local OpenVINO probabilities differ by {err:.2e}"
+    finally:
+        stderr = server.stop()
+    assert server.server_pid is not None, stderr
+    assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"
