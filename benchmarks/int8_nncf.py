@@ -28,6 +28,7 @@ import functools
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -115,6 +116,7 @@ def main() -> int:
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per graph, batch and round")
     parser.add_argument("--limit-minutes", type=float, default=25.0, help="the most each NNCF run may take")
+    parser.add_argument("--save-own", type=Path, metavar="FILE", help="also keep the own search's INT8 graph there")
     args = parser.parse_args()
     graph = load_graph(args.onnx)
     config = ModelConfig.from_dict(json.loads(graph_metadata(graph)["config"]))
@@ -127,6 +129,8 @@ def main() -> int:
         print("own sensitivity search (ONNX Runtime's quantizer, QDQ) ...", flush=True)
         started = time.perf_counter()
         report = quantize_onnx(args.onnx, own, config, images["calibration"], options=QuantizationOptions())
+        if args.save_own is not None:
+            shutil.copyfile(own, args.save_own)
         candidates["own search (Q/DQ ONNX)"] = {
             "quantize_s": time.perf_counter() - started,
             "kept_out_units": len(report.kept_out),
