@@ -17,9 +17,9 @@ $(VENV)/.package: pyproject.toml constraints.txt
 	touch $@
 
 # What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators,
-# the clinic's formats (HEIC, DICOM).
+# the clinic's formats (HEIC, DICOM), OpenVINO (the CPU runtime beside ONNX Runtime).
 $(VENV)/.extras: $(VENV)/.package
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats]'
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino]'
 	touch $@
 
 .PHONY: install demo test test-fast lint

@@ -131,23 +131,26 @@ def main() -> int:
         report = quantize_onnx(args.onnx, own, config, images["calibration"], options=QuantizationOptions())
         if args.save_own is not None:
             shutil.copyfile(own, args.save_own)
-        candidates["own search (Q/DQ ONNX)"] = {
+        candidates["own"] = {
+            "method": "the package's sensitivity search (Q/DQ ONNX)",
             "quantize_s": time.perf_counter() - started,
             "kept_out_units": len(report.kept_out),
             "int8_mac_share": report.int8_mac_share,
             "runners": {"onnxruntime": loaded(own), "openvino": ready(OpenVINORunner(own, "int8"))},
         }
         for accuracy_control in (False, True):
-            label = "NNCF quantize_with_accuracy_control" if accuracy_control else "NNCF quantize"
+            label = "nncf_accuracy_control" if accuracy_control else "nncf"
+            method = "nncf.quantize_with_accuracy_control" if accuracy_control else "nncf.quantize"
             print(f"{label} (at most {args.limit_minutes:.0f} min) ...", flush=True)
             xml = Path(tmp) / f"nncf_{int(accuracy_control)}.xml"
             job = functools.partial(nncf_quantize, args.onnx, sets["calibration"], accuracy_control, xml)
             seconds, why = bounded(job, args.limit_minutes * 60)
             if why is not None:
-                candidates[label] = {"quantize_s": None, "not_finished": why}
+                candidates[label] = {"method": method, "quantize_s": None, "not_finished": why}
                 print(f"{label}: {why}", flush=True)
                 continue
-            candidates[label] = {"quantize_s": seconds, "runners": {"openvino": ready(OpenVINORunner(xml, "int8"))}}
+            runners = {"openvino": ready(OpenVINORunner(xml, "int8"))}
+            candidates[label] = {"method": method, "quantize_s": seconds, "runners": runners}
         ov_fp32 = ready(OpenVINORunner(args.onnx, "fp32"))
         finished = {label: c for label, c in candidates.items() if "runners" in c}
         for label, candidate in finished.items():
@@ -156,9 +159,9 @@ def main() -> int:
                 for runtime, runner in candidate["runners"].items()
             }
             print(label, json.dumps(candidate["scores"]), flush=True)
-        timed = {"onnxruntime FP32": fp32, "openvino FP32": ov_fp32}
+        timed = {"onnxruntime_fp32": fp32, "openvino_fp32": ov_fp32}
         for label, candidate in finished.items():
-            timed |= {f"{runtime} {label}": runner for runtime, runner in candidate["runners"].items()}
+            timed |= {f"{runtime}_{label}": runner for runtime, runner in candidate["runners"].items()}
         timing = {}
         for batch in (1, 4):
             feed = {k: v[:batch] for k, v in sets["heldout"].items()}
