@@ -1,8 +1,9 @@
 """INT8 for the CPU, compared honestly: the package's own sensitivity search (``dgla-export onnx
 --precision int8``) against NNCF's post-training quantisation, plain and accuracy-controlled, on
 the same FP32 graph, the same calibration images (the 6 bundled photos) and the same held-out
-images (18 others), scored as `int8_curve.py` scores (against the FP32 graph: probability error,
-flips, flips where FP32's margin is >= 0.05) and timed on the CPU runtimes that run each.
+images (the 10 others of `int8_curve.py`), scored as `int8_curve.py` scores (against the FP32
+graph: probability error, flips, flips where FP32's margin is >= 0.05) and timed on the CPU
+runtimes that run each.
 
 NNCF's accuracy control is given the package's own target: its metric is 1 - the largest
 probability error against the FP32 graph on the calibration images, its ``max_drop`` 0.05 (the

@@ -304,15 +304,13 @@ def int8_tolerance(model: ResNet, accuracy_target: float | None) -> Tolerance:
     return dataclasses.replace(tolerance, probs_abs=accuracy_target) if accuracy_target else tolerance
 
 
-# What validates a graph: ONNX Runtime (on --device), or OpenVINO on the CPU (in BF16 where native)
-RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
-
-
 def graph_runner(path: Path, metadata: dict[str, str], runtime: str, device: str) -> Runner:
     """The runner that runs an exported graph as asked, refused with one line where it cannot."""
+    from dgla_export.runtimes import GRAPH_RUNTIMES
+
     precision = metadata.get("precision", "fp32")
-    if runtime not in RUNTIMES:
-        raise OptionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime not in GRAPH_RUNTIMES:
+        raise OptionError(f"runtime must be one of {', '.join(GRAPH_RUNTIMES)}, got {runtime!r}")
     if runtime == "onnxruntime":
         from dgla_export.runtimes.onnxruntime import OnnxRuntimeRunner
 

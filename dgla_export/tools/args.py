@@ -133,10 +133,12 @@ def add_validation_args(parser: argparse.ArgumentParser, *, runtimes: bool = Tru
         help="ONNX Runtime provider to validate on (default cpu; cuda and tensorrt need a GPU)",
     )
     if runtimes:
+        from dgla_export.runtimes import GRAPH_RUNTIMES
+
         parser.add_argument(
             "--runtime",
             default="onnxruntime",
-            choices=["onnxruntime", "openvino", "openvino-bf16"],
+            choices=GRAPH_RUNTIMES,
             help="what runs the graph: ONNX Runtime (default, on --device), or OpenVINO on the CPU "
             "(pip install 'dgla-export[openvino]'); openvino-bf16 computes in BF16, only where the CPU has it natively",
         )
