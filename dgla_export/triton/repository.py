@@ -23,6 +23,7 @@ from dgla_export.errors import UserError, option
 from dgla_export.io import check_output_folder, replace_folder
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
+from dgla_export.runtimes.openvino import HINTS
 from dgla_export.triton.client import CONFIG_PARAMETER
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
@@ -83,15 +84,15 @@ class TritonOptions:
             )
         if self.runtime not in RUNTIMES:
             raise RepositoryError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        if self.openvino_hint not in ("latency", "throughput"):
-            raise RepositoryError(f"the OpenVINO hint must be latency or throughput, got {self.openvino_hint!r}")
+        if self.openvino_hint not in HINTS:
+            raise RepositoryError(f"the OpenVINO hint must be one of {', '.join(HINTS)}, got {self.openvino_hint!r}")
         if self.runtime != "openvino" and (self.openvino_bf16 or self.openvino_hint != "latency"):
             raise RepositoryError(
                 f"the OpenVINO settings need {option('--runtime openvino', 'runtime=' + repr('openvino'))}"
             )
 
     def model(self, role: str) -> str:
-        """The name of the ensemble (role ``""``) or of one of its models (onnx, trt, preprocess, guard)."""
+        """The name of the ensemble (role ``""``) or of one of its models (:data:`ROLES`)."""
         return f"{self.name}_{role}" if role else self.name
 
 
