@@ -22,6 +22,16 @@ $(VENV)/.extras: $(VENV)/.package
 	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino]'
 	touch $@
 
+# An environment like the bare GPU box's (scripts/gpubox-requirements.txt): numpy 2, torch, and of the
+# package's dependencies only what the box has; the GPU check carries the rest (docs/gpu.md).
+GPUBOX := .venv-gpubox
+$(GPUBOX)/.ready: scripts/gpubox-requirements.txt
+	$(PYTHON) -m venv $(GPUBOX)
+	$(GPUBOX)/bin/pip install --quiet --upgrade pip
+	$(GPUBOX)/bin/pip install --quiet $(CONSTRAINTS) torch
+	$(GPUBOX)/bin/pip install --quiet -r scripts/gpubox-requirements.txt
+	touch $@
+
 .PHONY: install demo test test-fast lint
 install: $(VENV)/.extras
 
@@ -31,11 +41,14 @@ demo: $(VENV)/.package
 	$(BIN)/dgla-export onnx --output build/dgla_resnet50.onnx --report build/validate_fp32.json --force
 	$(BIN)/dgla-export onnx --precision fp16 --output build/dgla_resnet50_fp16.onnx --report build/validate_fp16.json --force
 
-test: $(VENV)/.extras
+test: $(VENV)/.extras $(GPUBOX)/.ready
 	$(BIN)/ruff check dgla_export tests benchmarks scripts
 	$(BIN)/python scripts/check_tensorrt_names.py
 	$(BIN)/python scripts/check_lower_bounds.py
-	$(BIN)/python -m pytest -q
+	PYTHON=$(BIN)/python scripts/gpu_check.sh prepare
+	PYTHON=$(GPUBOX)/bin/python scripts/gpu_check.sh pytest -q -m "not slow" tests/test_preprocess.py \
+	  tests/test_compare.py tests/runtimes/test_runners.py tests/export/test_onnx_export.py
+	DGLA_GPUBOX_PYTHON=$(CURDIR)/$(GPUBOX)/bin/python $(BIN)/python -m pytest -q
 
 # The quick loop while working: everything but the tests marked slow.
 test-fast: $(VENV)/.extras

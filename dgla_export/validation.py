@@ -137,21 +137,23 @@ def parity(
     return Parity(comparison, maps)
 
 
-def reference_maps(model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8) -> np.ndarray:
+def reference_maps(
+    model: ResNet, inputs: Sequence[np.ndarray | torch.Tensor], batch: int = 8, device: str = "cpu"
+) -> np.ndarray:
     """(N, classes, h, w) Grad-CAM at the architecture's ``cam_layer`` of the PyTorch model for
     every class, ReLU applied, by captum's ``LayerGradCam``: an independent implementation
     (autograd through the network), the reference the graph's ``cam`` output is held to after
-    per-image normalisation."""
+    per-image normalisation. ``device``: where the model is (the inputs are moved there)."""
     from captum.attr import LayerGradCam
 
     gradcam = LayerGradCam(model, model.get_submodule(model.config.architecture.cam_layer))
     maps = []
     for start in range(0, len(inputs[0]), batch):
-        chunk = tuple(torch.as_tensor(x[start : start + batch]).float() for x in inputs)
+        chunk = tuple(torch.as_tensor(x[start : start + batch]).float().to(device) for x in inputs)
         per_class = [
             gradcam.attribute(chunk, target=c, relu_attributions=True).detach() for c in range(model.config.num_classes)
         ]
-        maps.append(torch.cat(per_class, dim=1).double().numpy())
+        maps.append(torch.cat(per_class, dim=1).double().cpu().numpy())
     return np.concatenate(maps)
 
 

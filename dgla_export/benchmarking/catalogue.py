@@ -98,22 +98,29 @@ def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
     """Every runtime for ``devices``, in the order the bench visits them."""
     from dgla_export.machine import native_bf16
     from dgla_export.runtimes.openvino import HINTS
+    from dgla_export.runtimes.torch import variant_precision
 
     backends: list[Backend] = []
     for device in devices:
         gpu = device == "cuda"
+        # TF32 and CUDA graphs exist on NVIDIA GPUs only (None: not in the catalogue); the fastest
+        # combination there is fp16+channels_last+cuda-graph
         defaults = {
             "eager": True,
+            "tf32": gpu or None,
             "channels_last": True,
             "autocast-fp16": gpu,
             # where the CPU lacks BF16 units torch emulates it: ~12 min a round, only when named
             "autocast-bf16": gpu or native_bf16(),
+            "autocast-fp16+channels_last": gpu or None,
+            "autocast-fp16+channels_last+cuda-graph": gpu or None,
             "compile": False,
+            "autocast-fp16+channels_last+compile": False if gpu else None,
         }
-        precisions = {"autocast-fp16": "fp16", "autocast-bf16": "bf16"}
         backends += [
-            Backend(f"torch-{v}-{device}", precisions.get(v, "fp32"), device, "model", default, v)
+            Backend(f"torch-{v}-{device}", variant_precision(v), device, "model", default, v)
             for v, default in defaults.items()
+            if default is not None
         ]
     backends += [Backend(f"onnxruntime-cpu-{p}", p, "cpu", p, True, "cpu") for p in ("fp32", "fp16", "int8")]
     backends += [

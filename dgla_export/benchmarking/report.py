@@ -31,16 +31,19 @@ def format_speedup(timing: dict[str, Any]) -> str:
 
 
 def format_utilisation(timing: dict[str, Any]) -> str:
-    """MFU against the datasheet peak, or on a CPU the share of the measured GEMM ceiling."""
-    if timing.get("mfu"):
-        return f"{timing['mfu']:.1%}"
-    if timing.get("cpu_gemm_fraction"):
-        return f"{timing['cpu_gemm_fraction']:.0%} of GEMM"
+    """MFU against the datasheet peak and the share of the GEMM ceiling measured in the run."""
+    mfu, gemm = timing.get("mfu"), timing.get("gemm_fraction")
+    if mfu and gemm:
+        return f"{mfu:.1%} ({gemm:.0%} of GEMM)"
+    if mfu:
+        return f"{mfu:.1%}"
+    if gemm:
+        return f"{gemm:.0%} of GEMM"
     return "n/a"
 
 
 def ceiling_lines(result: BenchResult) -> list[str]:
-    """The CPU's GEMM ceilings measured in the run, or why BF16's was not."""
+    """The GEMM ceilings measured in the run (CPU and GPU), or why the CPU's BF16 one was not."""
     lines = []
     for precision in ("fp32", "bf16"):
         tflops = getattr(result, f"cpu_{precision}_gemm_tflops")
@@ -51,6 +54,9 @@ def ceiling_lines(result: BenchResult) -> list[str]:
             )
     if result.cpu_bf16_gemm_skipped:
         lines.append(f"No CPU BF16 ceiling: {result.cpu_bf16_gemm_skipped}.")
+    if result.gpu_gemm_tflops:
+        rates = ", ".join(f"{p.upper()} {t:.0f} TFLOP/s" for p, t in result.gpu_gemm_tflops.items())
+        lines.append(f"GPU GEMM ceilings measured in this run: {rates} ('of GEMM': a share of its precision's).")
     return lines
 
 

@@ -95,7 +95,7 @@ class Recommendation:
     p50_ms: float
     throughput_pairs_s: float
     speedup_vs_onnxruntime_fp32: float | None
-    ceiling_fraction: float | None  # of the same-run GEMM ceiling in its precision (CPU)
+    ceiling_fraction: float | None  # of the same-run GEMM ceiling of its device and precision
 
     def describe(self) -> str:
         speedup = self.speedup_vs_onnxruntime_fp32
@@ -120,6 +120,7 @@ class BenchResult:
     cpu_fp32_gemm_tflops: float | None = None
     cpu_bf16_gemm_tflops: float | None = None
     cpu_bf16_gemm_skipped: str | None = None  # why no BF16 ceiling, where a BF16 runner was asked for
+    gpu_gemm_tflops: dict[str, float] = dataclasses.field(default_factory=dict)  # per precision of the GPU runners
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -157,7 +158,7 @@ class BenchResult:
                         p50_ms=timing.p50_ms,
                         throughput_pairs_s=timing.throughput_pairs_s,
                         speedup_vs_onnxruntime_fp32=speedup,
-                        ceiling_fraction=timing.cpu_gemm_fraction,
+                        ceiling_fraction=timing.gemm_fraction,
                     )
                 )
         return found
@@ -180,6 +181,8 @@ class BenchResult:
         for key in ("cpu_fp32_gemm_tflops", "cpu_bf16_gemm_tflops", "cpu_bf16_gemm_skipped"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
+        if self.gpu_gemm_tflops:
+            record["gpu_gemm_tflops"] = self.gpu_gemm_tflops
         record["recommendation"] = [dataclasses.asdict(r) for r in self.recommendations()]
         record["backends"] = [b.to_dict() for b in self.backends]
         return record

@@ -28,6 +28,7 @@ from dgla_export.benchmarking.timing import (
     Visit,
     cpu_gemm_tflops,
     device_used_mb,
+    gpu_gemm_tflops,
     peak_rss_mb,
     peak_tflops,
     reset_peak_rss,
@@ -145,16 +146,23 @@ def run_bench(
         reference_cams=cams,
         provenance=dict(provenance or {}),
     )
-    ceilings: dict[str, float] = {}
+    ceilings: dict[tuple[str, str], float] = {}  # (device, precision) -> TFLOP/s
     if any(b.device == "cpu" and r is not None for b, r in backends):
         progress("CPU FP32 GEMM ceiling")
-        ceilings["fp32"] = result.cpu_fp32_gemm_tflops = run(cpu_gemm_tflops)
+        ceilings["cpu", "fp32"] = result.cpu_fp32_gemm_tflops = run(cpu_gemm_tflops)
     if any(b.device == "cpu" and b.precision == "bf16" for b, _ in backends):
         if native_bf16():
             progress("CPU BF16 GEMM ceiling")
-            ceilings["bf16"] = result.cpu_bf16_gemm_tflops = run(functools.partial(cpu_gemm_tflops, "bf16"))
+            ceilings["cpu", "bf16"] = result.cpu_bf16_gemm_tflops = run(functools.partial(cpu_gemm_tflops, "bf16"))
         else:  # an emulated rate is no ceiling
             result.cpu_bf16_gemm_skipped = f"this CPU has no native BF16 (flags: {', '.join(cpu_flags())})"
+    # INT8 has no ceiling measured: a share of another precision's would flatter it
+    for precision in dict.fromkeys(b.precision for b, r in backends if b.device == "cuda" and r is not None):
+        if precision != "int8":
+            progress(f"GPU {precision.upper()} GEMM ceiling")
+            ceilings["cuda", precision] = result.gpu_gemm_tflops[precision] = run(
+                functools.partial(gpu_gemm_tflops, precision)
+            )
     visits: dict[str, list[Visit]] = {b.name: [] for b, _ in backends}
     for round_index in range(options.rounds):
         for (backend, runner), record in zip(backends, records, strict=True):
@@ -193,8 +201,7 @@ def run_bench(
             continue
         if record.measured and visits[backend.name]:
             peak = peak_tflops(backend.device, record.precision)
-            # INT8 has no ceiling measured: a share of the FP32 one would flatter it
-            gemm = ceilings.get(record.precision) if backend.device == "cpu" else None
+            gemm = ceilings.get((backend.device, record.precision))
             record.timing = [
                 Timing.pool([v for v in visits[backend.name] if v.batch == batch], 2 * macs_per_pair, peak, gemm)
                 for batch in options.batches

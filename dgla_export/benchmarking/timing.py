@@ -19,6 +19,7 @@ __all__ = [
     "Visit",
     "cpu_gemm_tflops",
     "device_used_mb",
+    "gpu_gemm_tflops",
     "peak_rss_mb",
     "peak_tflops",
     "reset_peak_rss",
@@ -26,11 +27,12 @@ __all__ = [
 ]
 
 # Dense peak TFLOP/s by GPU name fragment and precision (NVIDIA datasheets, SXM parts);
-# fp32 is the non-tensor-core figure. MFU is reported only where the device is listed here.
+# fp32 is the non-tensor-core figure, tf32 the dense tensor-core one (the datasheets print it with
+# sparsity, twice this). MFU is reported only where the device is listed here.
 PEAK_TFLOPS = {
-    "H100": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0},
-    "H200": {"fp32": 67.0, "fp16": 989.0, "bf16": 989.0},
-    "A100": {"fp32": 19.5, "fp16": 312.0, "bf16": 312.0},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.0, "bf16": 989.0},
+    "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.0, "bf16": 989.0},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
 }
 
 
@@ -86,14 +88,14 @@ class Timing:
     h2d_ms: float
     achieved_tflops: float
     mfu: float | None
-    cpu_gemm_fraction: float | None
+    gemm_fraction: float | None  # of the same run's GEMM ceiling on this device and precision
     gpu_torch_peak_mb: float | None
     gpu_device_used_mb: float | None
     process_peak_rss_mb: float | None
     speedup_vs_torch_eager: float | None = None
 
     @classmethod
-    def pool(cls, visits: Sequence[Visit], flops_per_pair: int, peak: float | None, cpu_gemm: float | None) -> Timing:
+    def pool(cls, visits: Sequence[Visit], flops_per_pair: int, peak: float | None, gemm: float | None) -> Timing:
         batch = visits[0].batch
         samples = np.concatenate([v.samples_ms for v in visits])
         p50 = float(np.percentile(samples, 50))
@@ -115,7 +117,7 @@ class Timing:
             h2d_ms=float(np.median([v.h2d_ms for v in visits])),
             achieved_tflops=achieved,
             mfu=achieved / peak if peak else None,
-            cpu_gemm_fraction=achieved / cpu_gemm if cpu_gemm else None,
+            gemm_fraction=achieved / gemm if gemm else None,
             gpu_torch_peak_mb=largest("gpu_torch_peak_mb"),
             gpu_device_used_mb=largest("gpu_device_used_mb"),
             process_peak_rss_mb=largest("process_peak_rss_mb"),
@@ -161,6 +163,29 @@ def cpu_gemm_tflops(precision: str = "fp32", size: int = 4096, repeats: int = 2)
         product()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e12
+
+
+def gpu_gemm_tflops(precision: str, size: int = 8192, repeats: int = 10) -> float:
+    """TFLOP/s of a size^3 matrix product on the current GPU at ``precision`` (fp32 strictly, tf32,
+    fp16, bf16; random normal data, which draws more power than zeros): the mean of ``repeats``
+    timed by CUDA events after three warm-ups. The same-run ceiling GPU runners are held against,
+    as a datasheet peak is one this clock, power cap and driver may never reach."""
+    import torch
+
+    from dgla_export.runtimes.torch import fp32_math
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    a = torch.randn(size, size, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).to(dtype)
+    with fp32_math(precision == "tf32"):
+        for _ in range(3):
+            a @ a
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            a @ a
+        end.record()
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12
 
 
 def device_used_mb() -> float:

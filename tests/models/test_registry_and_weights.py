@@ -190,3 +190,14 @@ def test_the_demo_weight_cache_is_keyed_on_every_module_the_calibration_runs(tmp
     missing = [f for f in record["ran"] if f not in record["key"] and not f.endswith(writing)]
     assert not missing, f"the calibration ran {missing}, which the cache key ignores"
     assert any(f.endswith("dgla_export/preprocess.py") for f in record["ran"])
+
+
+def test_a_config_written_before_a_precision_existed_gets_its_default_tolerance(tiny) -> None:
+    from dgla_export.models.config import DEFAULT_TOLERANCES, ModelConfig
+
+    record = tiny.config.to_dict()
+    del record["tolerances"]["tf32"]  # as configs were written before TF32 was judged
+    record["tolerances"]["fp32"]["logits_rel"] = 2e-4  # a saved bound stays the saved one
+    config = ModelConfig.from_dict(record)
+    assert config.tolerances["tf32"] == DEFAULT_TOLERANCES["tf32"]
+    assert config.tolerances["fp32"].logits_rel == 2e-4

@@ -43,3 +43,45 @@ def test_a_runner_says_why_it_cannot_run_before_it_is_tried(tiny, tiny_onnx) -> 
     assert "emulated" in (TorchRunner(tiny, "autocast-fp16").unavailable() or "")
     with pytest.raises(ValueError, match="torch variant"):
         TorchRunner(tiny, "jit")
+
+
+def test_variants_combine_and_say_what_they_compute(tiny, feed) -> None:
+    from dgla_export.runtimes.torch import variant_precision
+
+    assert [variant_precision(v) for v in ("eager", "tf32", "autocast-fp16+channels_last+cuda-graph")] == [
+        "fp32",
+        "tf32",
+        "fp16",
+    ]
+    for bad, why in (
+        ("autocast-fp16+tf32", "at most one"),
+        ("compile+cuda-graph", "do not combine"),
+        ("eager+channels_last", "one of"),
+        ("channels_last+channels_last", "one of"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            TorchRunner(tiny, bad)
+    # a combination runs as its parts: BF16 arithmetic in channels_last, within BF16's tolerance
+    with TorchRunner(tiny, "autocast-bf16+channels_last") as runner, TorchRunner(tiny) as eager:
+        assert runner.precision == "bf16"
+        got, want = runner.infer(feed)["logits"], eager.infer(feed)["logits"]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert 1e-6 < err < tiny.config.tolerances["bf16"].logits_rel, f"BF16 channels_last vs FP32: {err:.2e}"
+
+
+def test_gpu_only_variants_say_why_on_a_cpu(tiny) -> None:
+    assert "tensor cores" in (TorchRunner(tiny, "tf32").unavailable() or "")
+    assert "need a GPU" in (TorchRunner(tiny, "autocast-fp16+channels_last+cuda-graph").unavailable() or "")
+
+
+def test_fp32_math_restores_what_it_found() -> None:
+    import torch
+
+    from dgla_export.runtimes.torch import fp32_math
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with fp32_math(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    with fp32_math(False):
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -1,0 +1,18 @@
+"""The bench's catalogue: what runs where by default, and in which arithmetic."""
+
+from __future__ import annotations
+
+from dgla_export.benchmarking.catalogue import catalogue
+
+
+def test_a_gpu_gets_strict_fp32_tf32_and_the_fast_combination_by_default() -> None:
+    gpu = {b.name: b for b in catalogue(["cuda"]) if b.source == "model"}
+    assert gpu["torch-eager-cuda"].precision == "fp32" and gpu["torch-tf32-cuda"].precision == "tf32"
+    fast = gpu["torch-autocast-fp16+channels_last+cuda-graph-cuda"]
+    assert (fast.precision, fast.default, fast.variant) == ("fp16", True, "autocast-fp16+channels_last+cuda-graph")
+    assert not gpu["torch-compile-cuda"].default and not gpu["torch-autocast-fp16+channels_last+compile-cuda"].default
+
+
+def test_a_cpu_is_offered_no_gpu_only_variant() -> None:
+    names = [b.name for b in catalogue(["cpu"]) if b.source == "model"]
+    assert names and not [n for n in names if "tf32" in n or "cuda-graph" in n or "+" in n], names
