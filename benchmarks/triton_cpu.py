@@ -32,13 +32,12 @@ import venv
 from pathlib import Path
 from typing import Any
 
-from dgla_export.benchmarking.environment import machine_and_commit
-from dgla_export.triton.serve import Ports, TritonInstall, TritonServer
-
 from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.data import sample_images
 from dgla_export.io import cache_dir
+from dgla_export.machine import provenance
 from dgla_export.triton.repository import write_repository
+from dgla_export.triton.server import Ports, TritonInstall, TritonServer
 
 PERF_ANALYZER_CLIENT = "tritonclient==2.48.0"
 
@@ -221,10 +220,15 @@ def warm_up(ports: Ports, folder: Path) -> None:
             classify(paths, url=ports.urls["grpc"], model=model, concurrency=4)
 
 
-def batch_stats(ports: Ports, model: str) -> dict[int, int]:
+def batch_stats(server: TritonServer, model: str) -> dict[int, int]:
     import urllib.request
 
-    with urllib.request.urlopen(f"{ports.urls['http']}/v2/models/{model}/stats", timeout=10) as answer:
+    from dgla_export.triton.security import ADMIN_HEADER
+
+    # statistics are an admin API: the key only the server's owner holds
+    url = f"{server.ports.urls['http']}/v2/models/{model}/stats"
+    request = urllib.request.Request(url, headers={ADMIN_HEADER: server.security.admin_key})
+    with urllib.request.urlopen(request, timeout=10) as answer:
         stats = json.load(answer)["model_stats"][0]
     return {b["batch_size"]: b["compute_infer"]["count"] for b in stats.get("batch_stats", [])}
 
@@ -240,7 +244,7 @@ def main() -> None:
     try:
         repository = workdir / "repo"
         write_repository(args.onnx, repository)
-        results: dict[str, Any] = {**machine_and_commit(), "onnx": str(args.onnx), "footprint": []}
+        results: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "footprint": []}
         results["footprint"].append(footprint(repository, "numpy + Pillow (this commit)"))
         if args.baseline_commit:
             baseline = workdir / "baseline-repo"
@@ -262,7 +266,7 @@ def main() -> None:
             tensors = tensor_data(workdir, args.onnx)
             rows += load_run(binary, env, ports, "dgla_onnx", ["--input-data", str(tensors)], args.output)
             results["load"] = rows
-            results["executed_batch_sizes"] = {m: batch_stats(ports, m) for m in ("dgla_onnx", "dgla_preprocess")}
+            results["executed_batch_sizes"] = {m: batch_stats(server, m) for m in ("dgla_onnx", "dgla_preprocess")}
             results["server_stub_memory_after_load"] = stub_memory(server)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -23,14 +23,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dgla_export.benchmarking.environment import machine_and_commit
-from dgla_export.triton.serve import TritonServer
-
 from benchmarks.common import RESULTS
 from benchmarks.photos import photo_bytes, sources
 from benchmarks.triton_cpu import batch_stats, free_ports, input_data, load_run, perf_analyzer
+from dgla_export.machine import provenance
 from dgla_export.triton.client import classify
 from dgla_export.triton.repository import TritonOptions, write_repository
+from dgla_export.triton.server import TritonServer
 
 SIZES = {"600x450": (600, 450), "6000x4000": (6000, 4000)}
 LEVELS = 2
@@ -59,7 +58,7 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     binary, env = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="dgla-photo-load-"))
-    results: dict[str, Any] = {**machine_and_commit(), "onnx": str(args.onnx), "runs": []}
+    results: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "runs": []}
     try:
         data = {label: input_data(workdir, photos(size), f"{label}.json") for label, size in SIZES.items()}
         warm = workdir / "warm.jpg"
@@ -81,7 +80,7 @@ def main() -> None:
                     results["runs"] += [dict(row, preprocess=method, photos=label) for row in rows]
                     print(f"{method} {label}: {[round(r['inferences_per_s'], 2) for r in rows]} pairs/s "
                           f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
-                results.setdefault("executed_batch_sizes", {})[method] = batch_stats(ports, "dgla_onnx")
+                results.setdefault("executed_batch_sizes", {})[method] = batch_stats(server, "dgla_onnx")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ratios = {}

@@ -12,6 +12,7 @@ from dgla_export.api.common import Progress, Record, quiet
 
 if TYPE_CHECKING:
     from dgla_export.triton.repository import TritonOptions
+    from dgla_export.triton.security import ServerSecurity
 
 __all__ = ["RepositoryResult", "ServerEndpoints", "serve", "write_triton_repository"]
 
@@ -84,22 +85,25 @@ def serve(
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
+    metrics_host: str = "127.0.0.1",
+    security: ServerSecurity | None = None,
     timeout: float = 300.0,
     log: str | Path | None = None,
     progress: Progress = quiet,
 ) -> Iterator[ServerEndpoints]:
     """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
     yields the endpoints once every model is ready, and stops the server (and everything it
-    started) on exit.
+    started) on exit. ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;
+    with TLS, HTTP listens on loopback only); metrics stay on loopback unless ``metrics_host`` says.
 
     >>> with serve("triton-repo") as server:   # doctest: +SKIP
     ...     classify(["lesion.jpg"], url=server.grpc)
     """
     from dgla_export.triton.server import Ports, TritonServer
 
-    ports = Ports(host, http_port, grpc_port, metrics_port)
-    with TritonServer(Path(repository), ports, log_path=Path(log) if log else None) as server:
-        progress(f"tritonserver pid {server.pid}, loading {repository} ...")
+    ports = Ports(host, http_port, grpc_port, metrics_port, metrics_host=metrics_host)
+    with TritonServer(Path(repository), ports, log_path=Path(log) if log else None, security=security) as server:
+        progress(f"tritonserver pid {server.pid}, loading {repository} ({server.security.describe()}) ...")
         states = server.wait_ready(timeout)
-        urls = ports.urls
+        urls = server.ports.urls
         yield ServerEndpoints(urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server)

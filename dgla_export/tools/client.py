@@ -18,6 +18,7 @@ from dgla_export.data import image_id
 from dgla_export.errors import EXIT_USAGE, run_command
 from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
 from dgla_export.triton.client import ClientError, Prediction, classify
+from dgla_export.triton.security import API_KEY_ENV, ClientSecurity, read_key
 
 __all__ = ["build_parser", "image_files", "main"]
 
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace --heatmap if it holds earlier heatmaps of dgla-client and nothing else",
     )
+    secure = parser.add_argument_group("security (gRPC; a server started with dgla-serve --tls-cert or a key)")
+    secure.add_argument("--ssl", action="store_true", help="speak TLS (the system's CAs, or --root-cert)")
+    secure.add_argument("--root-cert", type=Path, metavar="PEM", help="trust this CA (a hospital's private CA)")
+    secure.add_argument("--client-cert", type=Path, metavar="PEM", help="mutual TLS: this client's certificate")
+    secure.add_argument("--client-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
+    secure.add_argument(
+        "--api-key-file", type=Path, metavar="FILE",
+        help=f"the inference key, from a file only you can read (else ${API_KEY_ENV}); never on the command line",
+    )  # fmt: skip
     add_preprocess_args(parser)
     add_common(parser, verbose=False)
     return parser
@@ -117,6 +127,13 @@ def _classify(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_bytes=args.max_bytes,
         maps=None if args.heatmap is None else args.heatmap_classes,
+        security=ClientSecurity(
+            ssl=args.ssl,
+            root_cert=args.root_cert,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+            api_key=read_key(args.api_key_file, API_KEY_ENV, "--api-key-file"),
+        ),
     )
     names = {p.image: image_id(p.image.read_bytes()) if args.anonymise else str(p.image) for p in predictions}
     if args.heatmap is not None:

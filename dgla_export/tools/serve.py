@@ -15,6 +15,14 @@ from pathlib import Path
 
 from dgla_export.errors import EXIT_BUG, run_command
 from dgla_export.tools.args import add_common, positive_int
+from dgla_export.triton.security import (
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    API_KEY_ENV,
+    KEY_HEADER,
+    ServerSecurity,
+    read_key,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-port", type=positive_int, default=8002, help="Prometheus metrics port (default 8002)"
     )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for the metrics endpoint (default: loopback only)"
+    )
+    secure = parser.add_argument_group(
+        "security",
+        "gRPC over TLS (HTTP then listens on loopback only: Triton's HTTP has no TLS), mutual TLS, and keys. "
+        f"Keys come from a file only its owner can read, or from ${API_KEY_ENV} / ${ADMIN_KEY_ENV}; never "
+        f"from the command line. Clients send them as the {KEY_HEADER} / {ADMIN_HEADER} header.",
+    )
+    secure.add_argument("--tls-cert", type=Path, metavar="PEM", help="the server's certificate (chain)")
+    secure.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
+    secure.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="mutual TLS: answer only clients with a certificate this CA signed"
+    )
+    secure.add_argument(
+        "--api-key-file", type=Path, metavar="FILE",
+        help=f"the inference key: inference, model metadata and config need it (else ${API_KEY_ENV}; none: open)",
+    )  # fmt: skip
+    secure.add_argument(
+        "--admin-key-file", type=Path, metavar="FILE",
+        help=f"the admin key: repository, shared memory, statistics, trace, logging (else ${ADMIN_KEY_ENV}; "
+        "none: those APIs are off)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model (default 300)")
     parser.add_argument("--log", type=Path, help="append the server's log here (default: a temporary file)")
     add_common(parser, verbose=False)
@@ -55,12 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("dgla-serve", lambda: _serve(args), debug=args.debug)
 
 
+def _security(args: argparse.Namespace) -> ServerSecurity:
+    admin = read_key(args.admin_key_file, ADMIN_KEY_ENV, "--admin-key-file")
+    return ServerSecurity(
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        api_key=read_key(args.api_key_file, API_KEY_ENV, "--api-key-file"),
+        **({"admin_key": admin} if admin else {}),
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from dgla_export.api import serve
 
     def say(message: str) -> None:
         print(f"dgla-serve: {message}", file=sys.stderr, flush=True)
 
+    security = _security(args)
     with _signals_raise():
         try:
             with serve(
@@ -69,6 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
                 http_port=args.http_port,
                 grpc_port=args.grpc_port,
                 metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+                security=security,
                 timeout=args.timeout,
                 log=args.log,
                 progress=say,

@@ -22,6 +22,9 @@ import numpy as np
 from dgla_export.errors import UserError
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
+from dgla_export.triton.security import API_KEY_ENV, ClientSecurity
+
+Headers = dict[str, str] | None  # sent with every request: the inference key, where one is asked for
 
 __all__ = ["CONFIG_PARAMETER", "MAP_OUTPUTS", "ClientError", "Prediction", "classify", "served_config"]
 
@@ -59,11 +62,13 @@ def _short(err: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _client(url: str, protocol: str, timeout: float, concurrency: int) -> tuple[Any, Any]:
+def _client(url: str, protocol: str, timeout: float, concurrency: int, security: ClientSecurity) -> tuple[Any, Any]:
     if protocol == "grpc":
         import tritonclient.grpc as module
 
-        return module.InferenceServerClient(url=url), module
+        return module.InferenceServerClient(url=url, **security.grpc_options()), module  # type: ignore[arg-type]
+    if security.ssl:
+        raise ClientError("Triton's HTTP endpoint has no TLS: use gRPC (--protocol grpc) for --ssl")
     try:
         import tritonclient.http as module
     except ImportError as err:  # tritonclient without its [http] extra
@@ -74,19 +79,19 @@ def _client(url: str, protocol: str, timeout: float, concurrency: int) -> tuple[
     return client, module
 
 
-def _input_specs(client: Any, model: str, protocol: str) -> dict[str, tuple[str, list[int]]]:
+def _input_specs(client: Any, model: str, protocol: str, headers: Headers) -> dict[str, tuple[str, list[int]]]:
     """Input name -> (Triton datatype, shape)."""
-    metadata = client.get_model_metadata(model)
+    metadata = client.get_model_metadata(model, headers=headers)
     if protocol == "grpc":
         return {i.name: (i.datatype, [int(d) for d in i.shape]) for i in metadata.inputs}
     return {i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]}
 
 
-def served_config(client: Any, model: str, protocol: str, url: str) -> ModelConfig:
+def served_config(client: Any, model: str, protocol: str, url: str, headers: Headers = None) -> ModelConfig:
     """The config record the repository wrote on ``model`` (class names, inputs and sizes)."""
     import json
 
-    answer = client.get_model_config(model)
+    answer = client.get_model_config(model, headers=headers)
     if protocol == "grpc":
         parameter = answer.config.parameters.get(CONFIG_PARAMETER)
         text = parameter.string_value if parameter is not None else None
@@ -159,19 +164,25 @@ def _request_builder(
     return tensors
 
 
-def _check_server(client: Any, url: str, protocol: str, model: str) -> None:
+def _check_server(client: Any, url: str, protocol: str, model: str, security: ClientSecurity) -> None:
     from tritonclient.utils import InferenceServerException
 
     try:
-        client.is_server_live()
+        client.is_server_live(headers=security.headers(protocol))
     except Exception as err:  # InferenceServerException over gRPC, socket errors over HTTP
         other = "http" if protocol == "grpc" else "grpc"
+        tls = (
+            "; with TLS: --root-cert for a private CA, --client-cert and --client-key under mutual TLS"
+            if security.ssl
+            else "; a server with TLS needs --ssl"
+        )
         raise ClientError(
             f"no Triton server answers at {url} over {protocol} ({_short(err, 160)}); is it running, and does that "
             f"port speak {protocol}? Triton listens for gRPC on 8001 and HTTP on 8000 by default (--protocol {other})"
+            + (tls if protocol == "grpc" else "")
         ) from err
     try:
-        ready = client.is_model_ready(model)
+        ready = client.is_model_ready(model, headers=security.headers(protocol))
     except InferenceServerException as err:  # some servers answer an unknown model with an error
         raise ClientError(f"model {model!r} is not ready on {url}: {_short(err)}") from err
     if not ready:
@@ -190,6 +201,7 @@ def classify(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     maps: Literal["top1", "all"] | None = None,
+    security: ClientSecurity | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
 
@@ -199,29 +211,41 @@ def classify(
         ``maps`` also asks for class activation maps (a repository of a graph exported with
         ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
         its class names come from the repository (each prediction carries that ``config``).
+        ``security``: TLS and the inference key (:class:`dgla_export.triton.security.ClientSecurity`).
 
         Raises :class:`ClientError` for what concerns every image (server down or slow, model
         missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
     """
-    client, module = _client(url, protocol, timeout, concurrency)
+    from tritonclient.utils import InferenceServerException
+
+    security = security or ClientSecurity()
+    headers = security.headers(protocol)
+    client, module = _client(url, protocol, timeout, concurrency, security)
     try:
-        _check_server(client, url, protocol, model)
-        specs = _input_specs(client, model, protocol)
-        config = served_config(client, model, protocol, url)
+        _check_server(client, url, protocol, model, security)
+        try:
+            specs = _input_specs(client, model, protocol, headers)
+            config = served_config(client, model, protocol, url, headers)
+        except InferenceServerException as err:
+            if "restricted" not in _short(err).lower():
+                raise
+            raise ClientError(
+                f"{model} on {url} needs its inference key ({_short(err, 160)}): --api-key-file FILE or ${API_KEY_ENV}"
+            ) from err
         build = _request_builder(module, specs, model, config, protocol, preprocess, Limits(max_pixels, max_bytes))
         names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
-        _check_outputs(client, model, protocol, url, names)
+        _check_outputs(client, model, protocol, url, names, headers)
         outputs = [module.InferRequestedOutput(name) for name in names]
         predictions: list[Prediction] = []
         for start in range(0, len(images), concurrency):  # bounded: a folder of images is not sent at once
             chunk = [Path(p) for p in images[start : start + concurrency]]
-            predictions += _infer_chunk(client, protocol, model, chunk, build, outputs, timeout, url)
+            predictions += _infer_chunk(client, protocol, model, chunk, build, outputs, timeout, url, headers)
     finally:
         client.close()
     return [dataclasses.replace(p, config=config) for p in predictions]
 
 
-def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -> list[Prediction]:
+def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url, headers) -> list[Prediction]:
 
     answers: dict[int, Any] = {}  # index -> error text, exception or result
     http_requests: dict[int, Any] = {}
@@ -239,9 +263,10 @@ def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url) -
                 callback=lambda result, error, i=index: grpc_answers.put((i, result, error)),
                 outputs=outputs,
                 client_timeout=timeout,
+                headers=headers,
             )
         else:
-            http_requests[index] = client.async_infer(model, inputs, outputs=outputs)
+            http_requests[index] = client.async_infer(model, inputs, outputs=outputs, headers=headers)
     for index, request in http_requests.items():
         try:
             answers[index] = request.get_result()
@@ -274,9 +299,9 @@ def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -
     return Prediction(path, probs[0], **{name: None if m is None else m[0] for name, m in maps.items()})
 
 
-def _check_outputs(client: Any, model: str, protocol: str, url: str, names: Sequence[str]) -> None:
+def _check_outputs(client: Any, model: str, protocol: str, url: str, names: Sequence[str], headers: Headers) -> None:
     """Before any image is sent: ``model`` has every output asked for."""
-    metadata = client.get_model_metadata(model)
+    metadata = client.get_model_metadata(model, headers=headers)
     outputs = [o.name for o in metadata.outputs] if protocol == "grpc" else [o["name"] for o in metadata["outputs"]]
     missing = [name for name in names if name not in outputs]
     if missing and missing[0].startswith("cam"):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import UserError
+from dgla_export.triton.security import ADMIN_HEADER, ServerSecurity
 
 __all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer"]
 
@@ -107,39 +108,53 @@ class TritonInstall:
 
 @dataclasses.dataclass(frozen=True)
 class Ports:
+    """Where each endpoint listens: gRPC on ``host``, HTTP there too unless ``http_host`` says
+    otherwise (loopback, when gRPC speaks TLS and HTTP cannot), metrics on ``metrics_host``."""
+
     host: str = "127.0.0.1"
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+    http_host: str | None = None
+    metrics_host: str = "127.0.0.1"
+
+    def address(self, name: str) -> str:
+        return {"http": self.http_host or self.host, "grpc": self.host, "metrics": self.metrics_host}[name]
 
     def check_free(self) -> None:
         """Each port can be bound, as the server will bind it (SO_REUSEADDR): a port that only
         has connections of a server that just stopped (TIME_WAIT) is free; one with a listener is not."""
         for name in ("http", "grpc", "metrics"):
-            port = getattr(self, name)
-            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as sock:
+            host, port = self.address(name), getattr(self, name)
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    sock.bind((self.host, port))
+                    sock.bind((host, port))
                 except OSError as err:
                     raise ServeError(
-                        f"{self.host}:{port} ({name}) cannot be used ({err.strerror}); "
+                        f"{host}:{port} ({name}) cannot be used ({err.strerror}); "
                         f"stop what listens there or pick another with --{name}-port"
                     ) from err
 
     @property
     def urls(self) -> dict[str, str]:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        def host(name: str) -> str:
+            address = self.address(name)
+            return f"[{address}]" if ":" in address else address
+
         return {
-            "http": f"http://{host}:{self.http}",
-            "grpc": f"{host}:{self.grpc}",
-            "metrics": f"http://{host}:{self.metrics}/metrics",
+            "http": f"http://{host('http')}:{self.http}",
+            "grpc": f"{host('grpc')}:{self.grpc}",
+            "metrics": f"http://{host('metrics')}:{self.metrics}/metrics",
         }
 
 
-def _request(url: str, data: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+def _request(
+    url: str, data: bytes | None = None, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as answer:
+        request = urllib.request.Request(url, data=data, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -148,7 +163,17 @@ def _request(url: str, data: bytes | None = None, timeout: float = 2.0) -> tuple
 class TritonServer:
     """One ``tritonserver`` process on a serving copy of ``repository``; a context manager."""
 
-    def __init__(self, repository: Path, ports: Ports = Ports(), *, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        ports: Ports = Ports(),
+        *,
+        log_path: Path | None = None,
+        security: ServerSecurity | None = None,
+    ) -> None:
+        self.security = security or ServerSecurity()
+        if self.security.tls and ports.http_host is None:  # Triton's HTTP has no TLS: loopback only
+            ports = dataclasses.replace(ports, http_host="::1" if ":" in ports.host else "127.0.0.1")
         self.repository, self.ports, self.log_path = Path(repository), ports, log_path
         self.process: subprocess.Popen | None = None
         self.how: dict[str, str] = {}
@@ -187,13 +212,14 @@ class TritonServer:
             f"--backend-directory={backends}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--allow-gpu-metrics=false",
-            f"--http-address={self.ports.host}",
+            f"--http-address={self.ports.address('http')}",
             f"--http-port={self.ports.http}",
-            f"--grpc-address={self.ports.host}",
+            f"--grpc-address={self.ports.address('grpc')}",
             f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={self.ports.host}",
+            f"--metrics-address={self.ports.address('metrics')}",
             f"--metrics-port={self.ports.metrics}",
             "--disable-auto-complete-config",
+            *self.security.triton_arguments(),
         ]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -224,7 +250,8 @@ class TritonServer:
 
     def model_states(self) -> list[dict[str, Any]]:
         """Every model of the repository with its state ("READY", "UNAVAILABLE", ...) and reason."""
-        status, body = _request(f"{self.ports.urls['http']}/v2/repository/index", data=b"{}")
+        admin = {ADMIN_HEADER: self.security.admin_key}
+        status, body = _request(f"{self.ports.urls['http']}/v2/repository/index", data=b"{}", headers=admin)
         if status != 200:
             raise ServeError(f"the server's repository index answered HTTP {status}")
         return json.loads(body)

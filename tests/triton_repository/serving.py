@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,22 @@ def free_ports(count: int) -> list[int]:
 class Serve:
     """`dgla-serve REPO` in a subprocess; stop() by PID and report what is left behind."""
 
-    def __init__(self, repository: Path, timeout: float = 180.0, ports: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        timeout: float = 180.0,
+        ports: list[int] | None = None,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.http, self.grpc, self.metrics = ports or free_ports(3)
         command = [
             sys.executable, "-m", "dgla_export.tools.serve", str(repository), "--http-port", str(self.http),
-            "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout),
+            "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout), *extra,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=None if env is None else env
+        )
         self.server_pid: int | None = None
         self.lines: list[str] = []
 

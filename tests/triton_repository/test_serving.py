@@ -28,7 +28,10 @@ from inputs import bomb_png, photo_jpeg
 from dgla_export.tools.client import main
 from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import TritonOptions, write_repository
+from dgla_export.triton.security import ADMIN_HEADER, ADMIN_KEY_ENV
 from triton_repository.serving import Serve, free_ports
+
+ADMIN = "serving-tests-admin-key-0123456789"
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
@@ -71,7 +74,7 @@ def served(served_graph, tiny, tmp_path_factory):
     write_repository(served_graph, repository, options=options)
     _slow_and_bad_shape(repository, tiny.config)
     started = time.monotonic()
-    server = Serve(repository)
+    server = Serve(repository, env={**os.environ, ADMIN_KEY_ENV: ADMIN})
     output = server.wait_ready()
     print(f"dgla-serve ready in {time.monotonic() - started:.1f} s")
     yield server, output
@@ -185,7 +188,9 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
 
 
 def _batch_sizes(server, model: str) -> dict[int, int]:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/stats", timeout=10) as answer:
+    # statistics are an admin API: behind the admin key the fixture's server was given
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/stats", headers={ADMIN_HEADER: ADMIN})
+    with urllib.request.urlopen(request, timeout=10) as answer:
         stats = json.load(answer)["model_stats"][0]
     return {b["batch_size"]: b["compute_infer"]["count"] for b in stats.get("batch_stats", [])}
 

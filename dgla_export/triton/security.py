@@ -1,0 +1,163 @@
+"""Who may reach a served model, and how: TLS on gRPC, keys on the APIs, the rest on loopback.
+
+Triton 2.51 (the pip server ``dgla-serve`` runs) speaks TLS on gRPC only; its HTTP endpoint has
+none, so with TLS on, HTTP and metrics are bound to loopback (where ``dgla-serve`` itself checks
+readiness). Its restricted protocols check a header on each request: the inference key guards
+inference, model metadata and model config (what a client needs); the admin key guards the
+model repository, shared memory, statistics, trace and logging APIs. Without an admin key given
+they get a random one that only ``dgla-serve`` holds, which leaves them off for everyone else.
+Health stays open, for load balancers and probes.
+
+Keys come from a file (owner-only permissions) or the environment, never from a command line:
+another user could read that from ``ps``. tritonserver itself takes them as arguments, so its own
+command line holds them; docs/serving.md says what that means and how to hide it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+from dgla_export.errors import OptionError
+
+__all__ = [
+    "ADMIN_APIS",
+    "ADMIN_HEADER",
+    "ADMIN_KEY_ENV",
+    "API_KEY_ENV",
+    "INFERENCE_APIS",
+    "KEY_HEADER",
+    "ClientSecurity",
+    "ServerSecurity",
+    "header",
+    "read_key",
+]
+
+KEY_HEADER, ADMIN_HEADER = "dgla-api-key", "dgla-admin-key"
+API_KEY_ENV, ADMIN_KEY_ENV = "DGLA_API_KEY", "DGLA_ADMIN_KEY"
+INFERENCE_APIS = ("inference", "metadata", "model-config")
+ADMIN_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+# Triton parses "APIS:KEY=VALUE": a value must not hold ':', ',' or '=', nor whitespace.
+_KEY = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def header(name: str, protocol: str) -> str:
+    """The header a restricted API checks: over gRPC Triton reads it with its protocol prefix."""
+    return f"triton-grpc-protocol-{name}" if protocol == "grpc" else name
+
+
+def read_key(file: Path | None, env: str, option: str) -> str | None:
+    """The key in ``file`` (which only its owner may read), else in ``$env``, else None."""
+    if file is not None:
+        try:
+            mode = file.stat().st_mode
+            text = file.read_text().strip()
+        except OSError as err:
+            raise OptionError(f"{option} {file}: cannot be read ({err.strerror})") from err
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise OptionError(f"{option} {file}: other users may read it; chmod 600 {file}")
+        source = f"{option} {file}"
+    elif os.environ.get(env):
+        text, source = os.environ[env].strip(), f"${env}"
+    else:
+        return None
+    if not _KEY.fullmatch(text):
+        raise OptionError(f"{source}: a key is 16 to 256 letters, digits or ._~- (make one with {MAKE_A_KEY})")
+    return text
+
+
+def _readable(path: Path | None, option: str) -> Path | None:
+    if path is not None and not path.is_file():
+        raise OptionError(f"{option} {path}: no such file (a PEM file)")
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSecurity:
+    """TLS (``tls_cert`` + ``tls_key``; with ``tls_ca``, mutual: clients need a certificate that CA
+    signed) and the two keys. The default is what ``dgla-serve`` always was: plaintext on the host
+    asked for, no key, admin APIs off."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    admin_key: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise OptionError("--tls-cert and --tls-key go together (the server's certificate and its key)")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise OptionError("--tls-ca (mutual TLS) needs --tls-cert and --tls-key too")
+        for path, option in ((self.tls_cert, "--tls-cert"), (self.tls_key, "--tls-key"), (self.tls_ca, "--tls-ca")):
+            _readable(path, option)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def mutual(self) -> bool:
+        return self.tls_ca is not None
+
+    def triton_arguments(self) -> list[str]:
+        """tritonserver's options for this: TLS, restricted APIs, no model control, strict readiness."""
+        arguments = ["--model-control-mode=none", "--strict-readiness=true"]
+        if self.tls:
+            arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert}"]
+            arguments.append(f"--grpc-server-key={self.tls_key}")
+        if self.mutual:
+            arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.tls_ca}"]
+        groups = [(ADMIN_APIS, ADMIN_HEADER, self.admin_key)]
+        if self.api_key is not None:
+            groups.append((INFERENCE_APIS, KEY_HEADER, self.api_key))
+        for apis, header, key in groups:
+            arguments += [
+                f"--grpc-restricted-protocol={','.join(apis)}:{header}={key}",
+                f"--http-restricted-api={','.join(apis)}:{header}={key}",
+            ]
+        return arguments
+
+    def describe(self) -> str:
+        tls = "mutual TLS" if self.mutual else "TLS" if self.tls else "plaintext"
+        key = "an inference key" if self.api_key else "no inference key"
+        return f"gRPC {tls}, {key}, admin APIs behind the admin key"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientSecurity:
+    """What a client presents: TLS (``root_cert`` to trust a private CA; ``client_cert`` and
+    ``client_key`` for mutual TLS) and the inference key, sent as the ``dgla-api-key`` header
+    (``triton-grpc-protocol-dgla-api-key`` over gRPC, as Triton reads it)."""
+
+    ssl: bool = False
+    root_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise OptionError("--client-cert and --client-key go together (mutual TLS)")
+        if not self.ssl and any(p is not None for p in (self.root_cert, self.client_cert)):
+            raise OptionError("--root-cert, --client-cert and --client-key need --ssl")
+        for path, option in (
+            (self.root_cert, "--root-cert"), (self.client_cert, "--client-cert"), (self.client_key, "--client-key")
+        ):  # fmt: skip
+            _readable(path, option)
+
+    def headers(self, protocol: str) -> dict[str, str] | None:
+        return {header(KEY_HEADER, protocol): self.api_key} if self.api_key else None
+
+    def grpc_options(self) -> dict[str, object]:
+        """tritonclient.grpc.InferenceServerClient's TLS keywords (it reads the PEM files itself)."""
+        if not self.ssl:
+            return {}
+        paths = {"root_certificates": self.root_cert, "private_key": self.client_key}
+        paths["certificate_chain"] = self.client_cert
+        return {"ssl": True, **{k: str(v) for k, v in paths.items() if v is not None}}

@@ -1,0 +1,157 @@
+"""dgla-serve's TLS, mutual TLS and keys on a real Triton server, with certificates trustme makes:
+each way in that should be shut is tried and refused, and the right client is answered."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dgla_export.errors import OptionError
+from dgla_export.triton.client import ClientError, classify
+from dgla_export.triton.repository import write_repository
+from dgla_export.triton.security import ADMIN_HEADER, KEY_HEADER, ClientSecurity, ServerSecurity, header, read_key
+from triton_repository.serving import Serve
+
+KEY = "inference-key-0123456789abcdef"
+ADMIN = "admin-key-fedcba9876543210abcd"
+
+
+def _pem(blobs, path):
+    path.write_bytes(b"".join(blob.bytes() for blob in blobs))
+    return path
+
+
+def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path, monkeypatch) -> None:
+    key = tmp_path / "key"
+    key.write_text(KEY + "\n")
+    key.chmod(0o644)
+    with pytest.raises(OptionError, match="chmod 600"):
+        read_key(key, "DGLA_TEST_KEY", "--api-key-file")
+    key.chmod(0o600)
+    assert read_key(key, "DGLA_TEST_KEY", "--api-key-file") == KEY
+    monkeypatch.setenv("DGLA_TEST_KEY", "short")
+    with pytest.raises(OptionError, match="16 to 256"):
+        read_key(None, "DGLA_TEST_KEY", "--api-key-file")
+    monkeypatch.delenv("DGLA_TEST_KEY")
+    assert read_key(None, "DGLA_TEST_KEY", "--api-key-file") is None
+    # a key never shows in a record's repr; the admin APIs are behind a key even when none is given
+    security = ServerSecurity(api_key=KEY)
+    assert KEY not in repr(security) and security.admin_key not in repr(security)
+    arguments = " ".join(security.triton_arguments())
+    assert f"model-repository,shared-memory,statistics,trace,logging:{ADMIN_HEADER}={security.admin_key}" in arguments
+    assert f"inference,metadata,model-config:{KEY_HEADER}={KEY}" in arguments
+    assert "--model-control-mode=none" in arguments and "--strict-readiness=true" in arguments
+    with pytest.raises(OptionError, match="go together"):
+        ServerSecurity(tls_cert=key)
+    with pytest.raises(OptionError, match="need --ssl"):
+        ClientSecurity(root_cert=key)
+
+
+def test_a_readable_key_file_stops_dgla_serve_in_one_line(tmp_path) -> None:
+    key = tmp_path / "key"
+    key.write_text(KEY)
+    key.chmod(0o640)
+    result = subprocess.run(
+        [sys.executable, "-m", "dgla_export.tools.serve", str(tmp_path), "--api-key-file", str(key)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "chmod 600" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs Triton (pip install '.[serve]')")
+def test_tls_mutual_tls_and_keys_on_a_real_server(tiny_onnx, images, tmp_path) -> None:
+    import tritonclient.grpc as grpcclient
+    import trustme
+    from tritonclient.utils import InferenceServerException
+
+    ca, stranger = trustme.CA(), trustme.CA()
+    server_cert = ca.issue_cert("localhost", "127.0.0.1")
+    client_cert, foreign_cert = ca.issue_cert("client.clinic.example"), stranger.issue_cert("client.clinic.example")
+    pems = {
+        "ca": _pem([ca.cert_pem], tmp_path / "ca.pem"),
+        "cert": _pem(server_cert.cert_chain_pems, tmp_path / "server.pem"),
+        "key": _pem([server_cert.private_key_pem], tmp_path / "server.key"),
+        "client": _pem(client_cert.cert_chain_pems, tmp_path / "client.pem"),
+        "client_key": _pem([client_cert.private_key_pem], tmp_path / "client.key"),
+        "foreign": _pem(foreign_cert.cert_chain_pems, tmp_path / "foreign.pem"),
+        "foreign_key": _pem([foreign_cert.private_key_pem], tmp_path / "foreign.key"),
+    }
+    admin_file = tmp_path / "admin.key"
+    admin_file.write_text(ADMIN)
+    admin_file.chmod(0o600)
+    repository = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repository)
+    paths = []
+    for name, image in images[:2]:
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(image).save(paths[-1])
+    tls = ["--tls-cert", str(pems["cert"]), "--tls-key", str(pems["key"]), "--tls-ca", str(pems["ca"])]
+    server = Serve(
+        repository, extra=[*tls, "--admin-key-file", str(admin_file), "--log", str(tmp_path / "server.log")],
+        env={**os.environ, "DGLA_API_KEY": KEY},
+    )  # fmt: skip
+    try:
+        output = server.wait_ready()
+        url = f"localhost:{server.grpc}"
+        right = ClientSecurity(ssl=True, root_cert=pems["ca"], client_cert=pems["client"],
+                               client_key=pems["client_key"], api_key=KEY)  # fmt: skip
+        answered = classify(paths, url=url, security=right)
+        sums = np.array([p.probs.sum() for p in answered])
+        assert np.abs(sums - 1).max() < 1e-5, sums
+        refused = {
+            "plaintext to the TLS port": (ClientSecurity(api_key=KEY), "needs --ssl"),
+            "TLS without the hospital's CA": (ClientSecurity(ssl=True, api_key=KEY), "--root-cert"),
+            "mutual TLS without a client certificate": (ClientSecurity(ssl=True, root_cert=pems["ca"], api_key=KEY),
+                                                        "--client-cert"),
+            "a certificate another CA signed": (ClientSecurity(ssl=True, root_cert=pems["ca"],
+                                                client_cert=pems["foreign"], client_key=pems["foreign_key"],
+                                                api_key=KEY), "--client-cert"),
+            "no key": (ClientSecurity(ssl=True, root_cert=pems["ca"], client_cert=pems["client"],
+                                      client_key=pems["client_key"]), "needs its inference key"),
+        }  # fmt: skip
+        for case, (security, hint) in refused.items():
+            with pytest.raises(ClientError) as caught:
+                classify(paths[:1], url=url, security=security, timeout=10)
+            assert hint in str(caught.value), f"{case}: {caught.value}"
+        # the inference key opens inference, not the admin APIs; the admin key opens those
+        client = grpcclient.InferenceServerClient(url, **right.grpc_options())  # type: ignore[arg-type]
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index(headers={header(KEY_HEADER, "grpc"): KEY})
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_inference_statistics(headers={header(KEY_HEADER, "grpc"): KEY})
+        index = client.get_model_repository_index(headers={header(ADMIN_HEADER, "grpc"): ADMIN})
+        assert {m.name for m in index.models} >= {"dgla"}, index
+        client.close()
+        # HTTP has no TLS: it listens on loopback only, and keeps the same keys
+        assert f"http     http://127.0.0.1:{server.http}" in output, output
+        request = urllib.request.Request(f"http://127.0.0.1:{server.http}/v2/repository/index", data=b"{}")
+        with pytest.raises(urllib.error.HTTPError) as http_refusal:
+            urllib.request.urlopen(request, timeout=10)
+        assert http_refusal.value.code in (401, 403), http_refusal.value.code
+        # the CLI: certificates and the key from a file; nothing of the key on its output
+        key_file = tmp_path / "api.key"
+        key_file.write_text(KEY)
+        key_file.chmod(0o600)
+        cli = subprocess.run(
+            [sys.executable, "-m", "dgla_export.tools.client", str(paths[0]), "--url", url, "--ssl", "--root-cert",
+             str(pems["ca"]), "--client-cert", str(pems["client"]), "--client-key", str(pems["client_key"]),
+             "--api-key-file", str(key_file), "--json"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert KEY not in cli.stdout + cli.stderr
+    finally:
+        stderr = server.stop()
+    said = "\n".join(server.lines) + stderr + (tmp_path / "server.log").read_text(errors="replace")
+    assert KEY not in said and ADMIN not in said, "a key reached dgla-serve's output or the server log"
+    assert not server.leftovers(), server.leftovers()
