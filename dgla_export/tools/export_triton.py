@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dgla_export.tools.args import add_preprocess_args, batch_sizes, positive_int
+from dgla_export.tools.args import add_preprocess_args, batch_sizes, positive_float, positive_int
 
 HELP = "write a Triton model repository (ONNX, engine, preprocessing, ensemble)"
 
@@ -50,6 +50,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=200,
         metavar="US",
         help="longest wait for a fuller batch, in microseconds (default 200)",
+    )
+    parser.add_argument(
+        "--max-queue-size",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="requests a runtime model queues before it rejects more (default 16: ~9 s of the 2-core CPU's work)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds a request may wait in the queue before it is rejected (default 10)",
     )
     parser.add_argument(
         "--instances",
@@ -102,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us,
+        max_queue_size=args.max_queue_size,
+        queue_timeout_s=args.queue_timeout,
         instances=args.instances,
         ort_tensorrt_fp16=args.ort_tensorrt_fp16,
         preprocess=args.preprocess,

@@ -1,0 +1,226 @@
+"""Overload of the served model on loopback: the queue policy at several times capacity.
+
+1. Capacity: ``dgla`` (JPEG bytes of the bundled photos, preprocessed on the server) with 4
+   clients in a closed loop for ``--capacity-seconds``: answered pairs per second.
+2. Flood: an open loop at ``--factor`` x capacity for ``--seconds`` (at most ``--max-requests``),
+   each request with a client deadline of the queue timeout plus a margin. Every request ends as
+   answered (its latency), rejected by the server (its status), or past its deadline; none may be
+   lost. The server's memory (tritonserver and its stubs: heaps, and the Python backend's shared
+   memory counted once) is sampled before, during and after; a second flood shows whether it grows
+   per flood or stays bounded.
+
+Loopback only, bounded in count and time; the server stops with the run.
+
+    python benchmarks/triton_flood.py --onnx build/dgla_resnet50.onnx --output benchmarks/results/triton-flood
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.triton_cpu import free_ports
+from dgla_export.data import sample_images
+from dgla_export.machine import provenance
+from dgla_export.triton.repository import TritonOptions, write_repository
+from dgla_export.triton.server import SHM_ROOT, TritonServer
+
+MARGIN_S = 10.0  # client deadline beyond the server's queue timeout
+
+
+def memory_mb(server: TritonServer) -> dict[str, float]:
+    """The server's memory: the anonymous memory (heaps) of tritonserver and every process of its
+    group (the Python backend's stubs), plus the backend's shared-memory regions counted once (each
+    process maps them, so a sum of RSS would count them once per process)."""
+    assert server.pid is not None
+    anon = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != server.pid:
+                continue
+            status = (stat.parent / "status").read_text().splitlines()
+            anon += next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    shm = sum(p.stat().st_size for p in SHM_ROOT.glob(f"{server._shm_prefix}*")) / 2**20
+    return {"anon_mb": anon, "shm_regions_mb": shm, "total_mb": anon + shm}
+
+
+class Sampler(threading.Thread):
+    def __init__(self, server: TritonServer) -> None:
+        super().__init__(daemon=True)
+        self.server, self.samples, self.stop_event = server, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.5):
+            self.samples.append((time.monotonic(), memory_mb(self.server)["total_mb"]))
+
+
+def photos() -> list[bytes]:
+    from PIL import Image
+
+    encoded = []
+    for _, pixels in sample_images():
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def request_inputs(module: Any, data: bytes) -> list[Any]:
+    tensor = module.InferInput("image", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    return [tensor]
+
+
+def capacity(url: str, images: list[bytes], seconds: float, clients: int = 4) -> float:
+    import tritonclient.grpc as grpcclient
+
+    answered, deadline = [0], time.monotonic() + seconds
+
+    def client_loop(offset: int) -> None:
+        client = grpcclient.InferenceServerClient(url)
+        index = offset
+        while time.monotonic() < deadline:
+            client.infer("dgla", request_inputs(grpcclient, images[index % len(images)]), client_timeout=60)
+            answered[0] += 1
+            index += clients
+        client.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answered[0] / (time.monotonic() - started)
+
+
+def flood(url: str, images: list[bytes], rate: float, count: int, deadline_s: float) -> list[dict[str, Any]]:
+    """Send ``count`` requests at ``rate`` per second without waiting for answers; collect every outcome."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    outcomes: queue.Queue = queue.Queue()
+    sent: dict[int, float] = {}
+    start = time.monotonic()
+    for index in range(count):
+        time.sleep(max(0.0, start + index / rate - time.monotonic()))
+        sent[index] = time.monotonic()
+        client.async_infer(
+            "dgla",
+            request_inputs(grpcclient, images[index % len(images)]),
+            callback=lambda result, error, i=index: outcomes.put((i, time.monotonic(), error)),
+            client_timeout=deadline_s,
+        )
+    rows: dict[int, dict[str, Any]] = {}
+    hard_stop = time.monotonic() + deadline_s + 5
+    while len(rows) < count and time.monotonic() < hard_stop:
+        try:
+            index, ended, error = outcomes.get(timeout=1)
+        except queue.Empty:
+            continue
+        text = "" if error is None else str(error)
+        kind = (
+            "answered" if error is None
+            else "past deadline" if "deadline" in text.lower()
+            else "rejected"
+        )  # fmt: skip
+        rows[index] = {"index": index, "outcome": kind, "seconds": ended - sent[index], "status": text[:200]}
+    client.close()
+    return [rows.get(i, {"index": i, "outcome": "lost", "seconds": None, "status": ""}) for i in range(count)]
+
+
+def summarise(rows: list[dict[str, Any]], seconds: float, sampler: Sampler, after: dict[str, float]) -> dict[str, Any]:
+    kinds = ("answered", "rejected", "past deadline", "lost")
+    answered = np.array([r["seconds"] for r in rows if r["outcome"] == "answered"]) * 1e3
+    rejected = np.array([r["seconds"] for r in rows if r["outcome"] == "rejected"]) * 1e3
+
+    def stat(values: np.ndarray, q: float) -> float | None:
+        return float(np.percentile(values, q)) if values.size else None
+
+    return {
+        "seconds": seconds,
+        "outcomes": {kind: sum(r["outcome"] == kind for r in rows) for kind in kinds},
+        "answered_p50_ms": stat(answered, 50),
+        "answered_p99_ms": stat(answered, 99),
+        "answered_max_ms": stat(answered, 100),
+        "rejected_p50_ms": stat(rejected, 50),
+        "rejection_statuses": sorted({r["status"].split("\n")[0] for r in rows if r["outcome"] == "rejected"}),
+        "peak_total_mb": max((total for _, total in sampler.samples), default=None),
+        "after": after,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/triton-flood"))
+    parser.add_argument("--factor", type=float, default=5.0, help="arrival rate as a multiple of capacity")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each flood")
+    parser.add_argument("--max-requests", type=int, default=400, help="at most this many requests per flood")
+    parser.add_argument("--capacity-seconds", type=float, default=20.0)
+    parser.add_argument("--floods", type=int, default=2, help="a second flood shows whether memory grows per flood")
+    args = parser.parse_args()
+    options = TritonOptions()
+    record: dict[str, Any] = {
+        **provenance(),
+        "onnx": str(args.onnx),
+        "queue": {"max_queue_size": options.max_queue_size, "timeout_s": options.queue_timeout_s},
+        "factor": args.factor,
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="dgla-flood-"))
+    try:
+        repository = workdir / "repo"
+        write_repository(args.onnx, repository, options=options)
+        ports = free_ports()
+        images = photos()
+        with TritonServer(repository, ports) as server:
+            server.wait_ready(timeout=600)
+            assert server.pid is not None
+            url = ports.urls["grpc"]
+            capacity(url, images, 5.0)  # warm-up
+            record["capacity_pairs_s"] = measured = capacity(url, images, args.capacity_seconds)
+            time.sleep(5)
+            record["baseline"] = memory_mb(server)  # every instance has worked by now
+            rate = args.factor * measured
+            count = min(args.max_requests, round(rate * args.seconds))
+            floods = []
+            for number in range(args.floods):
+                print(f"flood {number + 1}: {count} requests at {rate:.1f}/s (capacity {measured:.2f})", flush=True)
+                sampler = Sampler(server)
+                sampler.start()
+                started = time.monotonic()
+                rows = flood(url, images, rate, count, options.queue_timeout_s + MARGIN_S)
+                seconds = time.monotonic() - started
+                time.sleep(10)  # let the server settle, then read its memory again
+                sampler.stop_event.set()
+                sampler.join()
+                floods.append(summarise(rows, seconds, sampler, memory_mb(server)))
+            record["server_alive_after"] = server.process is not None and server.process.poll() is None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    record.update(requests_per_flood=count, arrival_rate_s=rate, floods=floods)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    shown = {k: v for k, v in record.items() if k not in ("machine", "floods")}
+    shown["floods"] = [{k: v for k, v in f.items() if k != "rows"} for f in floods]
+    print(json.dumps(shown, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Overload: the queue policy is written where requests wait, and a real server under a burst far
+beyond its queue answers or rejects every request, with a status the client reports, and recovers."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from PIL import Image
+from tritonclient.grpc import model_config_pb2
+
+from dgla_export.tools.export import main as export_main
+from dgla_export.triton.client import classify
+from dgla_export.triton.repository import TritonOptions, write_repository
+from triton_repository.serving import Serve
+
+REJECTED = "Exceeds maximum queue size"
+
+
+def _config(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_the_runtime_model_and_the_ensemble_s_door_reject_when_full(tiny_onnx, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    args = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--max-queue-size", "3"]
+    assert export_main([*args, "--queue-timeout", "2.5"]) == 0
+    for model in ("dgla_onnx", "dgla_preprocess"):
+        policy = _config(repo / model / "config.pbtxt").dynamic_batching.default_queue_policy
+        assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT, model
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (3, 2_500_000), model
+    # the preprocessing step batches nothing on purpose: its queue is there to be bounded
+    assert _config(repo / "dgla_preprocess" / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 0
+    with pytest.raises(SystemExit) as refused:  # argparse's own one-line refusal
+        export_main([*args, "--force", "--queue-timeout", "0"])
+    assert refused.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs Triton (pip install '.[serve]')")
+def test_a_burst_beyond_the_queue_is_answered_or_rejected_never_lost(tiny_onnx, images, tmp_path) -> None:
+    repository = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repository, options=TritonOptions(max_queue_size=2, preprocess_instances=1))
+    first = tmp_path / "photo.png"
+    Image.fromarray(images[0][1]).save(first)
+    burst = []
+    for index in range(96):
+        burst.append(tmp_path / f"burst-{index}.png")
+        shutil.copyfile(first, burst[-1])
+    server = Serve(repository)
+    try:
+        server.wait_ready()
+        (alone,) = classify([first], url=server.grpc_url)
+        # 96 requests in flight at once against queues of 2: most must be turned away, none lost
+        answers = classify(burst, url=server.grpc_url, concurrency=96, timeout=60)
+        answered = [a for a in answers if a.probs is not None]
+        rejected = [a for a in answers if a.probs is None]
+        assert len(answered) + len(rejected) == len(burst)
+        assert rejected and all(REJECTED in (a.error or "") for a in rejected), {a.error for a in rejected}
+        assert answered, "nothing was answered under the burst"
+        err = max(float(np.abs(a.probs - alone.probs).max()) for a in answered)
+        assert err < 1e-5, f"an answer under load differs from the one alone by {err:.2e}"
+        (after,) = classify([first], url=server.grpc_url)  # the server recovered
+        assert float(np.abs(after.probs - alone.probs).max()) < 1e-5
+    finally:
+        stderr = server.stop()
+    assert not server.leftovers(), (server.leftovers(), stderr[-2000:])
