@@ -40,6 +40,12 @@ class ServerEndpoints(Record):
     states: list[dict[str, Any]]
     models: dict[str, str]
     _server: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _supervisor: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def reloads(self) -> list[Any]:
+        """Each model reloaded because a stub process of it died (:class:`dgla_export.triton.supervisor.Reload`)."""
+        return list(self._supervisor.reloads) if self._supervisor is not None else []
 
     def wait(self) -> int | None:
         """Block until the server exits (it should not: this returns only when it crashed)."""
@@ -93,17 +99,26 @@ def serve(
 ) -> Iterator[ServerEndpoints]:
     """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
     yields the endpoints once every model is ready, and stops the server (and everything it
-    started) on exit. ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;
+    started) on exit; meanwhile a model whose Python-backend stub dies is reloaded (``reloads``).
+    ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;
     with TLS, HTTP listens on loopback only); metrics stay on loopback unless ``metrics_host`` says.
 
     >>> with serve("triton-repo") as server:   # doctest: +SKIP
     ...     classify(["lesion.jpg"], url=server.grpc)
     """
     from dgla_export.triton.server import Ports, TritonServer
+    from dgla_export.triton.supervisor import StubSupervisor
 
     ports = Ports(host, http_port, grpc_port, metrics_port, metrics_host=metrics_host)
     with TritonServer(Path(repository), ports, log_path=Path(log) if log else None, security=security) as server:
         progress(f"tritonserver pid {server.pid}, loading {repository} ({server.security.describe()}) ...")
         states = server.wait_ready(timeout)
         urls = server.ports.urls
-        yield ServerEndpoints(urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server)
+        supervisor = StubSupervisor(server, say=progress)
+        supervisor.start()
+        try:
+            yield ServerEndpoints(
+                urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server, supervisor
+            )
+        finally:
+            supervisor.stop()

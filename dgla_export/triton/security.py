@@ -6,7 +6,9 @@ readiness). Its restricted protocols check a header on each request: the inferen
 inference, model metadata and model config (what a client needs); the admin key guards the
 model repository, shared memory, statistics, trace and logging APIs. Without an admin key given
 they get a random one that only ``dgla-serve`` holds, which leaves them off for everyone else.
-Health stays open, for load balancers and probes.
+Health stays open, for load balancers and probes. Model control is explicit, every model loaded
+at start: loading and unloading are repository-API calls, so only the admin key's holder can make
+them (dgla-serve uses it to reload a model whose Python-backend stub died, :mod:`.supervisor`).
 
 Keys come from a file (owner-only permissions) or the environment, never from a command line:
 another user could read that from ``ps``. tritonserver itself takes them as arguments, so its own
@@ -106,8 +108,11 @@ class ServerSecurity:
         return self.tls_ca is not None
 
     def triton_arguments(self) -> list[str]:
-        """tritonserver's options for this: TLS, restricted APIs, no model control, strict readiness."""
-        arguments = ["--model-control-mode=none", "--strict-readiness=true"]
+        """tritonserver's options for this: TLS, restricted APIs, model control for the admin key only,
+        strict readiness."""
+        # explicit model control with every model loaded at start: only the admin key's holder (by
+        # default dgla-serve alone, to reload a model whose stub died) can load or unload
+        arguments = ["--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true"]
         if self.tls:
             arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert}"]
             arguments.append(f"--grpc-server-key={self.tls_key}")

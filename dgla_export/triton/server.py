@@ -248,6 +248,12 @@ class TritonServer:
             return f"tritonserver crashed ({name}); the last lines of its log:\n{self.log_errors()}"
         return f"tritonserver exited with code {code}:\n{self.log_errors()}"
 
+    def load_model(self, model: str, timeout: float = 120.0) -> int:
+        """Load (or reload) ``model`` through the repository API, with the admin key; the HTTP status."""
+        admin = {ADMIN_HEADER: self.security.admin_key}
+        url = f"{self.ports.urls['http']}/v2/repository/models/{model}/load"
+        return _request(url, data=b"{}", timeout=timeout, headers=admin)[0]
+
     def model_states(self) -> list[dict[str, Any]]:
         """Every model of the repository with its state ("READY", "UNAVAILABLE", ...) and reason."""
         admin = {ADMIN_HEADER: self.security.admin_key}

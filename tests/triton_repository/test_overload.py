@@ -68,3 +68,52 @@ def test_a_burst_beyond_the_queue_is_answered_or_rejected_never_lost(tiny_onnx, 
     finally:
         stderr = server.stop()
     assert not server.leftovers(), (server.leftovers(), stderr[-2000:])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs Triton (pip install '.[serve]')")
+def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images, tmp_path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    import dgla_export as dx
+    from dgla_export.triton.supervisor import stub_processes
+    from triton_repository.serving import free_ports
+
+    repository = tmp_path / "repo"
+    write_repository(tiny_onnx["fp32"], repository)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(images[0][1]).save(photo)
+    http, grpc, metrics = free_ports(3)
+    log: list[tuple[float, float, str | None]] = []  # (sent, answered, error) of every request
+    with dx.serve(repository, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
+        stop = time.monotonic() + 25
+
+        def client() -> None:  # bounded: stops by itself
+            while time.monotonic() < stop:
+                sent = time.monotonic()
+                (answer,) = classify([photo], url=server.grpc, timeout=10)
+                log.append((sent, time.monotonic(), answer.error))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(5)
+        victim = next(pid for pid, model in stub_processes(server.pid).items() if model == "dgla_preprocess")
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        for thread in threads:
+            thread.join()
+        reloads = server.reloads
+    assert [r.model for r in reloads] == ["dgla_preprocess"] and reloads[0].status == 200, reloads
+    failed = [(s - killed, a - killed, e) for s, a, e in log if e is not None]
+    assert all(s > -1.0 for s, _, _ in failed), failed  # nothing failed before the kill
+    assert all("not healthy" in e for _, _, e in failed), failed  # in-flight requests fail cleanly
+    recovered = reloads[0].noticed_at - killed + reloads[0].seconds
+    late = [f for f in failed if f[0] > recovered + 2.0]
+    assert not late, f"requests still failed {late[0][0]:.1f} s after the kill (reloaded {recovered:.1f} s after it)"
+    after = [e for s, _, e in log if s - killed > recovered + 2.0]
+    assert len(after) > 20 and not any(after), after
+    print(f"killed stub: {len(failed)} requests failed, the model reloaded {recovered:.1f} s after the kill")

@@ -48,7 +48,8 @@ def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path, monkeypa
     arguments = " ".join(security.triton_arguments())
     assert f"model-repository,shared-memory,statistics,trace,logging:{ADMIN_HEADER}={security.admin_key}" in arguments
     assert f"inference,metadata,model-config:{KEY_HEADER}={KEY}" in arguments
-    assert "--model-control-mode=none" in arguments and "--strict-readiness=true" in arguments
+    # model control only through the repository API, which is behind the admin key
+    assert "--model-control-mode=explicit --load-model=*" in arguments and "--strict-readiness=true" in arguments
     with pytest.raises(OptionError, match="go together"):
         ServerSecurity(tls_cert=key)
     with pytest.raises(OptionError, match="need --ssl"):
