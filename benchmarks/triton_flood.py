@@ -9,6 +9,10 @@
    memory counted once) is sampled before, during and after; a second flood shows whether it grows
    per flood or stays bounded.
 
+3. Fault: 4 clients in a closed loop; a third of the way in, one preprocessing process (a Python
+   backend stub) is killed; dgla-serve's supervisor reloads the model. Every request's fate, and
+   the gap until the model answers again.
+
 Loopback only, bounded in count and time; the server stops with the run.
 
     python benchmarks/triton_flood.py --onnx build/dgla_resnet50.onnx --output benchmarks/results/triton-flood
@@ -37,6 +41,7 @@ from dgla_export.data import sample_images
 from dgla_export.machine import provenance
 from dgla_export.triton.repository import TritonOptions, write_repository
 from dgla_export.triton.server import SHM_ROOT, TritonServer
+from dgla_export.triton.supervisor import StubSupervisor, stub_processes
 
 MARGIN_S = 10.0  # client deadline beyond the server's queue timeout
 
@@ -144,6 +149,60 @@ def flood(url: str, images: list[bytes], rate: float, count: int, deadline_s: fl
     return [rows.get(i, {"index": i, "outcome": "lost", "seconds": None, "status": ""}) for i in range(count)]
 
 
+def kill_run(server: TritonServer, images: list[bytes], seconds: float, kill_after: float) -> dict[str, Any]:
+    """4 clients in a closed loop; one preprocessing stub killed after ``kill_after`` seconds; the
+    supervisor dgla-serve runs reloads the model. Every request's fate, and the gap."""
+    import os
+    import signal
+
+    import tritonclient.grpc as grpcclient
+
+    supervisor = StubSupervisor(server, say=lambda line: print(line, flush=True))
+    supervisor.start()
+    url, log, stop = server.ports.urls["grpc"], [], time.monotonic() + seconds
+
+    def client_loop(offset: int) -> None:
+        client = grpcclient.InferenceServerClient(url)
+        index = offset
+        while time.monotonic() < stop:
+            sent = time.monotonic()
+            try:
+                client.infer("dgla", request_inputs(grpcclient, images[index % len(images)]), client_timeout=60)
+                error = None
+            except Exception as err:  # the status the client reports
+                error = str(err).split("\n")[0][:200]
+            log.append((sent, time.monotonic(), error))
+            index += 4
+        client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(kill_after)
+    assert server.pid is not None
+    victim = next(pid for pid, model in stub_processes(server.pid).items() if model.endswith("_preprocess"))
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    for thread in threads:
+        thread.join()
+    supervisor.stop()
+    failed = [(s - killed, a - killed, e) for s, a, e in log if e is not None]
+    reload = supervisor.reloads[0] if supervisor.reloads else None
+    recovered = None if reload is None else reload.noticed_at - killed + reload.seconds
+    later = [e for s, _, e in log if recovered is not None and s - killed > recovered]  # sent after the reload
+    return {
+        "requests": len(log),
+        "failed": len(failed),
+        "failed_before_kill": sum(s < 0 for s, _, _ in failed),
+        "failure_statuses": sorted({e for _, _, e in failed}),
+        "last_failure_answered_after_kill_s": max((a for _, a, _ in failed), default=None),
+        "reloaded_after_kill_s": recovered,
+        "reload_status": None if reload is None else reload.status,
+        "answered_after_reload": sum(e is None for e in later),
+        "failed_after_reload": sum(e is not None for e in later),
+    }
+
+
 def summarise(rows: list[dict[str, Any]], seconds: float, sampler: Sampler, after: dict[str, float]) -> dict[str, Any]:
     kinds = ("answered", "rejected", "past deadline", "lost")
     answered = np.array([r["seconds"] for r in rows if r["outcome"] == "answered"]) * 1e3
@@ -175,6 +234,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=400, help="at most this many requests per flood")
     parser.add_argument("--capacity-seconds", type=float, default=20.0)
     parser.add_argument("--floods", type=int, default=2, help="a second flood shows whether memory grows per flood")
+    parser.add_argument(
+        "--kill-seconds", type=float, default=30.0, help="then a load run in which a preprocessing process is killed"
+    )
     args = parser.parse_args()
     options = TritonOptions()
     record: dict[str, Any] = {
@@ -211,6 +273,9 @@ def main() -> None:
                 sampler.stop_event.set()
                 sampler.join()
                 floods.append(summarise(rows, seconds, sampler, memory_mb(server)))
+            if args.kill_seconds:
+                print("killing a preprocessing process under load", flush=True)
+                record["kill"] = kill_run(server, images, args.kill_seconds, kill_after=args.kill_seconds / 3)
             record["server_alive_after"] = server.process is not None and server.process.poll() is None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
