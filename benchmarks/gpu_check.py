@@ -359,7 +359,7 @@ def summarise(output: Path) -> int:
     if prep:
         lines += [
             f"Fast preprocessing of one {prep['photo']['megapixels']:.0f} MP JPEG ({prep['photo']['jpeg_mb']:.1f} MB): "
-            f"p50 {prep['one_photo']['p50_ms']:.0f} ms on one core; {prep['photos_per_s']:.1f} photos/s on "
+            f"p50 {prep['one_photo']['p50_ms']:.0f} ms in one process; {prep['photos_per_s']:.1f} photos/s on "
             f"{prep['workers']} processes.",
             "",
         ]

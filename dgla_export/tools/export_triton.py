@@ -56,7 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=16,
         metavar="N",
-        help="requests a runtime model queues before it rejects more (default 16: ~9 s of the 2-core CPU's work)",
+        help="requests a runtime model (and the ensemble's first step) queue before rejecting more; size it as "
+        "capacity x --queue-timeout (default 16)",
     )
     parser.add_argument(
         "--queue-timeout",

@@ -70,9 +70,9 @@ class TritonOptions:
     preferred_batch_sizes: tuple[int, ...] = (8, 16)
     max_queue_delay_us: int = 200
     # Overload: a request that waited queue_timeout_s, or found max_queue_size requests ahead of it,
-    # is rejected with a status the client reports, instead of piling up in memory. The defaults fit
-    # the 2-core CPU's measured ~1.7 pairs/s (16 queued = ~9 s of work, under the 10 s timeout);
-    # on a GPU raise the size to capacity x timeout (docs/serving.md).
+    # is rejected with a status the client reports, instead of piling up in memory. Size it as
+    # capacity x timeout: 16 was chosen from the load test's ~1.7 pairs/s on the 2-core CPU; the flood
+    # record measured 0.71 there and found 16 too generous (docs/serving.md); a GPU needs far more.
     max_queue_size: int = 16
     queue_timeout_s: float = 10.0
     instances: int = 1

@@ -121,10 +121,10 @@ class ServerSecurity:
         groups = [(ADMIN_APIS, ADMIN_HEADER, self.admin_key)]
         if self.api_key is not None:
             groups.append((INFERENCE_APIS, KEY_HEADER, self.api_key))
-        for apis, header, key in groups:
+        for apis, name, key in groups:
             arguments += [
-                f"--grpc-restricted-protocol={','.join(apis)}:{header}={key}",
-                f"--http-restricted-api={','.join(apis)}:{header}={key}",
+                f"--grpc-restricted-protocol={','.join(apis)}:{name}={key}",
+                f"--http-restricted-api={','.join(apis)}:{name}={key}",
             ]
         return arguments
 
