@@ -66,9 +66,10 @@ class Plan:
 
 def provenance() -> dict[str, Any]:
     """The package's provenance; on a box without git, the commit the tree was prepared from."""
-    from dgla_export.machine import commit, provenance
+    from dgla_export.machine import commit
+    from dgla_export.machine import provenance as package_provenance
 
-    record = provenance()
+    record = package_provenance()
     if commit() is None and COMMIT_FILE.is_file():
         record["commit"] = COMMIT_FILE.read_text().strip()
         record["commit_source"] = "build/gpu-check/COMMIT, written by `scripts/gpu_check.sh prepare`"

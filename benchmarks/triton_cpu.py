@@ -38,6 +38,7 @@ from dgla_export.io import cache_dir
 from dgla_export.machine import provenance
 from dgla_export.triton.repository import write_repository
 from dgla_export.triton.server import Ports, TritonInstall, TritonServer
+from dgla_export.triton.supervisor import stub_processes
 
 PERF_ANALYZER_CLIENT = "tritonclient==2.48.0"
 
@@ -72,21 +73,16 @@ def perf_analyzer() -> tuple[Path, dict[str, str]]:
 
 def stub_memory(server: TritonServer) -> list[dict[str, Any]]:
     """RSS and private memory (MiB) of each Python-backend stub the server started."""
+    assert server.pid is not None
     rows = []
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid, model in stub_processes(server.pid).items():
         try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            if not cmdline[0].endswith(b"triton_python_backend_stub"):
-                continue
-            fields = dict(line.split(":", 1) for line in (proc / "smaps_rollup").read_text().splitlines()[1:])
-        except (OSError, IndexError):
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+        except OSError:
             continue
         kib = {k: int(v.split()[0]) for k, v in fields.items() if k in ("Rss", "Private_Clean", "Private_Dirty")}
-        if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != server.pid:
-            continue
-        model = cmdline[1].decode().split("/models/")[-1].split("/")[0]
         rows.append({
-            "model": model, "pid": int(proc.name), "rss_mib": round(kib["Rss"] / 1024, 1),
+            "model": model, "pid": pid, "rss_mib": round(kib["Rss"] / 1024, 1),
             "private_mib": round((kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, 1),
         })  # fmt: skip
     return sorted(rows, key=lambda r: (r["model"], r["pid"]))

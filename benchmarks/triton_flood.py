@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from dgla_export.data import sample_images
 from dgla_export.machine import provenance
 from dgla_export.triton.repository import TritonOptions, write_repository
 from dgla_export.triton.server import SHM_ROOT, TritonServer
-from dgla_export.triton.supervisor import StubSupervisor, stub_processes
+from dgla_export.triton.supervisor import StubSupervisor, process_group, stub_processes
 
 MARGIN_S = 10.0  # client deadline beyond the server's queue timeout
 
@@ -52,11 +53,9 @@ def memory_mb(server: TritonServer) -> dict[str, float]:
     process maps them, so a sum of RSS would count them once per process)."""
     assert server.pid is not None
     anon = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in process_group(server.pid):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != server.pid:
-                continue
-            status = (stat.parent / "status").read_text().splitlines()
+            status = (proc / "status").read_text().splitlines()
             anon += next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
         except (OSError, ValueError, IndexError, StopIteration):
             continue
@@ -91,27 +90,47 @@ def request_inputs(module: Any, data: bytes) -> list[Any]:
     return [tensor]
 
 
-def capacity(url: str, images: list[bytes], seconds: float, clients: int = 4) -> float:
+Request = tuple[float, float, str | None]  # sent, ended (time.monotonic()), the status the client reports
+
+
+def closed_loop(
+    url: str, images: list[bytes], seconds: float, clients: int = 4, during: Callable[[], None] = lambda: None
+) -> list[Request]:
+    """``clients`` threads, each sending one request after another for ``seconds``; ``during`` runs
+    in this thread meanwhile (the fault phase's kill). Every request, with its error or None."""
     import tritonclient.grpc as grpcclient
 
-    answered, deadline = [0], time.monotonic() + seconds
+    log: list[Request] = []
+    stop = time.monotonic() + seconds
 
     def client_loop(offset: int) -> None:
         client = grpcclient.InferenceServerClient(url)
         index = offset
-        while time.monotonic() < deadline:
-            client.infer("dgla", request_inputs(grpcclient, images[index % len(images)]), client_timeout=60)
-            answered[0] += 1
+        while time.monotonic() < stop:
+            sent = time.monotonic()
+            try:
+                client.infer("dgla", request_inputs(grpcclient, images[index % len(images)]), client_timeout=60)
+                error = None
+            except Exception as err:  # the status the client reports
+                error = str(err).split("\n")[0][:200]
+            log.append((sent, time.monotonic(), error))
             index += clients
         client.close()
 
-    started = time.monotonic()
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
+    during()
     for thread in threads:
         thread.join()
-    return answered[0] / (time.monotonic() - started)
+    return log
+
+
+def capacity(url: str, images: list[bytes], seconds: float) -> float:
+    """Answered pairs per second of a closed loop of 4 clients."""
+    started = time.monotonic()
+    log = closed_loop(url, images, seconds)
+    return sum(error is None for _, _, error in log) / (time.monotonic() - started)
 
 
 def flood(url: str, images: list[bytes], rate: float, count: int, deadline_s: float) -> list[dict[str, Any]]:
@@ -155,37 +174,20 @@ def kill_run(server: TritonServer, images: list[bytes], seconds: float, kill_aft
     import os
     import signal
 
-    import tritonclient.grpc as grpcclient
-
     supervisor = StubSupervisor(server, say=lambda line: print(line, flush=True))
     supervisor.start()
-    url, log, stop = server.ports.urls["grpc"], [], time.monotonic() + seconds
+    kills: list[float] = []
 
-    def client_loop(offset: int) -> None:
-        client = grpcclient.InferenceServerClient(url)
-        index = offset
-        while time.monotonic() < stop:
-            sent = time.monotonic()
-            try:
-                client.infer("dgla", request_inputs(grpcclient, images[index % len(images)]), client_timeout=60)
-                error = None
-            except Exception as err:  # the status the client reports
-                error = str(err).split("\n")[0][:200]
-            log.append((sent, time.monotonic(), error))
-            index += 4
-        client.close()
+    def kill() -> None:
+        time.sleep(kill_after)
+        assert server.pid is not None
+        victim = next(pid for pid, model in stub_processes(server.pid).items() if model.endswith("_preprocess"))
+        kills.append(time.monotonic())
+        os.kill(victim, signal.SIGKILL)
 
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(kill_after)
-    assert server.pid is not None
-    victim = next(pid for pid, model in stub_processes(server.pid).items() if model.endswith("_preprocess"))
-    killed = time.monotonic()
-    os.kill(victim, signal.SIGKILL)
-    for thread in threads:
-        thread.join()
+    log = closed_loop(server.ports.urls["grpc"], images, seconds, during=kill)
     supervisor.stop()
+    killed = kills[0]
     failed = [(s - killed, a - killed, e) for s, a, e in log if e is not None]
     reload = supervisor.reloads[0] if supervisor.reloads else None
     recovered = None if reload is None else reload.noticed_at - killed + reload.seconds

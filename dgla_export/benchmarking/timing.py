@@ -172,9 +172,9 @@ def gpu_gemm_tflops(precision: str, size: int = 8192, repeats: int = 10) -> floa
     as a datasheet peak is one this clock, power cap and driver may never reach."""
     import torch
 
-    from dgla_export.runtimes.torch import fp32_math
+    from dgla_export.runtimes.torch import HALF_DTYPES, fp32_math
 
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    dtype = HALF_DTYPES.get(precision, torch.float32)
     a = torch.randn(size, size, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).to(dtype)
     with fp32_math(precision == "tf32"):
         for _ in range(3):

@@ -19,10 +19,11 @@ from torch import nn
 from dgla_export.errors import OptionError
 from dgla_export.runtimes.base import Feed, Outputs, Runner
 
-__all__ = ["VARIANTS", "TorchRunner", "fp32_math", "variant_parts", "variant_precision"]
+__all__ = ["HALF_DTYPES", "VARIANTS", "TorchRunner", "fp32_math", "variant_parts", "variant_precision"]
 
 # The parts a variant is made of; "eager" alone is the FP32 reference. At most one numeric part.
 NUMERICS = {"autocast-fp16": "fp16", "autocast-bf16": "bf16", "tf32": "tf32"}
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the precisions computed in a 16-bit type
 VARIANTS = ("eager", "channels_last", *NUMERICS, "compile", "cuda-graph")
 # torch.compile: the blocks both branches share see two input sizes, and the 16 GLA blocks share
 # one forward's code, so dynamo's default limit (8 variants per code object) was hit and it fell
@@ -94,7 +95,7 @@ class TorchRunner(Runner):
     @contextlib.contextmanager
     def numerics(self) -> Iterator[None]:
         """The arithmetic of this variant: autocast to FP16/BF16, or FP32 in TF32 or strictly."""
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        dtype = HALF_DTYPES.get(self.precision)
         # autocast's cache of cast weights must not outlive a CUDA graph's capture (PyTorch's rule)
         cache = "cuda-graph" not in self.parts
         autocast = torch.autocast(self.device, dtype=dtype, cache_enabled=cache) if dtype else contextlib.nullcontext()

@@ -6,8 +6,8 @@ Without --backends, only what makes sense on this machine runs: eager and channe
 and ONNX Runtime with the graphs given (on a GPU also TF32, autocast, FP16 + channels_last with and
 without CUDA-graph replay, the CUDA and TensorRT providers and the engine; eager on a GPU is strict
 FP32); BF16 autocast on a CPU without BF16 units (emulated: minutes a round) and torch.compile
-(minutes of compilation) run only when named. PyTorch variants combine with '+'. Before the runs start it says what
-will run and roughly how long; --quick gives a first look in a few minutes.
+(minutes of compilation) run only when named. PyTorch variants combine with '+'. Before the runs
+start it says what will run and roughly how long; --quick gives a first look in a few minutes.
 
 A backend that fails parity is reported as failed, with its errors, and is neither timed (unless
 --time-failed, then marked) nor ranked; the run then exits 3.

@@ -20,20 +20,31 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dgla_export.triton.server import TritonServer
 
-__all__ = ["Reload", "StubSupervisor", "stub_processes"]
+__all__ = ["Reload", "StubSupervisor", "process_group", "stub_processes"]
 
 STUB = "triton_python_backend_stub"
+
+
+def process_group(group: int) -> list[Path]:
+    """The /proc entries of the processes in process group ``group``: a server started in a session
+    of its own, and everything it started (the Python backend's stubs)."""
+    members = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) == group:
+                members.append(proc)
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
 
 
 def stub_processes(group: int) -> dict[int, str]:
     """PID -> model name of the Python-backend stubs in process group ``group`` (the server's)."""
     found = {}
-    for proc in Path("/proc").glob("[0-9]*"):
+    for proc in process_group(group):
         try:
-            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
-                continue
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
+        except OSError:
             continue
         if len(argv) > 1 and argv[0].decode(errors="replace").endswith(STUB):
             found[int(proc.name)] = Path(argv[1].decode(errors="replace")).parts[-3]  # models/NAME/1/model.py
