@@ -3,7 +3,9 @@ come from the package, so benchmarks and dgla-bench time and record the same way
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,3 +53,14 @@ def write_json(name: str, record: dict[str, Any]) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line; and from now on SIGTERM (what ``timeout`` sends) exits as Ctrl-C does,
+    so the run's temporary folders and servers are removed by their ``with`` blocks instead of left behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return parser.parse_args()

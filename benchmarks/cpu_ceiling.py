@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, machine, write_json
+from benchmarks.common import commit, machine, parse_args, write_json
 from dgla_export.benchmarking.run import cpu_gemm_tflops
 from dgla_export.models.cost import measure_cost
 from dgla_export.models.registry import create_model
@@ -86,7 +86,7 @@ def main() -> None:
         "--bench", type=Path, default=Path(__file__).parent / "results" / "cpu-dgla_resnet50" / "results.json",
         help="a dgla-bench results.json whose torch-eager-cpu batch-1 time bounds the speed-up",
     )  # fmt: skip
-    args = parser.parse_args()
+    args = parse_args(parser)
     threads, fma_runs = fma_peak_gflops()
     fma = max(fma_runs)
     gemm = cpu_gemm_tflops() * 1e3

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, commit, machine
+from benchmarks.common import RESULTS, commit, machine, parse_args
 from dgla_export.console import quiet_libraries
 
 GOAL = 0.02
@@ -143,7 +143,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per batch size (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum seconds per round and graph")
     parser.add_argument("--output", type=Path, default=RESULTS / "explain-cpu")
-    args = parser.parse_args()
+    args = parse_args(parser)
     quiet_libraries(verbose=False)
     provenance = {"machine": machine(), "commit": commit()}  # of the code as it starts
     batches = [int(b) for b in args.batches.split(",")]

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, commit, loaded, machine, write_json
+from benchmarks.common import RESULTS, commit, loaded, machine, parse_args, write_json
 from dgla_export.console import quiet_libraries
 
 FAMILY = ("resnet50", "dbi_resnet50", "gla_resnet50", "dgla_resnet50", "arl_cnn50")
@@ -38,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="timing per architecture (default 20)")
     parser.add_argument("--output", type=Path, default=RESULTS / "family")
-    args = parser.parse_args()
+    args = parse_args(parser)
     quiet_libraries(verbose=False)
     from dgla_export import create_model
     from dgla_export.export.onnx_export import ExportOptions, export_onnx

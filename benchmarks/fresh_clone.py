@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, machine, write_json
+from benchmarks.common import commit, machine, parse_args, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
@@ -46,7 +46,7 @@ def _size_mb(path: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", default="python3", help="interpreter for the venv (make's PYTHON)")
-    args = parser.parse_args()
+    args = parse_args(parser)
     head = commit()
     if head.endswith("+dirty"):
         print("fresh_clone: commit first (a record of a dirty tree cannot be reproduced)", file=sys.stderr)

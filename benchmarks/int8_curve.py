@@ -29,7 +29,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, commit, loaded, machine, time_call, write_json
+from benchmarks.common import RESULTS, commit, loaded, machine, parse_args, time_call, write_json
 from dgla_export.artefacts.graph import graph_macs, graph_metadata, load_graph
 from dgla_export.compare import softmax
 from dgla_export.data import SAMPLE_IMAGE_NAMES, sample_images
@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
     parser.add_argument("--kept", default="0,1,2,3,5,8,12,17,24", help="numbers of kept-out units to measure")
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per batch size and graph")
-    args = parser.parse_args()
+    args = parse_args(parser)
     graph = load_graph(args.onnx)
     units, macs = quantization_units(graph), graph_macs(graph)
     total = sum(macs.values())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, loaded, machine, write_json
+from benchmarks.common import commit, loaded, machine, parse_args, write_json
 from benchmarks.int8_curve import image_sets, score, speed_against_fp32
 from dgla_export.artefacts.graph import load_graph
 from dgla_export.quantize import runner_logits
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
     parser.add_argument("--method", default="max", help="ModelOpt calibration method (default max)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size and graph")
-    args = parser.parse_args()
+    args = parse_args(parser)
     _, sets = image_sets(load_graph(args.onnx))
     fp32 = loaded(args.onnx)
     with tempfile.TemporaryDirectory(prefix="dgla-modelopt.") as tmp:

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import commit, loaded, machine, time_call, write_json
+from benchmarks.common import commit, loaded, machine, parse_args, time_call, write_json
 from benchmarks.int8_curve import image_sets, score
 from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.compare import softmax
@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per graph, batch and round")
     parser.add_argument("--limit-minutes", type=float, default=25.0, help="the most each NNCF run may take")
     parser.add_argument("--save-own", type=Path, metavar="FILE", help="also keep the own search's INT8 graph there")
-    args = parser.parse_args()
+    args = parse_args(parser)
     graph = load_graph(args.onnx)
     config = ModelConfig.from_dict(json.loads(graph_metadata(graph)["config"]))
     images, sets = image_sets(graph)

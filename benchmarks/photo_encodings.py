@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from benchmarks.common import RESULTS, commit, machine
+from benchmarks.common import RESULTS, commit, machine, parse_args
 from benchmarks.photos import photo_array, sources
 from benchmarks.preprocess_cpu import measure
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the photo (default 24 MP)")
     parser.add_argument("--output", type=Path, default=RESULTS / "photo-encodings")
-    args = parser.parse_args()
+    args = parse_args(parser)
     provenance = {"machine": machine(), "commit": commit()}
     size = tuple(int(v) for v in args.size.split("x"))
     config = get_config("dgla_resnet50")

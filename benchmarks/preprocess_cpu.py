@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, commit, machine
+from benchmarks.common import RESULTS, commit, machine, parse_args
 from benchmarks.photos import sized_jpeg, sized_png
 
 WORKER = r"""
@@ -117,7 +117,7 @@ def main() -> None:
         "--dali-device", choices=["cpu", "gpu"], default="cpu", help="gpu: the mixed decoder and GPU operators"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "preprocess-cpu")
-    args = parser.parse_args()
+    args = parse_args(parser)
     provenance = {"machine": machine(), "commit": commit()}  # of the code as it starts, before anything can change
     recipe = Preprocessing.of(get_config("dgla_resnet50")).to_dict()
     methods = ["exact", "fast"] + (["dali"] if importlib.util.find_spec("nvidia.dali") else [])

@@ -32,6 +32,9 @@ import venv
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import parse_args
 from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.data import sample_images
 from dgla_export.io import cache_dir
@@ -234,7 +237,7 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/triton-cpu"))
     parser.add_argument("--baseline-commit", help="also measure this commit's preprocessing model's footprint")
-    args = parser.parse_args()
+    args = parse_args(parser)
     args.output.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="dgla-triton-bench-"))
     try:

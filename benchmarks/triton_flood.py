@@ -1,9 +1,12 @@
 """Overload of the served model on loopback: the queue policy at several times capacity.
 
-1. Capacity: ``dgla`` (JPEG bytes of the bundled photos, preprocessed on the server) with 4
-   clients in a closed loop for ``--capacity-seconds``: answered pairs per second.
+1. Capacity: ``dgla`` (camera-sized JPEGs, 12-24 MP, decoded and reduced on the server) with 4
+   clients in a closed loop for ``--capacity-seconds``: answered pairs per second, on a repository
+   with the default queue. The repository is then written again with its batch and queue sized from
+   that capacity and the clients' ``--deadline`` (``dgla-export triton --capacity --deadline``), and
+   served anew for the rest.
 2. Flood: an open loop at ``--factor`` x capacity for ``--seconds`` (at most ``--max-requests``),
-   each request with a client deadline of the queue timeout plus a margin. Every request ends as
+   each request with the client deadline ``--deadline``. Every request ends as
    answered (its latency), rejected by the server (its status), or past its deadline; none may be
    lost. The server's memory (tritonserver and its stubs: heaps, and the Python backend's shared
    memory counted once) is sampled before, during and after; a second flood shows whether it grows
@@ -21,7 +24,6 @@ Loopback only, bounded in count and time; the server stops with the run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import queue
 import shutil
@@ -37,14 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import parse_args
+from benchmarks.photos import heldout_photos
 from benchmarks.triton_cpu import free_ports
-from dgla_export.data import sample_images
 from dgla_export.machine import provenance
 from dgla_export.triton.repository import TritonOptions, write_repository
 from dgla_export.triton.server import SHM_ROOT, TritonServer
 from dgla_export.triton.supervisor import StubSupervisor, process_group, stub_processes
-
-MARGIN_S = 10.0  # client deadline beyond the server's queue timeout
 
 
 def memory_mb(server: TritonServer) -> dict[str, float]:
@@ -73,15 +74,9 @@ class Sampler(threading.Thread):
             self.samples.append((time.monotonic(), memory_mb(self.server)["total_mb"]))
 
 
-def photos() -> list[bytes]:
-    from PIL import Image
-
-    encoded = []
-    for _, pixels in sample_images():
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-        encoded.append(buffer.getvalue())
-    return encoded
+def photos(count: int = 8) -> list[bytes]:
+    """Camera-sized JPEGs (12-24 MP), as clinics send them: the server decodes and reduces each."""
+    return [path.read_bytes() for path in heldout_photos(count)]
 
 
 def request_inputs(module: Any, data: bytes) -> list[Any]:
@@ -227,6 +222,20 @@ def summarise(rows: list[dict[str, Any]], seconds: float, sampler: Sampler, afte
     }
 
 
+def queue_settings(config_text: str) -> dict[str, Any]:
+    """The batch and queue a runtime model's config.pbtxt asks of Triton."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    policy = config.dynamic_batching.default_queue_policy
+    return {
+        "max_batch_size": config.max_batch_size,
+        "max_queue_size": policy.max_queue_size,
+        "timeout_s": policy.default_timeout_microseconds / 1e6,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
@@ -239,28 +248,33 @@ def main() -> None:
     parser.add_argument(
         "--kill-seconds", type=float, default=30.0, help="then a load run in which a preprocessing process is killed"
     )
-    args = parser.parse_args()
-    options = TritonOptions()
-    record: dict[str, Any] = {
-        **provenance(),
-        "onnx": str(args.onnx),
-        "queue": {"max_queue_size": options.max_queue_size, "timeout_s": options.queue_timeout_s},
-        "factor": args.factor,
-    }
+    parser.add_argument(
+        "--deadline", type=float, default=20.0, help="the clients' deadline; the queue is sized to keep it"
+    )
+    args = parse_args(parser)
+    record: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "factor": args.factor}
+    record["deadline_s"] = args.deadline
     workdir = Path(tempfile.mkdtemp(prefix="dgla-flood-"))
     try:
-        repository = workdir / "repo"
-        write_repository(args.onnx, repository, options=options)
-        ports = free_ports()
         images = photos()
-        with TritonServer(repository, ports) as server:
+        record["photos"] = {"count": len(images), "mean_mb": sum(map(len, images)) / len(images) / 1e6}
+        repository = workdir / "repo"
+        write_repository(args.onnx, repository)
+        with TritonServer(repository, free_ports()) as server:
             server.wait_ready(timeout=600)
-            assert server.pid is not None
-            url = ports.urls["grpc"]
+            url = server.ports.urls["grpc"]
             capacity(url, images, 5.0)  # warm-up
             record["capacity_pairs_s"] = measured = capacity(url, images, args.capacity_seconds)
+        print(f"capacity {measured:.2f} pairs/s; sizing the queue for a {args.deadline:g} s deadline", flush=True)
+        options = TritonOptions(capacity_pairs_s=measured, deadline_s=args.deadline)
+        texts = write_repository(args.onnx, repository, options=options, force=True)
+        record["queue"] = queue_settings(texts[options.model("onnx")])
+        with TritonServer(repository, free_ports()) as server:
+            server.wait_ready(timeout=600)
+            url = server.ports.urls["grpc"]
+            closed_loop(url, images, 10.0)  # every instance works once
             time.sleep(5)
-            record["baseline"] = memory_mb(server)  # every instance has worked by now
+            record["baseline"] = memory_mb(server)
             rate = args.factor * measured
             count = min(args.max_requests, round(rate * args.seconds))
             floods = []
@@ -269,7 +283,7 @@ def main() -> None:
                 sampler = Sampler(server)
                 sampler.start()
                 started = time.monotonic()
-                rows = flood(url, images, rate, count, options.queue_timeout_s + MARGIN_S)
+                rows = flood(url, images, rate, count, args.deadline)
                 seconds = time.monotonic() - started
                 time.sleep(10)  # let the server settle, then read its memory again
                 sampler.stop_event.set()

@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, parse_args
 from benchmarks.photos import photo_bytes, sources
 from benchmarks.triton_cpu import batch_stats, free_ports, input_data, load_run, perf_analyzer
 from dgla_export.machine import provenance
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, required=True, help="FP32 graph from `dgla-export onnx`")
     parser.add_argument("--output", type=Path, default=RESULTS / "preprocess-cpu" / "load")
     parser.add_argument("--requests", type=int, default=12, help="requests per measurement window")
-    args = parser.parse_args()
+    args = parse_args(parser)
     args.output.mkdir(parents=True, exist_ok=True)
     binary, env = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="dgla-photo-load-"))

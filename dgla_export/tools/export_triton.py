@@ -51,18 +51,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="US",
         help="longest wait for a fuller batch, in microseconds (default 200)",
     )
-    parser.add_argument(
+    queue = parser.add_argument_group(
+        "overload",
+        "what waits, and for how long, before Triton rejects a request with a status the client reports: "
+        "give the measured capacity and the clients' deadline (sizes batch, queue and timeout), or the queue itself",
+    )
+    queue.add_argument(
+        "--capacity",
+        type=positive_float,
+        metavar="PAIRS_PER_S",
+        help="answered pairs per second one server sustains (benchmarks/triton_flood.py measures it); with --deadline",
+    )
+    queue.add_argument(
+        "--deadline",
+        type=positive_float,
+        metavar="S",
+        help="the clients' deadline in seconds: every request is answered or rejected within it, at --capacity",
+    )
+    queue.add_argument(
         "--max-queue-size",
         type=positive_int,
-        default=16,
         metavar="N",
-        help="requests a runtime model (and the ensemble's first step) queue before rejecting more; size it as "
-        "capacity x --queue-timeout (default 16)",
+        help="requests a runtime model (and the ensemble's first step) queue before rejecting more (default 16)",
     )
-    parser.add_argument(
+    queue.add_argument(
         "--queue-timeout",
         type=positive_float,
-        default=10.0,
         metavar="S",
         help="seconds a request may wait in the queue before it is rejected (default 10)",
     )
@@ -107,8 +121,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dgla_export.api import write_triton_repository
+    from dgla_export.errors import UserError
     from dgla_export.triton.repository import TritonOptions
 
+    queue = {"max_queue_size": args.max_queue_size, "queue_timeout_s": args.queue_timeout}
+    queue = {key: value for key, value in queue.items() if value is not None}
+    if queue and args.capacity is not None:
+        raise UserError("--capacity and --deadline size the queue: drop --max-queue-size and --queue-timeout")
     options = TritonOptions(
         name=args.name,
         runtime=args.runtime,
@@ -117,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         preferred_batch_sizes=args.preferred_batch_sizes,
         max_queue_delay_us=args.max_queue_delay_us,
-        max_queue_size=args.max_queue_size,
-        queue_timeout_s=args.queue_timeout,
+        capacity_pairs_s=args.capacity,
+        deadline_s=args.deadline,
+        **queue,
         instances=args.instances,
         ort_tensorrt_fp16=args.ort_tensorrt_fp16,
         preprocess=args.preprocess,

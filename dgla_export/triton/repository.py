@@ -70,11 +70,12 @@ class TritonOptions:
     preferred_batch_sizes: tuple[int, ...] = (8, 16)
     max_queue_delay_us: int = 200
     # Overload: a request that waited queue_timeout_s, or found max_queue_size requests ahead of it,
-    # is rejected with a status the client reports, instead of piling up in memory. Size it as
-    # capacity x timeout: 16 was chosen from the load test's ~1.7 pairs/s on the 2-core CPU; the flood
-    # record measured 0.71 there and found 16 too generous (docs/serving.md); a GPU needs far more.
+    # is rejected with a status the client reports, instead of piling up in memory. Given the
+    # measured capacity and the clients' deadline, QueuePlan sizes the queue and the batch instead.
     max_queue_size: int = 16
     queue_timeout_s: float = 10.0
+    capacity_pairs_s: float | None = None
+    deadline_s: float | None = None
     instances: int = 1
     kind: str = "KIND_GPU"
     preprocess_instances: int = 4
@@ -88,6 +89,15 @@ class TritonOptions:
             raise RepositoryError(
                 f"model name {self.name!r}: use lower-case letters, digits and _, starting with a letter"
             )
+        if (self.capacity_pairs_s is None) != (self.deadline_s is None):
+            raise RepositoryError(
+                f"sizing the queue needs both {option('--capacity', 'capacity_pairs_s')} and "
+                f"{option('--deadline', 'deadline_s')}"
+            )
+        if self.capacity_pairs_s is not None and (self.capacity_pairs_s <= 0 or self.deadline_s <= 0):
+            raise RepositoryError(
+                f"capacity and deadline must be > 0, got {self.capacity_pairs_s} and {self.deadline_s}"
+            )
         if self.max_queue_size < 1 or self.queue_timeout_s <= 0:
             raise RepositoryError(
                 f"the queue needs a size >= 1 and a timeout > 0 s, got {self.max_queue_size} and {self.queue_timeout_s}"
@@ -100,6 +110,27 @@ class TritonOptions:
             raise RepositoryError(
                 f"the OpenVINO settings need {option('--runtime openvino', 'runtime=' + repr('openvino'))}"
             )
+
+    def sized(self, graph_max: int) -> TritonOptions:
+        """With a measured capacity ``R`` (answered pairs per second) and the clients' deadline ``D``:
+        the batch and queue that keep every request inside the deadline. A request waits at most the
+        queue timeout ``T``, then for the batch in flight and its own (``B / R`` each), so
+        ``T = 0.9 D - 2 B / R`` (a tenth of the deadline left for preprocessing and the network);
+        a batch takes at most a quarter of the deadline (``B <= R D / 4``); the queue holds what
+        drains within ``T`` (``Q = R T``). Without them, these options as they are."""
+        if self.capacity_pairs_s is None or self.deadline_s is None:
+            return self
+        rate, deadline = self.capacity_pairs_s, self.deadline_s
+        batch = max(1, min(self.max_batch_size or graph_max, int(rate * deadline / 4)))
+        timeout = 0.9 * deadline - 2 * batch / rate
+        if timeout <= 0:
+            raise RepositoryError(
+                f"at {rate:g} pairs/s one pair takes {1 / rate:.1f} s: no queue keeps a {deadline:g} s deadline; "
+                "give the clients a longer --deadline or serve on faster hardware"
+            )
+        return dataclasses.replace(
+            self, max_batch_size=batch, max_queue_size=max(1, int(rate * timeout)), queue_timeout_s=round(timeout, 3)
+        )
 
     def model(self, role: str) -> str:
         """The name of the ensemble (role ``""``) or of one of its models (:data:`ROLES`)."""
@@ -341,11 +372,12 @@ def write_repository(
     if "class_names" not in metadata:
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
     graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
-    max_batch = options.max_batch_size or graph_max
-    if max_batch > graph_max:
+    if (options.max_batch_size or graph_max) > graph_max:
         raise RepositoryError(
-            f"max_batch_size {max_batch} exceeds the ONNX graph's batch range {metadata['batch_range']}"
+            f"max_batch_size {options.max_batch_size} exceeds the ONNX graph's batch range {metadata['batch_range']}"
         )
+    options = options.sized(graph_max)
+    max_batch = options.max_batch_size or graph_max
     openvino = options.runtime == "openvino"
     if openvino and engine is not None:
         raise RepositoryError("--engine serves TensorRT on a GPU; OpenVINO serves the graph on the CPU: choose one")

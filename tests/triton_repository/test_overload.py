@@ -39,6 +39,27 @@ def test_the_runtime_model_and_the_ensemble_s_door_reject_when_full(tiny_onnx, t
     assert refused.value.code == 2
 
 
+def test_capacity_and_deadline_size_the_batch_and_the_queue(tiny_onnx, tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    args = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--capacity", "0.71"]
+    assert export_main([*args, "--deadline", "20"]) == 0
+    config = _config(repo / "dgla_onnx" / "config.pbtxt")
+    policy = config.dynamic_batching.default_queue_policy
+    # B = int(0.71 * 20 / 4) = 3; T = 0.9 * 20 - 2 * 3 / 0.71 = 9.549 s; Q = int(0.71 * T) = 6
+    assert (config.max_batch_size, policy.max_queue_size, policy.default_timeout_microseconds) == (3, 6, 9_549_000)
+    worst = policy.default_timeout_microseconds / 1e6 + 2 * config.max_batch_size / 0.71
+    assert worst <= 0.9 * 20 + 1e-3, f"queue timeout + two batches = {worst:.2f} s, past 90% of the deadline"
+    assert _config(repo / "dgla" / "config.pbtxt").max_batch_size == 3
+    capsys.readouterr()
+    for extra, problem in (
+        (["--deadline", "2", "--force"], "no queue keeps a 2 s deadline"),
+        (["--deadline", "20", "--max-queue-size", "4", "--force"], "drop --max-queue-size"),
+        (["--force"], "needs both --capacity and --deadline"),
+    ):
+        assert export_main([*args, *extra]) == 2, extra
+        assert problem in capsys.readouterr().err, extra
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs Triton (pip install '.[serve]')")
 def test_a_burst_beyond_the_queue_is_answered_or_rejected_never_lost(tiny_onnx, images, tmp_path) -> None:
