@@ -35,6 +35,7 @@ _EXPORTS = {
         "ServerEndpoints",
         "ValidationFailedError",
         "WeightOptions",
+        "activate_version",
         "bench",
         "build_engine",
         "debug",

@@ -36,7 +36,13 @@ from dgla_export.api.common import (
 )
 from dgla_export.api.engine import EngineOptions, build_engine
 from dgla_export.api.graphs import Int8Options, debug, export_onnx, validate
-from dgla_export.api.serving import RepositoryResult, ServerEndpoints, serve, write_triton_repository
+from dgla_export.api.serving import (
+    RepositoryResult,
+    ServerEndpoints,
+    activate_version,
+    serve,
+    write_triton_repository,
+)
 from dgla_export.clinical import Acceptance
 
 __all__ = [
@@ -50,6 +56,7 @@ __all__ = [
     "ServerEndpoints",
     "ValidationFailedError",
     "WeightOptions",
+    "activate_version",
     "bench",
     "build_engine",
     "debug",

@@ -30,7 +30,7 @@ from dgla_export.api.common import (
 )
 from dgla_export.api.common import warn as python_warning
 from dgla_export.errors import OptionError, UserError
-from dgla_export.io import check_output, check_output_folder, staging_folder
+from dgla_export.io import check_output, check_output_folder, sha256_file, staging_folder
 
 if TYPE_CHECKING:
     from dgla_export.localise import DebugReport
@@ -160,7 +160,10 @@ def export_onnx(
                 inputs=inputs, tolerance=tolerance, progress=progress, labels=labels,
             )  # fmt: skip
             if report is not None:
-                validation.write_json(report, {"quantization": quantization.to_dict()} if quantization else None)
+                extra = {"graph_sha256": sha256_file(staged)}  # what `dgla-export triton --validation` checks
+                if quantization:
+                    extra["quantization"] = quantization.to_dict()
+                validation.write_json(report, extra)
         placed = publish(staged, output, validation, force=force)
     result = ExportResult(placed, graph, validation, quantization)
     raise_if_failed(result, "the graph", output)
@@ -211,7 +214,7 @@ def validate(
         tolerance=int8_tolerance(network, accuracy_target) if int8 else None, progress=progress, labels=labels,
     )  # fmt: skip
     if report is not None:
-        result.write_json(report)
+        result.write_json(report, {"graph_sha256": sha256_file(onnx)})
     return result
 
 

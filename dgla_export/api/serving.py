@@ -13,8 +13,9 @@ from dgla_export.api.common import Progress, Record, quiet
 if TYPE_CHECKING:
     from dgla_export.triton.repository import TritonOptions
     from dgla_export.triton.security import ServerSecurity
+    from dgla_export.triton.versions import Version
 
-__all__ = ["RepositoryResult", "ServerEndpoints", "serve", "write_triton_repository"]
+__all__ = ["RepositoryResult", "ServerEndpoints", "activate_version", "serve", "write_triton_repository"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,7 @@ class RepositoryResult(Record):
 
     path: Path
     configs: dict[str, str]
+    version: int = 1
 
     @property
     def models(self) -> list[str]:
@@ -61,6 +63,7 @@ def write_triton_repository(
     *,
     engine: str | Path | None = None,
     options: TritonOptions | None = None,
+    validation: str | Path | None = None,
     force: bool = False,
     add: bool = False,
 ) -> RepositoryResult:
@@ -69,7 +72,10 @@ def write_triton_repository(
     and the ensemble NAME (image bytes in, probabilities out), NAME being ``options.name`` (dgla).
     Each model records its config (inputs, sizes, class names) for the client. ``force`` replaces
     an earlier repository of this function, nothing else; ``add`` keeps its models of other names
-    (one repository, several models).
+    (one repository, several models), and writes NAME's next version when NAME is there already
+    (the earlier ones stay for a rollback: :func:`activate_version`). ``validation``: the graph's
+    report (``validate(..., report=)``), checked to be of this graph and passed, kept in the
+    version's manifest with the SHA-256 of every file.
 
     >>> write_triton_repository("dgla.onnx", "triton-repo").models   # doctest: +SKIP
     ['dgla', 'dgla_onnx', 'dgla_preprocess']
@@ -77,10 +83,31 @@ def write_triton_repository(
     from dgla_export.triton.repository import TritonOptions, write_repository
 
     engine = Path(engine) if engine is not None else None
-    configs = write_repository(
-        Path(onnx), Path(output), engine=engine, options=options or TritonOptions(), force=force, add=add
+    version, configs = write_repository(
+        Path(onnx),
+        Path(output),
+        engine=engine,
+        options=options or TritonOptions(),
+        validation=Path(validation) if validation is not None else None,
+        force=force,
+        add=add,
     )
-    return RepositoryResult(Path(output), configs)
+    return RepositoryResult(Path(output), configs, version)
+
+
+def activate_version(repository: str | Path, name: str, version: int | None = None) -> tuple[int | None, Version]:
+    """Serve ``version`` of the ensemble ``name`` from ``repository`` from now on (default: the one
+    before the version served now: a rollback). Its files are checked against its manifest's
+    SHA-256 first; then its configs replace the current ones. A running server picks it up when
+    restarted (or ``serve(..., versions={name: version})`` serves a version without changing the
+    repository). Returns the version served before and the one served now.
+
+    >>> activate_version("triton-repo", "dgla")   # doctest: +SKIP
+    (2, Version(name='dgla', version=1, ...))
+    """
+    from dgla_export.triton.versions import activate
+
+    return activate(Path(repository), name, version)
 
 
 @contextlib.contextmanager
@@ -93,6 +120,7 @@ def serve(
     metrics_port: int = 8002,
     metrics_host: str = "127.0.0.1",
     security: ServerSecurity | None = None,
+    versions: dict[str, int] | None = None,
     timeout: float = 300.0,
     log: str | Path | None = None,
     progress: Progress = quiet,
@@ -102,6 +130,8 @@ def serve(
     started) on exit; meanwhile a model whose Python-backend stub dies is reloaded (``reloads``).
     ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;
     with TLS, HTTP listens on loopback only); metrics stay on loopback unless ``metrics_host`` says.
+    ``versions``: ensembles to serve at another version than the repository names (``{"dgla": 1}``;
+    their files are checked against their manifests first), the repository left as it is.
 
     >>> with serve("triton-repo") as server:   # doctest: +SKIP
     ...     classify(["lesion.jpg"], url=server.grpc)
@@ -110,7 +140,9 @@ def serve(
     from dgla_export.triton.supervisor import StubSupervisor
 
     ports = Ports(host, http_port, grpc_port, metrics_port, metrics_host=metrics_host)
-    with TritonServer(Path(repository), ports, log_path=Path(log) if log else None, security=security) as server:
+    with TritonServer(
+        Path(repository), ports, log_path=Path(log) if log else None, security=security, versions=versions
+    ) as server:
         progress(f"tritonserver pid {server.pid}, loading {repository} ({server.security.describe()}) ...")
         states = server.wait_ready(timeout)
         urls = server.ports.urls

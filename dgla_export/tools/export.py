@@ -19,7 +19,7 @@ from dgla_export.tools.args import add_common
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # subcommand -> module (dgla_export.tools.export_<name>): HELP, configure(parser), run(args)
-COMMANDS = ("info", "onnx", "validate", "debug", "trt", "triton")
+COMMANDS = ("info", "onnx", "validate", "debug", "trt", "triton", "versions")
 EPILOG = """\
 examples:
   dgla-export info
@@ -30,6 +30,8 @@ examples:
   dgla-export debug dgla_fp16.onnx --reference dgla.onnx --output fp16-debug   where FP16 departs from FP32
   dgla-export trt --onnx dgla_fp16.onnx --output dgla_fp16.plan       (GPU + TensorRT)
   dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
+  dgla-export triton --onnx dgla_v2.onnx --output triton-repo --add     version 2 of dgla, served from now on
+  dgla-export versions triton-repo --rollback                           serve version 1 again
 """
 
 

@@ -2,8 +2,11 @@
 OpenVINO backend on the CPU, with --runtime openvino), NAME_trt (with --engine,
 checked against its manifest first), NAME_preprocess (image bytes -> tensors: numpy + Pillow, or
 DALI with --preprocess dali) and NAME (the ensemble: image bytes in, probabilities out); NAME is
---name (default dgla). With --add, the models of other names already in --output stay: one
-repository serves several models. Serve it with `dgla-serve` or the official container.
+--name (default dgla; auto: from the graph's metadata). With --add, the models of other names
+already in --output stay: one repository serves several models; and a graph for a NAME already
+there becomes its next version (numbered folders, a manifest with every file's SHA-256 and the
+graph's validation report), served from now on; `dgla-export versions` rolls back. Serve it with
+`dgla-serve` or the official container.
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--name",
         default="dgla",
         metavar="NAME",
-        help="the ensemble's name, and its models' prefix (default dgla; lower-case letters, digits, _)",
+        help="the ensemble's name, and its models' prefix (default dgla; lower-case letters, digits, _); auto: "
+        "the graph's model and precision (dgla_resnet50, dgla_resnet50_fp16)",
     )
     parser.add_argument(
         "--add",
         action="store_true",
-        help="keep the models of other names in --output (an earlier repository of this command) beside these",
+        help="keep the models of other names in --output (an earlier repository of this command) beside these; "
+        "when NAME is there, write the graph as its next version, served from now on (`dgla-export versions` "
+        "rolls back)",
+    )
+    parser.add_argument(
+        "--validation",
+        type=Path,
+        metavar="REPORT",
+        help="the graph's report from `dgla-export onnx/validate --report`: checked (this graph, passed) and kept "
+        "in the version's manifest",
     )
     parser.add_argument(
         "--max-batch-size",
@@ -146,7 +159,14 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
     )
     result = write_triton_repository(
-        args.onnx, args.output, engine=args.engine, options=options, force=args.force, add=args.add
+        args.onnx,
+        args.output,
+        engine=args.engine,
+        options=options,
+        validation=args.validation,
+        force=args.force,
+        add=args.add,
     )
-    print(f"wrote {result.path}: {', '.join(result.models)} (configs parsed with Triton's schema)")
+    models = ", ".join(result.models)
+    print(f"wrote {result.path}: version {result.version} of {models} (configs parsed with Triton's schema)")
     return 0

@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     from dgla_export.quantize import QuantizationReport
     from dgla_export.validation import ValidationReport
 
-__all__ = ["bench_tables", "clinical", "cost_table", "debug_report", "print_whole", "quantization", "validation"]
+__all__ = [
+    "bench_tables",
+    "clinical",
+    "cost_table",
+    "debug_report",
+    "print_whole",
+    "quantization",
+    "validation",
+    "versions_table",
+]
 
 
 def print_whole(table: Table) -> None:
@@ -225,3 +234,15 @@ def debug_report(report: DebugReport, console: Any) -> None:
     console.print(f"[{colour}]{report.summary()}[/]")
     if report.folder:
         console.print(f"inputs, golden outputs and reproduce.sh: {report.folder}")
+
+
+def versions_table(rows: Sequence[dict[str, Any]]) -> None:
+    """``dgla-export versions``: each version of each ensemble, the served one marked."""
+    table = Table(title="model versions (* served)")
+    columns = ("name", "version", "model", "precision", "graph_sha256", "validation", "written_at")
+    for column in columns:
+        table.add_column(column, justify="right" if column == "version" else "left")
+    for row in rows:
+        marker = "*" if row["served"] else " "
+        table.add_row(*(f"{marker}{row[c]}" if c == "version" else str(row[c]) for c in columns))
+    print_whole(table)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dgla_export.errors import EXIT_BUG, run_command
+from dgla_export.errors import EXIT_BUG, UserError, run_command
 from dgla_export.tools.args import add_common, positive_int
 from dgla_export.triton.security import (
     ADMIN_HEADER,
@@ -75,10 +75,40 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the admin key: repository, shared memory, statistics, trace, logging (else ${ADMIN_KEY_ENV}; "
         "none: those APIs are off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--version",
+        action="append",
+        type=_version,
+        default=[],
+        metavar="[NAME=]N",
+        help="serve version N of the ensemble NAME (of the only versioned one without NAME=) instead of the one "
+        "its config names; the repository is left as it is (repeatable)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every model (default 300)")
     parser.add_argument("--log", type=Path, help="append the server's log here (default: a temporary file)")
     add_common(parser, verbose=False)
     return parser
+
+
+def _version(text: str) -> tuple[str | None, int]:
+    name, _, number = text.rpartition("=")
+    if not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a version as N or NAME=N (N >= 1)")
+    return name or None, int(number)
+
+
+def _versions(repository: Path, chosen: list[tuple[str | None, int]]) -> dict[str, int]:
+    """``--version`` as ensemble -> version; a bare N is for the repository's only versioned ensemble."""
+    from dgla_export.triton.versions import ensembles
+
+    if any(name is None for name, _ in chosen):
+        held = ensembles(repository) if repository.is_dir() else []
+        if len(held) != 1:
+            raise UserError(
+                f"{repository} holds {len(held)} versioned ensembles ({', '.join(held) or 'none'}): "
+                "name one, --version NAME=N"
+            )
+    return {name or held[0]: number for name, number in chosen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dgla-serve: {message}", file=sys.stderr, flush=True)
 
     security = _security(args)
+    versions = _versions(args.repository, args.version)
     with _signals_raise():
         try:
             with serve(
@@ -114,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
                 metrics_port=args.metrics_port,
                 metrics_host=args.metrics_host,
                 security=security,
+                versions=versions,
                 timeout=args.timeout,
                 log=args.log,
                 progress=say,

@@ -17,14 +17,16 @@ import shutil
 import struct
 from pathlib import Path
 
+from dgla_export._version import __version__
 from dgla_export.artefacts.graph import inspect_graph, load_graph
 from dgla_export.artefacts.manifest import EngineManifest, manifest_path, verify_engine_file
 from dgla_export.errors import UserError, option
-from dgla_export.io import check_output_folder, replace_folder
+from dgla_export.io import check_output_folder, replace_folder, sha256_file
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
 from dgla_export.runtimes.openvino import HINTS
 from dgla_export.triton.client import CONFIG_PARAMETER
+from dgla_export.triton.versions import active_version, next_version, read_version, versions, write_version
 
 __all__ = ["RepositoryError", "TritonOptions", "write_repository"]
 
@@ -40,6 +42,7 @@ WARMUP_ADMITTED = "admitted"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 ROLES = ("", "onnx", "openvino", "trt", "preprocess", "guard")  # the models one ensemble owns
 RUNTIMES = ("onnxruntime", "openvino")
+AUTO_NAME = "auto"  # the ensemble named after the graph (graph_name)
 
 
 DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
@@ -350,16 +353,21 @@ def write_repository(
     *,
     engine: Path | None = None,
     options: TritonOptions = TritonOptions(),
+    validation: Path | None = None,
     force: bool = False,
     add: bool = False,
-) -> dict[str, str]:
+) -> tuple[int, dict[str, str]]:
     """Write ``output`` (NAME_onnx, or NAME_openvino with ``options.runtime`` openvino,
-    NAME_preprocess, NAME, and NAME_trt given an engine; NAME is ``options.name``).
+    NAME_preprocess, NAME, and NAME_trt given an engine; NAME is ``options.name``, or with ``auto``
+    the graph's model name and precision).
 
     ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`);
-    ``add`` keeps its models of other names beside the new ones (``force`` then replaces models of
-    the same names). The whole folder is swapped in one step either way.
-    Returns each new model's config.pbtxt text.
+    ``add`` keeps its models of other names beside the new ones, and when NAME is there already,
+    writes the graph as NAME's next version, served from now on, the earlier ones kept for a
+    rollback (:mod:`dgla_export.triton.versions`); ``force`` then replaces NAME's models whole.
+    ``validation``: the graph's report from ``dgla-export onnx/validate --report``, recorded in the
+    version's manifest. The whole folder is swapped in one step either way.
+    Returns the version written and each of its models' config.pbtxt text.
     """
     if options.preprocess not in PREPROCESS_CHOICES:
         raise RepositoryError(f"preprocess must be one of {PREPROCESS_CHOICES}, got {options.preprocess!r}")
@@ -371,6 +379,9 @@ def write_repository(
     inputs, outputs, metadata = _graph_io(onnx_path)
     if "class_names" not in metadata:
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
+    if options.name == AUTO_NAME:
+        options = dataclasses.replace(options, name=graph_name(metadata))
+    report = _validation_report(validation, onnx_path) if validation is not None else None
     graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
     if (options.max_batch_size or graph_max) > graph_max:
         raise RepositoryError(
@@ -415,7 +426,8 @@ def write_repository(
     for name in (onnx_name, options.model("trt"), ensemble):  # what a client needs to know of the model
         if name in configs:
             configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
-    kept = _kept_models(output, {options.model(role) for role in ROLES}, force) if add else []
+    kept, version = _kept_models(output, options.model(""), set(configs), force) if add else ([], 1)
+    _serve_version(configs, version)
     from google.protobuf import text_format
 
     texts = {name: text_format.MessageToString(config) for name, config in configs.items()}
@@ -426,22 +438,23 @@ def write_repository(
     with replace_folder(output, command=COMMAND) as tmp:
         for folder in kept:
             shutil.copytree(folder, tmp / folder.name)
+        v = str(version)
         for name, text in texts.items():
-            (tmp / name / "1").mkdir(parents=True)
+            (tmp / name / v).mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(text)
-        shutil.copyfile(onnx_path, tmp / onnx_name / "1" / "model.onnx")
+        shutil.copyfile(onnx_path, tmp / onnx_name / v / "model.onnx")
         if engine is not None:
-            shutil.copyfile(engine, tmp / runtime / "1" / "model.plan")
-            shutil.copyfile(manifest_path(engine), manifest_path(tmp / runtime / "1" / "model.plan"))
+            shutil.copyfile(engine, tmp / runtime / v / "model.plan")
+            shutil.copyfile(manifest_path(engine), manifest_path(tmp / runtime / v / "model.plan"))
         python_models = {guard: GUARD_MODEL} if dali else {preprocess: PREPROCESS_MODEL}
         for name, source in python_models.items():
-            shutil.copyfile(source, tmp / name / "1" / "model.py")
+            shutil.copyfile(source, tmp / name / v / "model.py")
             for library in PREPROCESS_LIBRARY:
-                shutil.copyfile(library, tmp / name / "1" / library.name)
+                shutil.copyfile(library, tmp / name / v / library.name)
         if dali:
-            (tmp / preprocess / "1" / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
-            shutil.copyfile(DALI_PIPELINE, tmp / preprocess / "1" / DALI_PIPELINE.name)
-            (tmp / preprocess / "warmup").mkdir()
+            (tmp / preprocess / v / "model.dali").write_bytes(_dali_model(inputs, metadata, max_batch))
+            shutil.copyfile(DALI_PIPELINE, tmp / preprocess / v / DALI_PIPELINE.name)
+            (tmp / preprocess / "warmup").mkdir(exist_ok=True)
             (tmp / preprocess / "warmup" / WARMUP_ADMITTED).write_bytes(struct.pack("<f", 1.0))
         for name in (guard, preprocess) if dali else (preprocess,):  # warmed up on an image
             (tmp / name / "warmup").mkdir(exist_ok=True)
@@ -449,19 +462,71 @@ def write_repository(
         for name in (onnx_name, options.model("trt"), ensemble):
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)
-    return texts
+        graph = {
+            "file": f"{onnx_name}/{v}/model.onnx",
+            "sha256": sha256_file(onnx_path),
+            **{key: metadata.get(key) for key in ("model_name", "precision", "checkpoint_sha256", "tool")},
+        }
+        write_version(
+            tmp, ensemble, version, graph=graph, configs=texts, labels=labels, validation=report,
+            tool=f"dgla-export {__version__}",
+        )  # fmt: skip
+    return version, texts
 
 
-def _kept_models(output: Path, new: set[str], force: bool) -> list[Path]:
-    """The model folders of an existing repository that stay beside the new models (those of
-    the new ensemble's names, a DALI guard included, are replaced with ``force``)."""
-    if not output.is_dir():
-        return []
-    present = [p for p in sorted(output.iterdir()) if p.is_dir()]  # the marker is a file
-    clash = sorted(p.name for p in present if p.name in new)
-    if clash and not force:
+def graph_name(metadata: dict[str, str]) -> str:
+    """The ensemble's name from the graph: its model, and its precision unless FP32 (``dgla_resnet50_fp16``)."""
+    precision = metadata.get("precision", "fp32")
+    name = metadata["model_name"] + ("" if precision == "fp32" else f"_{precision}")
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
+
+
+def _validation_report(path: Path, onnx_path: Path) -> dict:
+    """The graph's validation report: of this very graph, and passed."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise RepositoryError(f"cannot read the validation report {path}: {err}") from err
+    if report.get("graph_sha256") != sha256_file(onnx_path):
         raise RepositoryError(
-            f"{output} already holds {', '.join(clash)}; pass {option('--force', 'force=True')} to replace them, "
-            f"or {option('--name', 'TritonOptions(name=...)')} another name"
+            f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): "
+            f"write one with `dgla-export validate {onnx_path} --report FILE`"
         )
-    return [p for p in present if p.name not in new]
+    if not report.get("passed"):
+        raise RepositoryError(f"{path} says the graph FAILED validation ({report.get('verdict')}); it is not served")
+    return report
+
+
+def _serve_version(configs: dict, version: int) -> None:
+    """Every model of the ensemble loads exactly ``version``, and the ensemble's steps ask for it."""
+    for config in configs.values():
+        config.version_policy.specific.versions.append(version)
+        for step in config.ensemble_scheduling.step:
+            step.model_version = version
+
+
+def _kept_models(output: Path, ensemble: str, new: set[str], force: bool) -> tuple[list[Path], int]:
+    """The model folders of an existing repository that stay beside the new models, and the
+    version to write: the ensemble's next when it is there already (its folders stay, for a
+    rollback), else 1. ``force`` replaces the ensemble's models (a DALI guard included) whole."""
+    if not output.is_dir():
+        return [], 1
+    present = [p for p in sorted(output.iterdir()) if p.is_dir()]  # the marker is a file
+    ours = {f"{ensemble}_{role}" if role else ensemble for role in ROLES}
+    clash = sorted(p.name for p in present if p.name in ours)
+    if not clash or force:
+        return [p for p in present if p.name not in ours], 1
+    served = active_version(output, ensemble)
+    if served is None or not versions(output, ensemble):
+        raise RepositoryError(
+            f"{output} holds {', '.join(clash)} written without versions; pass {option('--force', 'force=True')} "
+            f"to replace them, or {option('--name', 'TritonOptions(name=...)')} another name"
+        )
+    before = set(read_version(output, ensemble, served).models)
+    if before != new:
+        raise RepositoryError(
+            f"version {served} of {ensemble} is served by {', '.join(sorted(before))}, this graph by "
+            f"{', '.join(sorted(new))}: a version changes files, not models; use another "
+            f"{option('--name', 'TritonOptions(name=...)')}, or {option('--force', 'force=True')} to replace it"
+        )
+    return present, next_version(output, ensemble)

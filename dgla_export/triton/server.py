@@ -161,7 +161,8 @@ def _request(
 
 
 class TritonServer:
-    """One ``tritonserver`` process on a serving copy of ``repository``; a context manager."""
+    """One ``tritonserver`` process on a serving copy of ``repository``; a context manager.
+    ``versions`` serves ensembles at other versions than the repository's configs name."""
 
     def __init__(
         self,
@@ -170,8 +171,10 @@ class TritonServer:
         *,
         log_path: Path | None = None,
         security: ServerSecurity | None = None,
+        versions: dict[str, int] | None = None,
     ) -> None:
         self.security = security or ServerSecurity()
+        self.versions = dict(versions or {})  # ensembles served at another version than their configs name
         if self.security.tls and ports.http_host is None:  # Triton's HTTP has no TLS: loopback only
             ports = dataclasses.replace(ports, http_host="::1" if ":" in ports.host else "127.0.0.1")
         self.repository, self.ports, self.log_path = Path(repository), ports, log_path
@@ -200,7 +203,7 @@ class TritonServer:
 
         self._workdir = Path(tempfile.mkdtemp(prefix="dgla-serve-"))
         try:
-            self.how = serving_repository(self.repository, self._workdir / "models")
+            self.how = serving_repository(self.repository, self._workdir / "models", versions=self.versions)
             backends = install.backend_directory(self._workdir / "backends")
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
 from dgla_export.runtimes.openvino import openvino_problem
 from dgla_export.triton.server import ServeError
+from dgla_export.triton.versions import LABELS, Version, VersionError, read_version, verify
 
 __all__ = ["serving_repository"]
 
@@ -34,13 +35,27 @@ def _pb():
     return model_config_pb2
 
 
-def _read_config(folder: Path):
+def _read_config(folder: Path, text: str | None = None):
+    """``folder``'s config, or ``text`` (an earlier version's, from its manifest) in its place."""
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse((folder / "config.pbtxt").read_text(), _pb().ModelConfig())
+        return text_format.Parse(text or (folder / "config.pbtxt").read_text(), _pb().ModelConfig())
     except text_format.ParseError as err:
         raise ServeError(f"{folder / 'config.pbtxt'} does not parse with Triton's schema: {err}") from err
+
+
+def chosen_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
+    """The versions to serve instead of those the configs name, their files checked against their manifests."""
+    picked = []
+    for name, number in chosen.items():
+        try:
+            version = read_version(repository, name, number)
+            verify(repository, version)
+        except VersionError as err:
+            raise ServeError(str(err)) from err
+        picked.append(version)
+    return picked
 
 
 def _write_config(folder: Path, config) -> None:
@@ -73,16 +88,22 @@ def _as_python_model(source: Path, target: Path, config, model_file: str, runner
     _write_config(target, config)
 
 
-def serving_repository(repository: Path, target: Path, *, gpu: bool | None = None) -> dict[str, str]:
-    """Fill ``target`` with what this server can load; returns how each model runs."""
+def serving_repository(
+    repository: Path, target: Path, *, gpu: bool | None = None, versions: dict[str, int] | None = None
+) -> dict[str, str]:
+    """Fill ``target`` with what this server can load; returns how each model runs. ``versions``:
+    ensembles to serve at another version than the repository's configs name (the repository is
+    left as it is)."""
     gpu = cuda_device_problem() is None if gpu is None else gpu
+    chosen = chosen_versions(repository, versions or {})
+    replaced = {model: text for version in chosen for model, text in version.configs.items()}
     folders = sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file())
     if not folders:
         raise ServeError(f"{repository} holds no model (no */config.pbtxt); write one with `dgla-export triton`")
     target.mkdir(parents=True)
     how: dict[str, str] = {}
     for folder in folders:
-        config = _read_config(folder)
+        config = _read_config(folder, replaced.get(folder.name))
         kind = config.platform or config.backend
         if not gpu:
             for group in config.instance_group:
@@ -116,7 +137,7 @@ def serving_repository(repository: Path, target: Path, *, gpu: bool | None = Non
             _as_python_model(folder, target / folder.name, config, "model.dali", DALI_MODEL)
             how[folder.name] = f"DALI pipeline, {'GPU' if gpu else 'CPU'} operators (Python backend)"
         elif kind in ("python", "ensemble"):
-            if gpu:
+            if gpu and folder.name not in replaced:
                 (target / folder.name).symlink_to(folder.resolve())
             else:
                 shutil.copytree(folder, target / folder.name, symlinks=True)
@@ -124,4 +145,10 @@ def serving_repository(repository: Path, target: Path, *, gpu: bool | None = Non
             how[folder.name] = "Python backend" if kind == "python" else "ensemble"
         else:
             raise ServeError(f"{folder.name}: backend {kind!r} is not one this server has or can stand in for")
+    for version in chosen:  # the class names it was written with
+        for model in version.configs:
+            labels = target / model / LABELS
+            if labels.exists() or labels.is_symlink():
+                labels.unlink()
+                labels.write_text(version.labels)
     return how

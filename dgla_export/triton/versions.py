@@ -1,0 +1,213 @@
+"""Versions of a served model: numbered folders, a manifest per version, and which one is served.
+
+Version ``N`` of the ensemble ``NAME`` is every ``NAME*/N/`` folder of the repository (the graph,
+the engine, the preprocessing code) plus the configs it was written with. Its manifest,
+``NAME/N/manifest.json`` (in the ensemble's own version folder, which Triton leaves alone), holds
+the SHA-256 of each of those files, the config texts, the class names and the graph's validation
+report. Which version is served is written in the configs: every model of ``NAME`` carries
+``version_policy { specific { versions: N } }`` and the ensemble's steps name version ``N``, so
+Triton loads exactly that version of each, and rolling back is rewriting the configs from the
+earlier version's manifest once its files have been checked against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+from dgla_export.errors import UserError
+from dgla_export.io import atomic_path, sha256_file
+
+__all__ = [
+    "MANIFEST",
+    "Version",
+    "VersionError",
+    "activate",
+    "active_version",
+    "apply_version",
+    "ensembles",
+    "next_version",
+    "read_version",
+    "versions",
+]
+
+MANIFEST = "manifest.json"
+FORMAT = "dgla-triton-version/1"
+LABELS = "labels.txt"
+
+
+class VersionError(UserError):
+    """A version that does not exist, or whose files are not those its manifest records."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """One version of an ensemble, as its manifest records it."""
+
+    name: str
+    version: int
+    written_at: str
+    tool: str
+    graph: dict[str, Any]
+    files: dict[str, str]  # path in the repository -> SHA-256
+    configs: dict[str, str]  # model -> config.pbtxt text, with this version served
+    labels: str
+    validation: dict[str, Any] | None
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.configs)
+
+    @property
+    def verdict(self) -> str:
+        return "not given" if self.validation is None else str(self.validation.get("verdict", "?"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    def summary(self) -> dict[str, Any]:
+        """What a table of versions shows."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "written_at": self.written_at,
+            "model": self.graph.get("model_name"),
+            "precision": self.graph.get("precision"),
+            "graph_sha256": self.graph.get("sha256", "")[:12],
+            "validation": self.verdict,
+        }
+
+
+def _manifest_path(repository: Path, name: str, version: int) -> Path:
+    return repository / name / str(version) / MANIFEST
+
+
+def write_version(
+    repository: Path,
+    name: str,
+    version: int,
+    *,
+    graph: dict[str, Any],
+    configs: dict[str, str],
+    labels: str,
+    validation: dict[str, Any] | None,
+    tool: str,
+) -> Version:
+    """Record version ``version`` of ``name`` from the files now in ``repository``'s version folders."""
+    files = {
+        str(path.relative_to(repository)): sha256_file(path)
+        for model in sorted(configs)
+        for path in sorted((repository / model / str(version)).rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+    record = Version(
+        name=name,
+        version=version,
+        written_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        tool=tool,
+        graph=graph,
+        files=files,
+        configs=configs,
+        labels=labels,
+        validation=validation,
+    )
+    path = _manifest_path(repository, name, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    return record
+
+
+def read_version(repository: Path, name: str, version: int) -> Version:
+    path = _manifest_path(repository, name, version)
+    if not path.is_file():
+        held = ", ".join(str(v) for v in versions(repository, name)) or "none"
+        raise VersionError(f"{repository} holds no version {version} of {name} (versions: {held})")
+    try:
+        data = json.loads(path.read_text())
+        if data.pop("format", None) != FORMAT:
+            raise ValueError(f"not a {FORMAT} manifest")
+        return Version(**data)
+    except (ValueError, TypeError) as err:
+        raise VersionError(f"{path} is not a manifest this version of dgla-export reads ({err})") from err
+
+
+def versions(repository: Path, name: str) -> list[int]:
+    """The versions of ``name`` that have a manifest, oldest first."""
+    folder = repository / name
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
+
+
+def ensembles(repository: Path) -> list[str]:
+    """The ensembles of ``repository`` that have versions."""
+    return sorted(p.name for p in repository.iterdir() if p.is_dir() and versions(repository, p.name))
+
+
+def next_version(repository: Path, name: str) -> int:
+    held = versions(repository, name)
+    return held[-1] + 1 if held else 1
+
+
+def active_version(repository: Path, name: str) -> int | None:
+    """The version the ensemble's config serves (None: none pinned)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = repository / name / "config.pbtxt"
+    if not path.is_file():
+        return None
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    pinned = list(config.version_policy.specific.versions)
+    return pinned[0] if len(pinned) == 1 else None
+
+
+def verify(repository: Path, version: Version) -> None:
+    """Every file of ``version`` is there, unchanged since it was written."""
+    for relative, expected in version.files.items():
+        path = repository / relative
+        if not path.is_file():
+            raise VersionError(f"version {version.version} of {version.name} lacks {relative}; it cannot be served")
+        if sha256_file(path) != expected:
+            raise VersionError(
+                f"{relative} changed since version {version.version} of {version.name} was written "
+                "(its SHA-256 differs from the manifest's); write that version again"
+            )
+
+
+def apply_version(repository: Path, version: Version) -> None:
+    """Write ``version``'s configs and class names into ``repository`` (each file renamed into place)."""
+    for model, text in version.configs.items():
+        folder = repository / model
+        if not folder.is_dir():
+            raise VersionError(f"{folder} is missing: version {version.version} of {version.name} needs it")
+        for filename, content in (("config.pbtxt", text), (LABELS, version.labels)):
+            if filename == LABELS and not (folder / LABELS).exists():
+                continue
+            path = folder / filename
+            if path.is_symlink():  # a serving copy links what it does not change
+                path.unlink()
+            with atomic_path(path) as tmp:
+                tmp.write_text(content)
+
+
+def activate(repository: Path, name: str, version: int | None = None) -> tuple[int | None, Version]:
+    """Serve ``version`` of ``name`` (default: the one before the active one): its files are checked
+    against its manifest first, then its configs replace the current ones. Returns the version
+    served before and the one served now."""
+    current = active_version(repository, name)
+    held = versions(repository, name)
+    if not held:
+        raise VersionError(f"{repository} holds no versioned model {name!r} (ensembles: {ensembles(repository)})")
+    if version is None:
+        earlier = [v for v in held if current is not None and v < current]
+        if not earlier:
+            raise VersionError(f"{name} serves version {current}, its oldest: there is nothing to roll back to")
+        version = earlier[-1]
+    chosen = read_version(repository, name, version)
+    verify(repository, chosen)
+    apply_version(repository, chosen)
+    return current, chosen

@@ -1,0 +1,155 @@
+"""Versions: a new graph for a served name becomes its next version beside the earlier ones, each
+with a manifest (every file's SHA-256, the configs, the validation report); a rollback is one
+command, refuses a version whose files changed, and on a real server restores the earlier
+version's answers exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from PIL import Image
+from tritonclient.grpc import model_config_pb2
+
+from dgla_export.io import sha256_file
+from dgla_export.tools.export import main as export_main
+from dgla_export.tools.serve import main as serve_main
+from dgla_export.triton.client import classify
+from dgla_export.triton.versions import active_version, read_version, versions
+from triton_repository.serving import Serve
+
+MODELS = ("dgla", "dgla_onnx", "dgla_preprocess")
+
+
+def _config(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _served(repo) -> dict[str, list[int]]:
+    """Each model's version policy, and the ensemble's steps' versions."""
+    found = {m: list(_config(repo / m / "config.pbtxt").version_policy.specific.versions) for m in MODELS}
+    found["steps"] = [s.model_version for s in _config(repo / "dgla" / "config.pbtxt").ensemble_scheduling.step]
+    return found
+
+
+def _triton(*args: str) -> int:
+    return export_main(["triton", *args, "--preferred-batch-sizes", "4"])
+
+
+def test_a_second_graph_becomes_version_2_and_a_rollback_serves_version_1(tiny_onnx, tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    other = tmp_path / "other"
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(other), "--name", "arl") == 0
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
+    first = {m: (repo / m / "config.pbtxt").read_text() for m in MODELS}
+    assert _served(repo) == {**{m: [1] for m in MODELS}, "steps": [1, 1]}
+    assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add") == 0
+    assert "version 2 of dgla" in capsys.readouterr().out
+    assert versions(repo, "dgla") == [1, 2] and active_version(repo, "dgla") == 2
+    assert _served(repo) == {**{m: [2] for m in MODELS}, "steps": [2, 2]}
+    for model in MODELS:  # version 1 is still there, unchanged
+        assert (repo / model / "1").is_dir() and (repo / model / "2").is_dir(), model
+    v1, v2 = read_version(repo, "dgla", 1), read_version(repo, "dgla", 2)
+    assert v1.files["dgla_onnx/1/model.onnx"] == sha256_file(tiny_onnx["fp32"])
+    assert v2.files["dgla_onnx/2/model.onnx"] == sha256_file(tiny_onnx["fp16"])
+    assert (v1.graph["precision"], v2.graph["precision"]) == ("fp32", "fp16")
+    assert "dgla_preprocess/2/preprocess.py" in v2.files and v1.configs == first
+
+    assert export_main(["versions", str(repo), "--rollback"]) == 0
+    assert "version 1 served from now on (was 2)" in capsys.readouterr().out
+    assert {m: (repo / m / "config.pbtxt").read_text() for m in MODELS} == first  # exactly as version 1 wrote them
+    assert export_main(["versions", str(repo), "--rollback"]) == 2  # nothing older
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert export_main(["versions", str(repo), "--activate", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.split("\n", 2)[2])
+    assert [(r["version"], r["served"], r["precision"]) for r in rows] == [(1, False, "fp32"), (2, True, "fp16")]
+
+    # a changed file is refused, and nothing is switched
+    (repo / "dgla_onnx" / "1" / "model.onnx").write_bytes(b"not the graph")
+    assert export_main(["versions", str(repo), "--activate", "1"]) == 2
+    assert "dgla_onnx/1/model.onnx changed since version 1" in capsys.readouterr().err
+    assert active_version(repo, "dgla") == 2
+
+
+def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny_onnx, tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    graph = tiny_onnx["fp32"]
+    assert _triton("--onnx", str(graph), "--output", str(repo)) == 0
+    capsys.readouterr()
+    openvino = importlib.util.find_spec("openvino") is not None
+    refusals = [
+        (["--validation", str(tmp_path / "absent.json")], "cannot read the validation report"),
+        (["--validation", str(_report(tmp_path, "0" * 64, True))], "is not a report on"),
+        (["--validation", str(_report(tmp_path, sha256_file(graph), False))], "FAILED validation"),
+    ]
+    if openvino:  # NAME_openvino instead of NAME_onnx: another model set, not a version
+        refusals.append((["--runtime", "openvino"], "a version changes files, not models"))
+    for extra, problem in refusals:
+        assert _triton("--onnx", str(graph), "--output", str(repo), "--add", *extra) == 2, extra
+        assert problem in capsys.readouterr().err, extra
+    assert versions(repo, "dgla") == [1]
+    report = _report(tmp_path, sha256_file(graph), True)
+    assert _triton("--onnx", str(graph), "--output", str(repo), "--add", "--validation", str(report)) == 0
+    assert read_version(repo, "dgla", 2).validation == json.loads(report.read_text())
+    assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add", "--name", "auto") == 0
+    assert active_version(repo, "dgla_tiny_fp16") == 1 and active_version(repo, "dgla") == 2
+
+
+def _report(folder, digest: str, passed: bool):
+    path = folder / f"report_{digest[:4]}_{passed}.json"
+    path.write_text(json.dumps({"graph_sha256": digest, "passed": passed, "verdict": "passed" if passed else "FAILED"}))
+    return path
+
+
+def test_dgla_serve_names_the_version_it_serves(tiny_onnx, tmp_path, capsys) -> None:
+    repo = tmp_path / "repo"
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--add", "--name", "arl") == 0
+    capsys.readouterr()
+    assert serve_main([str(repo), "--version", "1"]) == 2  # two ensembles: which?
+    assert "name one, --version NAME=N" in capsys.readouterr().err
+    assert serve_main([str(repo), "--version", "dgla=3"]) == 2
+    assert "no version 3 of dgla (versions: 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        serve_main([str(repo), "--version", "dgla=0"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs Triton (pip install '.[serve]')")
+def test_a_rollback_restores_the_earlier_answers_exactly(tiny_onnx, images, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    paths = []
+    for name, pixels in images[:4]:
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(pixels).save(paths[-1])
+
+    def answers(*extra: str) -> tuple[str, np.ndarray]:
+        server = Serve(repo, extra=extra)
+        try:
+            output = server.wait_ready()
+            found = classify(paths, url=server.grpc_url)
+            assert all(a.error is None for a in found), [a.error for a in found]
+            return output, np.stack([a.probs for a in found])
+        finally:
+            server.stop()
+
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
+    _, first = answers()
+    assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add") == 0
+    log2, second = answers()
+    assert "dgla_onnx v2: READY" in log2 and "dgla_onnx v1" not in log2, log2
+    moved = float(np.abs(second - first).max())
+    assert moved > 0, "version 2 (FP16) answers exactly as version 1 (FP32): the server did not serve it"
+    assert export_main(["versions", str(repo), "--rollback"]) == 0
+    log3, rolled_back = answers()
+    assert "dgla_onnx v1: READY" in log3, log3
+    err = float(np.abs(rolled_back - first).max())
+    assert np.array_equal(rolled_back, first), f"rolled back differs from version 1 by {err:.2e}"
+    _, pinned = answers("--version", "2")  # version 2 again, without touching the repository
+    err = float(np.abs(pinned - second).max())
+    assert np.array_equal(pinned, second), f"--version 2 differs from version 2 by {err:.2e}"
+    assert active_version(repo, "dgla") == 1
+    print(f"version 2 moved the answers by {moved:.2e}; the rollback restored version 1's exactly")
