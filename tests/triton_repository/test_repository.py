@@ -84,7 +84,7 @@ def test_preprocess_warmup_is_a_real_image_in_tritons_string_layout(tiny_onnx, t
 
 
 def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
-    texts = write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=_engine(tmp_path, "1:4:6"))
+    _, texts = write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=_engine(tmp_path, "1:4:6"))
     trt = text_format.Parse(texts["dgla_trt"], model_config_pb2.ModelConfig())
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 6
     assert (tmp_path / "repo" / "dgla_trt" / "1" / "model.plan").read_bytes() == b"engine"
@@ -108,7 +108,7 @@ def test_int8_graph_and_engine_go_into_the_repository(tiny_int8, tmp_path) -> No
     graph = tiny_int8["tensorrt"][0]
     options = TritonOptions(ort_tensorrt_fp16=True)
     engine = _engine(tmp_path, "1:4:8", precision="int8")
-    texts = write_repository(graph, tmp_path / "repo", engine=engine, options=options)
+    _, texts = write_repository(graph, tmp_path / "repo", engine=engine, options=options)
     onnx_config = text_format.Parse(texts["dgla_onnx"], model_config_pb2.ModelConfig())
     accelerator = onnx_config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.parameters["precision_mode"] == "INT8"  # the graph's Q/DQ scales, not FP16
@@ -202,8 +202,9 @@ def test_dali_repository_layout(tiny_onnx, tmp_path) -> None:
 
 
 def test_several_models_in_one_repository(tiny_onnx, tmp_path) -> None:
-    """--name prefixes a model's folders; --add keeps the others; a name already there needs --force;
-    every runtime model and the ensemble record the config the client reads."""
+    """--name prefixes a model's folders; --add keeps the others (a name already there gets a new
+    version: test_versions.py), --force replaces it; every runtime model and the ensemble record the
+    config the client reads."""
     repo = tmp_path / "repo"
     base = ["triton", "--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)]
     assert export_main(base) == 0
@@ -216,10 +217,8 @@ def test_several_models_in_one_repository(tiny_onnx, tmp_path) -> None:
     for model in ("second", "second_onnx"):
         record = _parse(repo / model / "config.pbtxt").parameters["model_config"].string_value
         assert ModelConfig.from_dict(json.loads(record)).input_sizes == {"image_224": 96, "image_448": 192}
-    with pytest.raises(RepositoryError, match="already holds second, second_onnx, second_preprocess"):
-        write_repository(tiny_onnx["fp32"], repo, options=TritonOptions(name="second"), add=True)
     before = (repo / "dgla_onnx" / "1" / "model.onnx").read_bytes()
-    write_repository(tiny_onnx["fp16"], repo, options=TritonOptions(name="second"), add=True, force=True)
+    assert write_repository(tiny_onnx["fp16"], repo, options=TritonOptions(name="second"), add=True, force=True)[0] == 1
     assert (repo / "dgla_onnx" / "1" / "model.onnx").read_bytes() == before  # the other model is untouched
     assert _metadata(repo / "second_onnx" / "1" / "model.onnx")["precision"] == "fp16"
     with pytest.raises(RepositoryError, match="model name 'Bad-Name'"):
