@@ -19,7 +19,7 @@ $(VENV)/.package: pyproject.toml constraints.txt
 # What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators,
 # the clinic's formats (HEIC, DICOM), OpenVINO (the CPU runtime beside ONNX Runtime).
 $(VENV)/.extras: $(VENV)/.package
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino]'
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino,deploy]'
 	touch $@
 
 # An environment like the bare GPU box's (scripts/gpubox-requirements.txt): numpy 2, torch, and of the

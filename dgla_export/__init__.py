@@ -26,6 +26,7 @@ _EXPORTS = {
     "dgla_export.models": ("SPEC_VERSION", "ModelConfig", "Tolerance", "create_model", "get_config", "list_models"),
     "dgla_export.api": (
         "Acceptance",
+        "DeploymentResult",
         "EngineOptions",
         "EngineResult",
         "ExportResult",
@@ -43,6 +44,7 @@ _EXPORTS = {
         "load_model",
         "serve",
         "validate",
+        "write_kubernetes",
         "write_triton_repository",
     ),
     "dgla_export.errors": ("MismatchError", "UserError"),

@@ -20,7 +20,7 @@ defaults suit.
         print(server.grpc)
 
 One module per stage: :mod:`.graphs` (export, validate, debug), :mod:`.engine` (TensorRT),
-:mod:`.bench`, :mod:`.serving` (Triton); :mod:`.common` holds what they share.
+:mod:`.bench`, :mod:`.serving` (Triton), :mod:`.deploy` (Kubernetes); :mod:`.common` holds what they share.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dgla_export.api.common import (
     WeightOptions,
     load_model,
 )
+from dgla_export.api.deploy import DeploymentResult, write_kubernetes
 from dgla_export.api.engine import EngineOptions, build_engine
 from dgla_export.api.graphs import Int8Options, debug, export_onnx, validate
 from dgla_export.api.serving import (
@@ -47,6 +48,7 @@ from dgla_export.clinical import Acceptance
 
 __all__ = [
     "Acceptance",
+    "DeploymentResult",
     "EngineOptions",
     "EngineResult",
     "ExportResult",
@@ -64,5 +66,6 @@ __all__ = [
     "load_model",
     "serve",
     "validate",
+    "write_kubernetes",
     "write_triton_repository",
 ]

@@ -19,7 +19,7 @@ from dgla_export.tools.args import add_common
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # subcommand -> module (dgla_export.tools.export_<name>): HELP, configure(parser), run(args)
-COMMANDS = ("info", "onnx", "validate", "debug", "trt", "triton", "versions")
+COMMANDS = ("info", "onnx", "validate", "debug", "trt", "triton", "versions", "kubernetes")
 EPILOG = """\
 examples:
   dgla-export info
@@ -32,6 +32,7 @@ examples:
   dgla-export triton --onnx dgla_fp16.onnx --output triton-repo
   dgla-export triton --onnx dgla_v2.onnx --output triton-repo --add     version 2 of dgla, served from now on
   dgla-export versions triton-repo --rollback                           serve version 1 again
+  dgla-export kubernetes --storage s3://models/dgla --output k8s        N replicas, HPA, KServe
 """
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "ServerSecurity",
     "header",
     "read_key",
+    "triton_arguments",
 ]
 
 KEY_HEADER, ADMIN_HEADER = "dgla-api-key", "dgla-admin-key"
@@ -79,6 +80,36 @@ def _readable(path: Path | None, option: str) -> Path | None:
     return path
 
 
+def triton_arguments(
+    *,
+    tls_cert: str | Path | None,
+    tls_key: str | Path | None,
+    tls_ca: str | Path | None,
+    api_key: str | None,
+    admin_key: str,
+    model_control: str,
+) -> list[str]:
+    """tritonserver's options for TLS, the two keys (or what stands for them, such as a container's
+    ``$(DGLA_API_KEY)``), strict readiness and ``model_control`` (``explicit``: every model loaded at
+    start, the rest behind the admin key; ``none``: nothing loads or unloads after start)."""
+    arguments = [f"--model-control-mode={model_control}", "--strict-readiness=true"]
+    if model_control == "explicit":
+        arguments.insert(1, "--load-model=*")
+    if tls_cert is not None:
+        arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={tls_cert}", f"--grpc-server-key={tls_key}"]
+    if tls_ca is not None:
+        arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls_ca}"]
+    groups = [(ADMIN_APIS, ADMIN_HEADER, admin_key)]
+    if api_key is not None:
+        groups.append((INFERENCE_APIS, KEY_HEADER, api_key))
+    for apis, name, key in groups:
+        arguments += [
+            f"--grpc-restricted-protocol={','.join(apis)}:{name}={key}",
+            f"--http-restricted-api={','.join(apis)}:{name}={key}",
+        ]
+    return arguments
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerSecurity:
     """TLS (``tls_cert`` + ``tls_key``; with ``tls_ca``, mutual: clients need a certificate that CA
@@ -112,21 +143,10 @@ class ServerSecurity:
         strict readiness."""
         # explicit model control with every model loaded at start: only the admin key's holder (by
         # default dgla-serve alone, to reload a model whose stub died) can load or unload
-        arguments = ["--model-control-mode=explicit", "--load-model=*", "--strict-readiness=true"]
-        if self.tls:
-            arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert}"]
-            arguments.append(f"--grpc-server-key={self.tls_key}")
-        if self.mutual:
-            arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.tls_ca}"]
-        groups = [(ADMIN_APIS, ADMIN_HEADER, self.admin_key)]
-        if self.api_key is not None:
-            groups.append((INFERENCE_APIS, KEY_HEADER, self.api_key))
-        for apis, name, key in groups:
-            arguments += [
-                f"--grpc-restricted-protocol={','.join(apis)}:{name}={key}",
-                f"--http-restricted-api={','.join(apis)}:{name}={key}",
-            ]
-        return arguments
+        return triton_arguments(
+            tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca, api_key=self.api_key,
+            admin_key=self.admin_key, model_control="explicit",
+        )  # fmt: skip
 
     def describe(self) -> str:
         tls = "mutual TLS" if self.mutual else "TLS" if self.tls else "plaintext"

@@ -1,0 +1,122 @@
+"""dgla-export kubernetes: the manifests and KServe's InferenceService, each checked strictly against
+its schema before writing (a manifest with an unknown field or a wrong type is refused, naming
+where), what dgla-serve enforces on one machine carried into the pod, and nothing secret in them."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import importlib.util
+import re
+
+import pytest
+
+from dgla_export.deploy.check import KSERVE_SCHEMA, ManifestError, check_kserve, check_kubernetes
+from dgla_export.deploy.manifests import KubernetesOptions, kserve_manifest, manifests
+from dgla_export.tools.export import main as export_main
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("kubernetes_validate") is None, reason="needs pip install '.[deploy]'"
+)
+S3 = KubernetesOptions(storage="s3://models/dgla", s3_endpoint="https://minio.storage:9000", client_ca_secret="ca")
+
+
+def _container(written):
+    return written["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("options", [S3, KubernetesOptions(storage="pvc:dgla-models", gpus=0)], ids=["s3", "pvc"])
+def test_every_manifest_passes_its_schema_strictly(options) -> None:
+    written = manifests(options)
+    for manifest in written.values():
+        check_kubernetes(manifest)
+    check_kserve(kserve_manifest(options))
+    assert {m["kind"] for m in written.values()} == {
+        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+        "ServiceAccount", "ConfigMap",
+    }  # fmt: skip
+
+
+def test_a_wrong_manifest_is_refused_where_it_is_wrong() -> None:
+    deployment = manifests(S3)["deployment.yaml"]
+    typo = copy.deepcopy(deployment)
+    typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(ManifestError, match=r"'readinesProbe' was unexpected.* at spec/template/spec/containers/0"):
+        check_kubernetes(typo)
+    wrong = copy.deepcopy(deployment)
+    wrong["spec"]["replicas"] = "two"
+    with pytest.raises(ManifestError, match=r"'two' is not of type 'integer'.* at spec/replicas"):
+        check_kubernetes(wrong)
+    service = kserve_manifest(S3)
+    typo = copy.deepcopy(service)
+    typo["spec"]["predictor"]["model"]["storageURI"] = "s3://x/y"
+    with pytest.raises(ManifestError, match=r"'storageURI' was unexpected.* at spec/predictor/model"):
+        check_kserve(typo)
+    wrong = copy.deepcopy(service)
+    wrong["spec"]["predictor"]["minReplicas"] = "2"
+    with pytest.raises(ManifestError, match="'2' is not of type 'integer' at spec/predictor/minReplicas"):
+        check_kserve(wrong)
+
+
+def test_the_vendored_schema_is_the_one_its_source_note_names() -> None:
+    note = (KSERVE_SCHEMA.parent / "SOURCE.md").read_text()
+    digest = hashlib.sha256(gzip.decompress(KSERVE_SCHEMA.read_bytes())).hexdigest()
+    assert f"`{digest}`" in note, f"schema SHA-256 {digest} is not the one SOURCE.md records"
+    assert "v0.20.0" in KSERVE_SCHEMA.name and "tag `v0.20.0`" in note
+
+
+def test_the_pod_enforces_what_dgla_serve_enforces() -> None:
+    written = manifests(S3)
+    container = _container(written)
+    command = container["command"]
+    assert command[:2] == ["tritonserver", "--model-repository=s3://https://minio.storage:9000/models/dgla"]
+    for flag in (
+        "--model-control-mode=none", "--strict-readiness=true", "--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true",
+        "--grpc-restricted-protocol=inference,metadata,model-config:dgla-api-key=$(DGLA_API_KEY)",
+        "--http-restricted-api=model-repository,shared-memory,statistics,trace,logging:dgla-admin-key=$(DGLA_ADMIN_KEY)",
+    ):  # fmt: skip
+        assert flag in command, flag
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"] and not security["allowPrivilegeEscalation"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in container["env"]}
+    assert env["DGLA_API_KEY"] == env["DGLA_ADMIN_KEY"] == "dgla-keys"
+    assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SECRET_ACCESS_KEY"] == "dgla-s3"
+    # the HPA's metric is the one the adapter's rule makes, from Triton's queue-time counter
+    hpa = written["hpa.yaml"]["spec"]["metrics"][0]["pods"]
+    rule = written["prometheus-adapter-rules.yaml"]["data"]["config.yaml"]
+    assert f"as: {hpa['metric']['name']}" in rule and "nv_inference_queue_duration_us" in rule
+    assert hpa["target"]["averageValue"] == "200000"
+    assert [p["port"] for p in written["service.yaml"]["spec"]["ports"]] == [8001]  # gRPC (TLS) only
+    kserve = kserve_manifest(S3)["spec"]["predictor"]["model"]
+    assert (kserve["protocolVersion"], kserve["storageUri"]) == ("v2", "s3://models/dgla")
+    assert not any(a.startswith("--model-repository") for a in kserve["args"])  # the runtime names it
+
+
+def test_the_command_writes_checked_yaml_and_keeps_what_it_must(tmp_path, capsys) -> None:
+    import yaml
+
+    output = tmp_path / "k8s"
+    argv = ["kubernetes", "--storage", "pvc:dgla-models", "--output", str(output), "--gpus", "0"]
+    assert export_main(argv) == 0
+    files = sorted(str(p.relative_to(output)) for p in output.rglob("*.yaml"))
+    assert "deployment.yaml" in files and "kserve/inferenceservice.yaml" in files
+    for name in files:
+        text = (output / name).read_text()
+        assert not re.search(r"&id\d+|\*id\d+", text), f"{name} uses YAML aliases"
+        manifest = yaml.safe_load(text)
+        (check_kserve if name.startswith("kserve/") else check_kubernetes)(manifest)
+    pod = yaml.safe_load((output / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    assert {"name": "repository", "persistentVolumeClaim": {"claimName": "dgla-models", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    capsys.readouterr()
+    assert export_main(argv) == 2  # an existing output needs --force
+    assert "--force" in capsys.readouterr().err
+    for bad, problem in (("ftp://x/y", "give s3://BUCKET/PREFIX or pvc:CLAIM"), ("pvc:Bad_Name", "pvc:CLAIM")):
+        assert export_main(["kubernetes", "--storage", bad, "--output", str(tmp_path / "no")]) == 2
+        assert problem in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
