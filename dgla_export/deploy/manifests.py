@@ -27,8 +27,8 @@ __all__ = ["KubernetesOptions", "kserve_manifest", "manifests"]
 
 Manifest = dict[str, Any]
 HTTP, GRPC, METRICS = 8000, 8001, 8002
-# The Triton release whose container fixed NVIDIA's August 2025 bulletins (docs/serving.md).
-DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"
+# The release scripts/triton_server.sh runs: after NVIDIA's August 2025 bulletins' fixes (docs/serving.md).
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 _S3 = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[A-Za-z0-9._/-]*)?")
 REPOSITORY = "/models"  # where a volume is mounted, and where KServe puts what it downloads
