@@ -74,7 +74,7 @@ class TritonOptions:
     max_queue_delay_us: int = 200
     # Overload: a request that waited queue_timeout_s, or found max_queue_size requests ahead of it,
     # is rejected with a status the client reports, instead of piling up in memory. Given the
-    # measured capacity and the clients' deadline, QueuePlan sizes the queue and the batch instead.
+    # measured capacity and the clients' deadline, ``sized`` sets queue, timeout and batch instead.
     max_queue_size: int = 16
     queue_timeout_s: float = 10.0
     capacity_pairs_s: float | None = None

@@ -45,7 +45,7 @@ def _read_config(folder: Path, text: str | None = None):
         raise ServeError(f"{folder / 'config.pbtxt'} does not parse with Triton's schema: {err}") from err
 
 
-def chosen_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
+def _chosen_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
     """The versions to serve instead of those the configs name, their files checked against their manifests."""
     picked = []
     for name, number in chosen.items():
@@ -95,7 +95,7 @@ def serving_repository(
     ensembles to serve at another version than the repository's configs name (the repository is
     left as it is)."""
     gpu = cuda_device_problem() is None if gpu is None else gpu
-    chosen = chosen_versions(repository, versions or {})
+    chosen = _chosen_versions(repository, versions or {})
     replaced = {model: text for version in chosen for model, text in version.configs.items()}
     folders = sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file())
     if not folders:

@@ -27,11 +27,11 @@ __all__ = [
     "VersionError",
     "activate",
     "active_version",
-    "apply_version",
     "ensembles",
     "next_version",
     "read_version",
     "versions",
+    "write_version",
 ]
 
 MANIFEST = "manifest.json"
@@ -178,19 +178,18 @@ def verify(repository: Path, version: Version) -> None:
             )
 
 
-def apply_version(repository: Path, version: Version) -> None:
-    """Write ``version``'s configs and class names into ``repository`` (each file renamed into place)."""
+def _apply(repository: Path, version: Version) -> None:
+    """Write ``version``'s configs and class names into ``repository``, each file renamed into place
+    (every model folder checked first, so that a missing one switches nothing)."""
+    missing = [model for model in version.configs if not (repository / model).is_dir()]
+    if missing:
+        needed = f"version {version.version} of {version.name} needs it"
+        raise VersionError(f"{repository / missing[0]} is missing: {needed}")
     for model, text in version.configs.items():
         folder = repository / model
-        if not folder.is_dir():
-            raise VersionError(f"{folder} is missing: version {version.version} of {version.name} needs it")
-        for filename, content in (("config.pbtxt", text), (LABELS, version.labels)):
-            if filename == LABELS and not (folder / LABELS).exists():
-                continue
-            path = folder / filename
-            if path.is_symlink():  # a serving copy links what it does not change
-                path.unlink()
-            with atomic_path(path) as tmp:
+        files = {"config.pbtxt": text, **({LABELS: version.labels} if (folder / LABELS).exists() else {})}
+        for filename, content in files.items():
+            with atomic_path(folder / filename) as tmp:
                 tmp.write_text(content)
 
 
@@ -209,5 +208,5 @@ def activate(repository: Path, name: str, version: int | None = None) -> tuple[i
         version = earlier[-1]
     chosen = read_version(repository, name, version)
     verify(repository, chosen)
-    apply_version(repository, chosen)
+    _apply(repository, chosen)
     return current, chosen
