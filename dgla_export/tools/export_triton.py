@@ -169,4 +169,6 @@ def run(args: argparse.Namespace) -> int:
     )
     models = ", ".join(result.models)
     print(f"wrote {result.path}: version {result.version} of {models} (configs parsed with Triton's schema)")
+    if args.validation is None:
+        print("its manifest records no validation report: pass --validation REPORT (dgla-export validate --report)")
     return 0
