@@ -24,6 +24,7 @@ LAYERS = [
     ["validation", "localise"],
     ["quantize"],
     ["benchmarking", "triton"],
+    ["deploy"],
     ["api"],
     ["tools"],
     ["__init__"],
