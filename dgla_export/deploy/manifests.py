@@ -355,17 +355,18 @@ def kserve_manifest(options: KubernetesOptions) -> Manifest:
     credentials come from the service account's Secret, as KServe documents), and the same security
     arguments as the plain manifests."""
     storage = options.storage if options.s3 else f"pvc://{options.storage.removeprefix('pvc:')}"
-    # KServe's Triton runtime names the repository (/mnt/models) and the ports itself; these follow
+    container = _container(options, "/mnt/models")  # the plain Deployment's, where KServe puts the repository
+    # KServe's Triton runtime names the repository and the ports itself; these follow
     ports = ("--model-repository", "--http-port", "--grpc-port", "--metrics-port")
-    args = [a for a in triton_command(options, "/mnt/models")[1:] if not a.startswith(ports)]
+    args = [a for a in container["command"][1:] if not a.startswith(ports)]
     model: dict[str, Any] = {
         "modelFormat": {"name": "triton"},
         "protocolVersion": "v2",
         "runtime": "kserve-tritonserver",
         "storageUri": storage,
         "args": args,
-        "env": [e for e in _container(options, "/mnt/models")["env"] if not e["name"].startswith("AWS_")],
-        "volumeMounts": [m for m in _container(options, "/mnt/models")["volumeMounts"] if m["name"] != "repository"],
+        "env": [e for e in container["env"] if not e["name"].startswith("AWS_")],
+        "volumeMounts": [m for m in container["volumeMounts"] if m["name"] != "repository"],
         "securityContext": _locked_down(),
         "resources": {
             "requests": {"cpu": options.cpu, "memory": options.memory},

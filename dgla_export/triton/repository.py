@@ -381,7 +381,8 @@ def write_repository(
         raise RepositoryError(f"{onnx_path} lacks dgla-export metadata; export it with `dgla-export onnx`")
     if options.name == AUTO_NAME:
         options = dataclasses.replace(options, name=graph_name(metadata))
-    report = _validation_report(validation, onnx_path) if validation is not None else None
+    digest = sha256_file(onnx_path)  # the graph's identity in the version's manifest, and its report's
+    report = _validation_report(validation, onnx_path, digest) if validation is not None else None
     graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
     if (options.max_batch_size or graph_max) > graph_max:
         raise RepositoryError(
@@ -464,7 +465,7 @@ def write_repository(
                 (tmp / name / "labels.txt").write_text(labels)
         graph = {
             "file": f"{onnx_name}/{v}/model.onnx",
-            "sha256": sha256_file(onnx_path),
+            "sha256": digest,
             **{key: metadata.get(key) for key in ("model_name", "precision", "checkpoint_sha256", "tool")},
         }
         write_version(
@@ -481,13 +482,13 @@ def graph_name(metadata: dict[str, str]) -> str:
     return re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
 
 
-def _validation_report(path: Path, onnx_path: Path) -> dict:
+def _validation_report(path: Path, onnx_path: Path, digest: str) -> dict:
     """The graph's validation report: of this very graph, and passed."""
     try:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise RepositoryError(f"cannot read the validation report {path}: {err}") from err
-    if report.get("graph_sha256") != sha256_file(onnx_path):
+    if report.get("graph_sha256") != digest:
         raise RepositoryError(
             f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): "
             f"write one with `dgla-export validate {onnx_path} --report FILE`"
