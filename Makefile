@@ -7,19 +7,23 @@ BIN := $(VENV)/bin
 # install the package's own ranges (and torch from the registry).
 CONSTRAINTS = $(shell $(PYTHON) -c "import sys; print('-c constraints.txt' if sys.version_info[:2] == (3, 11) else '')")
 
+# --no-compile: Python compiles what is imported on first use, instead of pip compiling every module
+# of every wheel (torch alone: 32 s against 12 s to install, measured; docs/development.md).
+PIP := pip install --quiet --no-compile
+
 # The package alone: what `make demo` needs. Torch first, so pip takes the CPU wheel on disk
 # (2.13.0), not a multi-GB CUDA wheel; the package itself only asks for ranges.
 $(VENV)/.package: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(CONSTRAINTS) torch
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e .
+	$(BIN)/$(PIP) --upgrade pip
+	$(BIN)/$(PIP) $(CONSTRAINTS) torch
+	$(BIN)/$(PIP) $(CONSTRAINTS) -e .
 	touch $@
 
 # What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators,
 # the clinic's formats (HEIC, DICOM), OpenVINO (the CPU runtime beside ONNX Runtime).
 $(VENV)/.extras: $(VENV)/.package
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino,deploy]'
+	$(BIN)/$(PIP) $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino,deploy]'
 	touch $@
 
 # An environment like the bare GPU box's (scripts/gpubox-requirements.txt): numpy 2, torch, and of the
@@ -27,12 +31,12 @@ $(VENV)/.extras: $(VENV)/.package
 GPUBOX := .venv-gpubox
 $(GPUBOX)/.ready: scripts/gpubox-requirements.txt
 	$(PYTHON) -m venv $(GPUBOX)
-	$(GPUBOX)/bin/pip install --quiet --upgrade pip
-	$(GPUBOX)/bin/pip install --quiet $(CONSTRAINTS) torch
-	$(GPUBOX)/bin/pip install --quiet -r scripts/gpubox-requirements.txt
+	$(GPUBOX)/bin/$(PIP) --upgrade pip
+	$(GPUBOX)/bin/$(PIP) $(CONSTRAINTS) torch
+	$(GPUBOX)/bin/$(PIP) -r scripts/gpubox-requirements.txt
 	touch $@
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo test test-fast lint checks gpubox-tests
 install: $(VENV)/.extras
 
 # Demo weights, scikit-image's bundled images, CPU: export FP32 + FP16 ONNX and validate both.
@@ -41,18 +45,30 @@ demo: $(VENV)/.package
 	$(BIN)/dgla-export onnx --output build/dgla_resnet50.onnx --report build/validate_fp32.json --force
 	$(BIN)/dgla-export onnx --precision fp16 --output build/dgla_resnet50_fp16.onnx --report build/validate_fp16.json --force
 
-test: $(VENV)/.extras $(GPUBOX)/.ready
+# Three phases, each on both cores: the two environments side by side; the static checks beside the
+# GPU box's tests; then every test on two pytest-xdist workers (a test module stays on one worker,
+# the tests of the shared Triton server share one: tests/conftest.py). Each test's durations: the
+# slowest 30 at the end of each pytest run.
+XDIST := -n 2 --dist loadgroup
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(VENV)/.extras $(GPUBOX)/.ready
+	$(MAKE) --no-print-directory -j2 --output-sync=target checks gpubox-tests
+	DGLA_GPUBOX_PYTHON=$(CURDIR)/$(GPUBOX)/bin/python $(BIN)/python -m pytest -q $(XDIST)
+
+checks: $(VENV)/.extras
 	$(BIN)/ruff check dgla_export tests benchmarks scripts
 	$(BIN)/python scripts/check_tensorrt_names.py
 	$(BIN)/python scripts/check_lower_bounds.py
+
+# The GPU box's environment (numpy 2, the carried wheels) on the tests that run there.
+gpubox-tests: $(VENV)/.extras $(GPUBOX)/.ready
 	PYTHON=$(BIN)/python scripts/gpu_check.sh prepare
 	PYTHON=$(GPUBOX)/bin/python scripts/gpu_check.sh pytest -q -m "not slow" tests/test_preprocess.py \
 	  tests/test_compare.py tests/runtimes/test_runners.py tests/export/test_onnx_export.py
-	DGLA_GPUBOX_PYTHON=$(CURDIR)/$(GPUBOX)/bin/python $(BIN)/python -m pytest -q
 
 # The quick loop while working: everything but the tests marked slow.
 test-fast: $(VENV)/.extras
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST)
 
 lint: $(VENV)/.extras
 	$(BIN)/ruff check dgla_export tests benchmarks scripts

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny models with demo weights, real images, exported graphs (built once)."""
+"""Shared fixtures: tiny models with demo weights, real images, exported graphs (built once a run,
+shared by every pytest-xdist worker: tests/built.py), and the grouping that keeps each test
+module on one worker (its module fixtures built once) and every test of the shared Triton server
+on the same one."""
 
 from __future__ import annotations
 
@@ -12,11 +15,30 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from built import once, run_root  # tests/ is on the path from the line above
+
+# Tests using these fixtures share one server process: they run on one xdist worker.
+SERVER_FIXTURES = ("triton_server",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group for ``--dist loadgroup``: a test module's tests together (its module-scoped fixtures,
+    servers among them, are built once), and every test of the shared server in one group."""
+    for item in items:
+        if any(item.iter_markers("xdist_group")):
+            continue
+        shared = any(name in item.fixturenames for name in SERVER_FIXTURES)
+        item.add_marker(pytest.mark.xdist_group("triton" if shared else item.nodeid.split("::")[0]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    # Demo weights are recomputed, not read from a developer's cache.
-    os.environ["DGLA_EXPORT_CACHE"] = str(tmp_path_factory.mktemp("demo-cache"))
+    # Demo weights are recomputed once a run (shared by its workers and subprocesses), never read
+    # from a developer's cache.
+    folder = run_root(tmp_path_factory) / "demo-cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["DGLA_EXPORT_CACHE"] = str(folder)
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +87,8 @@ def _export_tiny(tiny, folder, *, explain: bool = False) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny, tmp_path_factory):
-    """(fp32 path, fp16 path) of the tiny model, exported once for the session."""
-    return _export_tiny(tiny, tmp_path_factory.mktemp("onnx"))
+    """(fp32 path, fp16 path) of the tiny model, exported once for the run."""
+    return once(tmp_path_factory, "onnx", lambda folder: _export_tiny(tiny, folder))
 
 
 @pytest.fixture(scope="session")
@@ -74,15 +96,15 @@ def tiny_int8(tiny, tiny_onnx, images, tmp_path_factory):
     """target -> (INT8 graph path, QuantizationReport) of the tiny model, calibrated on the bundled images."""
     from dgla_export.quantize import QuantizationOptions, quantize_onnx
 
-    folder = tmp_path_factory.mktemp("int8")
-    graphs = {}
-    for target in ("cpu", "tensorrt"):
-        path = folder / f"tiny_int8_{target}.onnx"
-        report = quantize_onnx(
-            tiny_onnx["fp32"], path, tiny.config, images, options=QuantizationOptions(target=target), progress=print
-        )
-        graphs[target] = (path, report)
-    return graphs
+    def build(folder: Path) -> dict:
+        graphs = {}
+        for target in ("cpu", "tensorrt"):
+            path = folder / f"tiny_int8_{target}.onnx"
+            options = QuantizationOptions(target=target)
+            graphs[target] = (path, quantize_onnx(tiny_onnx["fp32"], path, tiny.config, images, options=options))
+        return graphs
+
+    return once(tmp_path_factory, "int8", build)
 
 
 @pytest.fixture
@@ -99,4 +121,4 @@ def immutable(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_explained(tiny, tmp_path_factory):
     """precision -> the tiny model's graph exported with explain (a ``cam`` output), not validated."""
-    return _export_tiny(tiny, tmp_path_factory.mktemp("explained"), explain=True)
+    return once(tmp_path_factory, "explained", lambda folder: _export_tiny(tiny, folder, explain=True))
