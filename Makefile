@@ -49,7 +49,7 @@ demo: $(VENV)/.package
 # GPU box's tests; then every test on two pytest-xdist workers (a test module stays on one worker,
 # the tests of the shared Triton server share one: tests/conftest.py). Each test's durations: the
 # slowest 30 at the end of each pytest run.
-XDIST := -n 2 --dist loadgroup
+XDIST := -n 2 --dist loadscope
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target $(VENV)/.extras $(GPUBOX)/.ready
 	$(MAKE) --no-print-directory -j2 --output-sync=target checks gpubox-tests

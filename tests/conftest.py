@@ -1,10 +1,11 @@
 """Shared fixtures: tiny models with demo weights, real images, exported graphs (built once a run,
-shared by every pytest-xdist worker: tests/built.py), and the grouping that keeps each test
+shared by every pytest-xdist worker: tests/built.py), and the work units that keep each test
 module on one worker (its module fixtures built once) and every test of the shared Triton server
 on the same one."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -17,19 +18,33 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from built import once, run_root  # tests/ is on the path from the line above
 
-# Tests using these fixtures share one server process: they run on one xdist worker.
-SERVER_FIXTURES = ("triton_server",)
+TESTS = Path(__file__).parent
+SHARED_SERVER = "triton_server"  # the fixture of tests/triton_repository/conftest.py
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group for ``--dist loadgroup``: a test module's tests together (its module-scoped fixtures,
-    servers among them, are built once), and every test of the shared server in one group."""
-    for item in items:
-        if any(item.iter_markers("xdist_group")):
-            continue
-        shared = any(name in item.fixturenames for name in SERVER_FIXTURES)
-        item.add_marker(pytest.mark.xdist_group("triton" if shared else item.nodeid.split("::")[0]))
+@functools.cache
+def _scope(module: str) -> str:
+    """A test module's pytest-xdist work unit: the module itself (its module-scoped fixtures, servers
+    among them, built once), or "triton" for every module using the shared server (one process
+    serves them: they run on one worker, one at a time)."""
+    path = TESTS.parent / module
+    uses = path.suffix == ".py" and path.is_file() and SHARED_SERVER in path.read_text()
+    return "triton" if uses else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``-n 2 --dist loadscope`` (make test) with the work units of ``_scope``, largest first.
+
+    pytest 9.2 no longer lets pytest-xdist 3.8 rename a test by its ``xdist_group`` mark (which
+    ``--dist loadgroup`` relies on), so the grouping lives here, where the controller splits the
+    collected test IDs into work units."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid.split("::")[0])
+
+    return ByModule(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,18 +46,34 @@ class Serve:
         )
         self.server_pid: int | None = None
         self.lines: list[str] = []
+        # Both pipes are drained as they are written: a server that runs through many tests would
+        # otherwise block once a pipe's buffer is full.
+        self._stderr: list[str] = []
+        self._ready = threading.Event()
+        self._drains = [
+            threading.Thread(target=self._drain, args=(self.process.stdout, self.lines, True), daemon=True),
+            threading.Thread(target=self._drain, args=(self.process.stderr, self._stderr, False), daemon=True),
+        ]
+        for drain in self._drains:
+            drain.start()
+
+    def _drain(self, pipe, into: list[str], stdout: bool) -> None:
+        for line in pipe:
+            into.append(line.rstrip("\n") if stdout else line)
+            if stdout and line.startswith("ready"):
+                self._ready.set()
+        self._ready.set()  # the process closed its output: ready or not, waiting is over
+
+    def stderr_so_far(self) -> str:
+        return "".join(self._stderr)
 
     def wait_ready(self, timeout: float = 240.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip())
+        self._ready.wait(timeout)
+        for index, line in enumerate(list(self.lines)):
             if line.startswith("ready"):
-                return "\n".join(self.lines)
+                return "\n".join(self.lines[: index + 1])
         self.stop()
-        pytest.fail(f"dgla-serve did not get ready: {self.process.stderr.read()[-3000:]}")
+        pytest.fail(f"dgla-serve did not get ready: {self.stderr_so_far()[-3000:]}")
 
     @property
     def grpc_url(self) -> str:
@@ -75,7 +91,9 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        stderr = self.process.stderr.read()
+        for drain in self._drains:
+            drain.join(timeout=10)
+        stderr = self.stderr_so_far()
         found = re.search(r"tritonserver pid (\d+)", stderr)
         self.server_pid = int(found.group(1)) if found else None
         return stderr

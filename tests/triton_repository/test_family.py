@@ -1,5 +1,6 @@
 """Every architecture of the family, in its tiny configuration, through every stage: export (with
-explain) -> validate -> one Triton repository holding all of them -> dgla-client -> heatmaps.
+explain) -> validate -> one Triton repository holding all of them (the run's shared server,
+tests/triton_repository/conftest.py) -> dgla-client -> heatmaps.
 
 The client is told nothing but the served model's name: inputs, sizes and class names come from
 the repository.
@@ -15,50 +16,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dgla_export as dx
-from dgla_export.models import create_model
-from dgla_export.models.registry import TINY
 from dgla_export.tools.client import main as client_main
-from dgla_export.triton.repository import TritonOptions, write_repository
-from triton_repository.serving import Serve
+from triton_repository.conftest import FAMILY
 
 pytestmark = pytest.mark.slow
 
 if importlib.util.find_spec("pytriton") is None:
     pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
 
-FAMILY = ("resnet50", "dbi_resnet50", "gla_resnet50", "dgla_resnet50", "arl_cnn50")
 TOLERANCE = 1e-5  # served probabilities vs local ONNX Runtime's
 
 
-@pytest.fixture(scope="module")
-def family(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("family")
-    graphs = {}
-    for name in FAMILY:
-        model = create_model(name, weights="demo", **TINY)
-        path = folder / f"{name}.onnx"
-        exported = dx.export_onnx(path, model, explain=True, batch=(1, 8))
-        assert exported.passed, exported.validation
-        checked = dx.validate(path, model)
-        assert checked.passed, checked
-        graphs[name] = (model.config, path)
-    repository = folder / "repo"
-    for name, (_, path) in graphs.items():
-        write_repository(path, repository, options=TritonOptions(name=name, preferred_batch_sizes=(4,)), add=True)
-    server = Serve(repository)
-    output = server.wait_ready()
-    yield graphs, server, output
-    stderr = server.stop()
-    assert server.server_pid is not None, stderr
-    assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"
+@pytest.fixture
+def family(family_graphs, triton_server):
+    """The family's graphs (exported and validated once a run) and the shared server serving them."""
+    return family_graphs, triton_server, triton_server.output
 
 
 def test_one_repository_serves_every_architecture(family) -> None:
     _, _, output = family
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
     expected = {f"{name}{suffix}" for name in FAMILY for suffix in ("", "_onnx", "_preprocess")}
-    assert states == dict.fromkeys(sorted(expected), "READY"), states
+    assert {name: states.get(name) for name in expected} == dict.fromkeys(expected, "READY"), states
 
 
 @pytest.mark.parametrize("name", FAMILY)

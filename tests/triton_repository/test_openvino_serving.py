@@ -12,8 +12,6 @@ import pytest
 from PIL import Image
 
 from dgla_export.triton.client import classify
-from dgla_export.triton.repository import TritonOptions, write_repository
-from triton_repository.serving import Serve
 
 pytestmark = pytest.mark.slow
 
@@ -23,38 +21,32 @@ if importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("ope
 TOLERANCE = 1e-5  # served probabilities vs local OpenVINO's on the same tensors
 
 
-def test_openvino_models_are_served_as_openvino_runs_them(tiny, tiny_onnx, tiny_int8, images, tmp_path) -> None:
+def test_openvino_models_are_served_as_openvino_runs_them(
+    triton_server, tiny, tiny_onnx, tiny_int8, images, tmp_path
+) -> None:
+    """ov_fp32 and ov_int8 of the shared server (tests/triton_repository/conftest.py)."""
     from dgla_export.preprocess import Preprocessing
     from dgla_export.runtimes.openvino import OpenVINORunner, cpu_capabilities
 
     graphs = {"fp32": tiny_onnx["fp32"], "int8": tiny_int8["cpu"][0]}
-    repository = tmp_path / "repo"
-    for precision, graph in graphs.items():
-        options = TritonOptions(name=f"dgla_{precision}", runtime="openvino", preferred_batch_sizes=(4,))
-        write_repository(graph, repository, options=options, add=True)
     paths = []
     for name, image in images[:4]:
         paths.append(tmp_path / f"{name}.png")
         Image.fromarray(image).save(paths[-1])
     recipe = Preprocessing.of(tiny.config, "fast")
     feed = dict(zip(tiny.config.input_names, recipe.batch([recipe.load(p) for p in paths]), strict=True))
-    server = Serve(repository)
-    try:
-        output = server.wait_ready()
-        states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
-        assert states == {f"dgla_{p}{s}": "READY" for p in graphs for s in ("", "_openvino", "_preprocess")}, states
-        assert "OpenVINO, CPU (Python backend)" in output, output
-        for precision, graph in graphs.items():
-            # what Triton's OpenVINO backend does: BF16 where OpenVINO says the CPU has it (its default
-            # there), as the stand-in decides it; the INT8 graph as INT8
-            local_precision = "bf16" if precision == "fp32" and "BF16" in cpu_capabilities() else precision
-            with OpenVINORunner(graph, local_precision) as runner:  # type: ignore[arg-type]
-                local = runner.infer(feed)["probs"]
-            served = classify(paths, url=server.grpc_url, model=f"dgla_{precision}")
-            got = np.stack([p.probs for p in served])
-            err = float(np.abs(got - local).max())
-            assert err < TOLERANCE, f"dgla_{precision}: served vs local OpenVINO probabilities differ by {err:.2e}"
-    finally:
-        stderr = server.stop()
-    assert server.server_pid is not None, stderr
-    assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"
+    output = triton_server.output
+    states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
+    mine = {f"ov_{p}{s}" for p in graphs for s in ("", "_openvino", "_preprocess")}
+    assert {name: states.get(name) for name in mine} == dict.fromkeys(mine, "READY"), states
+    assert re.search(r"^model\s+ov_fp32_openvino v1: READY \(OpenVINO, CPU \(Python backend\)", output, re.M), output
+    for precision, graph in graphs.items():
+        # what Triton's OpenVINO backend does: BF16 where OpenVINO says the CPU has it (its default
+        # there), as the stand-in decides it; the INT8 graph as INT8
+        local_precision = "bf16" if precision == "fp32" and "BF16" in cpu_capabilities() else precision
+        with OpenVINORunner(graph, local_precision) as runner:  # type: ignore[arg-type]
+            local = runner.infer(feed)["probs"]
+        served = classify(paths, url=triton_server.grpc_url, model=f"ov_{precision}")
+        got = np.stack([p.probs for p in served])
+        err = float(np.abs(got - local).max())
+        assert err < TOLERANCE, f"ov_{precision}: served vs local OpenVINO probabilities differ by {err:.2e}"

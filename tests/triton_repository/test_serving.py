@@ -2,7 +2,8 @@
 
 No mocks: `dgla-serve` runs as a subprocess on loopback ports, every server is stopped by its PID
 in the fixture's teardown (also when a test fails), and the teardown asserts that no process of
-the server's group and no shared-memory segment is left.
+the server's group and no shared-memory segment is left. Most tests use the run's shared server
+(``triton_server``); those that start their own test what one shared server cannot show.
 """
 
 from __future__ import annotations
@@ -27,60 +28,28 @@ from inputs import bomb_png, photo_jpeg
 
 from dgla_export.tools.client import main
 from dgla_export.triton.client import ClientError, classify
-from dgla_export.triton.repository import TritonOptions, write_repository
-from dgla_export.triton.security import ADMIN_HEADER, ADMIN_KEY_ENV
+from dgla_export.triton.repository import write_repository
+from dgla_export.triton.security import ADMIN_HEADER
 from triton_repository.serving import Serve, free_ports
-
-ADMIN = "serving-tests-admin-key-0123456789"
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
 
 if importlib.util.find_spec("pytriton") is None:
     pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
 
-MODELS = Path(__file__).with_name("models")
 TOLERANCE = 1e-5  # served probabilities vs local ONNX Runtime's
-
-
-def _slow_and_bad_shape(repository: Path, config) -> None:
-    """Two test-only models beside the real ones: a slow one, and one answering the wrong shape
-    (each saying it serves ``config``, as a repository of dgla-export triton does)."""
-    record = json.dumps(json.dumps(config.to_dict()))  # a JSON text as a quoted protobuf string
-    for name, source in (("dgla_slow", "slow_model.py"), ("dgla_bad_shape", "bad_shape_model.py")):
-        (repository / name / "1").mkdir(parents=True)
-        shutil.copyfile(MODELS / source, repository / name / "1" / "model.py")
-        (repository / name / "config.pbtxt").write_text(
-            f'name: "{name}"\nbackend: "python"\nmax_batch_size: 8\n'
-            'input { name: "image" data_type: TYPE_STRING dims: 1 }\n'
-            'output { name: "probs" data_type: TYPE_FP32 dims: 7 }\n'
-            "instance_group { kind: KIND_CPU count: 1 }\n"
-            f'parameters {{ key: "model_config" value {{ string_value: {record} }} }}\n'
-        )
 
 
 @pytest.fixture(scope="module")
 def served_graph(tiny_explained) -> Path:
-    """The graph the shared server serves: exported with explain, so its maps are served too."""
+    """The graph the shared server serves as dgla: exported with explain, so its maps are served too."""
     return tiny_explained["fp32"]
 
 
-@pytest.fixture(scope="module")
-def served(served_graph, tiny, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("serving") / "repo"
-    # The tiny model answers in milliseconds: a 20 ms batching window (instead of 200 us) lets the
-    # batcher see concurrent requests together, so whether it merges them is what the test measures.
-    # ... and a 50 MP limit, so that the model parameter, not the default, is what refuses large images.
-    options = TritonOptions(max_queue_delay_us=20_000, max_pixels=50_000_000)
-    write_repository(served_graph, repository, options=options)
-    _slow_and_bad_shape(repository, tiny.config)
-    started = time.monotonic()
-    server = Serve(repository, env={**os.environ, ADMIN_KEY_ENV: ADMIN})
-    output = server.wait_ready()
-    print(f"dgla-serve ready in {time.monotonic() - started:.1f} s")
-    yield server, output
-    stderr = server.stop()
-    assert server.server_pid is not None, stderr
-    assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"
+@pytest.fixture
+def served(triton_server):
+    """The shared server (tests/triton_repository/conftest.py) and what dgla-serve printed when ready."""
+    return triton_server, triton_server.output
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +81,9 @@ def _probs(predictions) -> np.ndarray:
 def test_every_model_loads_ready_on_loopback(served) -> None:
     server, output = served
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
-    assert states == dict.fromkeys(["dgla", "dgla_bad_shape", "dgla_onnx", "dgla_preprocess", "dgla_slow"], "READY")
+    held = sorted(p.name for p in server.repository.iterdir() if (p / "config.pbtxt").is_file())
+    assert states == dict.fromkeys(held, "READY"), states
+    assert {"dgla", "dgla_bad_shape", "dgla_onnx", "dgla_preprocess", "dgla_slow"} <= set(states)
     assert "ONNX Runtime (Python backend)" in output
     assert re.search(rf"^grpc\s+127\.0\.0\.1:{server.grpc}$", output, flags=re.M), output
     listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
@@ -189,7 +160,8 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
 
 def _batch_sizes(server, model: str) -> dict[int, int]:
     # statistics are an admin API: behind the admin key the fixture's server was given
-    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/stats", headers={ADMIN_HEADER: ADMIN})
+    headers = {ADMIN_HEADER: server.admin_key}
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/stats", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as answer:
         stats = json.load(answer)["model_stats"][0]
     return {b["batch_size"]: b["compute_infer"]["count"] for b in stats.get("batch_stats", [])}
@@ -327,8 +299,9 @@ def test_bad_heatmap_paths_get_one_line(served, image_files, tmp_path, capsys) -
     assert len(list((tmp_path / "new" / "maps").glob("*.png"))) == 1
 
 
-def test_heatmaps_from_a_graph_without_maps_are_one_clear_error(served_plain, image_files, tmp_path, capsys) -> None:
-    argv = [str(image_files[0]), "--url", served_plain.grpc_url, "--heatmap", str(tmp_path / "maps")]
+def test_heatmaps_from_a_graph_without_maps_are_one_clear_error(triton_server, image_files, tmp_path, capsys) -> None:
+    maps = ["--heatmap", str(tmp_path / "maps")]
+    argv = [str(image_files[0]), "--url", triton_server.grpc_url, "--model", "dgla_int8", *maps]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "answers no class activation maps" in err and "--explain" in err, err
@@ -364,26 +337,14 @@ def test_a_failing_warmup_keeps_the_model_from_loading(tiny_onnx, tmp_path) -> N
     assert os.path.isdir(repository / "dgla_preprocess")  # the user's repository is untouched
 
 
-@pytest.fixture(scope="module")
-def served_plain(tiny_int8, tmp_path_factory):
-    """A second server, of the INT8 Q/DQ graph exported without explain."""
-    repository = tmp_path_factory.mktemp("serving_int8") / "repo"
-    write_repository(tiny_int8["cpu"][0], repository)
-    server = Serve(repository)
-    server.wait_ready()
-    yield server
-    server.stop()
-    assert not server.leftovers(), server.leftovers()
-
-
-def test_int8_graph_is_served(served_plain, tiny_int8, tiny_onnx, tiny, image_files) -> None:
-    """The INT8 Q/DQ graph on a real server: served probabilities are the INT8 graph's own (not
-    FP32's), through the ensemble and through dgla_onnx."""
+def test_int8_graph_is_served(triton_server, tiny_int8, tiny_onnx, tiny, image_files) -> None:
+    """The INT8 Q/DQ graph on a real server (exported without explain): served probabilities are the
+    INT8 graph's own (not FP32's), through the ensemble and through its runtime model."""
     graph = tiny_int8["cpu"][0]
     local = _local_probs(graph, image_files, tiny.config)
     fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
-    for model in ("dgla", "dgla_onnx"):
-        served = _probs(classify(image_files, url=served_plain.grpc_url, model=model))
+    for model in ("dgla_int8", "dgla_int8_onnx"):
+        served = _probs(classify(image_files, url=triton_server.grpc_url, model=model))
         err = float(np.abs(served - local).max())
         assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
     assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
@@ -436,11 +397,11 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
 
 @pytest.mark.dali
 @pytest.mark.skipif(importlib.util.find_spec("nvidia.dali") is None, reason="NVIDIA DALI is not installed")
-def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, tmp_path) -> None:
-    """`--preprocess dali`: dgla_guard, the DALI pipeline (run by dgla-serve with DALI's CPU
-    operators, as Triton's DALI backend would on a GPU) and the ensemble taking uint8 bytes. The
-    probabilities equal the exact path's; an image bomb fails alone, the next image is answered."""
-    write_repository(tiny_onnx["fp32"], tmp_path / "repo", options=TritonOptions(preprocess="dali"))
+def test_dali_preprocessing_is_served_behind_its_guard(triton_server, tiny_onnx, tiny, images, tmp_path) -> None:
+    """`--preprocess dali` (dgla_dali of the shared server): its guard, the DALI pipeline (run by
+    dgla-serve with DALI's CPU operators, as Triton's DALI backend would on a GPU) and the ensemble
+    taking uint8 bytes. The probabilities equal the exact path's; an image bomb fails alone, the next
+    image is answered."""
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(photo_jpeg(images[0][1], (4000, 3000)))
     bomb = tmp_path / "bomb.png"
@@ -449,23 +410,18 @@ def test_dali_preprocessing_is_served_behind_its_guard(tiny_onnx, tiny, images, 
 
     adobe = tmp_path / "adobe.jpg"  # what DALI would read without its profile: refused by the guard
     adobe.write_bytes(ENCODINGS["jpeg_adobergb"](images[0][1]))
-    server = Serve(tmp_path / "repo")
-    try:
-        output = server.wait_ready()
-        assert "DALI pipeline, CPU operators" in output and re.search(r"dgla_guard v1: READY", output), output
-        for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
-            served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
-                              max_pixels=10**9)  # fmt: skip
-            assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
-            (refused,) = classify([adobe], url=url, protocol=protocol)
-            assert "colour profile other than sRGB" in refused.error and "--preprocess fast" in refused.error
-            paths = [photo, *image_files_of(images, tmp_path)]
-            probs = _probs([served[0], *served[2:]])
-            err = float(np.abs(probs - _local_probs(tiny_onnx["fp32"], paths, tiny.config, "exact")).max())
-            assert err < 1e-4, f"DALI over {protocol}: served vs exact-path probabilities differ by {err:.2e}"
-    finally:
-        server.stop()
-    assert not server.leftovers(), server.leftovers()
+    output = triton_server.output
+    assert "DALI pipeline, CPU operators" in output and re.search(r"dgla_dali_guard v1: READY", output), output
+    for protocol, url in (("grpc", triton_server.grpc_url), ("http", triton_server.http_url)):
+        served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
+                          model="dgla_dali", max_pixels=10**9)  # fmt: skip
+        assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
+        (refused,) = classify([adobe], url=url, protocol=protocol, model="dgla_dali")
+        assert "colour profile other than sRGB" in refused.error and "--preprocess fast" in refused.error
+        paths = [photo, *image_files_of(images, tmp_path)]
+        probs = _probs([served[0], *served[2:]])
+        err = float(np.abs(probs - _local_probs(tiny_onnx["fp32"], paths, tiny.config, "exact")).max())
+        assert err < 1e-4, f"DALI over {protocol}: served vs exact-path probabilities differ by {err:.2e}"
 
 
 def image_files_of(images, folder: Path) -> list[Path]:
@@ -496,30 +452,25 @@ def photo_files(tmp_path_factory):
     return files, shown
 
 
-def test_every_photo_encoding_is_served_as_its_as_shown_png(served_graph, tiny, photo_files, tmp_path) -> None:
-    """The real ensemble (exact preprocessing), through dgla-client (de-identified bytes) and as the raw
-    files: each within 0.02 in probability of its as-shown PNG, same top-1; nothing of the patient in
-    what the server printed."""
+def test_every_photo_encoding_is_served_as_its_as_shown_png(triton_server, served_graph, tiny, photo_files) -> None:
+    """The real ensemble (exact preprocessing: dgla_exact), through dgla-client (de-identified bytes)
+    and as the raw files: each within 0.02 in probability of its as-shown PNG, same top-1; nothing of
+    the patient in what the server printed."""
     import tritonclient.grpc as grpc
     from photo_encodings import IDENTITY
 
     files, shown = photo_files
-    write_repository(served_graph, tmp_path / "repo", options=TritonOptions(preprocess="exact"))
-    server = Serve(tmp_path / "repo")
-    try:
-        server.wait_ready()
-        names = list(files)
-        reference = _local_probs(served_graph, [shown / f"{n}.png" for n in names], tiny.config, "exact")
-        served = _probs(classify([files[n] for n in names], url=server.grpc_url))
-        client = grpc.InferenceServerClient(server.grpc_url)
-        raw = []
-        for name in names:  # the file's own bytes, metadata and all: the server's decoder reads every format
-            tensor = grpc.InferInput("image", [1, 1], "BYTES")
-            tensor.set_data_from_numpy(np.array([[files[name].read_bytes()]], dtype=np.object_))
-            raw.append(client.infer("dgla", [tensor]).as_numpy("probs")[0])
-        client.close()
-    finally:
-        log = "\n".join(server.lines) + server.stop()
+    names = list(files)
+    reference = _local_probs(served_graph, [shown / f"{n}.png" for n in names], tiny.config, "exact")
+    served = _probs(classify([files[n] for n in names], url=triton_server.grpc_url, model="dgla_exact"))
+    client = grpc.InferenceServerClient(triton_server.grpc_url)
+    raw = []
+    for name in names:  # the file's own bytes, metadata and all: the server's decoder reads every format
+        tensor = grpc.InferInput("image", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[files[name].read_bytes()]], dtype=np.object_))
+        raw.append(client.infer("dgla_exact", [tensor]).as_numpy("probs")[0])
+    client.close()
+    log = triton_server.said()
     for how, probs in (("dgla-client", served), ("raw bytes", np.stack(raw))):
         err = np.abs(probs - reference).max(axis=1)
         worst = names[int(err.argmax())]
