@@ -9,8 +9,9 @@ with ``--compare``; a ratio is only read between records of one session on one h
 Run:  python benchmarks/suite_time.py [COMMIT]             (default HEAD; minutes: the whole suite)
       python benchmarks/suite_time.py COMMIT --log RUN.log
             (a run made the same way under /usr/bin/time -v: its log is read instead, without phases)
+      python benchmarks/suite_time.py --fast      (make test-fast here, environments in place)
       python benchmarks/suite_time.py --compare BEFORE.json AFTER.json
-Writes benchmarks/results/suite-time/COMMIT.json.
+Writes benchmarks/results/suite-time/COMMIT.json (COMMIT-fast.json with --fast).
 """
 
 from __future__ import annotations
@@ -89,27 +90,36 @@ def time_v(text: str) -> dict[str, float]:
     return found
 
 
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "DGLA_", "PYTEST_"))}
+    env.update(CI="true", PYTHONUNBUFFERED="1", PYTEST_ADDOPTS="--durations=30")
+    return env
+
+
+def _stream(command: list[str], cwd: Path) -> tuple[list[tuple[float, str]], float, dict]:
+    """Run ``command``, echoing and timestamping every line; its wall time and its processes' CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    lines: list[tuple[float, str]] = []
+    with subprocess.Popen(
+        command, cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        for line in process.stdout:
+            lines.append((time.perf_counter() - started, line.rstrip("\n")))
+            print(line, end="", flush=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return lines, wall, {"exit_code": process.returncode, "user_s": round(user, 1), "sys_s": round(system, 1)}
+
+
 def run(commit: str) -> tuple[list[tuple[float, str]], float, dict]:
     folder = Path(tempfile.mkdtemp(prefix="dgla-suite-time."))
     try:
         clone = folder / "dgla-export"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", commit], check=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "DGLA_", "PYTEST_"))}
-        env.update(CI="true", PYTHONUNBUFFERED="1", PYTEST_ADDOPTS="--durations=30")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        lines: list[tuple[float, str]] = []
-        with subprocess.Popen(
-            ["bash", ".ci/run"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process:
-            for line in process.stdout:
-                lines.append((time.perf_counter() - started, line.rstrip("\n")))
-                print(line, end="", flush=True)
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-        return lines, wall, {"exit_code": process.returncode, "user_s": round(user, 1), "sys_s": round(system, 1)}
+        return _stream(["bash", ".ci/run"], clone)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -136,12 +146,17 @@ def main() -> int:
     parser.add_argument("commit", nargs="?", default="HEAD", help="the commit to clone and time (default HEAD)")
     parser.add_argument("--log", type=Path, help="read this run's output (under /usr/bin/time -v) instead of running")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="two records")
+    parser.add_argument(
+        "--fast", action="store_true", help="time `make test-fast` in this clone (its venv in place, a clean HEAD)"
+    )
     args = parse_args(parser)
     if args.compare:
         print(compare(*(json.loads(p.read_text()) for p in args.compare)))
         return 0
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.commit],
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    if args.fast:
+        return _record_fast(sha)
     if args.log:
         text = args.log.read_text(errors="replace")
         measured = time_v(text)
@@ -169,6 +184,32 @@ def main() -> int:
     (RESULTS / "suite-time").mkdir(parents=True, exist_ok=True)
     path = write_json(f"suite-time/{sha}.json", record)
     print(f"suite time: {wall:.0f} s at {sha}; wrote {path}")
+    return 0 if process["exit_code"] == 0 else 1
+
+
+def _record_fast(sha: str) -> int:
+    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    if changed.strip() or head != sha:
+        print(f"suite_time --fast: check out {sha} with no changes first (the record names a clean commit)")
+        return 2
+    lines, wall, process = _stream(["make", "test-fast"], ROOT)
+    record = {
+        "commit": sha,
+        "source": "this script: make test-fast in a clone whose environment make test had installed",
+        "command": "make test-fast (PYTEST_ADDOPTS=--durations=30)",
+        "machine": machine(),
+        "wall_s": round(wall, 1),
+        "cpu_user_s": process["user_s"],
+        "cpu_sys_s": process["sys_s"],
+        "exit_code": process["exit_code"],
+        "pytest_runs": parse(lines)["pytest_runs"],
+    }
+    (RESULTS / "suite-time").mkdir(parents=True, exist_ok=True)
+    path = write_json(f"suite-time/{sha}-fast.json", record)
+    print(f"make test-fast: {wall:.0f} s at {sha}; wrote {path}")
     return 0 if process["exit_code"] == 0 else 1
 
 

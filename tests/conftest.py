@@ -32,6 +32,7 @@ def _scope(module: str) -> str:
     return "triton" if uses else module
 
 
+@pytest.hookimpl(optionalhook=True)  # environments without pytest-xdist (the GPU box's) run serially
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``-n 2 --dist loadscope`` (make test) with the work units of ``_scope``, largest first.
 

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# make test runs it (after `gpu_check.sh prepare`); make test-fast does not: the dry run takes a
+# minute, and without prepared wheels its fixture downloads them
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 GPUBOX = os.environ.get("DGLA_GPUBOX_PYTHON")
