@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 __all__ = [
     "EXIT_BUG",
+    "EXIT_INTERRUPTED",
     "EXIT_MISMATCH",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -37,7 +38,7 @@ __all__ = [
     "run_command",
 ]
 
-EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEBUG_ENV = "DGLA_DEBUG"
 
 
@@ -94,7 +95,7 @@ def run_command(prog: str, body: Callable[[], int], *, debug: bool = False) -> i
         return body()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except MismatchError as err:
         if debug:
             traceback.print_exc()

@@ -29,7 +29,7 @@ from dgla_export.models.config import ModelConfig
 from dgla_export.models.identity import CheckpointIdentity
 from dgla_export.preprocess import Method, preprocess_batch
 
-__all__ = ["DebugReport", "TensorError", "localise", "tensor_errors"]
+__all__ = ["DebugReport", "TensorError", "localise", "shell_comment", "tensor_errors"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +228,12 @@ def _polygraphy() -> str:
     return str(beside) if beside.is_file() else shutil.which("polygraphy") or "polygraphy"
 
 
+def shell_comment(text: str) -> str:
+    """``text`` as shell comment lines: a graph's tensor names are the graph author's, and a line
+    break in one must not end the comment and become a command."""
+    return "\n".join(f"# {line}" for line in text.splitlines() or [""])
+
+
 def _write_repro(
     folder: Path,
     report: DebugReport,
@@ -257,6 +263,6 @@ def _write_repro(
         _polygraphy(), "run", str(candidate.resolve()), "--onnxrt", "--onnx-outputs", *tensors,
         "--load-inputs", "inputs.json", "--load-outputs", "golden.json", "--atol", *atol, "--rtol", "0",
     ]  # fmt: skip
-    script = f'#!/bin/sh\n# {report.summary()}\ncd "$(dirname "$0")" && {shlex.join(command)}\n'
+    script = f'#!/bin/sh\n{shell_comment(report.summary())}\ncd "$(dirname "$0")" && {shlex.join(command)}\n'
     (folder / "reproduce.sh").write_text(script)
     (folder / "reproduce.sh").chmod(0o755)

@@ -103,3 +103,22 @@ def test_debug_needs_a_reference_or_another_provider(tiny_onnx, capsys) -> None:
     assert "give the FP32 graph to compare with (--reference" in capsys.readouterr().err
     assert export_main(["debug", str(tiny_onnx["fp32"]), "--reference", str(tiny_onnx["fp16"])]) == EXIT_USAGE
     assert "is an fp16 graph; give the FP32 graph" in capsys.readouterr().err
+
+
+def test_a_tensor_name_with_a_line_break_stays_inside_the_comment(tmp_path) -> None:
+    """reproduce.sh's first lines name the failing tensors; a name is the graph author's text, and a
+    line break in it must not end the comment: the script below runs no command it names."""
+    from dgla_export.localise import shell_comment
+
+    marker = tmp_path / "ran"
+    summary = f"first bad tensor: /layer1/conv\ntouch {marker}\nnext: /fc\r\ny"
+    comment = shell_comment(summary)
+    assert all(line.startswith("# ") for line in comment.split("\n")), comment
+    script = tmp_path / "reproduce.sh"
+    script.write_text(f"#!/bin/sh\n{comment}\ntrue\n")
+    subprocess.run(["sh", str(script)], check=True)
+    assert not marker.exists(), "a line of the comment ran as a command"
+    premise = tmp_path / "premise.sh"  # the same text written as one comment line, as before, does run
+    premise.write_text(f"#!/bin/sh\n# {summary}\ntrue\n")
+    subprocess.run(["sh", str(premise)], check=True)
+    assert marker.exists(), "the test's premise: a raw line break ends a shell comment"

@@ -17,6 +17,7 @@ NetworkPolicy admits only gRPC from clients and metrics from the monitoring name
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from typing import Any
 
@@ -69,8 +70,15 @@ class KubernetesOptions:
             self.storage
         ):
             raise OptionError(f"--storage {self.storage!r}: give s3://BUCKET/PREFIX or pvc:CLAIM")
-        if self.s3_endpoint is not None and not re.fullmatch(r"https?://[A-Za-z0-9.-]+:\d+", self.s3_endpoint):
-            raise OptionError(f"--s3-endpoint {self.s3_endpoint!r}: give http(s)://HOST:PORT")
+        if self.s3_endpoint is not None:
+            found = re.fullmatch(r"(https?)://([A-Za-z0-9.-]+):\d+", self.s3_endpoint)
+            if not found:
+                raise OptionError(f"--s3-endpoint {self.s3_endpoint!r}: give http(s)://HOST:PORT")
+            if found[1] == "http" and not _loopback(found[2]):
+                raise OptionError(
+                    f"--s3-endpoint {self.s3_endpoint}: plain http would carry the store's credentials and the "
+                    f"model in clear beyond this host; give https://{self.s3_endpoint.removeprefix('http://')}"
+                )
         if not 1 <= self.replicas <= self.max_replicas:
             raise OptionError(f"replicas {self.replicas} to {self.max_replicas}: need 1 <= replicas <= max")
         if self.gpus < 0 or self.queue_target_ms <= 0:
@@ -388,3 +396,13 @@ def kserve_manifest(options: KubernetesOptions) -> Manifest:
             }
         },
     }
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback (the only place plain http stays inside)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -27,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, metavar="FOLDER", help="folder to write")
     parser.add_argument("--name", default="dgla-triton", help="the resources' name (default dgla-triton)")
     parser.add_argument("--namespace", help="their namespace (default: kubectl's current one)")
-    parser.add_argument("--s3-endpoint", metavar="URL", help="an S3-compatible store: http(s)://HOST:PORT")
+    parser.add_argument(
+        "--s3-endpoint", metavar="URL", help="an S3-compatible store: https://HOST:PORT (plain http on loopback only)"
+    )
     parser.add_argument("--s3-region", default="us-east-1", help="the bucket's region (default us-east-1)")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"Triton's container (default {DEFAULT_IMAGE})")
     parser.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs per replica (default 1; 0 runs on CPUs)")

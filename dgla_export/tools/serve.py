@@ -1,7 +1,9 @@
 """Serve a model repository written by `dgla-export triton` with the pip-installed Triton Inference
 Server (pip install 'dgla-export[serve]'). Waits until every model is ready, prints the endpoints,
-and stops cleanly on Ctrl-C, SIGINT or SIGTERM (within about 15 s; the server is killed after 30 s).
-It can be started again on the same ports at once. Imports neither torch nor ONNX Runtime itself.
+and stops cleanly on Ctrl-C, SIGINT or SIGTERM (within about 15 s; the server is killed after 30 s):
+exit 130 after Ctrl-C or SIGINT (interrupted, as every command), 0 after SIGTERM (a supervisor's
+orderly stop). It can be started again on the same ports at once. Imports neither torch nor ONNX
+Runtime itself.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dgla_export.errors import EXIT_BUG, UserError, run_command
+from dgla_export.errors import EXIT_BUG, EXIT_INTERRUPTED, UserError, run_command
 from dgla_export.tools.args import add_common, positive_int
 from dgla_export.triton.security import (
     ADMIN_HEADER,
@@ -28,19 +30,27 @@ __all__ = ["build_parser", "main"]
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
+def _signals_raise() -> Iterator[list[int]]:
     """SIGINT and SIGTERM both stop the server, however this process was started: a background
-    job of a non-interactive shell inherits an ignored SIGINT, which Python then leaves ignored."""
+    job of a non-interactive shell inherits an ignored SIGINT, which Python then leaves ignored.
+    Yields the list that the signal which stopped it is appended to."""
+    received: list[int] = []
 
     def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stopped(received: list[int]) -> int:
+    """The exit code of a stop: 0 for SIGTERM, 130 for Ctrl-C or SIGINT."""
+    return 0 if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     security = _security(args)
     versions = _versions(args.repository, args.version)
-    with _signals_raise():
+    with _signals_raise() as received:
         try:
             with serve(
                 args.repository,
@@ -160,12 +170,12 @@ def _serve(args: argparse.Namespace) -> int:
                     server.wait()
                 except KeyboardInterrupt:
                     say("stopping")  # leaving the with-block stops the server and everything it started
-                    return 0
+                    return _stopped(received)
                 print(f"dgla-serve: error: {server.exit_reason()}", file=sys.stderr)
                 return EXIT_BUG
         except KeyboardInterrupt:  # while the server was still loading
             say("stopping")
-            return 0
+            return _stopped(received)
 
 
 if __name__ == "__main__":

@@ -488,6 +488,11 @@ def _validation_report(path: Path, onnx_path: Path, digest: str) -> dict:
         report = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise RepositoryError(f"cannot read the validation report {path}: {err}") from err
+    if not isinstance(report, dict):
+        raise RepositoryError(
+            f"{path} is JSON but not a validation report (an object); "
+            f"write one with `dgla-export validate {onnx_path} --report FILE`"
+        )
     if report.get("graph_sha256") != digest:
         raise RepositoryError(
             f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): "

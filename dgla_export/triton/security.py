@@ -12,7 +12,8 @@ them (dgla-serve uses it to reload a model whose Python-backend stub died, :mod:
 
 Keys come from a file (owner-only permissions) or the environment, never from a command line:
 another user could read that from ``ps``. tritonserver itself takes them as arguments, so its own
-command line holds them; docs/serving.md says what that means and how to hide it.
+command line holds them; docs/serving.md says what that means and how to hide it. Private keys
+(``--tls-key``, ``--client-key``) are refused unless owner-only, as key files are.
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def header(name: str, protocol: str) -> str:
 def read_key(file: Path | None, env: str, option: str) -> str | None:
     """The key in ``file`` (which only its owner may read), else in ``$env``, else None."""
     if file is not None:
+        _owner_only(file, option)
         try:
-            mode = file.stat().st_mode
-            text = file.read_text().strip()
+            text = file.read_text(encoding="utf-8").strip()
         except OSError as err:
             raise OptionError(f"{option} {file}: cannot be read ({err.strerror})") from err
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise OptionError(f"{option} {file}: other users may read it; chmod 600 {file}")
+        except UnicodeDecodeError as err:
+            raise OptionError(f"{option} {file}: not a text file (a key is one line of letters and digits)") from err
         source = f"{option} {file}"
     elif os.environ.get(env):
         text, source = os.environ[env].strip(), f"${env}"
@@ -74,9 +75,22 @@ def read_key(file: Path | None, env: str, option: str) -> str | None:
     return text
 
 
-def _readable(path: Path | None, option: str) -> Path | None:
+def _owner_only(path: Path, option: str) -> None:
+    """A secret's file: readable, and by its owner only (another user would read the secret)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise OptionError(f"{option} {path}: cannot be read ({err.strerror})") from err
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise OptionError(f"{option} {path}: other users may read it; chmod 600 {path}")
+
+
+def _readable(path: Path | None, option: str, *, private: bool = False) -> Path | None:
+    """A PEM file that exists; a private key's (``private``) only its owner may read."""
     if path is not None and not path.is_file():
         raise OptionError(f"{option} {path}: no such file (a PEM file)")
+    if path is not None and private:
+        _owner_only(path, option)
     return path
 
 
@@ -127,8 +141,9 @@ class ServerSecurity:
             raise OptionError("--tls-cert and --tls-key go together (the server's certificate and its key)")
         if self.tls_ca is not None and self.tls_cert is None:
             raise OptionError("--tls-ca (mutual TLS) needs --tls-cert and --tls-key too")
-        for path, option in ((self.tls_cert, "--tls-cert"), (self.tls_key, "--tls-key"), (self.tls_ca, "--tls-ca")):
-            _readable(path, option)
+        _readable(self.tls_cert, "--tls-cert")
+        _readable(self.tls_key, "--tls-key", private=True)
+        _readable(self.tls_ca, "--tls-ca")
 
     @property
     def tls(self) -> bool:
@@ -171,10 +186,9 @@ class ClientSecurity:
             raise OptionError("--client-cert and --client-key go together (mutual TLS)")
         if not self.ssl and any(p is not None for p in (self.root_cert, self.client_cert)):
             raise OptionError("--root-cert, --client-cert and --client-key need --ssl")
-        for path, option in (
-            (self.root_cert, "--root-cert"), (self.client_cert, "--client-cert"), (self.client_key, "--client-key")
-        ):  # fmt: skip
-            _readable(path, option)
+        _readable(self.root_cert, "--root-cert")
+        _readable(self.client_cert, "--client-cert")
+        _readable(self.client_key, "--client-key", private=True)
 
     def headers(self, protocol: str) -> dict[str, str] | None:
         return {header(KEY_HEADER, protocol): self.api_key} if self.api_key else None

@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
+import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import UserError
-from dgla_export.io import atomic_path, sha256_file
+from dgla_export.io import sha256_file
 
 __all__ = [
     "MANIFEST",
@@ -160,7 +163,15 @@ def active_version(repository: Path, name: str) -> int | None:
     path = repository / name / "config.pbtxt"
     if not path.is_file():
         return None
-    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    try:
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        held = versions(repository, name)
+        restore = f"dgla-export versions {repository} --activate {held[-1]}" if held else "dgla-export triton --force"
+        raise VersionError(
+            f"{path} is not a model config Triton reads ({str(err).splitlines()[0]}); write a version's "
+            f"configs anew: {restore}"
+        ) from err
     pinned = list(config.version_policy.specific.versions)
     return pinned[0] if len(pinned) == 1 else None
 
@@ -179,25 +190,45 @@ def verify(repository: Path, version: Version) -> None:
 
 
 def _apply(repository: Path, version: Version) -> None:
-    """Write ``version``'s configs and class names into ``repository``, each file renamed into place
-    (every model folder checked first, so that a missing one switches nothing)."""
+    """Write ``version``'s configs and class names into ``repository``: every model folder checked,
+    every file staged beside its target, then all renamed into place with Ctrl-C and SIGTERM held
+    back, so that an interruption leaves the earlier version whole, never half of each."""
     missing = [model for model in version.configs if not (repository / model).is_dir()]
     if missing:
         needed = f"version {version.version} of {version.name} needs it"
         raise VersionError(f"{repository / missing[0]} is missing: {needed}")
-    for model, text in version.configs.items():
-        folder = repository / model
-        files = {"config.pbtxt": text, **({LABELS: version.labels} if (folder / LABELS).exists() else {})}
-        for filename, content in files.items():
-            with atomic_path(folder / filename) as tmp:
-                tmp.write_text(content)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for model, text in version.configs.items():
+            folder = repository / model
+            files = {"config.pbtxt": text, **({LABELS: version.labels} if (folder / LABELS).exists() else {})}
+            for filename, content in files.items():
+                target = folder / filename
+                staged.append((target.with_name(f".{filename}.{secrets.token_hex(4)}.staged"), target))
+                staged[-1][0].write_text(content)
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            staged.clear()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def activate(repository: Path, name: str, version: int | None = None) -> tuple[int | None, Version]:
     """Serve ``version`` of ``name`` (default: the one before the active one): its files are checked
     against its manifest first, then its configs replace the current ones. Returns the version
     served before and the one served now."""
-    current = active_version(repository, name)
+    try:
+        current = active_version(repository, name)
+    except VersionError:
+        if version is None:  # a rollback needs to know what is served now
+            raise
+        current = None  # a broken config: --activate N writes a whole version's configs anew
     held = versions(repository, name)
     if not held:
         raise VersionError(f"{repository} holds no versioned model {name!r} (ensembles: {ensembles(repository)})")

@@ -120,3 +120,14 @@ def test_the_command_writes_checked_yaml_and_keeps_what_it_must(tmp_path, capsys
         assert export_main(["kubernetes", "--storage", bad, "--output", str(tmp_path / "no")]) == 2
         assert problem in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_plaintext_object_storage_only_on_loopback() -> None:
+    """The store's credentials and the model travel to it: plain http is refused beyond this host."""
+    from dgla_export.errors import OptionError
+
+    for endpoint in ("http://minio.storage:9000", "http://10.0.0.7:9000", "http://127.0.0.1.example:9000"):
+        with pytest.raises(OptionError, match=r"in clear beyond this host; give https://"):
+            KubernetesOptions(storage="s3://models/dgla", s3_endpoint=endpoint)
+    for endpoint in ("http://127.0.0.1:9000", "http://localhost:9000", "https://minio.storage:9000"):
+        assert KubernetesOptions(storage="s3://models/dgla", s3_endpoint=endpoint).s3

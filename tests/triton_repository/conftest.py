@@ -129,5 +129,6 @@ def triton_server(tiny, tiny_explained, tiny_onnx, tiny_int8, family_graphs, tmp
     print(f"shared dgla-serve ready in {time.monotonic() - started:.1f} s")
     yield SharedServer(server, repository, output, log)
     stderr = server.stop()
+    assert server.process.returncode == 0, f"dgla-serve exited {server.process.returncode} on SIGTERM:\n{stderr}"
     assert server.server_pid is not None, stderr
     assert not server.leftovers(), f"left behind after SIGTERM: {server.leftovers()}"

@@ -26,6 +26,8 @@ ADMIN = "admin-key-fedcba9876543210abcd"
 
 def _pem(blobs, path):
     path.write_bytes(b"".join(blob.bytes() for blob in blobs))
+    if path.suffix == ".key":  # a private key: its owner's alone, or it is refused
+        path.chmod(0o600)
     return path
 
 
@@ -54,6 +56,29 @@ def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path, monkeypa
         ServerSecurity(tls_cert=key)
     with pytest.raises(OptionError, match="need --ssl"):
         ClientSecurity(root_cert=key)
+    # a key file that is not text is one line, not a traceback
+    binary = tmp_path / "binary.key"
+    binary.write_bytes(b"\xff\xfe\x00key")
+    binary.chmod(0o600)
+    with pytest.raises(OptionError, match="not a text file"):
+        read_key(binary, "DGLA_TEST_KEY", "--api-key-file")
+
+
+def test_private_keys_are_refused_unless_owner_only(tmp_path) -> None:
+    """A TLS private key other users can read is a leaked key: the server's and the client's are
+    refused naming the chmod, as key files are; the certificates beside them may be readable."""
+    cert, private = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    private.write_text("-----BEGIN PRIVATE KEY-----\n")
+    for mode in (0o644, 0o640, 0o604):
+        private.chmod(mode)
+        with pytest.raises(OptionError, match=rf"--tls-key {private}: other users may read it; chmod 600 {private}"):
+            ServerSecurity(tls_cert=cert, tls_key=private)
+        with pytest.raises(OptionError, match=rf"--client-key {private}: other users may read it; chmod 600"):
+            ClientSecurity(ssl=True, client_cert=cert, client_key=private)
+    private.chmod(0o600)
+    assert ServerSecurity(tls_cert=cert, tls_key=private).tls
+    assert ClientSecurity(ssl=True, client_cert=cert, client_key=private).grpc_options()["private_key"] == str(private)
 
 
 def test_a_readable_key_file_stops_dgla_serve_in_one_line(tmp_path) -> None:

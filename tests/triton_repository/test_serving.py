@@ -352,7 +352,7 @@ def test_int8_graph_is_served(triton_server, tiny_int8, tiny_onnx, tiny, image_f
 
 def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_onnx, tmp_path) -> None:
     """A background job of a non-interactive shell starts with SIGINT ignored; dgla-serve still
-    stops on it, and starts again at once on the ports it just left (whose connections linger in
+    stops on it (exit 130, interrupted), and starts again at once on the ports it just left (whose connections linger in
     TIME_WAIT after its own readiness polls and the client's requests)."""
     repository = tmp_path / "repo"
     write_repository(tiny_onnx["fp32"], repository)
@@ -388,6 +388,7 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
                 os.kill(pid, signal.SIGKILL)
                 shell.wait()
     assert "dgla-serve: stopping" in log.read_text(), log.read_text()[-2000:]
+    assert shell.returncode == 130, f"dgla-serve exited {shell.returncode} on SIGINT (documented: 130, interrupted)"
     assert stopped_in < 35, f"SIGINT took {stopped_in:.0f} s to stop the server (documented: within 30 s)"
     again = Serve(repository, ports=ports)  # at once, on the same ports
     again.wait_ready()

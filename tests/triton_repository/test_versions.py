@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,14 +75,51 @@ def test_a_second_graph_becomes_version_2_and_a_rollback_serves_version_1(tiny_o
     assert active_version(repo, "dgla") == 2
 
 
+def test_an_interrupted_rollback_leaves_the_served_version_whole(tiny_onnx, tmp_path, monkeypatch, capsys) -> None:
+    """Every config is staged before any is renamed: a Ctrl-C while staging switches nothing and
+    leaves no staged file; a hand-edited config is one line naming the command that writes it anew."""
+    repo = tmp_path / "repo"
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
+    assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add") == 0
+    second = {m: (repo / m / "config.pbtxt").read_text() for m in MODELS}
+    writes = []
+    real = Path.write_text
+
+    def interrupted(self, *args, **kwargs):
+        writes.append(self.name)
+        if len(writes) == 3:  # a Ctrl-C half-way through the configs
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    assert export_main(["versions", str(repo), "--rollback"]) == 130
+    monkeypatch.undo()
+    assert len(writes) == 3, writes  # the premise: interrupted after two files were written
+    assert {m: (repo / m / "config.pbtxt").read_text() for m in MODELS} == second, "a half-switched version"
+    assert not list(repo.rglob("*.staged")), list(repo.rglob("*.staged"))
+    assert active_version(repo, "dgla") == 2
+    capsys.readouterr()
+    # a config edited by hand into something Triton cannot read: one line, then the command it names works
+    (repo / "dgla" / "config.pbtxt").write_text("name: dgla\nplatform: {ensemble")
+    assert export_main(["versions", str(repo), "--rollback"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "is not a model config Triton reads" in err, err
+    hint = err.rsplit(": ", 1)[1].split()
+    assert hint[:2] == ["dgla-export", "versions"], err
+    assert export_main(hint[1:]) == 0 and active_version(repo, "dgla") == 2
+
+
 def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny_onnx, tmp_path, capsys) -> None:
     repo = tmp_path / "repo"
     graph = tiny_onnx["fp32"]
     assert _triton("--onnx", str(graph), "--output", str(repo)) == 0
     capsys.readouterr()
     openvino = importlib.util.find_spec("openvino") is not None
+    not_an_object = tmp_path / "list.json"
+    not_an_object.write_text("[1, 2]")
     refusals = [
         (["--validation", str(tmp_path / "absent.json")], "cannot read the validation report"),
+        (["--validation", str(not_an_object)], "is JSON but not a validation report"),
         (["--validation", str(_report(tmp_path, "0" * 64, True))], "is not a report on"),
         (["--validation", str(_report(tmp_path, sha256_file(graph), False))], "FAILED validation"),
     ]
