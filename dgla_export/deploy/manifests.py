@@ -17,12 +17,11 @@ NetworkPolicy admits only gRPC from clients and metrics from the monitoring name
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from typing import Any
 
 from dgla_export.errors import OptionError
-from dgla_export.triton.security import ADMIN_KEY_ENV, API_KEY_ENV, triton_arguments
+from dgla_export.triton.security import ADMIN_KEY_ENV, API_KEY_ENV, loopback, triton_arguments
 
 __all__ = ["KubernetesOptions", "kserve_manifest", "manifests"]
 
@@ -74,7 +73,7 @@ class KubernetesOptions:
             found = re.fullmatch(r"(https?)://([A-Za-z0-9.-]+):\d+", self.s3_endpoint)
             if not found:
                 raise OptionError(f"--s3-endpoint {self.s3_endpoint!r}: give http(s)://HOST:PORT")
-            if found[1] == "http" and not _loopback(found[2]):
+            if found[1] == "http" and not loopback(found[2]):
                 raise OptionError(
                     f"--s3-endpoint {self.s3_endpoint}: plain http would carry the store's credentials and the "
                     f"model in clear beyond this host; give https://{self.s3_endpoint.removeprefix('http://')}"
@@ -396,13 +395,3 @@ def kserve_manifest(options: KubernetesOptions) -> Manifest:
             }
         },
     }
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback (the only place plain http stays inside)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key-file", type=Path, metavar="FILE",
         help=f"the inference key, from a file only you can read (else ${API_KEY_ENV}); never on the command line",
     )  # fmt: skip
+    secure.add_argument(
+        "--insecure", action="store_true",
+        help="send the inference key without TLS to a server beyond loopback (a network you trust end to end)",
+    )  # fmt: skip
     add_preprocess_args(parser)
     add_common(parser, verbose=False)
     return parser
@@ -133,6 +137,7 @@ def _classify(args: argparse.Namespace) -> int:
             client_cert=args.client_cert,
             client_key=args.client_key,
             api_key=read_key(args.api_key_file, API_KEY_ENV, "--api-key-file"),
+            insecure=args.insecure,
         ),
     )
     names = {p.image: image_id(p.image.read_bytes()) if args.anonymise else str(p.image) for p in predictions}

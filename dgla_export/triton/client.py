@@ -63,6 +63,7 @@ def _short(err: object, limit: int = 300) -> str:
 
 
 def _client(url: str, protocol: str, timeout: float, concurrency: int, security: ClientSecurity) -> tuple[Any, Any]:
+    security.check_destination(url)
     if protocol == "grpc":
         import tritonclient.grpc as module
 

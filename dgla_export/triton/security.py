@@ -19,6 +19,7 @@ command line holds them; docs/serving.md says what that means and how to hide it
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -37,6 +38,7 @@ __all__ = [
     "ClientSecurity",
     "ServerSecurity",
     "header",
+    "loopback",
     "read_key",
     "triton_arguments",
 ]
@@ -48,6 +50,16 @@ ADMIN_APIS = ("model-repository", "shared-memory", "statistics", "trace", "loggi
 # Triton parses "APIS:KEY=VALUE": a value must not hold ':', ',' or '=', nor whitespace.
 _KEY = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback, the one place plaintext stays inside it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def header(name: str, protocol: str) -> str:
@@ -173,13 +185,15 @@ class ServerSecurity:
 class ClientSecurity:
     """What a client presents: TLS (``root_cert`` to trust a private CA; ``client_cert`` and
     ``client_key`` for mutual TLS) and the inference key, sent as the ``dgla-api-key`` header
-    (``triton-grpc-protocol-dgla-api-key`` over gRPC, as Triton reads it)."""
+    (``triton-grpc-protocol-dgla-api-key`` over gRPC, as Triton reads it). The key goes in clear
+    only to loopback, or beyond it with ``insecure`` (a network the caller vouches for)."""
 
     ssl: bool = False
     root_cert: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
     api_key: str | None = dataclasses.field(default=None, repr=False)
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if (self.client_cert is None) != (self.client_key is None):
@@ -189,6 +203,15 @@ class ClientSecurity:
         _readable(self.root_cert, "--root-cert")
         _readable(self.client_cert, "--client-cert")
         _readable(self.client_key, "--client-key", private=True)
+
+    def check_destination(self, url: str) -> None:
+        """Refuse to send the inference key in clear to another machine (``url``: HOST:PORT)."""
+        host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        if self.api_key and not self.ssl and not self.insecure and not loopback(host):
+            raise OptionError(
+                f"the inference key would cross the network to {host} in clear: speak TLS with --ssl (the server "
+                "started with --tls-cert), or pass --insecure where every hop between is trusted"
+            )
 
     def headers(self, protocol: str) -> dict[str, str] | None:
         return {header(KEY_HEADER, protocol): self.api_key} if self.api_key else None

@@ -64,6 +64,41 @@ def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path, monkeypa
         read_key(binary, "DGLA_TEST_KEY", "--api-key-file")
 
 
+def test_the_inference_key_is_never_sent_in_clear_beyond_loopback(tmp_path, monkeypatch, capsys) -> None:
+    """Refused before any connection is made (a client constructed here fails the test, so no packet
+    leaves this machine); TLS, loopback or an explicit --insecure let it through."""
+    import tritonclient.grpc
+    import tritonclient.http
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("a client was created: the key would have been sent")
+
+    for module in (tritonclient.grpc, tritonclient.http):
+        monkeypatch.setattr(module, "InferenceServerClient", no_connection)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(photo)
+    keyed = ClientSecurity(api_key=KEY)
+    for url in ("10.1.2.3:8001", "clinic-gpu.example:8001", "[2001:db8::1]:8001", "192.0.2.1:8000"):
+        with pytest.raises(OptionError, match="in clear: speak TLS with --ssl"):
+            keyed.check_destination(url)
+        for protocol in ("grpc", "http"):
+            with pytest.raises(OptionError, match="--insecure"):
+                classify([photo], url=url, protocol=protocol, security=keyed)
+    for url in ("127.0.0.1:8001", "localhost:8001", "[::1]:8001", "127.8.9.10:8001"):
+        keyed.check_destination(url)
+    ClientSecurity(api_key=KEY, insecure=True).check_destination("10.1.2.3:8001")
+    ClientSecurity(ssl=True, api_key=KEY).check_destination("10.1.2.3:8001")
+    ClientSecurity().check_destination("10.1.2.3:8001")  # no key, nothing to leak
+    key_file = tmp_path / "api.key"
+    key_file.write_text(KEY)
+    key_file.chmod(0o600)
+    from dgla_export.tools.client import main as client_main
+
+    assert client_main([str(photo), "--url", "10.1.2.3:8001", "--api-key-file", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--insecure" in err and KEY not in err and "Traceback" not in err, err
+
+
 def test_private_keys_are_refused_unless_owner_only(tmp_path) -> None:
     """A TLS private key other users can read is a leaked key: the server's and the client's are
     refused naming the chmod, as key files are; the certificates beside them may be readable."""
