@@ -36,7 +36,7 @@ $(GPUBOX)/.ready: scripts/gpubox-requirements.txt
 	$(GPUBOX)/bin/$(PIP) -r scripts/gpubox-requirements.txt
 	touch $@
 
-.PHONY: install demo test test-fast lint checks gpubox-tests
+.PHONY: install demo test test-fast lint checks prepared gpubox-tests suite
 install: $(VENV)/.extras
 
 # Demo weights, scikit-image's bundled images, CPU: export FP32 + FP16 ONNX and validate both.
@@ -45,26 +45,32 @@ demo: $(VENV)/.package
 	$(BIN)/dgla-export onnx --output build/dgla_resnet50.onnx --report build/validate_fp32.json --force
 	$(BIN)/dgla-export onnx --precision fp16 --output build/dgla_resnet50_fp16.onnx --report build/validate_fp16.json --force
 
-# Three phases, each on both cores: the two environments side by side; the static checks beside the
-# GPU box's tests; then every test on two pytest-xdist workers (a test module stays on one worker,
-# the tests of the shared Triton server share one: tests/conftest.py). Each test's durations: the
-# slowest 30 at the end of each pytest run.
+# Two phases, each on both cores: the two environments side by side; then everything at once: the
+# static checks, the GPU box's tests, and every test on two pytest-xdist workers (a test module
+# stays on one worker, the tests of the shared Triton server share one, the units that take
+# minutes start first: tests/conftest.py). Each pytest run's output comes whole when it ends, with
+# its slowest 30 tests.
 XDIST := -n 2 --dist loadscope
 test:
 	$(MAKE) --no-print-directory -j2 --output-sync=target $(VENV)/.extras $(GPUBOX)/.ready
-	$(MAKE) --no-print-directory -j2 --output-sync=target checks gpubox-tests
-	DGLA_GPUBOX_PYTHON=$(CURDIR)/$(GPUBOX)/bin/python $(BIN)/python -m pytest -q $(XDIST)
+	$(MAKE) --no-print-directory -j3 --output-sync=target checks gpubox-tests suite
 
 checks: $(VENV)/.extras
 	$(BIN)/ruff check dgla_export tests benchmarks scripts
 	$(BIN)/python scripts/check_tensorrt_names.py
 	$(BIN)/python scripts/check_lower_bounds.py
 
-# The GPU box's environment (numpy 2, the carried wheels) on the tests that run there.
-gpubox-tests: $(VENV)/.extras $(GPUBOX)/.ready
+# The wheels the GPU check carries (build/gpu-check), for the GPU box's tests and the dry run's.
+prepared: $(VENV)/.extras
 	PYTHON=$(BIN)/python scripts/gpu_check.sh prepare
+
+# The GPU box's environment (numpy 2, the carried wheels) on the tests that run there.
+gpubox-tests: prepared $(GPUBOX)/.ready
 	PYTHON=$(GPUBOX)/bin/python scripts/gpu_check.sh pytest -q -m "not slow" tests/test_preprocess.py \
 	  tests/test_compare.py tests/runtimes/test_runners.py tests/export/test_onnx_export.py
+
+suite: prepared $(GPUBOX)/.ready
+	DGLA_GPUBOX_PYTHON=$(CURDIR)/$(GPUBOX)/bin/python $(BIN)/python -m pytest -q $(XDIST)
 
 # The quick loop while working: everything but the tests marked slow.
 test-fast: $(VENV)/.extras

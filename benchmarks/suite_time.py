@@ -1,7 +1,7 @@
 """`make test` as CI runs it, timed: a fresh clone of a commit, `bash .ci/run` with CI=true.
 
-Records the wall time of the whole run and of each phase (the installs, the static checks and the
-GPU box's tests, the main pytest run), the CPU time of every process it started, each pytest run's
+Records the wall time of the whole run and of each phase (the installs; the static checks, the GPU
+box's tests and the main pytest run), the CPU time of every process it started, each pytest run's
 closing counts and its slowest 30 tests (``--durations=30``, added through PYTEST_ADDOPTS for
 commits that do not print them), with the machine's CPU and flags. Two records of one host compare
 with ``--compare``; a ratio is only read between records of one session on one host.
@@ -33,15 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, machine, parse_args, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-CLOSING = re.compile(r"^=*\s*(\d+ (?:passed|failed).*) in ([\d.]+)s")
+CLOSING = re.compile(r"^=*\s*(\d+ (?:passed|failed|skipped|errors?|deselected)\b.*) in ([\d.]+)s")
 DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)")
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|warnings?)")
 # The line that opens each phase after the first, as make prints it (a sub-make's own lines come
-# when its target ends, so the top-level make's command lines mark the boundaries).
+# when its target ends, so the top-level make's command lines mark the boundaries): the installs,
+# then the checks and the tests (at once since make test runs them side by side).
 PHASES = (
     ("install", None),
-    ("checks and GPU-box tests", re.compile(r"checks gpubox-tests|^\S*ruff check")),
-    ("main pytest", re.compile(r"^DGLA_GPUBOX_PYTHON=.* -m pytest")),
+    ("checks and tests", re.compile(r"checks gpubox-tests|^\S*ruff check")),
 )
 TIME_V = {
     "user_s": "User time (seconds)",

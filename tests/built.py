@@ -31,7 +31,8 @@ DONE = "result.pickle"
 def run_root(factory: pytest.TempPathFactory) -> Path:
     """The folder every worker of this run shares (xdist gives each worker a subfolder of it)."""
     base = factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # inherited by subprocesses: the folder's name decides
+    return base.parent if worker and base.name == f"popen-{worker}" else base
 
 
 def code_key(*helpers: Path) -> str:

@@ -18,6 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from built import once, run_root  # tests/ is on the path from the line above
 
+# Two workers on two cores: each computes on one thread (torch, and the commands and servers its
+# tests start), instead of four threads contending, spinning while their siblings wait for a core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 TESTS = Path(__file__).parent
 SHARED_SERVER = "triton_server"  # the fixture of tests/triton_repository/conftest.py
 
@@ -32,9 +37,18 @@ def _scope(module: str) -> str:
     return "triton" if uses else module
 
 
+# Work units that take minutes (the slowest of benchmarks/results/suite-time/), started first so that
+# neither worker is left with one of them at the end; the rest follow, largest first.
+FIRST = (
+    "tests/test_readme.py", "triton", "tests/export/test_full_size.py", "tests/test_docs.py",
+    "tests/test_quantize.py", "tests/tools/test_bench.py", "tests/tools/test_contract.py", "tests/test_api.py",
+    "tests/test_gpu_check.py", "tests/test_explain.py", "tests/test_localise.py",
+)  # fmt: skip
+
+
 @pytest.hookimpl(optionalhook=True)  # environments without pytest-xdist (the GPU box's) run serially
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``-n 2 --dist loadscope`` (make test) with the work units of ``_scope``, largest first.
+    """``-n 2`` (make test: ``--dist loadscope``) with the work units of ``_scope``, ``FIRST`` first.
 
     pytest 9.2 no longer lets pytest-xdist 3.8 rename a test by its ``xdist_group`` mark (which
     ``--dist loadgroup`` relies on), so the grouping lives here, where the controller splits the
@@ -45,7 +59,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid.split("::")[0])
 
-    return ByModule(config, log) if config.getvalue("dist") == "loadscope" else None
+        def _assign_work_unit(self, node) -> None:
+            # the queue is largest first; a unit of FIRST still waiting goes before it
+            waiting = [unit for unit in FIRST if unit in self.workqueue]
+            if waiting:
+                self.workqueue.move_to_end(waiting[0], last=False)
+            super()._assign_work_unit(node)
+
+    # every mode that splits the suite among workers (plain -n N is "load"); "each" runs it whole on each
+    return ByModule(config, log) if config.getvalue("dist") not in ("no", "each") else None
 
 
 @pytest.fixture(scope="session", autouse=True)

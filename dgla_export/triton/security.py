@@ -50,6 +50,8 @@ ADMIN_APIS = ("model-repository", "shared-memory", "statistics", "trace", "loggi
 # Triton parses "APIS:KEY=VALUE": a value must not hold ':', ',' or '=', nor whitespace.
 _KEY = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# A server's address as the clients take it: HOST:PORT or [IPv6]:PORT.
+_DESTINATION = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):\d{1,5}")
 
 
 def loopback(host: str) -> bool:
@@ -205,12 +207,17 @@ class ClientSecurity:
         _readable(self.client_key, "--client-key", private=True)
 
     def check_destination(self, url: str) -> None:
-        """Refuse to send the inference key in clear to another machine (``url``: HOST:PORT)."""
-        host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-        if self.api_key and not self.ssl and not self.insecure and not loopback(host):
+        """Refuse to send the inference key in clear to another machine. ``url`` must then be
+        HOST:PORT or [IPv6]:PORT and nothing else (no user part, path or scheme that could make the
+        client connect elsewhere than the host this check reads)."""
+        if not self.api_key or self.ssl or self.insecure:
+            return
+        found = _DESTINATION.fullmatch(url)
+        host = found and (found["ipv6"] or found["host"])
+        if not host or not loopback(host):
             raise OptionError(
-                f"the inference key would cross the network to {host} in clear: speak TLS with --ssl (the server "
-                "started with --tls-cert), or pass --insecure where every hop between is trusted"
+                f"the inference key would cross the network to {url!r} in clear: speak TLS with --ssl (the "
+                "server started with --tls-cert), or pass --insecure where every hop between is trusted"
             )
 
     def headers(self, protocol: str) -> dict[str, str] | None:

@@ -41,7 +41,7 @@ def _read_config(folder: Path, text: str | None = None):
 
     try:
         return text_format.Parse(text or (folder / "config.pbtxt").read_text(), _pb().ModelConfig())
-    except text_format.ParseError as err:
+    except (text_format.ParseError, UnicodeDecodeError) as err:
         raise ServeError(f"{folder / 'config.pbtxt'} does not parse with Triton's schema: {err}") from err
 
 

@@ -12,12 +12,15 @@ earlier version's manifest once its files have been checked against it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import secrets
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,9 @@ __all__ = [
 MANIFEST = "manifest.json"
 FORMAT = "dgla-triton-version/1"
 LABELS = "labels.txt"
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 class VersionError(UserError):
@@ -189,6 +195,27 @@ def verify(repository: Path, version: Version) -> None:
             )
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then take effect as they would have.
+
+    Python runs signal handlers in the main thread, whatever thread a signal arrives on (a signal
+    mask would hold it back from one thread only), so the main thread's handlers are swapped for
+    ones that note the signal; from another thread no handler interrupts this one's work."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum)) for sig in _DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            signal.raise_signal(sig)
+
+
 def _apply(repository: Path, version: Version) -> None:
     """Write ``version``'s configs and class names into ``repository``: every model folder checked,
     every file staged beside its target, then all renamed into place with Ctrl-C and SIGTERM held
@@ -206,14 +233,10 @@ def _apply(repository: Path, version: Version) -> None:
                 target = folder / filename
                 staged.append((target.with_name(f".{filename}.{secrets.token_hex(4)}.staged"), target))
                 staged[-1][0].write_text(content)
-        held = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
+        with _signals_deferred():
             for tmp, target in staged:
                 os.replace(tmp, target)
             staged.clear()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ class SharedServer:
     repository: Path
     output: str  # what dgla-serve printed up to "ready"
     log: Path  # the tritonserver log
+    written: dict[str, set[str]]  # name -> the model folders writing it added
     admin_key: str = ADMIN
 
     def __getattr__(self, name: str):
@@ -119,15 +120,18 @@ def triton_server(tiny, tiny_explained, tiny_onnx, tiny_int8, family_graphs, tmp
 
     folder = tmp_path_factory.mktemp("shared-server")
     repository = folder / "repo"
+    written: dict[str, set[str]] = {}
     for name, (graph, options) in _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs).items():
+        before = set(os.listdir(repository)) if repository.is_dir() else set()
         write_repository(graph, repository, options=options, add=name != "dgla")
+        written[name] = set(os.listdir(repository)) - before
     _slow_and_bad_shape(repository, tiny.config)
     log = folder / "tritonserver.log"
     started = time.monotonic()
     server = Serve(repository, extra=["--log", str(log)], env={**os.environ, ADMIN_KEY_ENV: ADMIN})
     output = server.wait_ready()
     print(f"shared dgla-serve ready in {time.monotonic() - started:.1f} s")
-    yield SharedServer(server, repository, output, log)
+    yield SharedServer(server, repository, output, log, written)
     stderr = server.stop()
     assert server.process.returncode == 0, f"dgla-serve exited {server.process.returncode} on SIGTERM:\n{stderr}"
     assert server.server_pid is not None, stderr

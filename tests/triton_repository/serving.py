@@ -42,7 +42,8 @@ class Serve:
             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout), *extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=None if env is None else env
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            env=None if env is None else env,
         )
         self.server_pid: int | None = None
         self.lines: list[str] = []

@@ -34,10 +34,12 @@ def family(family_graphs, triton_server):
 
 
 def test_one_repository_serves_every_architecture(family) -> None:
-    _, _, output = family
+    _, server, output = family
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
     expected = {f"{name}{suffix}" for name in FAMILY for suffix in ("", "_onnx", "_preprocess")}
     assert {name: states.get(name) for name in expected} == dict.fromkeys(expected, "READY"), states
+    for name in FAMILY:  # each architecture wrote its three models, no more
+        assert server.written[name] == {name, f"{name}_onnx", f"{name}_preprocess"}, server.written[name]
 
 
 @pytest.mark.parametrize("name", FAMILY)

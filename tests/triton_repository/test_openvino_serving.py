@@ -39,6 +39,9 @@ def test_openvino_models_are_served_as_openvino_runs_them(
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
     mine = {f"ov_{p}{s}" for p in graphs for s in ("", "_openvino", "_preprocess")}
     assert {name: states.get(name) for name in mine} == dict.fromkeys(mine, "READY"), states
+    for precision in graphs:  # each wrote its three models, no more
+        name = f"ov_{precision}"
+        assert triton_server.written[name] == {name, f"{name}_openvino", f"{name}_preprocess"}
     assert re.search(r"^model\s+ov_fp32_openvino v1: READY \(OpenVINO, CPU \(Python backend\)", output, re.M), output
     for precision, graph in graphs.items():
         # what Triton's OpenVINO backend does: BF16 where OpenVINO says the CPU has it (its default

@@ -105,10 +105,11 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
     Image.fromarray(images[0][1]).save(photo)
     http, grpc, metrics = free_ports(3)
     log: list[tuple[float, float, str | None]] = []  # (sent, answered, error) of every request
-    after_needed = 24  # answers sent once the model is back, past the 2 s the test allows it
+    after_needed, watched = 24, 10.0  # answers sent once the model is back (past the 2 s allowed), and for how long
     with dx.serve(repository, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
-        # The load runs until the event is measured: 2 s before the kill, the kill, the reload, then
-        # enough answers sent after it (bounded: 60 s at most, every client stops by itself).
+        # The load runs until the event is measured: 3 s before the kill, the kill, the reload, then
+        # 10 s of answers after it (a second, spurious reload or a late failure would show there),
+        # at least 24 of them; bounded: 60 s at most, every client stops by itself.
         deadline = time.monotonic() + 60
 
         def recovered_at() -> float:
@@ -116,7 +117,9 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
             return reloads[0].noticed_at + reloads[0].seconds + 2.0 if reloads else float("inf")
 
         def enough() -> bool:
-            return sum(1 for sent, _, _ in log if sent > recovered_at()) >= after_needed
+            recovered = recovered_at()
+            after = sum(1 for sent, _, _ in log if sent > recovered)
+            return after >= after_needed and time.monotonic() > recovered + watched
 
         def client() -> None:  # bounded: stops by itself
             while time.monotonic() < deadline and not enough():
@@ -127,7 +130,7 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
         threads = [threading.Thread(target=client) for _ in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(2)
+        time.sleep(3)
         victim = next(pid for pid, model in stub_processes(server.pid).items() if model == "dgla_preprocess")
         killed = time.monotonic()
         os.kill(victim, signal.SIGKILL)

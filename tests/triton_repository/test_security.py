@@ -78,7 +78,9 @@ def test_the_inference_key_is_never_sent_in_clear_beyond_loopback(tmp_path, monk
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(photo)
     keyed = ClientSecurity(api_key=KEY)
-    for url in ("10.1.2.3:8001", "clinic-gpu.example:8001", "[2001:db8::1]:8001", "192.0.2.1:8000"):
+    for url in ("10.1.2.3:8001", "clinic-gpu.example:8001", "[2001:db8::1]:8001", "192.0.2.1:8000",
+                "127.0.0.1:1@clinic-gpu.example", "::1:8001", "http://127.0.0.1:8000", "127.0.0.1:8000/x",
+                "localhost.:8001", "0.0.0.0:8001"):  # fmt: skip
         with pytest.raises(OptionError, match="in clear: speak TLS with --ssl"):
             keyed.check_destination(url)
         for protocol in ("grpc", "http"):

@@ -83,7 +83,9 @@ def test_every_model_loads_ready_on_loopback(served) -> None:
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
     held = sorted(p.name for p in server.repository.iterdir() if (p / "config.pbtxt").is_file())
     assert states == dict.fromkeys(held, "READY"), states
-    assert {"dgla", "dgla_bad_shape", "dgla_onnx", "dgla_preprocess", "dgla_slow"} <= set(states)
+    assert server.written["dgla"] == {"dgla", "dgla_onnx", "dgla_preprocess"}, server.written["dgla"]
+    assert server.written["dgla_int8"] == {"dgla_int8", "dgla_int8_onnx", "dgla_int8_preprocess"}
+    assert {"dgla_bad_shape", "dgla_slow"} <= set(states)
     assert "ONNX Runtime (Python backend)" in output
     assert re.search(rf"^grpc\s+127\.0\.0\.1:{server.grpc}$", output, flags=re.M), output
     listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
@@ -361,7 +363,7 @@ def test_sigint_stops_a_background_server_which_restarts_on_the_same_ports(tiny_
     command = [sys.executable, "-m", "dgla_export.tools.serve", str(repository), "--http-port", str(ports[0]),
                "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]  # fmt: skip
     shell = subprocess.Popen(
-        ["bash", "-c", f"{' '.join(command)} > {log} 2>&1 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+        ["bash", "-c", f"{' '.join(command)} > {log} 2>&1 & echo $!; wait $!"], stdout=subprocess.PIPE, text=True
     )
     pid = int(shell.stdout.readline())
     log.touch()  # the background job may not have opened it yet

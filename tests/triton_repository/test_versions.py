@@ -77,7 +77,8 @@ def test_a_second_graph_becomes_version_2_and_a_rollback_serves_version_1(tiny_o
 
 def test_an_interrupted_rollback_leaves_the_served_version_whole(tiny_onnx, tmp_path, monkeypatch, capsys) -> None:
     """Every config is staged before any is renamed: a Ctrl-C while staging switches nothing and
-    leaves no staged file; a hand-edited config is one line naming the command that writes it anew."""
+    leaves no staged file; one while renaming waits until every config is renamed; a hand-edited
+    config is one line naming the command that writes it anew."""
     repo = tmp_path / "repo"
     assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
     assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add") == 0
@@ -98,6 +99,30 @@ def test_an_interrupted_rollback_leaves_the_served_version_whole(tiny_onnx, tmp_
     assert {m: (repo / m / "config.pbtxt").read_text() for m in MODELS} == second, "a half-switched version"
     assert not list(repo.rglob("*.staged")), list(repo.rglob("*.staged"))
     assert active_version(repo, "dgla") == 2
+    # a real SIGINT between two renames (from another process, as Ctrl-C is): every config is
+    # renamed, then the command stops as interrupted, with version 1 whole
+    import os
+    import signal
+
+    import dgla_export.triton.versions as versions_module
+
+    renamed = []
+    real_replace = os.replace
+
+    def replace_then_signal(source, target):
+        real_replace(source, target)
+        renamed.append(target)
+        if len(renamed) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(versions_module.os, "replace", replace_then_signal)
+    assert export_main(["versions", str(repo), "--rollback"]) == 130
+    monkeypatch.undo()
+    assert len(renamed) >= len(MODELS), renamed  # the premise: the signal came before the last rename
+    assert active_version(repo, "dgla") == 1
+    assert _served(repo) == {**{m: [1] for m in MODELS}, "steps": [1, 1]}, "a half-switched version"
+    assert not list(repo.rglob("*.staged"))
+    assert export_main(["versions", str(repo), "--activate", "2"]) == 0
     capsys.readouterr()
     # a config edited by hand into something Triton cannot read: one line, then the command it names works
     (repo / "dgla" / "config.pbtxt").write_text("name: dgla\nplatform: {ensemble")
