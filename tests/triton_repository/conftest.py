@@ -112,6 +112,11 @@ def _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs) -> dict[str, tu
     return models
 
 
+def _model_folders(repository: Path) -> set[str]:
+    """The repository's model folders (not the output marker beside them)."""
+    return {p.name for p in repository.iterdir() if p.is_dir()} if repository.is_dir() else set()
+
+
 @pytest.fixture(scope="session")
 def triton_server(tiny, tiny_explained, tiny_onnx, tiny_int8, family_graphs, tmp_path_factory):
     if importlib.util.find_spec("pytriton") is None:
@@ -122,9 +127,9 @@ def triton_server(tiny, tiny_explained, tiny_onnx, tiny_int8, family_graphs, tmp
     repository = folder / "repo"
     written: dict[str, set[str]] = {}
     for name, (graph, options) in _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs).items():
-        before = set(os.listdir(repository)) if repository.is_dir() else set()
+        before = _model_folders(repository)
         write_repository(graph, repository, options=options, add=name != "dgla")
-        written[name] = set(os.listdir(repository)) - before
+        written[name] = _model_folders(repository) - before
     _slow_and_bad_shape(repository, tiny.config)
     log = folder / "tritonserver.log"
     started = time.monotonic()
