@@ -231,8 +231,9 @@ def _apply(repository: Path, version: Version) -> None:
             files = {"config.pbtxt": text, **({LABELS: version.labels} if (folder / LABELS).exists() else {})}
             for filename, content in files.items():
                 target = folder / filename
-                staged.append((target.with_name(f".{filename}.{secrets.token_hex(4)}.staged"), target))
-                staged[-1][0].write_text(content)
+                tmp = target.with_name(f".{filename}.{secrets.token_hex(4)}.staged")
+                staged.append((tmp, target))  # listed before it is written: a failed write is removed too
+                tmp.write_text(content)
         with _signals_deferred():
             for tmp, target in staged:
                 os.replace(tmp, target)
