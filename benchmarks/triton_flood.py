@@ -13,7 +13,7 @@
    per flood or stays bounded.
 
 3. Fault: 4 clients in a closed loop; a third of the way in, one preprocessing process (a Python
-   backend stub) is killed; dgla-serve's supervisor reloads the model. Every request's fate, and
+   backend stub) is killed; dgla-serve's supervisor restarts the server. Every request's fate, and
    the gap until the model answers again.
 
 Loopback only, bounded in count and time; the server stops with the run.
@@ -165,7 +165,7 @@ def flood(url: str, images: list[bytes], rate: float, count: int, deadline_s: fl
 
 def kill_run(server: TritonServer, images: list[bytes], seconds: float, kill_after: float) -> dict[str, Any]:
     """4 clients in a closed loop; one preprocessing stub killed after ``kill_after`` seconds; the
-    supervisor dgla-serve runs reloads the model. Every request's fate, and the gap."""
+    supervisor dgla-serve runs restarts the server. Every request's fate, and the gap."""
     import os
     import signal
 
@@ -184,19 +184,19 @@ def kill_run(server: TritonServer, images: list[bytes], seconds: float, kill_aft
     supervisor.stop()
     killed = kills[0]
     failed = [(s - killed, a - killed, e) for s, a, e in log if e is not None]
-    reload = supervisor.reloads[0] if supervisor.reloads else None
-    recovered = None if reload is None else reload.noticed_at - killed + reload.seconds
-    later = [e for s, _, e in log if recovered is not None and s - killed > recovered]  # sent after the reload
+    recovery = supervisor.recoveries[0] if supervisor.recoveries else None
+    recovered = None if recovery is None else recovery.noticed_at - killed + recovery.seconds
+    later = [e for s, _, e in log if recovered is not None and s - killed > recovered]  # sent once it was back
     return {
         "requests": len(log),
         "failed": len(failed),
         "failed_before_kill": sum(s < 0 for s, _, _ in failed),
         "failure_statuses": sorted({e for _, _, e in failed}),
         "last_failure_answered_after_kill_s": max((a for _, a, _ in failed), default=None),
-        "reloaded_after_kill_s": recovered,
-        "reload_status": None if reload is None else reload.status,
-        "answered_after_reload": sum(e is None for e in later),
-        "failed_after_reload": sum(e is not None for e in later),
+        "restarted_ready_after_kill_s": recovered,
+        "restart_error": None if recovery is None else recovery.error,
+        "answered_after_restart": sum(e is None for e in later),
+        "failed_after_restart": sum(e is not None for e in later),
     }
 
 

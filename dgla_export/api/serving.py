@@ -45,13 +45,15 @@ class ServerEndpoints(Record):
     _supervisor: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
-    def reloads(self) -> list[Any]:
-        """Each model reloaded because a stub process of it died (:class:`dgla_export.triton.supervisor.Reload`)."""
-        return list(self._supervisor.reloads) if self._supervisor is not None else []
+    def recoveries(self) -> list[Any]:
+        """Each restart of the server because a stub process died
+        (:class:`dgla_export.triton.supervisor.Recovery`)."""
+        return list(self._supervisor.recoveries) if self._supervisor is not None else []
 
     def wait(self) -> int | None:
-        """Block until the server exits (it should not: this returns only when it crashed)."""
-        return self._server.process.wait()
+        """Block until the server exits (it should not: this returns only when it crashed; a restart
+        after a stub died is not an exit)."""
+        return self._server.wait()
 
     def exit_reason(self) -> str:
         return self._server.exit_reason()
@@ -127,7 +129,7 @@ def serve(
 ) -> Iterator[ServerEndpoints]:
     """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
     yields the endpoints once every model is ready, and stops the server (and everything it
-    started) on exit; meanwhile a model whose Python-backend stub dies is reloaded (``reloads``).
+    started) on exit; meanwhile a Python-backend stub that dies is recovered by restarting the server (``recoveries``).
     ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;
     with TLS, HTTP listens on loopback only); metrics stay on loopback unless ``metrics_host`` says.
     ``versions``: ensembles to serve at another version than the repository names (``{"dgla": 1}``;

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
+from importlib import resources
 from typing import Any
 
 from dgla_export.errors import OptionError
@@ -33,6 +35,7 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?")
 _S3 = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[A-Za-z0-9._/-]*)?")
 REPOSITORY = "/models"  # where a volume is mounted, and where KServe puts what it downloads
 DEPS = "/opt/dgla/python"  # Pillow for the preprocessing model (the container has numpy)
+REQUIREMENTS = "preprocess-requirements.txt"  # beside this module: Pillow, pinned by hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +62,6 @@ class KubernetesOptions:
     keys_secret: str = "dgla-keys"
     s3_secret: str = "dgla-s3"
     monitoring_namespace: str = "monitoring"
-    pillow: str = ""  # the Pillow version the preprocessing model is installed with (default: this one's)
 
     def __post_init__(self) -> None:
         for field in ("name", "tls_secret", "keys_secret", "s3_secret", "monitoring_namespace"):
@@ -119,17 +121,16 @@ def triton_command(options: KubernetesOptions, repository: str) -> list[str]:
         "--allow-gpu-metrics=true" if options.gpus else "--allow-gpu-metrics=false",
         *triton_arguments(
             tls_cert="/etc/dgla/tls/tls.crt", tls_key="/etc/dgla/tls/tls.key", tls_ca=ca,
-            api_key=f"$({API_KEY_ENV})", admin_key=f"$({ADMIN_KEY_ENV})", model_control="none",
+            api_key=f"$({API_KEY_ENV})", admin_key=f"$({ADMIN_KEY_ENV})",
         ),
     ]  # fmt: skip
 
 
-def _pillow(options: KubernetesOptions) -> str:
-    if options.pillow:
-        return options.pillow
-    import PIL
-
-    return PIL.__version__
+def preprocess_requirements() -> str:
+    """The preprocessing model's dependencies with their hashes (``pip --require-hashes``): what the
+    init container installs, and ``scripts/triton_server.sh``."""
+    text = resources.files("dgla_export.deploy").joinpath(REQUIREMENTS).read_text(encoding="utf-8")
+    return "\n".join(line for line in text.splitlines() if line and not line.startswith("#")) + "\n"
 
 
 def _container(options: KubernetesOptions, repository: str) -> dict[str, Any]:
@@ -191,9 +192,14 @@ def _locked_down() -> dict[str, Any]:
 
 
 def _deps_init(options: KubernetesOptions) -> dict[str, Any]:
-    """Pillow, pinned, as a wheel into an emptyDir: the preprocessing model's one dependency the
-    container lacks (a cluster without PyPI: bake it into your image and drop this)."""
-    install = f"pip install --quiet --no-deps --only-binary :all: --target {DEPS} pillow=={_pillow(options)}"
+    """Pillow, pinned by hash, as a wheel into an emptyDir: the preprocessing model's one dependency
+    the container lacks; pip installs the wheel whose SHA-256 the requirements name, or nothing (a
+    cluster without PyPI: bake it into your image and drop this)."""
+    requirements = shlex.quote(preprocess_requirements())
+    install = (
+        f"printf %s {requirements} > /tmp/requirements.txt && pip install --quiet --require-hashes --no-deps "
+        f"--only-binary :all: --target {DEPS} -r /tmp/requirements.txt"
+    )
     return {
         "name": "python-deps",
         "image": options.image,

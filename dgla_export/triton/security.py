@@ -2,17 +2,21 @@
 
 Triton 2.51 (the pip server ``dgla-serve`` runs) speaks TLS on gRPC only; its HTTP endpoint has
 none, so with TLS on, HTTP and metrics are bound to loopback (where ``dgla-serve`` itself checks
-readiness). Its restricted protocols check a header on each request: the inference key guards
-inference, model metadata and model config (what a client needs); the admin key guards the
-model repository, shared memory, statistics, trace and logging APIs. Without an admin key given
-they get a random one that only ``dgla-serve`` holds, which leaves them off for everyone else.
-Health stays open, for load balancers and probes. Model control is explicit, every model loaded
-at start: loading and unloading are repository-API calls, so only the admin key's holder can make
-them (dgla-serve uses it to reload a model whose Python-backend stub died, :mod:`.supervisor`).
+readiness), and under mutual TLS HTTP inference is behind the admin key. Its restricted protocols
+check a header on each request: the inference key guards inference, model metadata and model
+config (what a client needs); the admin key guards the model repository index, shared memory,
+statistics, trace and logging. Without an admin key given they get a random one that only
+``dgla-serve`` holds. Health stays open, for load balancers and probes.
+
+Model control is ``none``: the server runs the models of the repository at start, and no request,
+whatever its key, loads or unloads one (Triton's load request takes a model's files in its body,
+and loading runs them: code execution). A model whose Python-backend stub dies is recovered by
+restarting the server (:mod:`.supervisor`).
 
 Keys come from a file (owner-only permissions) or the environment, never from a command line:
-another user could read that from ``ps``. tritonserver itself takes them as arguments, so its own
-command line holds them; docs/serving.md says what that means and how to hide it. Private keys
+another user could read that from ``ps``. tritonserver itself takes them only as arguments;
+dgla-serve wipes them from its command line as soon as it has read them
+(:mod:`dgla_export.triton.server`), and docs/serving.md says what remains. Private keys
 (``--tls-key``, ``--client-key``) are refused unless owner-only, as key files are.
 """
 
@@ -115,26 +119,28 @@ def triton_arguments(
     tls_ca: str | Path | None,
     api_key: str | None,
     admin_key: str,
-    model_control: str,
 ) -> list[str]:
     """tritonserver's options for TLS, the two keys (or what stands for them, such as a container's
-    ``$(DGLA_API_KEY)``), strict readiness and ``model_control`` (``explicit``: every model loaded at
-    start, the rest behind the admin key; ``none``: nothing loads or unloads after start)."""
-    arguments = [f"--model-control-mode={model_control}", "--strict-readiness=true"]
-    if model_control == "explicit":
-        arguments.insert(1, "--load-model=*")
+    ``$(DGLA_API_KEY)``), strict readiness and model control ``none``: the models are those of the
+    repository at start, and no request can load or unload one (loading a model runs its code).
+
+    Under mutual TLS a client proves itself with its certificate, which Triton's HTTP (no TLS) cannot
+    check: there HTTP inference joins the admin APIs behind the admin key, so no client reaches it
+    without what only the server's operator holds; health stays open for probes."""
+    arguments = ["--model-control-mode=none", "--strict-readiness=true"]
     if tls_cert is not None:
         arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={tls_cert}", f"--grpc-server-key={tls_key}"]
     if tls_ca is not None:
         arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls_ca}"]
-    groups = [(ADMIN_APIS, ADMIN_HEADER, admin_key)]
+    http_admin = ADMIN_APIS + INFERENCE_APIS if tls_ca is not None else ADMIN_APIS
+    arguments += [
+        f"--grpc-restricted-protocol={','.join(ADMIN_APIS)}:{ADMIN_HEADER}={admin_key}",
+        f"--http-restricted-api={','.join(http_admin)}:{ADMIN_HEADER}={admin_key}",
+    ]
     if api_key is not None:
-        groups.append((INFERENCE_APIS, KEY_HEADER, api_key))
-    for apis, name, key in groups:
-        arguments += [
-            f"--grpc-restricted-protocol={','.join(apis)}:{name}={key}",
-            f"--http-restricted-api={','.join(apis)}:{name}={key}",
-        ]
+        arguments.append(f"--grpc-restricted-protocol={','.join(INFERENCE_APIS)}:{KEY_HEADER}={api_key}")
+        if tls_ca is None:
+            arguments.append(f"--http-restricted-api={','.join(INFERENCE_APIS)}:{KEY_HEADER}={api_key}")
     return arguments
 
 
@@ -168,19 +174,22 @@ class ServerSecurity:
         return self.tls_ca is not None
 
     def triton_arguments(self) -> list[str]:
-        """tritonserver's options for this: TLS, restricted APIs, model control for the admin key only,
-        strict readiness."""
-        # explicit model control with every model loaded at start: only the admin key's holder (by
-        # default dgla-serve alone, to reload a model whose stub died) can load or unload
+        """tritonserver's options for this: TLS, restricted APIs, model control none, strict readiness."""
         return triton_arguments(
             tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca, api_key=self.api_key,
-            admin_key=self.admin_key, model_control="explicit",
+            admin_key=self.admin_key,
         )  # fmt: skip
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The keys on tritonserver's command line, which dgla-serve wipes from it once read."""
+        return tuple(k for k in (self.admin_key, self.api_key) if k)
 
     def describe(self) -> str:
         tls = "mutual TLS" if self.mutual else "TLS" if self.tls else "plaintext"
         key = "an inference key" if self.api_key else "no inference key"
-        return f"gRPC {tls}, {key}, admin APIs behind the admin key"
+        http = "; HTTP inference behind the admin key (no client certificate there)" if self.mutual else ""
+        return f"gRPC {tls}, {key}, admin APIs behind the admin key, model control none{http}"
 
 
 @dataclasses.dataclass(frozen=True)

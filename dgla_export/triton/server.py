@@ -12,6 +12,13 @@ container. The Python backend's stub takes its environment from this interpreter
 Addresses default to loopback. The server runs in its own process group and is stopped by its
 PID (SIGTERM, then SIGKILL for the group after a grace period); its shared-memory segments carry
 a prefix of their own and are removed after it stops.
+
+tritonserver takes its keys only as arguments, and every local user can read a process's arguments
+(``/proc/PID/cmdline``, ``ps``). Once the server has read them (its first log line), this module
+overwrites them in the server's own memory (``/proc/PID/mem``, which only the server's parent and
+its user's root may write): the command line then shows ``*`` where each key was. What remains is
+the moment between the two (measured: ``keys_visible_s``); docs/serving.md names the limit and
+what closes it (``/proc`` mounted ``hidepid=invisible``, or a container of its own).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import UserError
-from dgla_export.triton.security import ADMIN_HEADER, ServerSecurity
+from dgla_export.triton.security import ADMIN_HEADER, ADMIN_KEY_ENV, API_KEY_ENV, ServerSecurity
 
-__all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer"]
+__all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer", "wipe_arguments"]
 
 INSTALL_HINT = "pip install 'dgla-export[serve]'"
 SHM_ROOT = Path("/dev/shm")
@@ -99,7 +107,7 @@ class TritonInstall:
     def environment(self) -> dict[str, str]:
         # The stub links a libpython of this version; this interpreter's must come first, and
         # its python3 first on PATH, which is where the stub finds its site-packages.
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in (API_KEY_ENV, ADMIN_KEY_ENV)}  # the server needs neither
         libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(self.libraries), env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = ":".join(p for p in libdirs if p)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -181,6 +189,10 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.how: dict[str, str] = {}
         self._workdir: Path | None = None
+        self._command: list[str] = []
+        self._environment: dict[str, str] = {}
+        self._restarting = threading.Lock()
+        self.keys_visible_s: float | None = None  # how long the keys stood on the command line (None: not wiped)
         self._shm_prefix = f"dgla_serve_{os.getpid()}_{secrets.token_hex(4)}_"
 
     def __enter__(self) -> TritonServer:
@@ -209,7 +221,7 @@ class TritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             raise
         self.log_path = self.log_path or self._workdir / "tritonserver.log"
-        command = [
+        self._command = [
             str(install.server),
             f"--model-repository={self._workdir / 'models'}",
             f"--backend-directory={backends}",
@@ -224,15 +236,36 @@ class TritonServer:
             "--disable-auto-complete-config",
             *self.security.triton_arguments(),
         ]
+        self._environment = install.environment()
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self.log_path is not None
         with open(self.log_path, "ab") as log:
+            logged = log.tell()
             self.process = subprocess.Popen(
-                command,
+                self._command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=install.environment(),
+                env=self._environment,
                 start_new_session=True,
             )
+        started = time.monotonic()
+        self.keys_visible_s = None
+        if self._wait_for_log(logged) and wipe_arguments(self.process.pid, self.security.secrets):
+            self.keys_visible_s = time.monotonic() - started
+
+    def _wait_for_log(self, logged: int, timeout: float = 30.0) -> bool:
+        """Wait for the server's first log line, which it writes only after it has read its arguments."""
+        assert self.process is not None and self.log_path is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                if self.log_path.stat().st_size > logged:
+                    return True
+            time.sleep(0.001)
+        return False
 
     def log_errors(self, lines: int = 8) -> str:
         """The server log's error lines (Triton's ``E<date>`` lines), else its last lines."""
@@ -250,12 +283,6 @@ class TritonServer:
             name = signal.Signals(-code).name
             return f"tritonserver crashed ({name}); the last lines of its log:\n{self.log_errors()}"
         return f"tritonserver exited with code {code}:\n{self.log_errors()}"
-
-    def load_model(self, model: str, timeout: float = 120.0) -> int:
-        """Load (or reload) ``model`` through the repository API, with the admin key; the HTTP status."""
-        admin = {ADMIN_HEADER: self.security.admin_key}
-        url = f"{self.ports.urls['http']}/v2/repository/models/{model}/load"
-        return _request(url, data=b"{}", timeout=timeout, headers=admin)[0]
 
     def model_states(self) -> list[dict[str, Any]]:
         """Every model of the repository with its state ("READY", "UNAVAILABLE", ...) and reason."""
@@ -285,8 +312,26 @@ class TritonServer:
             raise ServeError(f"not every model was ready within {timeout:g} s: {'; '.join(broken)}")
         raise ServeError(f"tritonserver did not become ready within {timeout:g} s:\n{self.log_errors()}")
 
-    def stop(self, grace: float = 30.0) -> None:
-        """Stop the server by its PID, then anything left in its process group; remove its files."""
+    def restart(self, grace: float = 1.0) -> None:
+        """Stop the server and everything it started, and start it again on the same serving copy
+        and ports: how a model whose Python-backend stub died comes back when no request may load
+        one (model control none). Wait for it with :meth:`wait_ready`. The grace is short: with a
+        dead stub, Triton's own shutdown waits about 6 s (measured) for requests that fail anyway."""
+        with self._restarting:
+            self._terminate(grace)
+            self._launch()
+
+    def wait(self) -> int:
+        """Block until the server exits other than by :meth:`restart`; its exit code."""
+        while True:
+            process = self.process
+            assert process is not None, "start() first"
+            code = process.wait()
+            with self._restarting:  # a restart in progress ends before this looks
+                if self.process is process:
+                    return code
+
+    def _terminate(self, grace: float) -> None:
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -297,6 +342,34 @@ class TritonServer:
             self.process.wait()
         for segment in SHM_ROOT.glob(f"{self._shm_prefix}*"):
             segment.unlink(missing_ok=True)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop the server by its PID, then anything left in its process group; remove its files."""
+        self._terminate(grace)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def wipe_arguments(pid: int, secrets: tuple[str, ...]) -> bool:
+    """Overwrite every occurrence of each secret in process ``pid``'s arguments with ``*``, in its
+    memory, so that ``/proc/PID/cmdline`` no longer shows it; whether that succeeded (the kernel lets
+    a process's parent write its memory; a hardened one may refuse). The process must have copied
+    its arguments first: tritonserver parses them into its own strings before it logs a line."""
+    proc = Path("/proc") / str(pid)
+    try:
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: stat's fields 48 and 49
+        with open(proc / "mem", "r+b", buffering=0) as memory:
+            memory.seek(start)
+            arguments = memory.read(end - start)
+            for secret in (s.encode() for s in secrets):
+                at = arguments.find(secret)
+                while at >= 0:
+                    memory.seek(start + at)
+                    memory.write(b"*" * len(secret))
+                    at = arguments.find(secret, at + len(secret))
+        shown = (proc / "cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    return not any(s.encode() in shown for s in secrets)

@@ -3,9 +3,11 @@
 Measured on the pip Triton 2.51: when one stub of a model dies (killed, out of memory), Triton does
 not restart it; the instance stays, and every request the scheduler routes to it fails ("Stub
 process 'dgla_preprocess_0_1' is not healthy", after about 1.3 s) for as long as the server runs.
-The supervisor notices the missing process within a second and reloads that model through the
-repository API (behind the admin key only dgla-serve holds, so model control stays closed to
-everyone else): Triton starts fresh stubs, swaps them in, and retires the broken instance.
+The supervisor notices the missing process within a second and restarts the server on the same
+serving copy and ports. Reloading just that model would be quicker, but it needs Triton's
+repository API, and that API loads code sent in the request (model control is ``none``: nobody,
+dgla-serve included, can load a model into a running server). Requests in flight or sent while it
+restarts fail with a clear error; every one after it is answered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dgla_export.triton.server import TritonServer
 
-__all__ = ["Reload", "StubSupervisor", "process_group", "stub_processes"]
+__all__ = ["Recovery", "StubSupervisor", "process_group", "stub_processes"]
 
 STUB = "triton_python_backend_stub"
 
@@ -52,48 +54,58 @@ def stub_processes(group: int) -> dict[int, str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reload:
-    """One recovery: the model whose stub died, when it was noticed, how long the reload took."""
+class Recovery:
+    """One recovery: the model whose stub died, when it was noticed, how long the restart took until
+    every model was ready again, and the error if it did not come back."""
 
     model: str
     noticed_at: float  # time.monotonic()
     seconds: float
-    status: int
+    error: str | None = None
 
 
 class StubSupervisor(threading.Thread):
-    """Polls the server's stubs every ``interval`` seconds; reloads a model that lost one."""
+    """Polls the server's stubs every ``interval`` seconds; restarts the server when one died."""
 
-    def __init__(self, server: TritonServer, interval: float = 0.5, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, server: TritonServer, interval: float = 0.5, say: Callable[[str], None] = print, timeout: float = 300.0
+    ) -> None:
         super().__init__(daemon=True, name="dgla-serve-supervisor")
-        self.server, self.interval, self.say = server, interval, say
-        self.reloads: list[Reload] = []
+        self.server, self.interval, self.say, self.timeout = server, interval, say, timeout
+        self.recoveries: list[Recovery] = []
         self._halt = threading.Event()
 
     def stop(self) -> None:
         self._halt.set()
         if self.is_alive():
-            self.join(timeout=30)
+            self.join(timeout=60)
 
     def run(self) -> None:
-        group = self.server.pid
-        assert group is not None
-        known = stub_processes(group)
-        retired: set[int] = set()  # the old instance's stubs of a reloaded model: they exit after the swap
+        from dgla_export.triton.server import ServeError
+
+        known = stub_processes(self._group())
         while not self._halt.wait(self.interval):
             if self.server.process is None or self.server.process.poll() is not None:
                 return
-            alive = stub_processes(group)
-            dead = {model for pid, model in known.items() if pid not in alive}
-            for model in sorted(dead):
-                retired |= {pid for pid, name in alive.items() if name == model}
-                noticed = time.monotonic()
-                status = self.server.load_model(model)
-                seconds = time.monotonic() - noticed
-                self.reloads.append(Reload(model, noticed, seconds, status))
-                verdict = "reloaded" if status == 200 else f"could not be reloaded (HTTP {status})"
-                self.say(f"a stub process of {model} died; {verdict} in {seconds:.1f} s")
+            alive = stub_processes(self._group())
+            dead = sorted({model for pid, model in known.items() if pid not in alive})
             if dead:
-                alive = stub_processes(group)
-            retired &= set(alive)
-            known = {pid: name for pid, name in alive.items() if pid not in retired}
+                noticed, error = time.monotonic(), None
+                try:
+                    self.server.restart()
+                    self.server.wait_ready(self.timeout)
+                except ServeError as err:
+                    error = str(err)
+                seconds = time.monotonic() - noticed
+                self.recoveries.append(Recovery(", ".join(dead), noticed, seconds, error))
+                verdict = f"could not be restarted: {error}" if error else f"the server restarted in {seconds:.1f} s"
+                self.say(f"a stub process of {', '.join(dead)} died; {verdict}")
+                if error:
+                    return
+                alive = stub_processes(self._group())
+            known = alive
+
+    def _group(self) -> int:
+        group = self.server.pid
+        assert group is not None
+        return group

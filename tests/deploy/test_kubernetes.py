@@ -74,7 +74,9 @@ def test_the_pod_enforces_what_dgla_serve_enforces() -> None:
     for flag in (
         "--model-control-mode=none", "--strict-readiness=true", "--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true",
         "--grpc-restricted-protocol=inference,metadata,model-config:dgla-api-key=$(DGLA_API_KEY)",
-        "--http-restricted-api=model-repository,shared-memory,statistics,trace,logging:dgla-admin-key=$(DGLA_ADMIN_KEY)",
+        # mutual TLS: HTTP inference (no client certificate there) behind the admin key
+        "--http-restricted-api=model-repository,shared-memory,statistics,trace,logging,inference,metadata,model-config:"
+        "dgla-admin-key=$(DGLA_ADMIN_KEY)",
     ):  # fmt: skip
         assert flag in command, flag
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -131,3 +133,38 @@ def test_plaintext_object_storage_only_on_loopback() -> None:
             KubernetesOptions(storage="s3://models/dgla", s3_endpoint=endpoint)
     for endpoint in ("http://127.0.0.1:9000", "http://localhost:9000", "https://minio.storage:9000"):
         assert KubernetesOptions(storage="s3://models/dgla", s3_endpoint=endpoint).s3
+
+
+def test_the_init_container_installs_pillow_by_its_hash_or_nothing(tmp_path) -> None:
+    """Its shell command, run here as the pod would run it (pip fetching for the container's Python
+    3.12 on x86_64), installs Pillow; with a hash changed by one digit it installs nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dgla_export.deploy.manifests import DEPS, preprocess_requirements
+
+    pinned = next(line for line in Path("constraints.txt").read_text().splitlines() if line.startswith("pillow=="))
+    assert preprocess_requirements().startswith(pinned + " "), "the hashes are not of the Pillow CI tests"
+    (init,) = manifests(S3)["deployment.yaml"]["spec"]["template"]["spec"]["initContainers"]
+    command = init["command"][2]
+    assert "--require-hashes" in command and "pillow==" not in command.split("-r /tmp/requirements.txt")[1]
+
+    def run(text: str, target: Path) -> subprocess.CompletedProcess:
+        local = text.replace(DEPS, str(target)).replace("/tmp/requirements.txt", str(tmp_path / "requirements.txt"))
+        local = local.replace(
+            "pip install", f"{sys.executable} -m pip install --python-version 3.12 --platform manylinux_2_28_x86_64"
+        )
+        return subprocess.run(["sh", "-c", local], capture_output=True, text=True, timeout=300)
+
+    installed = run(command, tmp_path / "deps")
+    if installed.returncode != 0 and "HASH" not in installed.stderr.upper():
+        pytest.skip(f"the package index is not reachable here: {installed.stderr.strip()[-200:]}")
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / "deps" / "PIL" / "__init__.py").exists()
+    digest = re.search(r"sha256:([0-9a-f]{64})", command)[1]  # type: ignore[index]
+    tampered = command.replace(digest, digest[:-1] + ("0" if digest[-1] != "0" else "1"))
+    refused = run(tampered, tmp_path / "tampered")
+    assert refused.returncode != 0 and "HASH" in refused.stderr.upper(), refused.stderr
+    assert not (tmp_path / "tampered" / "PIL").exists()
+    print(f"init container: installed {pinned} by hash; one changed digit: refused ({refused.stderr.strip()[:80]})")

@@ -42,7 +42,11 @@ class Serve:
             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), "--timeout", str(timeout), *extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
             env=None if env is None else env,
         )
         self.server_pid: int | None = None

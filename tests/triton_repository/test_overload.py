@@ -13,7 +13,7 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2
 
 from dgla_export.tools.export import main as export_main
-from dgla_export.triton.client import classify
+from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import write_repository
 
 REJECTED = "Exceeds maximum queue size"
@@ -113,8 +113,8 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
         deadline = time.monotonic() + 60
 
         def recovered_at() -> float:
-            reloads = server.reloads
-            return reloads[0].noticed_at + reloads[0].seconds + 2.0 if reloads else float("inf")
+            done = server.recoveries
+            return done[0].noticed_at + done[0].seconds + 2.0 if done else float("inf")
 
         def enough() -> bool:
             recovered = recovered_at()
@@ -124,8 +124,12 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
         def client() -> None:  # bounded: stops by itself
             while time.monotonic() < deadline and not enough():
                 sent = time.monotonic()
-                (answer,) = classify([photo], url=server.grpc, timeout=10)
-                log.append((sent, time.monotonic(), answer.error))
+                try:
+                    (answer,) = classify([photo], url=server.grpc, timeout=10)
+                    error = answer.error
+                except ClientError as err:  # the server is restarting: no server there, or not ready yet
+                    error = str(err)
+                log.append((sent, time.monotonic(), error))
 
         threads = [threading.Thread(target=client) for _ in range(4)]
         for thread in threads:
@@ -136,14 +140,16 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
         os.kill(victim, signal.SIGKILL)
         for thread in threads:
             thread.join()
-        reloads = server.reloads
-    assert [r.model for r in reloads] == ["dgla_preprocess"] and reloads[0].status == 200, reloads
+        recoveries = server.recoveries
+    assert [r.model for r in recoveries] == ["dgla_preprocess"] and recoveries[0].error is None, recoveries
     failed = [(s - killed, a - killed, e) for s, a, e in log if e is not None]
     assert all(s > -1.0 for s, _, _ in failed), failed  # nothing failed before the kill
-    assert all("not healthy" in e for _, _, e in failed), failed  # in-flight requests fail cleanly
-    recovered = reloads[0].noticed_at - killed + reloads[0].seconds
+    # in flight: the dead stub's error or the stopping server's; during the restart: no server, or not
+    # ready yet; each one clear line
+    assert all(e.strip() and "\n" not in e and "Traceback" not in e for _, _, e in failed), failed
+    recovered = recoveries[0].noticed_at - killed + recoveries[0].seconds
     late = [f for f in failed if f[0] > recovered + 2.0]
-    assert not late, f"requests still failed {late[0][0]:.1f} s after the kill (reloaded {recovered:.1f} s after it)"
+    assert not late, f"requests still failed {late[0][0]:.1f} s after the kill (back {recovered:.1f} s after it)"
     after = [e for s, _, e in log if s - killed > recovered + 2.0]
     assert len(after) >= after_needed and not any(after), after
-    print(f"killed stub: {len(failed)} requests failed, the model reloaded {recovered:.1f} s after the kill")
+    print(f"killed stub: {len(failed)} requests failed, the server was back {recovered:.1f} s after the kill")

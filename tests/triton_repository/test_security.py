@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,17 @@ from PIL import Image
 from dgla_export.errors import OptionError
 from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import write_repository
-from dgla_export.triton.security import ADMIN_HEADER, KEY_HEADER, ClientSecurity, ServerSecurity, header, read_key
+from dgla_export.triton.security import (
+    ADMIN_APIS,
+    ADMIN_HEADER,
+    INFERENCE_APIS,
+    KEY_HEADER,
+    ClientSecurity,
+    ServerSecurity,
+    header,
+    read_key,
+    triton_arguments,
+)
 from triton_repository.serving import Serve
 
 KEY = "inference-key-0123456789abcdef"
@@ -50,8 +61,14 @@ def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path, monkeypa
     arguments = " ".join(security.triton_arguments())
     assert f"model-repository,shared-memory,statistics,trace,logging:{ADMIN_HEADER}={security.admin_key}" in arguments
     assert f"inference,metadata,model-config:{KEY_HEADER}={KEY}" in arguments
-    # model control only through the repository API, which is behind the admin key
-    assert "--model-control-mode=explicit --load-model=*" in arguments and "--strict-readiness=true" in arguments
+    # no model loads or unloads after start, whatever the key (loading a model runs its code)
+    assert "--model-control-mode=none" in arguments and "--strict-readiness=true" in arguments
+    assert "--load-model" not in arguments and "explicit" not in arguments
+    # under mutual TLS, HTTP (no TLS: no client certificate) serves inference only behind the admin key
+    mutual = triton_arguments(tls_cert="c", tls_key="k", tls_ca="ca", api_key=KEY, admin_key="A" * 20)
+    assert f"--http-restricted-api={','.join(ADMIN_APIS + INFERENCE_APIS)}:{ADMIN_HEADER}={'A' * 20}" in mutual
+    assert not [a for a in mutual if a.startswith("--http-restricted-api") and KEY in a], mutual
+    assert f"--grpc-restricted-protocol={','.join(INFERENCE_APIS)}:{KEY_HEADER}={KEY}" in mutual
     with pytest.raises(OptionError, match="go together"):
         ServerSecurity(tls_cert=key)
     with pytest.raises(OptionError, match="need --ssl"):
@@ -201,6 +218,20 @@ def test_tls_mutual_tls_and_keys_on_a_real_server(tiny_onnx, images, tmp_path) -
         with pytest.raises(urllib.error.HTTPError) as http_refusal:
             urllib.request.urlopen(request, timeout=10)
         assert http_refusal.value.code in (401, 403), http_refusal.value.code
+        # mutual TLS: HTTP cannot see a client certificate, so its inference is closed even to the
+        # inference key; health stays open for probes
+        infer = urllib.request.Request(
+            f"http://127.0.0.1:{server.http}/v2/models/dgla/infer", data=b'{"inputs": []}', headers={KEY_HEADER: KEY}
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as no_certificate:
+            urllib.request.urlopen(infer, timeout=10)
+        assert no_certificate.value.code in (401, 403), no_certificate.value.code
+        assert "restricted" in no_certificate.value.read().decode(), "refused for another reason than the key"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/v2/health/ready", timeout=10) as health:
+            assert health.status == 200
+        # neither key on any process's command line once the server is up
+        shown = [pid for pid, argv in _command_lines().items() if any(KEY in a or ADMIN in a for a in argv)]
+        assert not shown, f"a key is on the command line of {shown}"
         # the CLI: certificates and the key from a file; nothing of the key on its output
         key_file = tmp_path / "api.key"
         key_file.write_text(KEY)
@@ -218,3 +249,91 @@ def test_tls_mutual_tls_and_keys_on_a_real_server(tiny_onnx, images, tmp_path) -
     said = "\n".join(server.lines) + stderr + (tmp_path / "server.log").read_text(errors="replace")
     assert KEY not in said and ADMIN not in said, "a key reached dgla-serve's output or the server log"
     assert not server.leftovers(), server.leftovers()
+
+
+def _command_lines() -> dict[int, list[str]]:
+    """Every process's arguments, as any local user reads them (``ps``)."""
+    lines = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0]:  # kernel threads have none
+            lines[int(proc.name)] = [a.decode(errors="replace") for a in argv if a]
+    return lines
+
+
+_EVIL = (
+    "import pathlib\n"
+    "class TritonPythonModel:\n"
+    "    def initialize(self, args):\n"
+    "        pathlib.Path({marker!r}).write_text('code ran inside the server')\n"
+    "    def execute(self, requests):\n"
+    "        return []\n"
+)
+
+
+def test_the_attack_reads_the_process_list_tries_every_key_and_loads_no_code(triton_server, tmp_path) -> None:
+    """As another local user would: read every command line, take every key found there (and the
+    admin key itself, as if stolen), and ask the server to load a model whose Python writes a file."""
+    import base64
+    import importlib.machinery
+    import json
+    import time
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    marker = tmp_path / "pwned"
+    source = _EVIL.format(marker=str(marker))
+    # the premise: this Python writes the marker when a server initialises it
+    payload = tmp_path / "payload.py"
+    payload.write_text(source)
+    module = importlib.machinery.SourceFileLoader("payload", str(payload)).load_module()
+    module.TritonPythonModel().initialize({})
+    assert marker.exists()
+    marker.unlink()
+
+    lines = _command_lines()
+    server = [argv for argv in lines.values() if argv[0].endswith("/tritonserver")
+              and f"--http-port={triton_server.http}" in argv]  # fmt: skip
+    assert len(server) == 1, "the shared server's tritonserver is not in the process list"
+    restricted = [a for a in server[0] if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+    assert restricted and all(a.endswith("=" + "*" * len(triton_server.admin_key)) for a in restricted), restricted
+    found = {a.split("=")[-1] for argv in lines.values() for a in argv if "key=" in a} - {""}
+    on_lines = [pid for pid, argv in lines.items() if any(triton_server.admin_key in a for a in argv)]
+    assert not on_lines, f"the admin key is on the command line of {on_lines}"
+    keys = sorted(found | {triton_server.admin_key})  # the stolen key too: the door must not depend on it
+    config = json.dumps({
+        "name": "evil", "backend": "python", "max_batch_size": 0,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}],
+    })  # fmt: skip
+    body = json.dumps({"parameters": {"config": config, "file:1/model.py": base64.b64encode(source.encode()).decode()}})
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{triton_server.grpc}")
+    tried, refused = 0, 0
+    for key in keys:
+        for name in (ADMIN_HEADER, KEY_HEADER):
+            for model in ("evil", "dgla_preprocess"):  # a new model, and a served one overwritten
+                tried += 2
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{triton_server.http}/v2/repository/models/{model}/load",
+                    data=body.encode(), headers={name: key},
+                )  # fmt: skip
+                with pytest.raises(urllib.error.HTTPError) as http:
+                    urllib.request.urlopen(request, timeout=30)
+                refused += 1
+                with pytest.raises(InferenceServerException) as over_grpc:
+                    grpc.load_model(model, config=config, files={"file:1/model.py": source.encode()},
+                                    headers={header(name, "grpc"): key})  # fmt: skip
+                refused += 1
+                print(f"load {model} with {name}: HTTP {http.value.code}, gRPC {over_grpc.value.message()[:80]!r}")
+    with pytest.raises(InferenceServerException):
+        grpc.unload_model("dgla", headers={header(ADMIN_HEADER, "grpc"): triton_server.admin_key})
+    time.sleep(1.0)  # a model's initialize would have run by now
+    assert not marker.exists(), "code sent to the server ran inside it"
+    assert grpc.is_model_ready("dgla") and grpc.is_model_ready("dgla_preprocess")
+    grpc.close()
+    print(f"keys on command lines: {len(on_lines)} (values after 'key=' found: {len(found)}); "
+          f"loads tried {tried}, refused {refused}; marker absent")  # fmt: skip
