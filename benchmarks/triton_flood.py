@@ -267,7 +267,7 @@ def main() -> None:
             record["capacity_pairs_s"] = measured = capacity(url, images, args.capacity_seconds)
         print(f"capacity {measured:.2f} pairs/s; sizing the queue for a {args.deadline:g} s deadline", flush=True)
         options = TritonOptions(capacity_pairs_s=measured, deadline_s=args.deadline)
-        _, texts = write_repository(args.onnx, repository, options=options, force=True)
+        _, texts, _ = write_repository(args.onnx, repository, options=options, force=True)
         record["queue"] = queue_settings(texts[options.model("onnx")])
         with TritonServer(repository, free_ports()) as server:
             server.wait_ready(timeout=600)

@@ -13,8 +13,14 @@ original holds (tests check equality):
   cICP); text, time and EXIF chunks are dropped (the orientation kept as above).
 - WebP: the image, alpha, animation and ICC chunks; EXIF and XMP dropped (orientation kept).
 - DICOM: a new file of the Image Pixel module (rows, columns, photometric interpretation, bits,
-  pixel data as encoded), the ICC profile and the SOP class, with a new instance UID and
-  "patient identity removed": no patient, study, series, equipment or private element.
+  pixel data), the ICC profile and the SOP class, with a new instance UID and "patient identity
+  removed": no patient, study, series, equipment, private element or sequence (nested ones such as
+  OriginalAttributesSequence go with their parent). Each encapsulated frame is stripped as its own
+  container: a JPEG or JPEG-LS frame loses every APPn and comment (a wrapped camera JPEG keeps its
+  EXIF, XMP, IPTC and comments), a JPEG 2000 frame its comments and its JP2 boxes other than the
+  image's (XML, UUID, ...); the entropy-coded data stays byte for byte. An image whose pixels may
+  show the patient (``BurnedInAnnotation`` YES, or a Secondary Capture, a screenshot's class,
+  without ``NO``) is not sent.
 - Anything else (TIFF, HEIC, AVIF, BMP, GIF): decoded as shown (:mod:`dgla_export.decode`:
   orientation and profile applied) and sent as a lossless PNG of those pixels.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,6 +42,14 @@ ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"sBIT", b"cICP"}
 WEBP_KEPT = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ICCP", b"ANIM", b"ANMF"}
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+JP2_KEPT = {b"jP  ", b"ftyp", b"jp2h"}  # and jp2c, the codestream, stripped of its comments
+JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+JPEG_LS_SYNTAXES = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}  # fmt: skip  # JPEG 2000 and HTJ2K
+RLE_SYNTAX = "1.2.840.10008.1.2.5"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # and its multi-frame classes, .7.1 to .7.4
 DICOM_KEPT = (
     "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "Rows", "Columns", "BitsAllocated",
     "BitsStored", "HighBit", "PixelRepresentation", "NumberOfFrames", "PixelAspectRatio", "ICCProfile", "ColorSpace",
@@ -77,9 +92,12 @@ def _orientation_exif(data: bytes) -> bytes | None:
     return exif.tobytes()[6:]  # without the "Exif\0\0" of a JPEG APP1
 
 
-def _jpeg(data: bytes) -> bytes:
+def _jpeg(data: bytes, *, orientation: bool = True, jpeg_ls: bool = False) -> bytes:
+    """The JPEG without APPn (but ICC and Adobe) and comments, up to its first end of image;
+    ``orientation``: a camera file's EXIF orientation written back (not inside DICOM, which has none).
+    ``jpeg_ls``: the scans are JPEG-LS's, where 0xFF before a byte below 0x80 is data."""
     out = [b"\xff\xd8"]
-    exif = _orientation_exif(data)
+    exif = _orientation_exif(data) if orientation else None
     if exif is not None:
         payload = b"Exif\x00\x00" + exif
         out.append(b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload)
@@ -100,7 +118,7 @@ def _jpeg(data: bytes) -> bytes:
             continue
         end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:  # a scan: its header, then entropy-coded data up to the next real marker
-            end = _scan_end(data, end)
+            end = _scan_end(data, end, jpeg_ls)
             out.append(data[pos:end])
         elif _kept_jpeg_segment(marker, data[pos + 4 : pos + 18]):
             out.append(data[pos:end])
@@ -108,13 +126,13 @@ def _jpeg(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _scan_end(data: bytes, pos: int) -> int:
+def _scan_end(data: bytes, pos: int, jpeg_ls: bool = False) -> int:
     while True:
         pos = data.find(b"\xff", pos)
         if pos < 0 or pos + 1 >= len(data):
             return len(data)
         follower = data[pos + 1]
-        if follower == 0x00 or 0xD0 <= follower <= 0xD7:  # stuffed byte or restart marker: still the scan
+        if (jpeg_ls and follower < 0x80) or follower == 0x00 or 0xD0 <= follower <= 0xD7:  # data or restart
             pos += 2
         elif follower == 0xFF:  # fill before a marker
             pos += 1
@@ -171,23 +189,115 @@ def _webp(data: bytes) -> bytes:
 def _dicom(data: bytes) -> bytes:
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate, generate_frames
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, generate_uid
 
     source = pydicom.dcmread(io.BytesIO(data))
+    _refuse_burned_in(source)
     kept = Dataset()
     for keyword in DICOM_KEPT:
         if keyword in source:
             kept[keyword] = source[keyword]
+    syntax = source.file_meta.TransferSyntaxUID
+    if syntax.is_encapsulated and "PixelData" in source:
+        count = int(source.get("NumberOfFrames", 1) or 1)
+        frames = [_frame(bytes(f), str(syntax)) for f in generate_frames(source.PixelData, number_of_frames=count)]
+        kept.PixelData = encapsulate(frames)
+        kept["PixelData"].VR, kept["PixelData"].is_undefined_length = "OB", True
     kept.SOPInstanceUID = generate_uid()
     kept.PatientIdentityRemoved = "YES"
     kept.file_meta = FileMetaDataset()
-    kept.file_meta.TransferSyntaxUID = source.file_meta.TransferSyntaxUID
+    kept.file_meta.TransferSyntaxUID = syntax
     kept.file_meta.MediaStorageSOPClassUID = source.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.77.1.4")
     kept.file_meta.MediaStorageSOPInstanceUID = kept.SOPInstanceUID
     kept.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     buffer = io.BytesIO()
     kept.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _refuse_burned_in(source: Any) -> None:
+    """Pixels that may show the patient's name are not sent: DICOM's own flag says so, or the
+    image is a Secondary Capture (screenshots, scanned documents) that does not say it is free of it."""
+    burned = str(source.get("BurnedInAnnotation", "")).strip().upper()
+    if burned == "YES":
+        raise ImageError(
+            "the DICOM says its pixels carry burned-in text (BurnedInAnnotation YES), which may name the patient; "
+            "not sent: give the photograph without the annotation"
+        )
+    sop_class = str(source.get("SOPClassUID", ""))
+    if (sop_class == SECONDARY_CAPTURE or sop_class.startswith(SECONDARY_CAPTURE + ".")) and burned != "NO":
+        raise ImageError(
+            "the DICOM is a Secondary Capture (a screenshot or scan) that does not say BurnedInAnnotation NO, so its "
+            "pixels may show the patient's name; not sent: give the original photograph"
+        )
+
+
+def _frame(data: bytes, syntax: str) -> bytes:
+    """One encapsulated frame without the metadata its own container can carry."""
+    if syntax in JPEG_SYNTAXES:
+        return _jpeg(data, orientation=False)
+    if syntax in JPEG_LS_SYNTAXES:
+        return _jpeg(data, orientation=False, jpeg_ls=True)
+    if syntax in J2K_SYNTAXES:
+        return _jp2(data) if data.startswith(JP2_SIGNATURE) else _j2k_codestream(data)
+    if syntax == RLE_SYNTAX:  # segments of run-length bytes: nothing but pixels
+        return data
+    raise ImageError(f"DICOM pixels in transfer syntax {syntax} are not a photograph's; give JPEG, JPEG 2000 or RLE")
+
+
+def _jp2(data: bytes) -> bytes:
+    """A JP2 file's boxes that make the image (signature, file type, header, codestream), the
+    codestream without comments; XML, UUID, UUID-info and every other box dropped."""
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        head = 8
+        if size == 1:  # a 64-bit length follows
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        end = len(data) if size == 0 else pos + size
+        if end > len(data) or end < pos + head:
+            raise ImageError(f"damaged JPEG 2000: a box runs past the end at byte {pos}")
+        if kind == b"jp2c":
+            codestream = _j2k_codestream(data[pos + head : end])
+            out.append((len(codestream) + 8).to_bytes(4, "big") + b"jp2c" + codestream)
+        elif kind in JP2_KEPT:
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
+
+
+def _j2k_codestream(data: bytes) -> bytes:
+    """A JPEG 2000 codestream without its comment (COM) segments, in the main header and in each
+    tile-part header (whose length, Psot, shrinks by what went); the tile data byte for byte."""
+    if data[:2] != b"\xff\x4f":
+        raise ImageError("damaged JPEG 2000: the codestream does not start with SOC")
+    out, pos, tlm = [data[:2]], 2, False
+    while pos + 4 <= len(data) and data[pos : pos + 2] != b"\xff\x90":  # main header, up to the first SOT
+        marker, end = data[pos + 1], pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        tlm |= marker == 0x55
+        if marker != 0x64:
+            out.append(data[pos:end])
+        pos = end
+    while pos + 12 <= len(data) and data[pos : pos + 2] == b"\xff\x90":  # tile-parts
+        length = int.from_bytes(data[pos + 6 : pos + 10], "big")  # Psot: the whole tile-part, 0: to EOC
+        part_end = len(data) - 2 if length == 0 else pos + length
+        header, at = [], pos + 12
+        while data[at : at + 2] != b"\xff\x93":  # tile-part header, up to SOD
+            marker, end = data[at + 1], at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+            if marker != 0x64:
+                header.append(data[at:end])
+            at = end
+            if at + 2 > part_end:
+                raise ImageError("damaged JPEG 2000: a tile-part header has no SOD")
+        dropped = (at - pos - 12) - sum(map(len, header))
+        if dropped and tlm:
+            raise ImageError("a JPEG 2000 frame with comments inside a tile and a TLM index cannot be stripped safely")
+        psot = (length - dropped if length else 0).to_bytes(4, "big")
+        out += [data[pos : pos + 6], psot, data[pos + 10 : pos + 12], *header, data[at:part_end]]
+        pos = part_end
+    out.append(data[pos:])  # EOC
+    return b"".join(out)
 
 
 def _as_png(data: bytes, limits: Limits | None) -> bytes:

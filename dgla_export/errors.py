@@ -31,6 +31,7 @@ __all__ = [
     "EXIT_USAGE",
     "MismatchError",
     "OptionError",
+    "ServeError",
     "UserError",
     "is_user_error",
     "listed",
@@ -48,6 +49,10 @@ class UserError(Exception):
 
 class OptionError(UserError, ValueError):
     """An option (or API argument) outside what the function accepts."""
+
+
+class ServeError(UserError, RuntimeError):
+    """Triton is missing, a port is taken, or the repository cannot be served here."""
 
 
 class MismatchError(Exception):

@@ -28,6 +28,7 @@ from dgla_export.errors import UserError, listed, option
 __all__ = [
     "CACHE_ENV",
     "OUTPUT_MARKER",
+    "VALIDATION_SUFFIX",
     "OutputError",
     "OutputExistsError",
     "atomic_path",
@@ -36,12 +37,14 @@ __all__ = [
     "check_output_folder",
     "folder_mode",
     "replace_folder",
+    "report_beside",
     "sha256_file",
     "staging_folder",
 ]
 
 CACHE_ENV = "DGLA_EXPORT_CACHE"
 OUTPUT_MARKER = ".dgla-export-output.json"
+VALIDATION_SUFFIX = ".validation.json"
 
 
 class OutputError(UserError):
@@ -245,6 +248,13 @@ def staging_folder(path: str | Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_beside(graph: str | Path) -> Path:
+    """Where a graph's validation report lives, so that it travels with the graph: ``dgla.onnx`` ->
+    ``dgla.validation.json`` (``dgla-export onnx`` and ``validate`` write it; ``triton`` reads it)."""
+    graph = Path(graph)
+    return graph.with_name(graph.name.removesuffix(".onnx") + VALIDATION_SUFFIX)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,6 +10,9 @@
 #   one nobody else holds). Keys pass through the environment, never this script's or docker's
 #   command line; inside the container tritonserver holds them as arguments, which the host's users
 #   can read while it runs (docs/serving.md: the limit, and hidepid).
+# Before it serves, the repository's self-check (NAME/selfcheck.py) sends its reference photos through
+# each ensemble and compares with the golden answers written with it: an answer outside the served
+# precision's tolerance stops the server (exit 3).
 # Model control none (no request loads code into the server), strict readiness; the container runs
 # as the calling user, with no capabilities and no privilege escalation, the repository read-only.
 # The preprocessing model needs numpy (in the image) and Pillow: pip installs the wheel whose SHA-256
@@ -57,6 +60,9 @@ docker run --rm --gpus all --shm-size 1g \
   --tmpfs /tmp:rw,exec -e HOME=/tmp -e PYTHONPATH=/tmp/pydeps -e DGLA_ADMIN_KEY -e DGLA_API_KEY \
   "${mounts[@]}" "nvcr.io/nvidia/tritonserver:$tag" \
   bash -c "pip install --quiet --require-hashes --no-deps --only-binary :all: --target /tmp/pydeps \
-             -r /etc/dgla/requirements.txt && \
-           exec tritonserver --model-repository=/models --disable-auto-complete-config \
-             --model-control-mode=none --strict-readiness=true ${tls[*]} ${keys[*]}"
+             -r /etc/dgla/requirements.txt || exit 2
+           tritonserver --model-repository=/models --disable-auto-complete-config \
+             --model-control-mode=none --strict-readiness=true ${tls[*]} ${keys[*]} &
+           server=\$!
+           python3 \"\$(ls /models/*/selfcheck.py | head -n 1)\" /models --wait 600 || { kill \$server; exit 3; }
+           wait \$server"

@@ -111,7 +111,9 @@ def tiny():
 
 
 def _export_tiny(tiny, folder, *, explain: bool = False) -> dict:
-    """precision -> the tiny model's FP32 and FP16 graphs in ``folder``, not validated."""
+    """precision -> the tiny model's FP32 and FP16 graphs in ``folder``, each validated as
+    ``dgla-export validate`` does it, its report (with golden answers) beside it."""
+    import dgla_export as dx
     from dgla_export.export.onnx_export import ExportOptions, export_onnx
     from dgla_export.models.identity import identify
 
@@ -120,12 +122,13 @@ def _export_tiny(tiny, folder, *, explain: bool = False) -> dict:
         paths[precision] = folder / f"tiny{'_explained' if explain else ''}_{precision}.onnx"
         options = ExportOptions(precision=precision, max_batch=8, explain=explain)
         export_onnx(tiny, paths[precision], options=options, checkpoint=identify("demo", tiny))
+        assert dx.validate(paths[precision], tiny).passed, precision
     return paths
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny, tmp_path_factory):
-    """(fp32 path, fp16 path) of the tiny model, exported once for the run."""
+    """(fp32 path, fp16 path) of the tiny model, exported and validated once for the run."""
     return once(tmp_path_factory, "onnx", lambda folder: _export_tiny(tiny, folder))
 
 
@@ -158,5 +161,5 @@ def immutable(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_explained(tiny, tmp_path_factory):
-    """precision -> the tiny model's graph exported with explain (a ``cam`` output), not validated."""
+    """precision -> the tiny model's graph exported with explain (a ``cam`` output), validated."""
     return once(tmp_path_factory, "explained", lambda folder: _export_tiny(tiny, folder, explain=True))

@@ -2,9 +2,14 @@
 
 :func:`corpus` encodes an sRGB photo (uint8 RGB) in each encoding of :data:`ENCODINGS`; the
 stored pixels are what that device would write (AdobeRGB pixels under an AdobeRGB profile, the
-photo turned against its EXIF orientation, ...), so a viewer shows the photo itself. Every JPEG
-carries what identifies a patient (GPS position, capture time, serial number, a name in XMP and
-a comment), the DICOMs a patient and study module: the de-identification tests look for them.
+photo turned against its EXIF orientation, ...), so a viewer shows the photo itself. Every file
+carries what identifies a patient where its container can carry it (:func:`markers_in` finds it):
+JPEG EXIF (GPS position, capture time, serial number, artist), XMP, IPTC and comments, and MPO's
+second picture; PNG tEXt, zTXt and iTXt XMP; WebP, AVIF and HEIC EXIF and XMP; TIFF tags; DICOM
+patient, study and equipment elements, nested and private sequences, and inside the encapsulated
+frame what a wrapped camera JPEG keeps (EXIF, XMP, IPTC, comments) or a JPEG 2000 comment and XML
+and UUID boxes. :data:`CONTAINERS` adds the carriers no decoder here reads (JPEG-LS in DICOM): the
+de-identification tests check their structure, not their pixels.
 
 :func:`as_shown` is the independent reference: Pillow's ImageOps and ImageCms (pydicom's
 ``pixel_array`` and pillow-heif for their formats), not the package's decoder.
@@ -51,6 +56,68 @@ def _identifying_exif(orientation: int = 1) -> Image.Exif:
     return exif
 
 
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Jane Example</dc:creator></x:xmpmeta>'
+COMMENT = b"PATIENT^NAME ID-0042"
+
+
+def markers_in(data: bytes) -> list[bytes]:
+    """The identity markers in ``data``, also inside PNG's compressed text chunks (zTXt, iTXt)."""
+    import zlib
+
+    texts = [data]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        pos = 8
+        while pos + 8 <= len(data):
+            length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+            body = data[pos + 8 : pos + 8 + length]
+            if kind == b"zTXt":
+                texts.append(zlib.decompress(body[body.index(b"\0") + 2 :]))
+            elif kind == b"iTXt" and body[body.index(b"\0") + 1] == 1:  # compressed
+                rest = body[body.index(b"\0") + 3 :]
+                rest = rest[rest.index(b"\0") + 1 :]  # language tag
+                texts.append(zlib.decompress(rest[rest.index(b"\0") + 1 :]))  # translated keyword
+            pos += 12 + length
+    return [m for m in IDENTITY if any(m in t for t in texts)]
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def identity_segments() -> bytes:
+    """What a camera JPEG carries and img2dcm keeps when it wraps one: EXIF (APP1), XMP (APP1), IPTC
+    (APP13: Photoshop's 8BIM resource with the IPTC by-line) and a comment."""
+    iptc = b"\x1c\x02\x50" + len(b"Jane Example").to_bytes(2, "big") + b"Jane Example"  # 2:80 By-line
+    resource = b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    return b"".join((
+        _segment(0xE1, b"Exif\x00\x00" + _identifying_exif().tobytes()[6:]),
+        _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + XMP),
+        _segment(0xED, b"Photoshop 3.0\x00" + resource),
+        _segment(0xFE, COMMENT),
+    ))  # fmt: skip
+
+
+def with_identity(codestream: bytes) -> bytes:
+    """A JPEG or JPEG-LS codestream with :func:`identity_segments` after its start of image."""
+    assert codestream[:2] == b"\xff\xd8"
+    return codestream[:2] + identity_segments() + codestream[2:]
+
+
+def _j2k_with_comment(codestream: bytes) -> bytes:
+    """A JPEG 2000 codestream with a comment segment after its SIZ (where encoders put theirs)."""
+    siz_end = 4 + int.from_bytes(codestream[4:6], "big")
+    return codestream[:siz_end] + _segment(0x64, b"\x00\x01" + COMMENT) + codestream[siz_end:]
+
+
+def _jp2_with_boxes(jp2: bytes) -> bytes:
+    """A JP2 file with an XML box (XMP) and a UUID box naming the patient, and a comment in its codestream."""
+    at = jp2.index(b"jp2c") - 4
+    codestream = _j2k_with_comment(jp2[at + 8 :])
+    xml = (len(XMP) + 8).to_bytes(4, "big") + b"xml " + XMP
+    uuid = (16 + len(COMMENT) + 8).to_bytes(4, "big") + b"uuid" + bytes(range(16)) + COMMENT
+    return jp2[:at] + xml + uuid + (len(codestream) + 8).to_bytes(4, "big") + b"jp2c" + codestream
+
+
 def _save(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
@@ -66,10 +133,20 @@ def _in_profile(rgb: np.ndarray, name: str) -> tuple[Image.Image, bytes]:
 
 
 def _jpeg(image: Image.Image, orientation: int = 1, **options) -> bytes:
-    """Quality 92, 4:2:0, with the identifying EXIF (at ``orientation``), XMP and comment of a camera."""
-    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:creator>Jane Example</dc:creator></x:xmpmeta>'
-    return _save(image, "JPEG", quality=92, exif=_identifying_exif(orientation), xmp=xmp,
-                 comment=b"PATIENT^NAME ID-0042", **options)  # fmt: skip
+    """Quality 92, 4:2:0, with the identifying EXIF (at ``orientation``), XMP, IPTC and comment of a camera."""
+    encoded = _save(image, "JPEG", quality=92, exif=_identifying_exif(orientation), xmp=XMP, comment=COMMENT,
+                    **options)  # fmt: skip
+    iptc = identity_segments().split(b"\xff\xed", 1)[1]
+    return encoded[:2] + b"\xff\xed" + iptc.split(b"\xff\xfe", 1)[0] + encoded[2:]  # IPTC (APP13) too
+
+
+def _png(image: Image.Image) -> bytes:
+    """A PNG with what photo software writes: a tEXt author, a zTXt comment and a compressed iTXt XMP."""
+    info = PngInfo()
+    info.add_text("Author", "Jane Example")
+    info.add_text("Comment", COMMENT.decode(), zip=True)
+    info.add_itxt("XML:com.adobe.xmp", XMP.decode(), zip=True)
+    return _save(image, "PNG", pnginfo=info)
 
 
 def _oriented(rgb: np.ndarray, orientation: int) -> bytes:
@@ -86,16 +163,45 @@ def _rgba(rgb: np.ndarray) -> bytes:
     height, width = rgb.shape[:2]
     alpha = np.full((height, width), 255, np.uint8)
     alpha[: height // 8], alpha[:, : width // 8] = 0, 128  # a transparent top band, a half-transparent left one
-    return _save(Image.fromarray(np.dstack([rgb, alpha])), "PNG")
+    return _png(Image.fromarray(np.dstack([rgb, alpha])))
+
+
+def _nested_identity(ds) -> None:
+    """Where archives keep identity out of sight: the attributes an edit replaced, the order's, a vendor's."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    modified = Dataset()
+    modified.PatientName = "PATIENT^NAME"
+    original = Dataset()
+    original.ModifiedAttributesSequence = Sequence([modified])
+    original.SourceOfPreviousValues, original.AttributeModificationDateTime = "Jane Example Clinic", "20261130094100"
+    original.ModifyingSystem, original.ReasonForTheAttributeModification = "PACS", "CORRECT"
+    ds.OriginalAttributesSequence = Sequence([original])
+    request = Dataset()
+    request.RequestedProcedureID, request.ScheduledProcedureStepID = "ID-0042", "SN-4711-0815"
+    ds.RequestAttributesSequence = Sequence([request])
+    vendor = Dataset()
+    vendor.add_new(0x00091001, "LO", "Jane Example")
+    ds.add_new(0x00090010, "LO", "DERMASCOPE VENDOR")
+    ds.add_new(0x00091010, "SQ", Sequence([vendor]))
 
 
 def _dicom(rgb: np.ndarray, syntax: str, icc: bytes | None = None) -> bytes:
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        JPEGLSLossless,
+        RLELossless,
+        generate_uid,
+    )
 
     ds = Dataset()
+    _nested_identity(ds)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "PATIENT^NAME", "ID-0042", "19700101"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL Photographic Image
@@ -107,13 +213,22 @@ def _dicom(rgb: np.ndarray, syntax: str, icc: bytes | None = None) -> bytes:
         ds.ICCProfile = icc
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    if syntax == "jpeg":  # what cameras and archives write: baseline JPEG, 4:2:2 YCbCr
+    if syntax == "jpeg":  # what cameras and archives write: baseline JPEG, 4:2:2 YCbCr, a camera's segments kept
         ds.PhotometricInterpretation = "YBR_FULL_422"
-        ds.PixelData = encapsulate([_save(Image.fromarray(rgb), "JPEG", quality=92, subsampling=1)])
+        frame = with_identity(_save(Image.fromarray(rgb), "JPEG", quality=92, subsampling=1))
+        ds.PixelData = encapsulate([frame])
         ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    elif syntax == "jpeg2000":
+    elif syntax == "jpegls":
+        import imagecodecs
+
         ds.PhotometricInterpretation = "RGB"
-        ds.PixelData = encapsulate([_save(Image.fromarray(rgb), "JPEG2000", irreversible=False, no_jp2=True)])
+        ds.PixelData = encapsulate([with_identity(imagecodecs.jpegls_encode(np.ascontiguousarray(rgb)))])
+        ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    elif syntax in ("jpeg2000", "jp2"):
+        ds.PhotometricInterpretation = "RGB"
+        encoded = _save(Image.fromarray(rgb), "JPEG2000", irreversible=False, no_jp2=syntax == "jpeg2000")
+        frame = _j2k_with_comment(encoded) if syntax == "jpeg2000" else _jp2_with_boxes(encoded)
+        ds.PixelData = encapsulate([frame])
         ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     else:
         ds.PhotometricInterpretation = "RGB"
@@ -134,6 +249,8 @@ def _heic(rgb: np.ndarray) -> bytes:
     return _save(stored, "HEIF", quality=90, icc_profile=icc, exif=_identifying_exif(1))
 
 
+_TIFF_TAGS = {315: "Jane Example", 270: COMMENT.decode()}  # Artist, ImageDescription
+
 ENCODINGS: dict[str, Callable[[np.ndarray], bytes]] = {
     "jpeg": lambda rgb: _jpeg(Image.fromarray(rgb)),
     "jpeg_progressive": lambda rgb: _jpeg(Image.fromarray(rgb), progressive=True),
@@ -151,24 +268,34 @@ ENCODINGS: dict[str, Callable[[np.ndarray], bytes]] = {
         save_all=True,
         quality=92,
         exif=_identifying_exif(),
+        comment=COMMENT,  # Pillow writes it into both pictures: the second must go whole
         append_images=[Image.fromarray(rgb[::4, ::4])],
     ),
-    "png": lambda rgb: _save(Image.fromarray(rgb), "PNG"),
+    "png": lambda rgb: _png(Image.fromarray(rgb)),
     "png_orientation_6": _png_oriented,
     "png_rgba": _rgba,
-    "png_palette": lambda rgb: _save(Image.fromarray(rgb).quantize(256), "PNG"),
-    "png_16bit_grey": lambda rgb: _save(Image.fromarray((rgb.mean(axis=2) * 257).astype(np.uint16)), "PNG"),
-    "tiff": lambda rgb: _save(Image.fromarray(rgb), "TIFF", compression="tiff_deflate"),
-    "tiff_adobergb": lambda rgb: _save(_in_profile(rgb, "adobergb")[0], "TIFF", icc_profile=profile("adobergb")),
-    "tiff_float_grey": lambda rgb: _save(Image.fromarray(rgb.mean(axis=2).astype(np.float32) / 255), "TIFF"),
-    "webp": lambda rgb: _save(Image.fromarray(rgb), "WEBP", quality=92, exif=_identifying_exif(1)),
+    "png_palette": lambda rgb: _png(Image.fromarray(rgb).quantize(256)),
+    "png_16bit_grey": lambda rgb: _png(Image.fromarray((rgb.mean(axis=2) * 257).astype(np.uint16))),
+    "tiff": lambda rgb: _save(Image.fromarray(rgb), "TIFF", compression="tiff_deflate", tiffinfo=_TIFF_TAGS),
+    "tiff_adobergb": lambda rgb: _save(
+        _in_profile(rgb, "adobergb")[0], "TIFF", icc_profile=profile("adobergb"), tiffinfo=_TIFF_TAGS
+    ),
+    "tiff_float_grey": lambda rgb: _save(
+        Image.fromarray(rgb.mean(axis=2).astype(np.float32) / 255), "TIFF", tiffinfo=_TIFF_TAGS
+    ),
+    "webp": lambda rgb: _save(Image.fromarray(rgb), "WEBP", quality=92, exif=_identifying_exif(1), xmp=XMP),
     "heic_displayp3": _heic,
-    "avif": lambda rgb: _save(Image.fromarray(rgb), "AVIF", quality=90, speed=8),
+    "avif": lambda rgb: _save(Image.fromarray(rgb), "AVIF", quality=90, speed=8, exif=_identifying_exif(1), xmp=XMP),
     "dicom_jpeg_ybr422": lambda rgb: _dicom(rgb, "jpeg"),
     "dicom_jpeg2000": lambda rgb: _dicom(rgb, "jpeg2000"),
+    "dicom_jp2_boxes": lambda rgb: _dicom(rgb, "jp2"),
     "dicom_rle": lambda rgb: _dicom(rgb, "rle"),
     "dicom_adobergb": lambda rgb: _dicom(np.asarray(_in_profile(rgb, "adobergb")[0]), "native", profile("adobergb")),
 }
+
+
+# Carriers the package strips but no decoder here reads (pydicom needs pyjpegls for JPEG-LS).
+CONTAINERS: dict[str, Callable[[np.ndarray], bytes]] = {"dicom_jpegls": lambda rgb: _dicom(rgb, "jpegls")}
 
 
 def corpus(rgb: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, bytes]:

@@ -30,7 +30,8 @@ from dgla_export.api.common import (
 )
 from dgla_export.api.common import warn as python_warning
 from dgla_export.errors import OptionError, UserError
-from dgla_export.io import check_output, check_output_folder, sha256_file, staging_folder
+from dgla_export.golden import golden_answers
+from dgla_export.io import check_output, check_output_folder, report_beside, sha256_file, staging_folder
 
 if TYPE_CHECKING:
     from dgla_export.localise import DebugReport
@@ -159,12 +160,15 @@ def export_onnx(
                 staged, network, checked, graph.metadata, device=device, runtime=runtime, batches=batches,
                 inputs=inputs, tolerance=tolerance, progress=progress, labels=labels,
             )  # fmt: skip
+            # what `dgla-export triton` checks: this graph's SHA-256, and what it serves is held to
+            extra = {"graph_sha256": sha256_file(staged), "golden": golden_answers(network, explain)}
+            if quantization:
+                extra["quantization"] = quantization.to_dict()
+            validation.write_json(report_beside(staged), extra)  # travels with the graph
             if report is not None:
-                extra = {"graph_sha256": sha256_file(staged)}  # what `dgla-export triton --validation` checks
-                if quantization:
-                    extra["quantization"] = quantization.to_dict()
                 validation.write_json(report, extra)
-        placed = publish(staged, output, validation, force=force)
+        companions = (report_beside,) if validation is not None else ()
+        placed = publish(staged, output, validation, force=force, companions=companions)
     result = ExportResult(placed, graph, validation, quantization)
     raise_if_failed(result, "the graph", output)
     return result
@@ -213,8 +217,10 @@ def validate(
         onnx, network, checked, metadata, device=device, runtime=runtime, batches=batches, inputs=inputs,
         tolerance=int8_tolerance(network, accuracy_target) if int8 else None, progress=progress, labels=labels,
     )  # fmt: skip
+    extra = {"graph_sha256": sha256_file(onnx), "golden": golden_answers(network, "explain" in metadata)}
+    result.write_json(report_beside(onnx), extra)  # travels with the graph: `dgla-export triton` finds it there
     if report is not None:
-        result.write_json(report, {"graph_sha256": sha256_file(onnx)})
+        result.write_json(report, extra)
     return result
 
 

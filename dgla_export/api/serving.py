@@ -25,6 +25,7 @@ class RepositoryResult(Record):
     path: Path
     configs: dict[str, str]
     version: int = 1
+    unvalidated: bool = False  # written with unvalidated=True and no report: no golden answers either
 
     @property
     def models(self) -> list[str]:
@@ -41,6 +42,7 @@ class ServerEndpoints(Record):
     pid: int | None
     states: list[dict[str, Any]]
     models: dict[str, str]
+    self_check: Any = None  # dgla_export.triton.selfcheck.SelfCheck: the reference photos' answers at start
     _server: Any = dataclasses.field(default=None, repr=False, compare=False)
     _supervisor: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -66,6 +68,7 @@ def write_triton_repository(
     engine: str | Path | None = None,
     options: TritonOptions | None = None,
     validation: str | Path | None = None,
+    unvalidated: bool = False,
     force: bool = False,
     add: bool = False,
 ) -> RepositoryResult:
@@ -76,8 +79,10 @@ def write_triton_repository(
     an earlier repository of this function, nothing else; ``add`` keeps its models of other names
     (one repository, several models), and writes NAME's next version when NAME is there already
     (the earlier ones stay for a rollback: :func:`activate_version`). ``validation``: the graph's
-    report (``validate(..., report=)``), checked to be of this graph and passed, kept in the
-    version's manifest with the SHA-256 of every file.
+    report (default: the one ``export_onnx`` or ``validate`` wrote beside the graph), checked to be
+    of this graph and passed, kept in the version's manifest with the SHA-256 of every file and the
+    golden answers :func:`serve` checks the server against at every start; without one the graph is
+    refused unless ``unvalidated`` (recorded in the manifest, printed at every start).
 
     >>> write_triton_repository("dgla.onnx", "triton-repo").models   # doctest: +SKIP
     ['dgla', 'dgla_onnx', 'dgla_preprocess']
@@ -85,16 +90,17 @@ def write_triton_repository(
     from dgla_export.triton.repository import TritonOptions, write_repository
 
     engine = Path(engine) if engine is not None else None
-    version, configs = write_repository(
+    version, configs, unvalidated = write_repository(
         Path(onnx),
         Path(output),
         engine=engine,
         options=options or TritonOptions(),
         validation=Path(validation) if validation is not None else None,
+        unvalidated=unvalidated,
         force=force,
         add=add,
     )
-    return RepositoryResult(Path(output), configs, version)
+    return RepositoryResult(Path(output), configs, version, unvalidated=unvalidated)
 
 
 def activate_version(repository: str | Path, name: str, version: int | None = None) -> tuple[int | None, Version]:
@@ -147,12 +153,39 @@ def serve(
     ) as server:
         progress(f"tritonserver pid {server.pid}, loading {repository} ({server.security.describe()}) ...")
         states = server.wait_ready(timeout)
+        checked = _self_check(server, versions, progress)
         urls = server.ports.urls
         supervisor = StubSupervisor(server, say=progress)
         supervisor.start()
         try:
             yield ServerEndpoints(
-                urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), server, supervisor
-            )
+                urls["http"], urls["grpc"], urls["metrics"], server.pid, states, dict(server.how), checked, server,
+                supervisor,
+            )  # fmt: skip
         finally:
             supervisor.stop()
+
+
+def _self_check(server: Any, versions: dict[str, int] | None, progress: Progress) -> Any:
+    """Each served version's reference photos through the running server, against the golden answers
+    its manifest carries (the files were checked against the manifests before the server started);
+    an answer outside the served precision's tolerance stops the start (exit 3)."""
+    from dgla_export.errors import MismatchError, ServeError
+    from dgla_export.triton.security import ADMIN_HEADER, KEY_HEADER
+    from dgla_export.triton.selfcheck import SelfCheckError, check
+
+    security = server.security
+    headers = {ADMIN_HEADER: security.admin_key, **({KEY_HEADER: security.api_key} if security.api_key else {})}
+    try:
+        result = check(server.repository, server.ports.urls["http"], headers, versions=versions, verify=False)
+    except SelfCheckError as err:
+        raise ServeError(str(err)) from err
+    for name in result.unchecked:
+        progress(f"{name}: UNVALIDATED (written with --unvalidated): no golden answers; its answers are not checked")
+    if not result.passed:
+        raise MismatchError(
+            f"self-check FAILED, not serving: {result.failures[0].describe()}"
+            + (f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else "")
+        )
+    progress(result.summary())
+    return result

@@ -171,7 +171,7 @@ def _container(options: KubernetesOptions, repository: str) -> dict[str, Any]:
             {"name": "metrics", "containerPort": METRICS},
         ],
         # loading the models can take minutes (engines, warm-up): the startup probe allows 10 of them
-        "startupProbe": {"httpGet": {"path": "/v2/health/ready", **probe}, "periodSeconds": 10, "failureThreshold": 60},
+        "startupProbe": _startup_probe(options, probe),
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", **probe}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", **probe}, "periodSeconds": 10, "failureThreshold": 3},
         "resources": resources,
@@ -189,6 +189,18 @@ def _locked_down() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _startup_probe(options: KubernetesOptions, probe: dict[str, Any]) -> dict[str, Any]:
+    """Ready, and answering the reference photos as PyTorch did: the repository's self-check
+    (``NAME/selfcheck.py``, the standard library and numpy), where the repository is mounted; a pod
+    whose answers are outside the tolerance never becomes ready and is restarted. A repository in
+    object storage is not in the pod's file system: there, readiness alone."""
+    timing = {"periodSeconds": 10, "failureThreshold": 60}
+    if options.s3:
+        return {"httpGet": {"path": "/v2/health/ready", **probe}, **timing}
+    check = f'python3 "$(ls {REPOSITORY}/*/selfcheck.py | head -n 1)" {REPOSITORY} --url http://127.0.0.1:{HTTP}'
+    return {"exec": {"command": ["sh", "-c", check]}, "timeoutSeconds": 120, **timing}
 
 
 def _deps_init(options: KubernetesOptions) -> dict[str, Any]:

@@ -41,8 +41,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--validation",
         type=Path,
         metavar="REPORT",
-        help="the graph's report from `dgla-export onnx/validate --report`: checked (this graph, passed) and kept "
-        "in the version's manifest",
+        help="the graph's validation report (default: the one `dgla-export onnx` or `validate` wrote beside the "
+        "graph, NAME.validation.json): checked (this graph, passed) and kept in the version's manifest with its "
+        "golden answers, which every start of dgla-serve checks the server against",
+    )
+    parser.add_argument(
+        "--unvalidated",
+        action="store_true",
+        help="serve a graph that has no passing report of its own: recorded in the version's manifest and "
+        "printed at every start of dgla-serve, whose self-check then has no golden answers to hold it to",
     )
     parser.add_argument(
         "--max-batch-size",
@@ -164,11 +171,12 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         options=options,
         validation=args.validation,
+        unvalidated=args.unvalidated,
         force=args.force,
         add=args.add,
     )
     models = ", ".join(result.models)
     print(f"wrote {result.path}: version {result.version} of {models} (configs parsed with Triton's schema)")
-    if args.validation is None:
-        print("its manifest records no validation report: pass --validation REPORT (dgla-export validate --report)")
+    if result.unvalidated:
+        print("UNVALIDATED: nothing checked that this graph answers what PyTorch answers (recorded in its manifest)")
     return 0

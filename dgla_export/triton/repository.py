@@ -25,6 +25,7 @@ from dgla_export.io import check_output_folder, replace_folder, sha256_file
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Preprocessing
 from dgla_export.runtimes.openvino import HINTS
+from dgla_export.triton.admission import admit, served_precision, write_golden
 from dgla_export.triton.client import CONFIG_PARAMETER
 from dgla_export.triton.versions import active_version, next_version, read_version, versions, write_version
 
@@ -35,6 +36,7 @@ PREPROCESS_MODEL = Path(__file__).parent / "models" / "preprocess_model.py"
 GUARD_MODEL = Path(__file__).parent / "models" / "guard_model.py"
 PREPROCESS_LIBRARY = tuple(Path(__file__).parent.parent / n for n in ("preprocess.py", "decode.py"))  # both models
 DALI_PIPELINE = Path(__file__).parent.parent / "dali_pipeline.py"  # beside model.dali, for dgla-serve
+SELFCHECK = Path(__file__).with_name("selfcheck.py")  # standalone: the stdlib and numpy
 PREPROCESS_CHOICES = ("fast", "exact", "dali")
 COMMAND = "dgla-export triton"
 WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
@@ -354,9 +356,10 @@ def write_repository(
     engine: Path | None = None,
     options: TritonOptions = TritonOptions(),
     validation: Path | None = None,
+    unvalidated: bool = False,
     force: bool = False,
     add: bool = False,
-) -> tuple[int, dict[str, str]]:
+) -> tuple[int, dict[str, str], bool]:
     """Write ``output`` (NAME_onnx, or NAME_openvino with ``options.runtime`` openvino,
     NAME_preprocess, NAME, and NAME_trt given an engine; NAME is ``options.name``, or with ``auto``
     the graph's model name and precision).
@@ -365,9 +368,12 @@ def write_repository(
     ``add`` keeps its models of other names beside the new ones, and when NAME is there already,
     writes the graph as NAME's next version, served from now on, the earlier ones kept for a
     rollback (:mod:`dgla_export.triton.versions`); ``force`` then replaces NAME's models whole.
-    ``validation``: the graph's report from ``dgla-export onnx/validate --report``, recorded in the
-    version's manifest. The whole folder is swapped in one step either way.
-    Returns the version written and each of its models' config.pbtxt text.
+    ``validation``: the graph's report (default: the one ``dgla-export onnx``/``validate`` wrote beside
+    it), which must be of this graph and passed, unless ``unvalidated`` (:mod:`.admission`); it goes
+    into the version's manifest with the golden answers the self-check at every start holds the
+    server to. The whole folder is swapped in one step either way.
+    Returns the version written, each of its models' config.pbtxt text, and whether it went in
+    unvalidated.
     """
     if options.preprocess not in PREPROCESS_CHOICES:
         raise RepositoryError(f"preprocess must be one of {PREPROCESS_CHOICES}, got {options.preprocess!r}")
@@ -382,7 +388,6 @@ def write_repository(
     if options.name == AUTO_NAME:
         options = dataclasses.replace(options, name=graph_name(metadata))
     digest = sha256_file(onnx_path)  # the graph's identity in the version's manifest, and its report's
-    report = _validation_report(validation, onnx_path, digest) if validation is not None else None
     graph_max = int(metadata.get("batch_range", "1:8").split(":")[1])
     if (options.max_batch_size or graph_max) > graph_max:
         raise RepositoryError(
@@ -427,6 +432,7 @@ def write_repository(
     for name in (onnx_name, options.model("trt"), ensemble):  # what a client needs to know of the model
         if name in configs:
             configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
+    admission = admit(onnx_path, digest, validation, unvalidated=unvalidated)
     kept, version = _kept_models(output, options.model(""), set(configs), force) if add else ([], 1)
     _serve_version(configs, version)
     from google.protobuf import text_format
@@ -463,16 +469,22 @@ def write_repository(
         for name in (onnx_name, options.model("trt"), ensemble):
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)
+        shutil.copyfile(SELFCHECK, tmp / ensemble / SELFCHECK.name)  # for any Triton deployment's startup check
         graph = {
             "file": f"{onnx_name}/{v}/model.onnx",
             "sha256": digest,
             **{key: metadata.get(key) for key in ("model_name", "precision", "checkpoint_sha256", "tool")},
         }
-        write_version(
-            tmp, ensemble, version, graph=graph, configs=texts, labels=labels, validation=report,
-            tool=f"dgla-export {__version__}",
+        golden = write_golden(
+            admission, tmp / ensemble / v, f"{ensemble}/{v}", method=options.preprocess,
+            precision=served_precision(metadata, options.openvino_bf16),
+            tolerances=json.loads(metadata["config"])["tolerances"],
         )  # fmt: skip
-    return version, texts
+        write_version(
+            tmp, ensemble, version, graph=graph, configs=texts, labels=labels, validation=admission.report,
+            tool=f"dgla-export {__version__}", golden=golden,
+        )  # fmt: skip
+    return version, texts, admission.unvalidated
 
 
 def graph_name(metadata: dict[str, str]) -> str:
@@ -480,27 +492,6 @@ def graph_name(metadata: dict[str, str]) -> str:
     precision = metadata.get("precision", "fp32")
     name = metadata["model_name"] + ("" if precision == "fp32" else f"_{precision}")
     return re.sub(r"[^a-z0-9_]", "_", name.lower())[:63]
-
-
-def _validation_report(path: Path, onnx_path: Path, digest: str) -> dict:
-    """The graph's validation report: of this very graph, and passed."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise RepositoryError(f"cannot read the validation report {path}: {err}") from err
-    if not isinstance(report, dict):
-        raise RepositoryError(
-            f"{path} is JSON but not a validation report (an object); "
-            f"write one with `dgla-export validate {onnx_path} --report FILE`"
-        )
-    if report.get("graph_sha256") != digest:
-        raise RepositoryError(
-            f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): "
-            f"write one with `dgla-export validate {onnx_path} --report FILE`"
-        )
-    if not report.get("passed"):
-        raise RepositoryError(f"{path} says the graph FAILED validation ({report.get('verdict')}); it is not served")
-    return report
 
 
 def _serve_version(configs: dict, version: int) -> None:

@@ -43,7 +43,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dgla_export.errors import UserError
+from dgla_export.errors import ServeError
 from dgla_export.triton.security import ADMIN_HEADER, ADMIN_KEY_ENV, API_KEY_ENV, ServerSecurity
 
 __all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer", "wipe_arguments"]
@@ -52,10 +52,6 @@ INSTALL_HINT = "pip install 'dgla-export[serve]'"
 SHM_ROOT = Path("/dev/shm")
 # Log lines of a server without a GPU that say nothing about the repository.
 _HARMLESS = ("CudaDriverHelper", "pinned memory pool", "CUDA memory pool", "Timeout ", "--strict-model-config")
-
-
-class ServeError(UserError, RuntimeError):
-    """Triton is missing, a port is taken, or the repository cannot be served here."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +207,7 @@ class TritonServer:
             raise ServeError(f"repository {self.repository} does not exist; write one with `dgla-export triton`")
         install = TritonInstall.find()
         self.ports.check_free()
-        from dgla_export.triton.serving_copy import serving_repository  # it raises this module's ServeError
+        from dgla_export.triton.serving_copy import serving_repository
 
         self._workdir = Path(tempfile.mkdtemp(prefix="dgla-serve-"))
         try:

@@ -15,10 +15,18 @@ import json
 import shutil
 from pathlib import Path
 
+from dgla_export.errors import ServeError
 from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
 from dgla_export.runtimes.openvino import openvino_problem
-from dgla_export.triton.server import ServeError
-from dgla_export.triton.versions import LABELS, Version, VersionError, read_version, verify
+from dgla_export.triton.versions import (
+    LABELS,
+    Version,
+    VersionError,
+    active_version,
+    ensembles,
+    read_version,
+    verify,
+)
 
 __all__ = ["serving_repository"]
 
@@ -45,16 +53,21 @@ def _read_config(folder: Path, text: str | None = None):
         raise ServeError(f"{folder / 'config.pbtxt'} does not parse with Triton's schema: {err}") from err
 
 
-def _chosen_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
-    """The versions to serve instead of those the configs name, their files checked against their manifests."""
+def _served_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
+    """Every version to serve (those ``chosen``, else the one each ensemble's config pins), its files
+    checked against its manifest: what Triton loads is what was written. The chosen ones are returned."""
     picked = []
-    for name, number in chosen.items():
-        try:
+    try:
+        pinned = {name: active_version(repository, name) for name in ensembles(repository)}
+        for name, number in {**pinned, **chosen}.items():
+            if number is None:
+                continue
             version = read_version(repository, name, number)
             verify(repository, version)
-        except VersionError as err:
-            raise ServeError(str(err)) from err
-        picked.append(version)
+            if name in chosen:
+                picked.append(version)
+    except VersionError as err:
+        raise ServeError(str(err)) from err
     return picked
 
 
@@ -95,7 +108,7 @@ def serving_repository(
     ensembles to serve at another version than the repository's configs name (the repository is
     left as it is)."""
     gpu = cuda_device_problem() is None if gpu is None else gpu
-    chosen = _chosen_versions(repository, versions or {})
+    chosen = _served_versions(repository, versions or {})
     replaced = {model: text for version in chosen for model, text in version.configs.items()}
     folders = sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file())
     if not folders:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dgla_export.errors import ServeError
+
 if TYPE_CHECKING:
     from dgla_export.triton.server import TritonServer
 
@@ -81,8 +83,6 @@ class StubSupervisor(threading.Thread):
             self.join(timeout=60)
 
     def run(self) -> None:
-        from dgla_export.triton.server import ServeError
-
         known = stub_processes(self._group())
         while not self._halt.wait(self.interval):
             if self.server.process is None or self.server.process.poll() is not None:

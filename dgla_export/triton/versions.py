@@ -65,6 +65,8 @@ class Version:
     configs: dict[str, str]  # model -> config.pbtxt text, with this version served
     labels: str
     validation: dict[str, Any] | None
+    golden: dict[str, Any] | None = None  # the reference photos' answers the self-check holds the server to
+    unvalidated: bool = False  # written with --unvalidated: no report, no golden answers
 
     @property
     def models(self) -> list[str]:
@@ -72,6 +74,8 @@ class Version:
 
     @property
     def verdict(self) -> str:
+        if self.unvalidated:
+            return "UNVALIDATED"
         return "not given" if self.validation is None else str(self.validation.get("verdict", "?"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +108,7 @@ def write_version(
     labels: str,
     validation: dict[str, Any] | None,
     tool: str,
+    golden: dict[str, Any] | None = None,
 ) -> Version:
     """Record version ``version`` of ``name`` from the files now in ``repository``'s version folders."""
     files = {
@@ -122,6 +127,8 @@ def write_version(
         configs=configs,
         labels=labels,
         validation=validation,
+        golden=golden,
+        unvalidated=validation is None,
     )
     path = _manifest_path(repository, name, version)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,9 @@ def _run(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], subprocess.Com
 
 
 def _tritonserver_flags(argv: list[str]) -> list[str]:
-    inner = argv[-1]  # bash -c "pip ... && exec tritonserver ..."
-    assert "exec tritonserver" in inner, inner
-    return shlex.split(inner.split("exec tritonserver", 1)[1])
+    inner = argv[-1]  # bash -c "pip ... || exit 2; tritonserver ... &; server=$!; selfcheck.py ...; wait"
+    assert "\n           tritonserver " in inner, inner
+    return shlex.split(inner.split("\n           tritonserver ", 1)[1].split(" &\n", 1)[0])
 
 
 @pytest.mark.parametrize("tls", [None, "tls", "mutual"])
@@ -66,17 +66,18 @@ def test_the_container_gets_dgla_serve_s_restrictions_and_no_key_on_a_command_li
         admin_key="${DGLA_ADMIN_KEY}",
     )
     flags = _tritonserver_flags(argv)
-    assert sorted(f for f in flags if f not in ("--model-repository=/models", "--disable-auto-complete-config")) == sorted(
-        expected
-    ), flags
+    assert sorted(
+        f for f in flags if f not in ("--model-repository=/models", "--disable-auto-complete-config")
+    ) == sorted(expected), flags
     # the keys reach the container through its environment, never a command line on the host
     assert not [a for a in argv if ADMIN in a or API in a], argv
     assert "DGLA_ADMIN_KEY" in argv and "DGLA_API_KEY" in argv
     # HTTP (no TLS) on loopback once gRPC speaks TLS
     published = [argv[i + 1] for i, a in enumerate(argv) if a == "-p"]
     assert published[0] == "127.0.0.1:8000:8000", published
-    # Pillow by hash or not at all
+    # Pillow by hash or not at all; the self-check before it serves, the server stopped if it fails
     inner = argv[-1]
+    assert "selfcheck.py" in inner and "--wait" in inner and "kill $server; exit 3" in inner, inner
     assert "--require-hashes" in inner and "-r /etc/dgla/requirements.txt" in inner, inner
     assert "preprocess-requirements.txt:/etc/dgla/requirements.txt:ro" in " ".join(argv)
 
@@ -100,3 +101,37 @@ def test_without_an_admin_key_the_container_gets_a_random_one(tmp_path) -> None:
         assert result.returncode == 0 and "DGLA_ADMIN_KEY" in argv, result.stderr
         keys.append((tmp_path / "admin-key").read_text())
     assert keys[0] != keys[1] and all(_KEY.fullmatch(k) for k in keys), keys  # a key Triton can parse
+
+
+@pytest.mark.parametrize(("pip", "check", "expected"), [(0, 0, "served"), (0, 3, 3), (1, 0, 2)])
+def test_the_container_serves_only_after_its_self_check(tmp_path, pip, check, expected) -> None:
+    """The container's own command, its control flow run here: pip, tritonserver and python3 are
+    stand-ins that say what they were given (no Docker or GPU in CI); the real self-check runs against
+    a real server in tests/triton_repository/test_selfcheck.py."""
+    argv, _ = _run(tmp_path, {"DGLA_ADMIN_KEY": ADMIN})
+    models = tmp_path / "models"
+    (models / "dgla").mkdir(parents=True)
+    (models / "dgla" / "selfcheck.py").write_text("")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    stand_ins = {
+        "pip": f"exit {pip}",
+        "tritonserver": f'echo started > {tmp_path}/server; trap "echo stopped >> {tmp_path}/server; exit 0" TERM; '
+        "sleep 3 & wait",
+        "python3": f'echo "$@" > {tmp_path}/check; exit {check}',
+    }
+    for name, body in stand_ins.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    inner = argv[-1].replace("/models", str(models))
+    env = {"PATH": f"{fake}:{os.environ['PATH']}", "DGLA_ADMIN_KEY": ADMIN}
+    result = subprocess.run(["bash", "-c", inner], env=env, capture_output=True, text=True, timeout=30)
+    if expected == 2:  # Pillow not installed by hash: nothing starts
+        assert result.returncode == 2 and not (tmp_path / "server").exists()
+        return
+    assert (tmp_path / "check").read_text().split() == [str(models / "dgla" / "selfcheck.py"), str(models), "--wait",
+                                                        "600"]  # fmt: skip
+    if expected == 3:  # the check failed: the server is stopped, the container exits 3
+        assert result.returncode == 3 and (tmp_path / "server").read_text().split() == ["started", "stopped"]
+    else:  # it passed: the container lives as long as the server
+        assert result.returncode == 0 and (tmp_path / "server").read_text().split() == ["started"]

@@ -80,6 +80,11 @@ def test_the_pod_enforces_what_dgla_serve_enforces() -> None:
     ):  # fmt: skip
         assert flag in command, flag
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # a mounted repository: started means answering the reference photos as PyTorch did (the self-check);
+    # one in object storage is not in the pod: readiness alone
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    mounted = _container(manifests(KubernetesOptions(storage="pvc:models")))["startupProbe"]
+    assert "selfcheck.py" in mounted["exec"]["command"][2] and mounted["timeoutSeconds"] >= 60, mounted
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     security = container["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]

@@ -17,6 +17,7 @@ import torch
 from inputs import text_bomb_png
 
 from dgla_export.errors import EXIT_MISMATCH, EXIT_USAGE
+from dgla_export.io import report_beside
 from dgla_export.tools.bench import main as bench_main
 from dgla_export.tools.client import main as client_main
 from dgla_export.tools.export import main as export_main
@@ -141,13 +142,16 @@ def test_a_graph_failing_validation_never_reaches_the_output(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert not output.exists()
     assert (tmp_path / "model.failed.onnx").is_file() and "model.failed.onnx" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed.onnx"]  # no staging left
+    # no staging left; the failed graph's report beside it, as a passed one would be
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed.onnx", "model.failed.validation.json"]
     first = (tmp_path / "model.failed.onnx").read_bytes()
     assert export_main(argv) == EXIT_MISMATCH  # an earlier failed graph is kept, never overwritten
     assert "model.failed-2.onnx" in capsys.readouterr().err
     assert (tmp_path / "model.failed.onnx").read_bytes() == first
     assert export_main([*argv, "--force"]) == EXIT_MISMATCH  # --force replaces the first one
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.failed-2.onnx", "model.failed.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.failed-2.onnx", "model.failed-2.validation.json", "model.failed.onnx", "model.failed.validation.json"
+    ]  # fmt: skip
 
 
 def test_bench_measures_fp16_on_the_cpu_and_warns_of_unused_files(tiny_onnx, tmp_path, capsys) -> None:
@@ -246,13 +250,15 @@ def test_triton_force_refuses_the_current_folder_and_an_inputs_folder(tiny_onnx,
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     shutil.copyfile(tiny_onnx["fp32"], scratch / "tiny.onnx")
+    shutil.copyfile(report_beside(tiny_onnx["fp32"]), scratch / "tiny.validation.json")  # it travels with the graph
     monkeypatch.chdir(scratch)
     assert export_main(["triton", "--onnx", "tiny.onnx", "--output", ".", "--force"]) == EXIT_USAGE
     _one_line_error(capsys, "is the current folder")
-    assert sorted(p.name for p in scratch.iterdir()) == ["tiny.onnx"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["tiny.onnx", "tiny.validation.json"]
     # an earlier repository of this command, with the input moved inside it
     assert export_main(["triton", "--onnx", "tiny.onnx", "--output", "repo"]) == 0
     shutil.move("tiny.onnx", "repo/tiny.onnx")
+    shutil.move("tiny.validation.json", "repo/tiny.validation.json")
     before = sorted(str(p) for p in Path("repo").rglob("*"))
     assert export_main(["triton", "--onnx", "repo/tiny.onnx", "--output", "repo", "--force"]) == EXIT_USAGE
     _one_line_error(capsys, "holds the input repo/tiny.onnx")

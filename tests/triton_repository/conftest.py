@@ -96,7 +96,7 @@ def _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs) -> dict[str, tu
         # batcher see concurrent requests together; a 50 MP limit, so that the model parameter,
         # not the default, is what refuses large images
         "dgla": (explained, TritonOptions(max_queue_delay_us=20_000, max_pixels=50_000_000)),
-        "dgla_int8": (tiny_int8["cpu"][0], TritonOptions(name="dgla_int8")),  # the Q/DQ graph, no maps
+        "dgla_int8": (tiny_int8["cpu"][0], TritonOptions(name="dgla_int8")),  # the Q/DQ graph, no maps, unvalidated
         "dgla_exact": (explained, TritonOptions(name="dgla_exact", preprocess="exact")),
         # test_overload: queues of 2 and one preprocessing instance, for a burst far beyond them
         "dgla_burst": (tiny_onnx["fp32"], TritonOptions(name="dgla_burst", max_queue_size=2, preprocess_instances=1)),
@@ -106,9 +106,15 @@ def _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs) -> dict[str, tu
     if importlib.util.find_spec("nvidia.dali") is not None:  # test_serving: DALI behind its guard
         models["dgla_dali"] = (tiny_onnx["fp32"], TritonOptions(name="dgla_dali", preprocess="dali"))
     if importlib.util.find_spec("openvino") is not None:  # test_openvino_serving
+        from dgla_export.runtimes.openvino import cpu_capabilities
+
+        # where the CPU has BF16, OpenVINO (Triton's backend, and dgla-serve's stand-in) computes the FP32
+        # graph in BF16: declared, or the self-check refuses it (test_selfcheck shows that)
+        bf16 = "BF16" in cpu_capabilities()
         for precision, graph in (("fp32", tiny_onnx["fp32"]), ("int8", tiny_int8["cpu"][0])):
             name = f"ov_{precision}"
-            models[name] = (graph, TritonOptions(name=name, runtime="openvino", preferred_batch_sizes=(4,)))
+            options = TritonOptions(name=name, runtime="openvino", preferred_batch_sizes=(4,))
+            models[name] = (graph, dataclasses.replace(options, openvino_bf16=bf16 and precision == "fp32"))
     return models
 
 
@@ -128,7 +134,8 @@ def triton_server(tiny, tiny_explained, tiny_onnx, tiny_int8, family_graphs, tmp
     written: dict[str, set[str]] = {}
     for name, (graph, options) in _models(tiny_explained, tiny_onnx, tiny_int8, family_graphs).items():
         before = _model_folders(repository)
-        write_repository(graph, repository, options=options, add=name != "dgla")
+        # the INT8 graphs are quantized, not validated: written --unvalidated (no golden answers)
+        write_repository(graph, repository, options=options, add=name != "dgla", unvalidated="int8" in name)
         written[name] = _model_folders(repository) - before
     _slow_and_bad_shape(repository, tiny.config)
     log = folder / "tritonserver.log"

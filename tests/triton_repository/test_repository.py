@@ -84,7 +84,7 @@ def test_preprocess_warmup_is_a_real_image_in_tritons_string_layout(tiny_onnx, t
 
 
 def test_engine_adds_trt_model_within_its_profile(tiny_onnx, tmp_path) -> None:
-    _, texts = write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=_engine(tmp_path, "1:4:6"))
+    _, texts, _ = write_repository(tiny_onnx["fp16"], tmp_path / "repo", engine=_engine(tmp_path, "1:4:6"))
     trt = text_format.Parse(texts["dgla_trt"], model_config_pb2.ModelConfig())
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 6
     assert (tmp_path / "repo" / "dgla_trt" / "1" / "model.plan").read_bytes() == b"engine"
@@ -108,7 +108,7 @@ def test_int8_graph_and_engine_go_into_the_repository(tiny_int8, tmp_path) -> No
     graph = tiny_int8["tensorrt"][0]
     options = TritonOptions(ort_tensorrt_fp16=True)
     engine = _engine(tmp_path, "1:4:8", precision="int8")
-    _, texts = write_repository(graph, tmp_path / "repo", engine=engine, options=options)
+    _, texts, _ = write_repository(graph, tmp_path / "repo", engine=engine, options=options, unvalidated=True)
     onnx_config = text_format.Parse(texts["dgla_onnx"], model_config_pb2.ModelConfig())
     accelerator = onnx_config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.parameters["precision_mode"] == "INT8"  # the graph's Q/DQ scales, not FP16
@@ -244,7 +244,7 @@ def test_openvino_runtime_writes_the_openvino_backend(tiny_onnx, tiny_int8, tmp_
     ensemble = _parse(repo / "dgla" / "config.pbtxt")
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["dgla_preprocess", "dgla_openvino"]
     int8 = tmp_path / "int8"
-    write_repository(tiny_int8["cpu"][0], int8, options=TritonOptions(runtime="openvino"))
+    write_repository(tiny_int8["cpu"][0], int8, options=TritonOptions(runtime="openvino"), unvalidated=True)
     assert "HINT_BF16" not in _parse(int8 / "dgla_openvino" / "config.pbtxt").parameters
     refusals = [
         (tiny_onnx["fp16"], {}, "not an fp16 graph"),

@@ -1,0 +1,119 @@
+"""What may enter a repository: a graph with a passing validation report of that very graph, or one
+its writer chose to serve unvalidated, in the open.
+
+``dgla-export onnx`` and ``validate`` write the report beside the graph (``dgla.validation.json``,
+:func:`dgla_export.io.report_beside`), with the graph's SHA-256 and the golden answers
+(:mod:`dgla_export.golden`); ``dgla-export triton`` finds it there, so the plain flow needs no
+flag. A graph without one, with another graph's, or with a failed one is refused (exit 2, naming
+the command that writes one), unless ``--unvalidated``: then the version's manifest says so and
+every start of dgla-serve prints it. The golden answers for the repository's preprocessing method
+and the served precision's tolerance go into the version's manifest, and the reference photos
+into the ensemble's version folder (Triton reads nothing there), for the self-check at every start
+(:mod:`dgla_export.triton.selfcheck`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from dgla_export.errors import UserError, option
+from dgla_export.io import report_beside
+
+__all__ = ["Admission", "AdmissionError", "admit", "served_precision", "write_golden"]
+
+REFERENCE_FOLDER = "reference"  # in the ensemble's version folder: the reference photos
+
+
+class AdmissionError(UserError):
+    """A graph without a passing report of itself, bound for a repository."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """Why a graph may be served: its report (None when written unvalidated) and its golden answers."""
+
+    report: dict[str, Any] | None
+    golden: dict[str, Any] | None
+
+    @property
+    def unvalidated(self) -> bool:
+        return self.report is None
+
+
+def admit(onnx_path: Path, digest: str, validation: Path | None, *, unvalidated: bool) -> Admission:
+    """The graph's report (``validation``, else the one beside the graph), checked to be of this very
+    graph (``digest``) and passed; with ``unvalidated``, a graph without such a report is admitted
+    without one (the caller records it)."""
+    try:
+        return _admitted(onnx_path, digest, validation)
+    except AdmissionError:
+        if unvalidated:
+            return Admission(None, None)
+        raise
+
+
+def _admitted(onnx_path: Path, digest: str, validation: Path | None) -> Admission:
+    validate_hint = f"dgla-export validate {onnx_path}"
+    path = validation if validation is not None else report_beside(onnx_path)
+    if validation is None and not path.is_file():
+        raise AdmissionError(
+            f"{onnx_path} has no validation report beside it ({path.name}), so nothing says it answers what "
+            f"PyTorch answers: validate it (`{validate_hint}` writes {path.name}), or serve it unvalidated with "
+            f"{option('--unvalidated', 'unvalidated=True')} (recorded, and printed at every start)"
+        )
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise AdmissionError(f"cannot read the validation report {path}: {err}") from err
+    if not isinstance(report, dict):
+        raise AdmissionError(f"{path} is JSON but not a validation report (an object): `{validate_hint}` writes one")
+    if report.get("graph_sha256") != digest:
+        raise AdmissionError(
+            f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): the graph changed after "
+            f"it was validated; validate it again with `{validate_hint}`"
+        )
+    if not report.get("passed"):
+        raise AdmissionError(f"{path} says the graph FAILED validation ({report.get('verdict')}); it is not served")
+    golden = report.pop("golden", None)
+    return Admission(report, golden if isinstance(golden, dict) else None)
+
+
+def served_precision(metadata: dict[str, str], openvino_bf16: bool) -> str:
+    """The precision the served answers have: the graph's, or BF16 where OpenVINO computes it."""
+    return "bf16" if openvino_bf16 else metadata.get("precision", "fp32")
+
+
+def write_golden(
+    admission: Admission, folder: Path, relative: str, *, method: str, precision: str, tolerances: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write the reference photos into ``folder`` (the ensemble's version folder, ``relative`` to the
+    repository) and return the manifest's ``golden`` record: the answers for ``method``, the served
+    ``precision`` and its tolerance. None when there is nothing to check (unvalidated, a report
+    without golden answers, or a preprocessing method they were not computed for: DALI's)."""
+    golden = admission.golden
+    if golden is None or method not in golden.get("answers", {}):
+        return None
+    from dgla_export.golden import reference_photos
+
+    photos = reference_photos()
+    if {name: hashlib.sha256(data).hexdigest() for name, data in photos.items()} != golden["photos"]:
+        raise AdmissionError(
+            "the reference photos encode differently here than where the graph was validated (another Pillow or "
+            "zlib): validate the graph again on this machine"
+        )
+    (folder / REFERENCE_FOLDER).mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {}
+    for name, data in photos.items():
+        (folder / REFERENCE_FOLDER / f"{name}.png").write_bytes(data)
+        record[name] = {"file": f"{relative}/{REFERENCE_FOLDER}/{name}.png", **golden["answers"][method][name]}
+    tolerance = tolerances[precision]
+    return {
+        "method": method,
+        "precision": precision,
+        "tolerance": {"probs_abs": tolerance["probs_abs"], "cam_abs": tolerance["cam_abs"]},
+        "photos": record,
+    }

@@ -1,0 +1,253 @@
+"""The self-check: a served ensemble answers its reference photos as PyTorch did, on this machine.
+
+Answers change where a model is served without a file changing (a CPU with AMX makes OpenVINO
+compute BF16; a Pillow, libjpeg, ONNX Runtime or driver upgrade moves them), and a file can change
+behind its manifest. So every start of ``dgla-serve`` checks each file of each served version
+against its manifest's SHA-256, then sends the version's reference photos through the ensemble over
+HTTP and compares the probabilities (and the top-1 maps of an explained graph) with the golden
+answers the version's manifest carries (:mod:`dgla_export.triton.admission`), within the served
+precision's tolerance, before it says ready; an answer outside it stops the start (exit 3, naming
+the model, the photo and the error).
+
+This file is also the check for any other Triton deployment: ``dgla-export triton`` copies it into
+the repository (``NAME/selfcheck.py``), where it runs with the standard library and numpy alone
+(the official container's Python has both):
+
+    python3 triton-repo/dgla/selfcheck.py --url http://127.0.0.1:8000
+
+with the keys from ``$DGLA_API_KEY`` and ``$DGLA_ADMIN_KEY`` when the server has them. Exit 0: every
+answer within tolerance; 3: one is not; 2: the server or the repository cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Answer", "SelfCheck", "check", "main"]
+
+MANIFEST = "manifest.json"
+KEY_HEADERS = {"DGLA_API_KEY": "dgla-api-key", "DGLA_ADMIN_KEY": "dgla-admin-key"}
+_VERSION = re.compile(r"version_policy\s*\{\s*specific\s*\{\s*versions:\s*(\d+)")
+
+
+class SelfCheckError(Exception):
+    """The repository or the server cannot be read: not a verdict on the answers."""
+
+    user_facing = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One reference photo through one ensemble: the largest probability and map errors."""
+
+    model: str
+    version: int
+    photo: str
+    probs_abs: float
+    cam_abs: float | None
+    precision: str
+    tolerance: dict[str, float]
+    error: str | None = None  # the server's error, when it did not answer
+
+    @property
+    def passed(self) -> bool:
+        if self.error is not None:
+            return False
+        within = self.probs_abs <= self.tolerance["probs_abs"]
+        return within and (self.cam_abs is None or self.cam_abs <= self.tolerance["cam_abs"])
+
+    def describe(self) -> str:
+        where = f"{self.model} v{self.version}, photo {self.photo}"
+        if self.error is not None:
+            return f"{where}: no answer ({self.error})"
+        maps = f", top-1 map {self.cam_abs:.3g} (<= {self.tolerance['cam_abs']:g})" if self.cam_abs is not None else ""
+        return (
+            f"{where}: probabilities differ from PyTorch FP32 by {self.probs_abs:.3g} "
+            f"(<= {self.tolerance['probs_abs']:g} allowed for {self.precision}){maps}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfCheck:
+    """Every answer checked, the ensembles with nothing to check (unvalidated), and the time it took."""
+
+    answers: tuple[Answer, ...]
+    unchecked: tuple[str, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.answers)
+
+    @property
+    def failures(self) -> tuple[Answer, ...]:
+        return tuple(a for a in self.answers if not a.passed)
+
+    def summary(self) -> str:
+        if not self.answers:
+            return "self-check: nothing to check (no version with golden answers)"
+        worst = max(self.answers, key=lambda a: (not a.passed, a.probs_abs))
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"self-check {verdict}: {len(self.answers)} answers of {len({a.model for a in self.answers})} "
+            f"ensemble(s) in {self.seconds:.1f} s; largest: {worst.describe()}"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def served_versions(repository: Path, versions: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The manifest of each ensemble's served version: the one its config pins, or ``versions``'."""
+    found = []
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        pinned = _VERSION.search(config.read_text(errors="replace"))
+        number = (versions or {}).get(config.parent.name) or (int(pinned[1]) if pinned else None)
+        manifest = config.parent / str(number) / MANIFEST
+        if number is not None and manifest.is_file():
+            try:
+                found.append(json.loads(manifest.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:
+                raise SelfCheckError(f"{manifest} cannot be read: {err}") from err
+    return found
+
+
+def verify_files(repository: Path, manifest: dict[str, Any]) -> None:
+    """Each file of the version as its manifest records it (its SHA-256)."""
+    for relative, expected in manifest.get("files", {}).items():
+        path = repository / relative
+        if not path.is_file():
+            raise SelfCheckError(f"{manifest['name']} v{manifest['version']}: {relative} is missing")
+        if _sha256(path) != expected:
+            raise SelfCheckError(
+                f"{manifest['name']} v{manifest['version']}: {relative} changed since it was written (its SHA-256 "
+                "differs from the manifest's); write that version again"
+            )
+
+
+def _infer(url: str, model: str, image: bytes, outputs: list[str], headers: dict[str, str], timeout: float) -> dict:
+    """One image through ``model`` over Triton's HTTP API, the image as a binary BYTES tensor."""
+    element = len(image).to_bytes(4, "little") + image
+    request = {
+        "inputs": [
+            {"name": "image", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(element)}}
+        ],
+        "outputs": [{"name": name, "parameters": {"binary_data": False}} for name in outputs],
+    }
+    header = json.dumps(request).encode()
+    sent = urllib.request.Request(
+        f"{url.rstrip('/')}/v2/models/{model}/infer",
+        data=header + element,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream",
+                 **headers},
+    )  # fmt: skip
+    with urllib.request.urlopen(sent, timeout=timeout) as answer:
+        body = json.loads(answer.read())
+    return {o["name"]: np.asarray(o["data"], dtype=np.float64).reshape(o["shape"]) for o in body["outputs"]}
+
+
+def _normalised(maps: np.ndarray) -> np.ndarray:
+    low, span = maps.min(), maps.max() - maps.min()
+    return (maps - low) / span if span > 0 else np.zeros_like(maps)
+
+
+def check(
+    repository: Path,
+    url: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    *,
+    versions: dict[str, int] | None = None,
+    verify: bool = True,
+) -> SelfCheck:
+    """Verify every served version's files (unless ``verify`` is off: the caller did), then send its
+    reference photos to ``url`` (Triton's HTTP endpoint) and compare each answer with the golden one.
+    ``versions``: ensembles served at another version than their configs pin (``dgla-serve --version``)."""
+    started = time.monotonic()
+    answers, unchecked = [], []
+    for manifest in served_versions(repository, versions):
+        if verify:
+            verify_files(repository, manifest)
+        name, version, golden = manifest["name"], manifest["version"], manifest.get("golden")
+        if not golden:
+            unchecked.append(f"{name} v{version}")
+            continue
+        for photo, expected in golden["photos"].items():
+            outputs = ["probs", *(["cam_top1"] if "cam_top1" in expected else [])]
+            image = (repository / expected["file"]).read_bytes()
+            try:
+                got = _infer(url, name, image, outputs, headers or {}, timeout)
+            except (OSError, ValueError, KeyError) as err:
+                detail = err.read().decode(errors="replace")[:200] if isinstance(err, urllib.error.HTTPError) else ""
+                answers.append(Answer(name, version, photo, float("inf"), None, golden["precision"],
+                                      golden["tolerance"], error=f"{err} {detail}".strip()))  # fmt: skip
+                continue
+            probs = float(np.abs(got["probs"][0] - np.asarray(expected["probs"])).max())
+            cam = None
+            if "cam_top1" in expected:
+                cam = float(np.abs(_normalised(got["cam_top1"][0]) - np.asarray(expected["cam_top1"])).max())
+            answers.append(Answer(name, version, photo, probs, cam, golden["precision"], golden["tolerance"]))
+    return SelfCheck(tuple(answers), tuple(unchecked), time.monotonic() - started)
+
+
+def _wait_ready(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/v2/health/ready", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1.0)
+    if seconds:
+        raise SelfCheckError(f"the server at {url} was not ready within {seconds:g} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="selfcheck.py", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )  # fmt: skip
+    here = Path(__file__).resolve().parent.parent
+    parser.add_argument("repository", nargs="?", type=Path, default=here, help="the repository (default: this file's)")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's HTTP endpoint")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each answer")
+    parser.add_argument(
+        "--wait", type=float, default=0.0, metavar="S", help="first wait up to S seconds for the server to be ready"
+    )
+    args = parser.parse_args(argv)
+    headers = {header: os.environ[env] for env, header in KEY_HEADERS.items() if os.environ.get(env)}
+    try:
+        _wait_ready(args.url, args.wait)
+        result = check(args.repository, args.url, headers, args.timeout)
+    except (SelfCheckError, OSError) as err:
+        print(f"selfcheck.py: error: {err}", file=sys.stderr)
+        return 2
+    for name in result.unchecked:
+        print(f"{name}: UNVALIDATED (written with --unvalidated): no golden answers to check")
+    for answer in result.failures:
+        print(f"selfcheck.py: FAILED: {answer.describe()}", file=sys.stderr)
+    print(result.summary())
+    return 0 if result.passed else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
