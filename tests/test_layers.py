@@ -22,7 +22,7 @@ LAYERS = [
     ["clinical"],
     ["export", "runtimes"],
     ["validation", "localise"],
-    ["quantize"],
+    ["quantize", "golden"],
     ["benchmarking", "triton"],
     ["deploy"],
     ["api"],

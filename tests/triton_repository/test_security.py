@@ -331,6 +331,17 @@ def test_the_attack_reads_the_process_list_tries_every_key_and_loads_no_code(tri
                 print(f"load {model} with {name}: HTTP {http.value.code}, gRPC {over_grpc.value.message()[:80]!r}")
     with pytest.raises(InferenceServerException):
         grpc.unload_model("dgla", headers={header(ADMIN_HEADER, "grpc"): triton_server.admin_key})
+    # what stays behind the admin key cannot write a file either: the log and trace files stay put
+    for api, setting in (("logging", {"log_file": str(marker)}), ("trace/setting", {"trace_file": str(marker)})):
+        tried += 1
+        moved = urllib.request.Request(
+            f"http://127.0.0.1:{triton_server.http}/v2/{api}", data=json.dumps(setting).encode(),
+            headers={ADMIN_HEADER: triton_server.admin_key},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            urllib.request.urlopen(moved, timeout=30)
+        refused += 1
+        print(f"{api} with the admin key, a file of the attacker's: HTTP {refusal.value.code}")
     time.sleep(1.0)  # a model's initialize would have run by now
     assert not marker.exists(), "code sent to the server ran inside it"
     assert grpc.is_model_ready("dgla") and grpc.is_model_ready("dgla_preprocess")
