@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"sBIT", b"cICP"}
 WEBP_KEPT = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ICCP", b"ANIM", b"ANMF"}
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-JP2_KEPT = {b"jP  ", b"ftyp", b"jp2h"}  # and jp2c, the codestream, stripped of its comments
+JP2_KEPT = {b"jP  ", b"ftyp"}  # and jp2h (rebuilt) and jp2c (stripped of its comments)
+JP2H_KEPT = {b"ihdr", b"bpcc", b"colr", b"pclr", b"cmap", b"cdef", b"res "}  # the header's image boxes
+# The segments a JPEG decoder reads: SOF0-3, 5-7, 9-11, 13-15, DHT, DAC, DNL, DRI, DQT, SOS (its scans
+# are copied as they are) and JPEG-LS's SOF55 and LSE.
+JPEG_DECODED = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xC4, 0xCC,
+                0xDB, 0xDC, 0xDD, 0xDA, 0xF7, 0xF8}  # fmt: skip
 JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
 JPEG_LS_SYNTAXES = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
@@ -120,6 +126,8 @@ def _jpeg(data: bytes, *, orientation: bool = True, jpeg_ls: bool = False) -> by
         if marker == 0xDA:  # a scan: its header, then entropy-coded data up to the next real marker
             end = _scan_end(data, end, jpeg_ls)
             out.append(data[pos:end])
+        elif marker == 0xEE and _kept_jpeg_segment(marker, data[pos + 4 : pos + 18]):
+            out.append(b"\xff\xee\x00\x0e" + data[pos + 4 : pos + 16])  # "Adobe", version, flags, transform
         elif _kept_jpeg_segment(marker, data[pos + 4 : pos + 18]):
             out.append(data[pos:end])
         pos = end
@@ -141,11 +149,13 @@ def _scan_end(data: bytes, pos: int, jpeg_ls: bool = False) -> int:
 
 
 def _kept_jpeg_segment(marker: int, head: bytes) -> bool:
+    """What a decoder reads (frame, tables, restart interval, scans; JPEG-LS's SOF55 and LSE) and the
+    ICC profile and Adobe colour transform; every other segment (APPn, comments, JPGn, reserved) goes."""
     if marker == 0xE2:
         return head.startswith(b"ICC_PROFILE\x00")
     if marker == 0xEE:
-        return head.startswith(b"Adobe")  # the colour transform of CMYK/YCCK and Adobe RGB JPEGs
-    return not (0xE0 <= marker <= 0xEF or marker == 0xFE)  # APPn and comments go
+        return head.startswith(b"Adobe")  # cut to its fixed 12 bytes by the caller
+    return marker in JPEG_DECODED
 
 
 def _png(data: bytes) -> bytes:
@@ -219,13 +229,18 @@ def _dicom(data: bytes) -> bytes:
 def _refuse_burned_in(source: Any) -> None:
     """Pixels that may show the patient's name are not sent: DICOM's own flag says so, or the
     image is a Secondary Capture (screenshots, scanned documents) that does not say it is free of it."""
-    burned = str(source.get("BurnedInAnnotation", "")).strip().upper()
+    flag = source.get("BurnedInAnnotation", "")
+    values = [
+        str(v).strip().upper() for v in (flag if isinstance(flag, Sequence) and not isinstance(flag, str) else [flag])
+    ]
+    burned = "YES" if "YES" in values else (values[0] if values else "")  # YES\NO says YES
     if burned == "YES":
         raise ImageError(
             "the DICOM says its pixels carry burned-in text (BurnedInAnnotation YES), which may name the patient; "
             "not sent: give the photograph without the annotation"
         )
-    sop_class = str(source.get("SOPClassUID", ""))
+    meta = getattr(source, "file_meta", None)
+    sop_class = str(source.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     if (sop_class == SECONDARY_CAPTURE or sop_class.startswith(SECONDARY_CAPTURE + ".")) and burned != "NO":
         raise ImageError(
             "the DICOM is a Secondary Capture (a screenshot or scan) that does not say BurnedInAnnotation NO, so its "
@@ -249,7 +264,20 @@ def _frame(data: bytes, syntax: str) -> bytes:
 def _jp2(data: bytes) -> bytes:
     """A JP2 file's boxes that make the image (signature, file type, header, codestream), the
     codestream without comments; XML, UUID, UUID-info and every other box dropped."""
-    out, pos = [], 0
+    out = []
+    for kind, body in _boxes(data):
+        if kind == b"jp2c":
+            out.append(_box(b"jp2c", _j2k_codestream(body)))
+        elif kind == b"jp2h":  # its image boxes only: an XML or UUID box may hide inside it too
+            out.append(_box(b"jp2h", b"".join(_box(k, b) for k, b in _boxes(body) if k in JP2H_KEPT)))
+        elif kind in JP2_KEPT:
+            out.append(_box(kind, body))
+    return b"".join(out)
+
+
+def _boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, contents) of each box of a JP2 file or superbox."""
+    boxes, pos = [], 0
     while pos + 8 <= len(data):
         size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         head = 8
@@ -258,13 +286,13 @@ def _jp2(data: bytes) -> bytes:
         end = len(data) if size == 0 else pos + size
         if end > len(data) or end < pos + head:
             raise ImageError(f"damaged JPEG 2000: a box runs past the end at byte {pos}")
-        if kind == b"jp2c":
-            codestream = _j2k_codestream(data[pos + head : end])
-            out.append((len(codestream) + 8).to_bytes(4, "big") + b"jp2c" + codestream)
-        elif kind in JP2_KEPT:
-            out.append(data[pos:end])
+        boxes.append((kind, data[pos + head : end]))
         pos = end
-    return b"".join(out)
+    return boxes
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return (len(body) + 8).to_bytes(4, "big") + kind + body
 
 
 def _j2k_codestream(data: bytes) -> bytes:
@@ -296,7 +324,9 @@ def _j2k_codestream(data: bytes) -> bytes:
         psot = (length - dropped if length else 0).to_bytes(4, "big")
         out += [data[pos : pos + 6], psot, data[pos + 10 : pos + 12], *header, data[at:part_end]]
         pos = part_end
-    out.append(data[pos:])  # EOC
+    if data[pos : pos + 2] != b"\xff\xd9" or data[pos + 2 :].strip(b"\0"):
+        raise ImageError("a JPEG 2000 frame holds bytes after its last tile-part other than its end (EOC); not sent")
+    out.append(b"\xff\xd9")
     return b"".join(out)
 
 

@@ -24,6 +24,12 @@ repo=$(realpath "${1:?repository folder}")
 tag=${2:-25.10-py3}
 bind=${BIND:-127.0.0.1}
 export DGLA_ADMIN_KEY=${DGLA_ADMIN_KEY:-$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')}
+for key in DGLA_ADMIN_KEY DGLA_API_KEY; do  # as dgla-serve takes them: Triton parses KEY=VALUE pairs
+  if [[ -n ${!key:-} && ! ${!key} =~ ^[A-Za-z0-9._~-]{16,256}$ ]]; then
+    echo "triton_server.sh: \$$key: a key is 16 to 256 letters, digits or ._~- (make one with python -c 'import secrets; print(secrets.token_urlsafe(32))')" >&2
+    exit 2
+  fi
+done
 admin_apis=model-repository,shared-memory,statistics,trace,logging
 inference_apis=inference,metadata,model-config
 http_bind=$bind
@@ -54,15 +60,18 @@ if [[ -n ${DGLA_API_KEY:-} ]]; then
 fi
 # the container's shell expands ${DGLA_...} from its environment (docker -e NAME passes the value
 # without putting it on docker's command line)
-docker run --rm --gpus all --shm-size 1g \
+docker run --rm --init --gpus all --shm-size 1g \
   -p "$http_bind:8000:8000" -p "$bind:8001:8001" -p "127.0.0.1:8002:8002" \
   --user "$(id -u):$(id -g)" --cap-drop ALL --security-opt no-new-privileges \
   --tmpfs /tmp:rw,exec -e HOME=/tmp -e PYTHONPATH=/tmp/pydeps -e DGLA_ADMIN_KEY -e DGLA_API_KEY \
   "${mounts[@]}" "nvcr.io/nvidia/tritonserver:$tag" \
   bash -c "pip install --quiet --require-hashes --no-deps --only-binary :all: --target /tmp/pydeps \
              -r /etc/dgla/requirements.txt || exit 2
-           tritonserver --model-repository=/models --disable-auto-complete-config \
+           check=\$(ls /models/*/selfcheck.py 2>/dev/null | head -n 1)
+           [ -n \"\$check\" ] || { echo 'no NAME/selfcheck.py in the repository: write it with dgla-export triton' >&2; exit 2; }
+           env -u DGLA_API_KEY -u DGLA_ADMIN_KEY tritonserver --model-repository=/models --disable-auto-complete-config \
              --model-control-mode=none --strict-readiness=true ${tls[*]} ${keys[*]} &
            server=\$!
-           python3 \"\$(ls /models/*/selfcheck.py | head -n 1)\" /models --wait 600 || { kill \$server; exit 3; }
+           trap 'kill -TERM \$server; wait \$server' TERM INT
+           python3 \"\$check\" /models --wait 600 || { kill \$server; exit 3; }
            wait \$server"

@@ -84,13 +84,31 @@ def _segment(marker: int, payload: bytes) -> bytes:
     return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
+def _exif_with_thumbnail() -> bytes:
+    """An EXIF payload as cameras write it, with a thumbnail: IFD0 names the artist, IFD1 points at a
+    JPEG of its own (whose comment names the patient too). Little-endian TIFF, laid out by hand:
+    Pillow writes no thumbnails."""
+    import struct
+
+    thumbnail = _save(Image.new("RGB", (16, 16), (200, 120, 90)), "JPEG", comment=b"thumbnail of Jane Example")
+    artist = b"Jane Example\0"
+    ifd0 = 8
+    text = ifd0 + 2 + 12 + 4
+    ifd1 = text + len(artist)
+    data = ifd1 + 2 + 2 * 12 + 4
+    tiff = b"II*\0" + struct.pack("<I", ifd0)
+    tiff += struct.pack("<HHHII", 1, 0x013B, 2, len(artist), text) + struct.pack("<I", ifd1) + artist  # Artist
+    tiff += struct.pack("<HHHII", 2, 0x0201, 4, 1, data) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+    return b"Exif\0\0" + tiff + struct.pack("<I", 0) + thumbnail
+
+
 def identity_segments() -> bytes:
-    """What a camera JPEG carries and img2dcm keeps when it wraps one: EXIF (APP1), XMP (APP1), IPTC
-    (APP13: Photoshop's 8BIM resource with the IPTC by-line) and a comment."""
+    """What a camera JPEG carries and img2dcm keeps when it wraps one: EXIF with a thumbnail (APP1),
+    XMP (APP1), IPTC (APP13: Photoshop's 8BIM resource with the IPTC by-line) and a comment."""
     iptc = b"\x1c\x02\x50" + len(b"Jane Example").to_bytes(2, "big") + b"Jane Example"  # 2:80 By-line
     resource = b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
     return b"".join((
-        _segment(0xE1, b"Exif\x00\x00" + _identifying_exif().tobytes()[6:]),
+        _segment(0xE1, _exif_with_thumbnail()),
         _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + XMP),
         _segment(0xED, b"Photoshop 3.0\x00" + resource),
         _segment(0xFE, COMMENT),
@@ -136,8 +154,9 @@ def _jpeg(image: Image.Image, orientation: int = 1, **options) -> bytes:
     """Quality 92, 4:2:0, with the identifying EXIF (at ``orientation``), XMP, IPTC and comment of a camera."""
     encoded = _save(image, "JPEG", quality=92, exif=_identifying_exif(orientation), xmp=XMP, comment=COMMENT,
                     **options)  # fmt: skip
-    iptc = identity_segments().split(b"\xff\xed", 1)[1]
-    return encoded[:2] + b"\xff\xed" + iptc.split(b"\xff\xfe", 1)[0] + encoded[2:]  # IPTC (APP13) too
+    iptc = b"\xff\xed" + identity_segments().split(b"\xff\xed", 1)[1].split(b"\xff\xfe", 1)[0]
+    thumbnail = _segment(0xE1, _exif_with_thumbnail())  # after Pillow's EXIF, which readers take first
+    return encoded[:2] + iptc + encoded[2:].replace(b"\xff\xdb", thumbnail + b"\xff\xdb", 1)  # IPTC, a thumbnail
 
 
 def _png(image: Image.Image) -> bytes:

@@ -58,7 +58,8 @@ class ServerEndpoints(Record):
         return self._server.wait()
 
     def exit_reason(self) -> str:
-        return self._server.exit_reason()
+        stopped = self._supervisor.failure if self._supervisor is not None else None
+        return f"the server was stopped after a stub died: {stopped}" if stopped else self._server.exit_reason()
 
 
 def write_triton_repository(
@@ -152,10 +153,17 @@ def serve(
         Path(repository), ports, log_path=Path(log) if log else None, security=security, versions=versions
     ) as server:
         progress(f"tritonserver pid {server.pid}, loading {repository} ({server.security.describe()}) ...")
+        if server.keys_visible_s is None:
+            progress(
+                "warning: the keys could not be wiped from tritonserver's command line (this kernel refuses writes to "
+                "/proc/PID/mem): other local users can read them with ps; mount /proc with hidepid=invisible"
+            )
         states = server.wait_ready(timeout)
         checked = _self_check(server, versions, progress)
         urls = server.ports.urls
-        supervisor = StubSupervisor(server, say=progress)
+        supervisor = StubSupervisor(
+            server, say=progress, after_restart=lambda: _self_check(server, versions, progress, verify=True)
+        )
         supervisor.start()
         try:
             yield ServerEndpoints(
@@ -166,22 +174,25 @@ def serve(
             supervisor.stop()
 
 
-def _self_check(server: Any, versions: dict[str, int] | None, progress: Progress) -> Any:
+def _self_check(server: Any, versions: dict[str, int] | None, progress: Progress, *, verify: bool = False) -> Any:
     """Each served version's reference photos through the running server, against the golden answers
-    its manifest carries (the files were checked against the manifests before the server started);
-    an answer outside the served precision's tolerance stops the start (exit 3)."""
+    its manifest carries (at start the files were checked before the server started; after a restart,
+    ``verify`` checks them again); an answer outside the served precision's tolerance stops it (exit 3)."""
     from dgla_export.errors import MismatchError, ServeError
     from dgla_export.triton.security import ADMIN_HEADER, KEY_HEADER
     from dgla_export.triton.selfcheck import SelfCheckError, check
+    from dgla_export.triton.versions import VersionError, active_version, ensembles
 
     security = server.security
     headers = {ADMIN_HEADER: security.admin_key, **({KEY_HEADER: security.api_key} if security.api_key else {})}
-    try:
-        result = check(server.repository, server.ports.urls["http"], headers, versions=versions, verify=False)
-    except SelfCheckError as err:
+    try:  # the served versions as the server reads them (protobuf), not as the standalone check's pattern does
+        served = {name: (versions or {}).get(name) or active_version(server.repository, name)
+                  for name in ensembles(server.repository)}  # fmt: skip
+        result = check(server.repository, server.ports.urls["http"], headers, versions=served, verify=verify)
+    except (SelfCheckError, VersionError) as err:
         raise ServeError(str(err)) from err
-    for name in result.unchecked:
-        progress(f"{name}: UNVALIDATED (written with --unvalidated): no golden answers; its answers are not checked")
+    for line in result.unchecked:
+        progress(line)
     if not result.passed:
         raise MismatchError(
             f"self-check FAILED, not serving: {result.failures[0].describe()}"

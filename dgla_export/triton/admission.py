@@ -76,10 +76,15 @@ def _admitted(onnx_path: Path, digest: str, validation: Path | None) -> Admissio
             f"{path} is not a report on {onnx_path} (another graph's SHA-256, or none): the graph changed after "
             f"it was validated; validate it again with `{validate_hint}`"
         )
-    if not report.get("passed"):
+    if report.get("passed") is not True:
         raise AdmissionError(f"{path} says the graph FAILED validation ({report.get('verdict')}); it is not served")
     golden = report.pop("golden", None)
-    return Admission(report, golden if isinstance(golden, dict) else None)
+    if not (isinstance(golden, dict) and isinstance(golden.get("answers"), dict) and golden.get("photos")):
+        raise AdmissionError(
+            f"{path} carries no golden answers (a report of an earlier dgla-export), so the server's answers could "
+            f"not be checked where it runs: validate it again with `{validate_hint}`"
+        )
+    return Admission(report, golden)
 
 
 def served_precision(metadata: dict[str, str], openvino_bf16: bool) -> str:

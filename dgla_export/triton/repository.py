@@ -189,6 +189,8 @@ def write_repository(
             (tmp / name / v).mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(text)
         shutil.copyfile(onnx_path, tmp / onnx_name / v / "model.onnx")
+        if sha256_file(tmp / onnx_name / v / "model.onnx") != digest:  # the graph changed while this ran
+            raise RepositoryError(f"{onnx_path} changed while the repository was written; write it again")
         if engine is not None:
             shutil.copyfile(engine, tmp / runtime / v / "model.plan")
             shutil.copyfile(manifest_path(engine), manifest_path(tmp / runtime / v / "model.plan"))

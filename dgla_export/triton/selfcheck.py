@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -36,11 +37,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Answer", "SelfCheck", "check", "main"]
+__all__ = ["Answer", "SelfCheck", "SelfCheckError", "check", "main", "verify_files"]
 
 MANIFEST = "manifest.json"
 KEY_HEADERS = {"DGLA_API_KEY": "dgla-api-key", "DGLA_ADMIN_KEY": "dgla-admin-key"}
-_VERSION = re.compile(r"version_policy\s*\{\s*specific\s*\{\s*versions:\s*(\d+)")
+# The version an ensemble's config pins, in protobuf's text format (either field syntax).
+_VERSION = re.compile(r"version_policy\s*:?\s*\{\s*specific\s*:?\s*\{\s*versions\s*:\s*\[?\s*(\d+)")
+_ENSEMBLE = re.compile(r'^platform\s*:\s*"ensemble"', re.M)
 
 
 class SelfCheckError(Exception):
@@ -85,7 +88,7 @@ class SelfCheck:
     """Every answer checked, the ensembles with nothing to check (unvalidated), and the time it took."""
 
     answers: tuple[Answer, ...]
-    unchecked: tuple[str, ...]
+    unchecked: tuple[str, ...]  # "NAME vN: why its answers are not checked"
     seconds: float
 
     @property
@@ -116,30 +119,63 @@ def _sha256(path: Path) -> str:
 
 
 def served_versions(repository: Path, versions: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """The manifest of each ensemble's served version: the one its config pins, or ``versions``'."""
+    """The manifest of each ensemble's served version: the one its config pins, or ``versions``'.
+    An ensemble without one cannot be checked, and says so."""
     found = []
     for config in sorted(repository.glob("*/config.pbtxt")):
-        pinned = _VERSION.search(config.read_text(errors="replace"))
+        text = config.read_text(errors="replace")
+        pinned = _VERSION.search(text)
         number = (versions or {}).get(config.parent.name) or (int(pinned[1]) if pinned else None)
         manifest = config.parent / str(number) / MANIFEST
         if number is not None and manifest.is_file():
             try:
-                found.append(json.loads(manifest.read_text(encoding="utf-8")))
+                record = json.loads(manifest.read_text(encoding="utf-8"))
+                record["pinned"] = bool(pinned) and int(pinned[1]) == number  # served as its configs say
+                found.append(record)
             except (OSError, ValueError) as err:
                 raise SelfCheckError(f"{manifest} cannot be read: {err}") from err
+        elif _ENSEMBLE.search(text):
+            raise SelfCheckError(
+                f"{config.parent.name} has no version manifest for the version it serves, so its answers cannot be "
+                "checked: write it again with `dgla-export triton`"
+            )
     return found
 
 
-def verify_files(repository: Path, manifest: dict[str, Any]) -> None:
-    """Each file of the version as its manifest records it (its SHA-256)."""
-    for relative, expected in manifest.get("files", {}).items():
+def verify_files(repository: Path, manifest: dict[str, Any], *, configs: bool = True) -> None:
+    """Each file of the version as its manifest records it (its SHA-256), nothing else in its version
+    folders, and with ``configs`` (the version the repository's configs serve) each of its models'
+    config.pbtxt and labels as written: a config names the code a model runs, the labels what the
+    client calls each class. (A version about to be served by other means gets its configs and
+    labels from the manifest itself: a rollback, ``dgla-serve --version``.)"""
+    version, name = manifest["version"], manifest["name"]
+    files = manifest.get("files", {})
+    for relative, expected in files.items():
         path = repository / relative
         if not path.is_file():
-            raise SelfCheckError(f"{manifest['name']} v{manifest['version']}: {relative} is missing")
+            raise SelfCheckError(f"version {version} of {name} lacks {relative}; it cannot be served")
         if _sha256(path) != expected:
             raise SelfCheckError(
-                f"{manifest['name']} v{manifest['version']}: {relative} changed since it was written (its SHA-256 "
-                "differs from the manifest's); write that version again"
+                f"{relative} changed since version {version} of {name} was written (its SHA-256 differs from the "
+                "manifest's); write that version again"
+            )
+    for model, text in manifest.get("configs", {}).items():
+        folder = repository / model
+        extra = sorted(
+            str(p.relative_to(repository)) for p in (folder / str(version)).rglob("*")
+            if (p.is_file() or p.is_symlink()) and p.name != MANIFEST and str(p.relative_to(repository)) not in files
+        )  # fmt: skip
+        if extra:
+            raise SelfCheckError(f"{extra[0]} is in version {version} of {name} but not in its manifest; remove it")
+        if not configs:
+            continue
+        labels = folder / "labels.txt"
+        if labels.is_file() and labels.read_text(errors="replace") != manifest.get("labels"):
+            raise SelfCheckError(f"{model}/labels.txt changed since version {version} of {name} was written")
+        if (folder / "config.pbtxt").read_text(errors="replace") != text:
+            raise SelfCheckError(
+                f"{model}/config.pbtxt changed since version {version} of {name} was written; serve the version's own "
+                f"configs with `dgla-export versions {repository} --activate {version}`"
             )
 
 
@@ -182,30 +218,59 @@ def check(
     reference photos to ``url`` (Triton's HTTP endpoint) and compare each answer with the golden one.
     ``versions``: ensembles served at another version than their configs pin (``dgla-serve --version``)."""
     started = time.monotonic()
-    answers, unchecked = [], []
+    answers: list[Answer] = []
+    unchecked: list[str] = []
     for manifest in served_versions(repository, versions):
-        if verify:
-            verify_files(repository, manifest)
-        name, version, golden = manifest["name"], manifest["version"], manifest.get("golden")
-        if not golden:
-            unchecked.append(f"{name} v{version}")
-            continue
-        for photo, expected in golden["photos"].items():
-            outputs = ["probs", *(["cam_top1"] if "cam_top1" in expected else [])]
-            image = (repository / expected["file"]).read_bytes()
-            try:
-                got = _infer(url, name, image, outputs, headers or {}, timeout)
-            except (OSError, ValueError, KeyError) as err:
-                detail = err.read().decode(errors="replace")[:200] if isinstance(err, urllib.error.HTTPError) else ""
-                answers.append(Answer(name, version, photo, float("inf"), None, golden["precision"],
-                                      golden["tolerance"], error=f"{err} {detail}".strip()))  # fmt: skip
-                continue
-            probs = float(np.abs(got["probs"][0] - np.asarray(expected["probs"])).max())
-            cam = None
-            if "cam_top1" in expected:
-                cam = float(np.abs(_normalised(got["cam_top1"][0]) - np.asarray(expected["cam_top1"])).max())
-            answers.append(Answer(name, version, photo, probs, cam, golden["precision"], golden["tolerance"]))
+        try:
+            _check_version(repository, manifest, url, headers or {}, timeout, verify, answers, unchecked)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise SelfCheckError(f"{manifest.get('name')}'s manifest is not one this check reads (no {err})") from err
     return SelfCheck(tuple(answers), tuple(unchecked), time.monotonic() - started)
+
+
+def _check_version(
+    repository: Path,
+    manifest: dict[str, Any],
+    url: str,
+    headers: dict[str, str],
+    timeout: float,
+    verify: bool,
+    answers: list[Answer],
+    unchecked: list[str],
+) -> None:
+    if verify:
+        verify_files(repository, manifest, configs=manifest["pinned"])
+    name, version, golden = manifest["name"], manifest["version"], manifest.get("golden")
+    if not golden or not golden.get("photos"):
+        why = (
+            "UNVALIDATED (written with --unvalidated)"
+            if manifest.get("unvalidated")
+            else "no golden answers (DALI preprocessing, or written before repositories carried them)"
+        )
+        unchecked.append(f"{name} v{version}: {why}; its answers are not checked")
+        return
+    precision, tolerance = golden["precision"], golden["tolerance"]
+    for photo, expected in golden["photos"].items():
+        outputs = ["probs", *(["cam_top1"] if "cam_top1" in expected else [])]
+        image = (repository / expected["file"]).read_bytes()
+        try:
+            got = _infer(url, name, image, outputs, headers, timeout)
+        except (OSError, ValueError, KeyError) as err:
+            detail = err.read().decode(errors="replace")[:200] if isinstance(err, urllib.error.HTTPError) else ""
+            refused = f"{err} {detail}".strip()
+            answers.append(Answer(name, version, photo, math.inf, None, precision, tolerance, refused))
+            continue
+        golden_probs = np.asarray(expected["probs"])
+        if got["probs"].shape[-1] != golden_probs.shape[-1]:
+            shape = f"{got['probs'].shape[-1]} probabilities where the golden answer has {golden_probs.shape[-1]}"
+            answers.append(Answer(name, version, photo, math.inf, None, precision, tolerance, shape))
+            continue
+        probs = float(np.abs(got["probs"][0] - golden_probs).max())
+        cam = None
+        if "cam_top1" in expected:
+            served, reference = _normalised(got["cam_top1"][0]), np.asarray(expected["cam_top1"])
+            cam = float(np.abs(served - reference).max()) if served.shape == reference.shape else math.inf
+        answers.append(Answer(name, version, photo, probs, cam, precision, tolerance))
 
 
 def _wait_ready(url: str, seconds: float) -> None:
@@ -241,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SelfCheckError, OSError) as err:
         print(f"selfcheck.py: error: {err}", file=sys.stderr)
         return 2
-    for name in result.unchecked:
-        print(f"{name}: UNVALIDATED (written with --unvalidated): no golden answers to check")
+    for line in result.unchecked:
+        print(line)
     for answer in result.failures:
         print(f"selfcheck.py: FAILED: {answer.describe()}", file=sys.stderr)
     print(result.summary())

@@ -28,6 +28,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -51,6 +52,7 @@ __all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer
 INSTALL_HINT = "pip install 'dgla-export[serve]'"
 SHM_ROOT = Path("/dev/shm")
 # Log lines of a server without a GPU that say nothing about the repository.
+_TRITON_LINE = re.compile(rb"(?m)^[IWE]\d{4} ")  # Triton's own log lines: severity, month and day
 _HARMLESS = ("CudaDriverHelper", "pinned memory pool", "CUDA memory pool", "Timeout ", "--strict-model-config")
 
 
@@ -217,6 +219,9 @@ class TritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             raise
         self.log_path = self.log_path or self._workdir / "tritonserver.log"
+        if self.log_path.exists() and not self.log_path.is_file():  # the keys are wiped once the log shows a line
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise ServeError(f"--log {self.log_path}: not a regular file; give a file path (it is appended to)")
         self._command = [
             str(install.server),
             f"--model-repository={self._workdir / 'models'}",
@@ -253,12 +258,14 @@ class TritonServer:
             self.keys_visible_s = time.monotonic() - started
 
     def _wait_for_log(self, logged: int, timeout: float = 30.0) -> bool:
-        """Wait for the server's first log line, which it writes only after it has read its arguments."""
+        """Wait for the server's first log line of its own (``I1207 ...``: not a loader's warning),
+        which it writes only after it has parsed its arguments."""
         assert self.process is not None and self.log_path is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                if self.log_path.stat().st_size > logged:
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+                log.seek(logged)
+                if _TRITON_LINE.search(log.read(1 << 16)):
                     return True
             time.sleep(0.001)
         return False
@@ -326,6 +333,10 @@ class TritonServer:
             with self._restarting:  # a restart in progress ends before this looks
                 if self.process is process:
                     return code
+
+    def terminate(self, grace: float = 10.0) -> None:
+        """Stop the server and everything it started, keeping its serving copy (``stop`` removes it)."""
+        self._terminate(grace)
 
     def _terminate(self, grace: float) -> None:
         if self.process is not None:

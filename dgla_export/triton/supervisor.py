@@ -4,10 +4,11 @@ Measured on the pip Triton 2.51: when one stub of a model dies (killed, out of m
 not restart it; the instance stays, and every request the scheduler routes to it fails ("Stub
 process 'dgla_preprocess_0_1' is not healthy", after about 1.3 s) for as long as the server runs.
 The supervisor notices the missing process within a second and restarts the server on the same
-serving copy and ports. Reloading just that model would be quicker, but it needs Triton's
-repository API, and that API loads code sent in the request (model control is ``none``: nobody,
-dgla-serve included, can load a model into a running server). Requests in flight or sent while it
-restarts fail with a clear error; every one after it is answered.
+serving copy and ports, then checks it again as at start (the files, then the answers). Reloading
+just that model would be quicker, but it needs Triton's repository API, and that API loads code
+sent in the request (model control is ``none``: nobody, dgla-serve included, can load a model into
+a running server). Requests in flight or sent while it restarts fail with a clear error; every one
+after it is answered. A failed restart or check, or a sixth death, stops the server.
 """
 
 from __future__ import annotations
@@ -67,13 +68,24 @@ class Recovery:
 
 
 class StubSupervisor(threading.Thread):
-    """Polls the server's stubs every ``interval`` seconds; restarts the server when one died."""
+    """Polls the server's stubs every ``interval`` seconds; restarts the server when one died, then
+    runs ``after_restart`` (dgla-serve's self-check: the files and the answers, as at start). A
+    restart that fails, a check that fails, or more than ``max_restarts`` restarts stop the server:
+    it must not run unchecked, nor flap."""
 
     def __init__(
-        self, server: TritonServer, interval: float = 0.5, say: Callable[[str], None] = print, timeout: float = 300.0
+        self,
+        server: TritonServer,
+        interval: float = 0.5,
+        say: Callable[[str], None] = print,
+        timeout: float = 300.0,
+        *,
+        after_restart: Callable[[], object] | None = None,
+        max_restarts: int = 5,
     ) -> None:
         super().__init__(daemon=True, name="dgla-serve-supervisor")
         self.server, self.interval, self.say, self.timeout = server, interval, say, timeout
+        self.after_restart, self.max_restarts = after_restart, max_restarts
         self.recoveries: list[Recovery] = []
         self._halt = threading.Event()
 
@@ -81,6 +93,11 @@ class StubSupervisor(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=60)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the supervisor stopped the server, if it did."""
+        return next((r.error for r in self.recoveries if r.error), None)
 
     def run(self) -> None:
         known = stub_processes(self._group())
@@ -92,15 +109,20 @@ class StubSupervisor(threading.Thread):
             if dead:
                 noticed, error = time.monotonic(), None
                 try:
+                    if len(self.recoveries) >= self.max_restarts:
+                        raise ServeError(f"stub processes died {len(self.recoveries) + 1} times; not restarting again")
                     self.server.restart()
                     self.server.wait_ready(self.timeout)
-                except ServeError as err:
-                    error = str(err)
+                    if self.after_restart is not None:
+                        self.after_restart()
+                except Exception as err:  # whatever it was, the server must not go on unchecked
+                    error = str(err).splitlines()[0] if str(err) else type(err).__name__
                 seconds = time.monotonic() - noticed
                 self.recoveries.append(Recovery(", ".join(dead), noticed, seconds, error))
-                verdict = f"could not be restarted: {error}" if error else f"the server restarted in {seconds:.1f} s"
+                verdict = f"stopping the server: {error}" if error else f"the server restarted in {seconds:.1f} s"
                 self.say(f"a stub process of {', '.join(dead)} died; {verdict}")
                 if error:
+                    self.server.terminate()  # dgla-serve's wait() returns, and it exits naming this
                     return
                 alive = stub_processes(self._group())
             known = alive

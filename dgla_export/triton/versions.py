@@ -145,7 +145,10 @@ def read_version(repository: Path, name: str, version: int) -> Version:
         data = json.loads(path.read_text())
         if data.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} manifest")
-        return Version(**data)
+        record = Version(**data)
+        if (record.name, record.version) != (name, version) or not record.files:
+            raise ValueError(f"it describes version {record.version} of {record.name} with {len(record.files)} files")
+        return record
     except (ValueError, TypeError) as err:
         raise VersionError(f"{path} is not a manifest this version of dgla-export reads ({err})") from err
 
@@ -189,17 +192,16 @@ def active_version(repository: Path, name: str) -> int | None:
     return pinned[0] if len(pinned) == 1 else None
 
 
-def verify(repository: Path, version: Version) -> None:
-    """Every file of ``version`` is there, unchanged since it was written."""
-    for relative, expected in version.files.items():
-        path = repository / relative
-        if not path.is_file():
-            raise VersionError(f"version {version.version} of {version.name} lacks {relative}; it cannot be served")
-        if sha256_file(path) != expected:
-            raise VersionError(
-                f"{relative} changed since version {version.version} of {version.name} was written "
-                "(its SHA-256 differs from the manifest's); write that version again"
-            )
+def verify(repository: Path, version: Version, *, configs: bool = False) -> None:
+    """Every file of ``version`` is there, unchanged since it was written, and nothing else in its
+    folders; with ``configs`` (it is the version the configs serve) its configs and labels too. The
+    self-check's own test, which the repository's copy of it runs without this package."""
+    from dgla_export.triton.selfcheck import SelfCheckError, verify_files
+
+    try:
+        verify_files(repository, version.to_dict(), configs=configs)
+    except SelfCheckError as err:
+        raise VersionError(str(err)) from err
 
 
 @contextlib.contextmanager

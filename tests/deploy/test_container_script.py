@@ -40,9 +40,10 @@ def _run(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], subprocess.Com
 
 
 def _tritonserver_flags(argv: list[str]) -> list[str]:
-    inner = argv[-1]  # bash -c "pip ... || exit 2; tritonserver ... &; server=$!; selfcheck.py ...; wait"
-    assert "\n           tritonserver " in inner, inner
-    return shlex.split(inner.split("\n           tritonserver ", 1)[1].split(" &\n", 1)[0])
+    inner = argv[-1]  # bash -c "pip ... || exit 2; ... tritonserver ... &; server=$!; selfcheck.py ...; wait"
+    marker = "env -u DGLA_API_KEY -u DGLA_ADMIN_KEY tritonserver "  # the keys out of the server's environment
+    assert marker in inner, inner
+    return shlex.split(inner.split(marker, 1)[1].split(" &\n", 1)[0])
 
 
 @pytest.mark.parametrize("tls", [None, "tls", "mutual"])
@@ -118,7 +119,8 @@ def test_the_container_serves_only_after_its_self_check(tmp_path, pip, check, ex
         "pip": f"exit {pip}",
         "tritonserver": f'echo started > {tmp_path}/server; trap "echo stopped >> {tmp_path}/server; exit 0" TERM; '
         "sleep 3 & wait",
-        "python3": f'echo "$@" > {tmp_path}/check; exit {check}',
+        "python3": f'sleep 0.5; echo "$@" > {tmp_path}/check; exit {check}',  # as the check waits for ready
+        "env": 'while [ "$1" = -u ]; do unset "$2"; shift 2; done; exec "$@"',
     }
     for name, body in stand_ins.items():
         (fake / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -135,3 +137,10 @@ def test_the_container_serves_only_after_its_self_check(tmp_path, pip, check, ex
         assert result.returncode == 3 and (tmp_path / "server").read_text().split() == ["started", "stopped"]
     else:  # it passed: the container lives as long as the server
         assert result.returncode == 0 and (tmp_path / "server").read_text().split() == ["started"]
+
+
+def test_a_key_triton_cannot_parse_stops_the_script_in_one_line(tmp_path) -> None:
+    for bad in ("short", "a key with spaces and=signs,commas:0123"):
+        argv, result = _run(tmp_path, {"DGLA_API_KEY": bad})
+        assert result.returncode == 2 and not argv and result.stderr.count("\n") == 1, (bad, result.stderr)
+        assert "16 to 256" in result.stderr and bad not in result.stderr, result.stderr

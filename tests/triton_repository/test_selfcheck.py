@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dgla_export.io import report_beside, sha256_file
@@ -136,7 +135,58 @@ def test_the_check_compares_within_the_served_precision_s_tolerance() -> None:
     assert not Answer("dgla", 1, "coffee", 0.0, 0.06, "fp16", tolerance).passed
     refused = Answer("dgla", 1, "coffee", float("inf"), None, "fp16", tolerance, error="HTTP 503")
     assert not refused.passed and "no answer (HTTP 503)" in refused.describe()
-    assert np.isfinite(Answer("dgla", 1, "coffee", 0.0, None, "fp16", tolerance).probs_abs)
+
+
+def test_what_is_served_is_what_its_manifest_says_or_nothing_starts(tiny_onnx, tmp_path) -> None:
+    """Each change below, made after writing, passes a check of the manifest's file list alone (the
+    first version's); each is refused before any server starts (found by review)."""
+    from dgla_export.errors import ServeError
+    from dgla_export.triton.serving_copy import serving_repository
+
+    written = tmp_path / "written"
+    write_repository(tiny_onnx["fp32"], written)
+    manifest = written / "dgla" / "1" / "manifest.json"
+
+    def config_env(repo: Path) -> None:  # a config naming an environment of the attacker's
+        config = repo / "dgla_preprocess" / "config.pbtxt"
+        extra = 'parameters { key: "EXECUTION_ENV_PATH" value { string_value: "/x" } }\n'
+        config.write_text(config.read_text() + extra)
+
+    changes = {
+        "a config that runs other code": (config_env, "config.pbtxt changed"),
+        "a module beside the model's code": (
+            lambda repo: (repo / "dgla_preprocess" / "1" / "PIL.py").write_text("print('x')"), "not in its manifest"),
+        "class names swapped": (
+            lambda repo: (repo / "dgla" / "labels.txt").write_text("NV\nMEL\n"), "labels.txt changed"),
+        "no manifest": (lambda repo: (repo / "dgla" / "1" / "manifest.json").unlink(), "no version manifest"),
+        "a manifest listing no files": (
+            lambda repo: (repo / "dgla" / "1" / "manifest.json").write_text(
+                json.dumps({**json.loads(manifest.read_text()), "files": {}})), "not a manifest"),
+    }  # fmt: skip
+    for case, (change, said) in changes.items():
+        repo = tmp_path / case.replace(" ", "_")
+        shutil.copytree(written, repo)
+        serving_repository(repo, tmp_path / f"{repo.name}-premise", gpu=False)  # the premise: it served before
+        change(repo)
+        with pytest.raises(ServeError, match=said):
+            serving_repository(repo, tmp_path / f"{repo.name}-copy", gpu=False)
+    with pytest.raises(ServeError, match=r"no versioned ensemble '\.\./outside'"):
+        serving_repository(written, tmp_path / "outside-copy", gpu=False, versions={"../outside": 1})
+
+
+def test_a_report_that_is_not_a_pass_with_golden_answers_is_refused(tiny_onnx, tmp_path, capsys) -> None:
+    graph = tmp_path / "tiny.onnx"
+    shutil.copyfile(tiny_onnx["fp32"], graph)
+    report = json.loads(report_beside(tiny_onnx["fp32"]).read_text())
+    forged = {
+        "passed is not True": ({**report, "passed": "no"}, "FAILED validation"),
+        "no golden answers": ({k: v for k, v in report.items() if k != "golden"}, "no golden answers"),
+    }
+    for case, (content, said) in forged.items():
+        report_beside(graph).write_text(json.dumps(content))
+        code = export_main(["triton", "--onnx", str(graph), "--output", str(tmp_path / "repo")])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err, (case, err)
 
 
 @NEEDS_TRITON
