@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
 
-from dgla_export.io import sha256_file
+from dgla_export.io import report_beside, sha256_file
 from dgla_export.tools.export import main as export_main
 from dgla_export.tools.serve import main as serve_main
 from dgla_export.triton.client import classify
@@ -147,6 +147,7 @@ def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny
         (["--validation", str(not_an_object)], "is JSON but not a validation report"),
         (["--validation", str(_report(tmp_path, "0" * 64, True))], "is not a report on"),
         (["--validation", str(_report(tmp_path, sha256_file(graph), False))], "FAILED validation"),
+        (["--validation", str(_report(tmp_path, sha256_file(graph), True))], "carries no golden answers"),
     ]
     if openvino:  # NAME_openvino instead of NAME_onnx: another model set, not a version
         refusals.append((["--runtime", "openvino"], "a version changes files, not models"))
@@ -154,9 +155,12 @@ def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny
         assert _triton("--onnx", str(graph), "--output", str(repo), "--add", *extra) == 2, extra
         assert problem in capsys.readouterr().err, extra
     assert versions(repo, "dgla") == [1]
-    report = _report(tmp_path, sha256_file(graph), True)
+    report = tmp_path / "moved.validation.json"  # the graph's own report, passed by hand from elsewhere
+    report.write_bytes(report_beside(graph).read_bytes())
     assert _triton("--onnx", str(graph), "--output", str(repo), "--add", "--validation", str(report)) == 0
-    assert read_version(repo, "dgla", 2).validation == json.loads(report.read_text())
+    recorded = json.loads(report.read_text())
+    assert recorded.pop("golden")["answers"]  # the golden answers go into the version's reference/
+    assert read_version(repo, "dgla", 2).validation == recorded
     assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add", "--name", "auto") == 0
     assert active_version(repo, "dgla_tiny_fp16") == 1 and active_version(repo, "dgla") == 2
 
