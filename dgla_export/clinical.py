@@ -95,11 +95,11 @@ def format_score(value: float | None) -> str:
 
 
 def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
-    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns -> {image key: class}.
+    """ISIC 2018 Task 3 ground truth: ``image`` column + one-hot class columns -> {image as written: class}.
 
     Every row must hold exactly one 1 (and 0 elsewhere): a row without one is refused, never
-    read as the first class. A UTF-8 byte-order mark (Excel writes one) is read as such, and image
-    names may carry their file extension (``ISIC_0024306.jpg`` is ``ISIC_0024306``)."""
+    read as the first class. A UTF-8 byte-order mark (Excel writes one) is read as such. Rows name
+    photos with or without their extension (:func:`match_labels` matches them)."""
     if not path.is_file():
         raise UserError(f"--labels {path} does not exist")
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -118,10 +118,10 @@ def read_labels(path: Path, class_names: Sequence[str]) -> dict[str, int]:
                 f"--labels {path}, line {line} ({row.get('image')}): the class columns must hold one 1 and "
                 f"0 elsewhere, found {[row.get(c) for c in class_names]}"
             )
-        key = image_key(row["image"])
-        if key in labels:
-            raise UserError(f"--labels {path}, line {line}: image {row['image']} is labelled twice")
-        labels[key] = values.index(1.0)
+        name = (row["image"] or "").strip()
+        if name in labels:
+            raise UserError(f"--labels {path}, line {line}: image {name} is labelled twice; keep one row")
+        labels[name] = values.index(1.0)
     return labels
 
 
@@ -130,13 +130,34 @@ def _listed(names: Sequence[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def match_labels(names: Sequence[str], labels: dict[str, int], path: Path, *, allow_subset: bool = False) -> None:
-    """Every image of the run has a label and every label an image, unless ``allow_subset``
-    (then only the labelled images are scored): checked before the slow work."""
-    keys = {image_key(n) for n in names}
-    unlabelled, orphans = sorted(keys - set(labels)), sorted(set(labels) - keys)
-    if not keys & set(labels):
-        raise UserError(f"--labels {path} names none of the {len(keys)} images (e.g. {_listed(sorted(keys))})")
+def match_labels(
+    names: Sequence[str], labels: dict[str, int], path: Path, *, allow_subset: bool = False
+) -> dict[str, int]:
+    """{photo name: class} for the photos of the run (``names``, unique in it): a row matches a photo
+    by its name (``skin.jpg``), or without the extension only one of them has (``skin``, as ISIC
+    writes them; a bundled photo's name has none); ``skin.png`` never labels ``skin.jpg``. A
+    photo two rows match, or a row two photos match (``skin`` for ``skin.jpg`` and ``skin.png``), is
+    refused naming both. Every photo has a label and every label a photo, unless ``allow_subset``
+    (then only the labelled photos are scored): checked before the slow work."""
+    rows_of = _rows_of(names, labels)
+    photos_of: dict[str, list[str]] = {}
+    for name, found in rows_of.items():
+        if len(found) > 1:
+            raise UserError(
+                f"--labels {path}: photo {name} is labelled by two rows, {found[0]} and {found[1]}; keep one"
+            )
+        for row in found:
+            photos_of.setdefault(row, []).append(name)
+    for row, photos in photos_of.items():
+        if len(photos) > 1:
+            raise UserError(
+                f"--labels {path}: row {row} matches two photos, {photos[0]} and {photos[1]}; name the photo with "
+                f"its extension in the CSV ({photos[0]})"
+            )
+    unlabelled = sorted(name for name, found in rows_of.items() if not found)
+    orphans = sorted(set(labels) - set(photos_of))
+    if not photos_of:
+        raise UserError(f"--labels {path} names none of the {len(names)} images (e.g. {_listed(sorted(names))})")
     if (unlabelled or orphans) and not allow_subset:
         parts = [f"{len(unlabelled)} images without a label ({_listed(unlabelled)})"] if unlabelled else []
         parts += [f"{len(orphans)} labels without an image ({_listed(orphans)})"] if orphans else []
@@ -144,13 +165,26 @@ def match_labels(names: Sequence[str], labels: dict[str, int], path: Path, *, al
             f"--labels {path} does not match the images: {'; '.join(parts)}; fix the CSV or the image folder, "
             "or pass --allow-label-subset to score only the labelled images"
         )
+    return {name: labels[found[0]] for name, found in rows_of.items() if found}
+
+
+def _rows_of(names: Sequence[str], labels: dict[str, int]) -> dict[str, list[str]]:
+    """Each photo's rows: equal to its name, or equal once the extension only one side has is dropped."""
+    by_key: dict[str, list[str]] = {}
+    for row in labels:
+        by_key.setdefault(image_key(row), []).append(row)
+    found = {}
+    for name in names:
+        bare = image_key(name) == name
+        found[name] = [r for r in by_key.get(image_key(name), []) if r == name or bare or image_key(r) == r]
+    return found
 
 
 def _labelled(names: Sequence[str], labels: dict[str, int]) -> tuple[list[int], np.ndarray]:
-    keep = [i for i, n in enumerate(names) if image_key(n) in labels]
+    keep = [i for i, n in enumerate(names) if n in labels]
     if not keep:
         raise UserError("no image of the run has a label in the labels CSV")
-    return keep, np.array([labels[image_key(names[i])] for i in keep])
+    return keep, np.array([labels[names[i]] for i in keep])
 
 
 def score(logits: np.ndarray, names: Sequence[str], labels: dict[str, int], classes: Sequence[str]) -> Scores:
@@ -343,19 +377,21 @@ class Acceptance:
         return parse_max_drop(",".join(f"{k}={v}" for k, v in self.max_drop.items()))
 
     def read(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
-        """The labels of ``names`` (checked against them before any slow work), or None without labels."""
+        """{name: class} of ``names`` (checked against them before any slow work), or None without labels."""
         if self.labels is None:
             if self.allow_label_subset:
                 raise OptionError("allow_label_subset (--allow-label-subset) needs labels (--labels)")
             return None
-        label_map = read_labels(Path(self.labels), class_names)
-        match_labels(names, label_map, Path(self.labels), allow_subset=self.allow_label_subset)
-        return label_map
+        path = Path(self.labels)
+        return match_labels(names, read_labels(path, class_names), path, allow_subset=self.allow_label_subset)
 
     def labels_of(self, names: Sequence[str], class_names: Sequence[str]) -> dict[str, int] | None:
         """The labels, where some of ``names`` (e.g. the INT8 calibration images) have one and a
         drop bound is set: the INT8 search then holds each candidate to it on them."""
         if self.labels is None or self.max_drop is None:
             return None
-        labels = read_labels(Path(self.labels), class_names)
-        return labels if any(image_key(name) in labels for name in names) else None
+        path = Path(self.labels)
+        labels = read_labels(path, class_names)
+        if not any(_rows_of(names, labels).values()):
+            return None
+        return match_labels(names, labels, path, allow_subset=True)

@@ -177,13 +177,15 @@ def compare_logits(
 class MapComparison(_Verdict):
     """A runtime's class activation maps against the reference's, both normalised per image and
     class: the largest difference for each image's top-1 class (the reference's) and over every
-    class, and the share of images whose hottest cell of the top-1 map is the same."""
+    class, and the share of images whose hottest cell of the top-1 map is the same (of those whose
+    reference hottest cell leads by the margin; ``undecided``: how many did not)."""
 
     top1_max_abs: float
     all_max_abs: float
     hottest_agreement: float
     images: int
     failures: tuple[str, ...]
+    undecided: int = 0
 
 
 def compare_maps(
@@ -193,6 +195,7 @@ def compare_maps(
     *,
     max_abs: float,
     min_hottest: float = 1.0,
+    hottest_margin: float = 0.0,
     own_top1: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MapComparison:
     """Judge ``actual`` (N, classes, h, w) maps against ``reference``; ``top1``: each image's class.
@@ -207,9 +210,11 @@ def compare_maps(
     rows = np.arange(len(top1))
     diff = np.abs(act - ref)
     top1_diff = float(diff[rows, top1].max()) if len(top1) else 0.0
-    ref_hot = ref[rows, top1].reshape(len(top1), -1).argmax(axis=1)
-    act_hot = act[rows, top1].reshape(len(top1), -1).argmax(axis=1)
-    hottest = float((ref_hot == act_hot).mean()) if len(top1) else 1.0
+    ref_top1 = ref[rows, top1].reshape(len(top1), -1)
+    ref_hot, act_hot = ref_top1.argmax(axis=1), act[rows, top1].reshape(len(top1), -1).argmax(axis=1)
+    leads = np.diff(np.sort(ref_top1, axis=1)[:, -2:], axis=1)[:, 0] if ref_top1.shape[1] > 1 else np.ones(len(top1))
+    decided = leads >= hottest_margin
+    hottest = float((ref_hot == act_hot)[decided].mean()) if decided.any() else 1.0
     failures = [] if reference_finite else ["non-finite values in the reference Grad-CAM maps"]
     failures += [] if finite else ["non-finite class activation maps"]
     if own_top1 is not None:
@@ -220,5 +225,7 @@ def compare_maps(
     if top1_diff > max_abs:
         failures.append(f"top-1 maps differ by {top1_diff:.3g} > {max_abs:g} (normalised)")
     if hottest < min_hottest:
-        failures.append(f"hottest cell of the top-1 map agrees on {hottest:.0%} of images < {min_hottest:.0%}")
-    return MapComparison(top1_diff, float(diff.max()), hottest, len(top1), tuple(failures))
+        of = f" (of {int(decided.sum())} whose hottest cell leads by >= {hottest_margin:g})" if hottest_margin else ""
+        failures.append(f"hottest cell of the top-1 map agrees on {hottest:.0%} of images{of} < {min_hottest:.0%}")
+    undecided = int((~decided).sum())
+    return MapComparison(top1_diff, float(diff.max()), hottest, len(top1), tuple(failures), undecided)

@@ -52,8 +52,10 @@ class Console:
         self._latest_step: str | None = None  # off a terminal: the step the next periodic line names
         self._lock = threading.Lock()
 
-    def print(self, *objects: object) -> None:
-        self.err.print(*objects)
+    def print(self, *objects: object, style: str | None = None) -> None:
+        """Results for people: text as written (no markup: a hint's ``[openvino]`` stays), in
+        ``style`` where given; rich objects (tables, styled text) as they are."""
+        self.err.print(*objects, style=style, markup=False)
 
     def _plain(self, message: str) -> None:
         with self._lock:
@@ -65,7 +67,7 @@ class Console:
         """A step of the work: always on a terminal; elsewhere at most once per heartbeat, and
         the latest step is named by the next periodic line."""
         if self.interactive:
-            self.err.log(message)
+            self.err.log(message, markup=False)
         elif time.monotonic() - self._last_plain >= self.heartbeat:
             self._latest_step = None
             self._plain(message)

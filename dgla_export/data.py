@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dgla_export.decode import HEAD_BYTES, looks_like_image
 from dgla_export.errors import UserError, listed
 from dgla_export.preprocess import ImageError, Preprocessing, load_image
 
@@ -15,19 +17,25 @@ __all__ = [
     "HELD_OUT_SEED",
     "IMAGE_SUFFIXES",
     "SAMPLE_IMAGE_NAMES",
+    "Photos",
     "check_disjoint",
+    "distinct",
+    "find_photos",
     "image_id",
     "image_key",
     "load_images",
     "pixels_digest",
     "sample_images",
     "split_held_out",
+    "submission_keys",
+    "unique_names",
 ]
 
 # Offline in scikit-image 0.26 (others need a download). Mixed content on purpose:
 # a fundus photograph and a stained micrograph are the closest to dermoscopy.
 SAMPLE_IMAGE_NAMES = ("retina", "immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
-# A folder's images, by extension (the format itself is read from the bytes).
+# A folder's files with these extensions are always read (one that does not decode is an error for
+# that image, never a skip); any other file is read when its first bytes are an image's.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".heic", ".heif", ".avif", ".dcm", ".mpo")
 
 
@@ -35,6 +43,102 @@ def image_key(name: str) -> str:
     """An image's name without its image-file extension, as ground-truth CSVs (ISIC's) name images."""
     path = Path(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
+
+
+def submission_keys(names: Sequence[str]) -> list[str]:
+    """The ``image`` column of a prediction CSV for ``names`` (unique in the run): the name without
+    its extension, as the ISIC scorer matches it against the ground truth (``ISIC_0024306``), except
+    where two photos share that key (``skin.jpg`` and ``skin.png``): those keep their extension, so
+    no two rows name the same image."""
+    keys = [image_key(name) for name in names]
+    shared = {key for key in keys if keys.count(key) > 1}
+    return [name if key in shared else key for name, key in zip(names, keys, strict=True)]
+
+
+def unique_names(files: Sequence[Path]) -> list[str]:
+    """A name per file, unique among ``files``: its file name with the extension, and the folders
+    above it, as few as tell it apart, where two folders hold the same name (``a/x.jpg``, ``b/x.jpg``);
+    the same file given twice gets ``#2``."""
+    names = [f.name for f in files]
+    for name in {n for n in names if names.count(n) > 1}:
+        group = [i for i, n in enumerate(names) if n == name]
+        parts = {i: Path(files[i]).absolute().parts for i in group}
+        paths = set(parts.values())  # one file given twice is one path
+        depth = next(k for k in range(2, max(map(len, paths)) + 1) if len({p[-k:] for p in paths}) == len(paths))
+        for i in group:
+            names[i] = "/".join(parts[i][-depth:])
+    return distinct(names)
+
+
+def distinct(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered (``x``, ``x#2``): one file given twice, or two files of
+    the same bytes named by :func:`image_id`."""
+    seen: dict[str, int] = {}
+    numbered = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        numbered.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return numbered
+
+
+@dataclasses.dataclass(frozen=True)
+class Photos:
+    """The files of a run read as photos, each under a name unique in the run (:func:`unique_names`),
+    and what the folders given held besides (nothing is passed over in silence)."""
+
+    files: tuple[Path, ...]
+    names: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+
+    def skipped_line(self) -> str | None:
+        """One line naming what was not read, or None."""
+        if not self.skipped:
+            return None
+        count = len(self.skipped)
+        what = "file that is not an image" if count == 1 else "files that are not images"
+        return f"skipped {count} {what}: {listed(list(self.skipped), limit=8)}"
+
+
+def find_photos(paths: Sequence[str | Path]) -> Photos:
+    """The photos of ``paths``: a file named is read whatever it is (a file that is no image is then
+    an error for it); a folder's files (sorted by name, not its subfolders) are read when they have
+    an image extension or begin with an image format's bytes (:func:`~dgla_export.decode.looks_like_image`),
+    and listed as skipped otherwise, as are its subfolders."""
+    files: list[Path] = []
+    skipped: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found, passed = _folder(path, lambda f: f.suffix.lower() in IMAGE_SUFFIXES or _starts_as_image(f))
+            if not found:
+                only = f" (only {listed(passed)})" if passed else ""
+                raise ImageError(f"{path} holds no images (JPEG, PNG, TIFF, WebP, HEIC, AVIF, DICOM){only}")
+            files += found
+            skipped += passed
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ImageError(f"{path} does not exist; give image files or folders of images")
+    return Photos(tuple(files), tuple(unique_names(files)), tuple(skipped))
+
+
+def _folder(folder: Path, is_photo: Callable[[Path], bool]) -> tuple[list[Path], list[str]]:
+    """A folder's photos and the names of what else it holds (subfolders are not searched)."""
+    found: list[Path] = []
+    passed: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and is_photo(entry):
+            found.append(entry)
+        else:
+            passed.append(f"{entry.name}/ (a folder)" if entry.is_dir() else entry.name)
+    return found, passed
+
+
+def _starts_as_image(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return looks_like_image(handle.read(HEAD_BYTES))
+    except OSError:  # unreadable: read as a photo, so that its error says why
+        return True
 
 
 def image_id(data: bytes) -> str:
@@ -70,9 +174,13 @@ def sample_images(count: int | None = None) -> list[tuple[str, np.ndarray]]:
 
 
 def load_images(
-    folder: str | Path | None = None, *, preprocessing: Preprocessing | None = None
+    folder: str | Path | None = None,
+    *,
+    preprocessing: Preprocessing | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
-    """Images of ``folder`` (sorted by name), or the bundled set when ``folder`` is None.
+    """Images of ``folder`` (sorted by name, named by their file names with the extension), or the
+    bundled set when ``folder`` is None; ``warn`` hears what the folder held that is not an image.
 
     With ``preprocessing``, files are decoded as it would (its pixel limit; on the fast path a JPEG
     is decoded reduced): pass the same one to :func:`preprocess_batch` later."""
@@ -81,11 +189,11 @@ def load_images(
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"image folder {folder} does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    photos = find_photos([folder])
+    if warn is not None and (line := photos.skipped_line()):
+        warn(f"{folder}: {line}")
     load = preprocessing.load if preprocessing is not None else load_image
-    return [(p.name, load(p)) for p in paths]
+    return [(name, load(path)) for name, path in zip(photos.names, photos.files, strict=True)]
 
 
 HELD_OUT_SEED = 2018  # the split of one image set into calibration and validation halves

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
+    "HEAD_BYTES",
     "INTENT",
     "ImageError",
     "ImageTooLargeError",
@@ -52,6 +53,7 @@ __all__ = [
     "dali_problem",
     "decode_image",
     "image_size",
+    "looks_like_image",
     "open_image",
     "sniff",
 ]
@@ -116,6 +118,25 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+# The first bytes of each format read here (DICOM and HEIF/AVIF: :func:`sniff`). MPO is a JPEG.
+MAGIC = (
+    b"\xff\xd8\xff",  # JPEG, MPO
+    b"\x89PNG\r\n\x1a\n",
+    b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
+    b"BM",
+    b"GIF87a", b"GIF89a",
+)  # fmt: skip
+HEAD_BYTES = 132  # enough for DICOM's preamble and its "DICM"
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether a file's first :data:`HEAD_BYTES` bytes are those of a format read here: how a folder's
+    files are recognised when their name has no image extension (a PACS export's DICOM files often
+    have none). Whether the rest decodes is for :func:`decode_image` to say."""
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return webp or head.startswith(MAGIC) or sniff(head) is not None
+
+
 def _brands(data: bytes) -> set[bytes]:
     size = int.from_bytes(data[:4], "big")
     return {data[i : i + 4] for i in range(16, min(size, 64), 4)}
@@ -127,7 +148,7 @@ def _register_heif() -> None:
         from pillow_heif import register_heif_opener
     except ImportError as err:
         raise ImageError(
-            "HEIC/HEIF images need pillow-heif: pip install 'dgla-export[formats]' (or convert the photo to JPEG)"
+            "HEIC/HEIF images need pillow-heif: pip install pillow-heif (or convert the photo to JPEG)"
         ) from err
     register_heif_opener()
 
@@ -270,7 +291,7 @@ def _read_dicom(data: bytes, *, pixels: bool = False) -> Any:
     try:
         import pydicom
     except ImportError as err:
-        raise ImageError("DICOM images need pydicom: pip install 'dgla-export[formats]'") from err
+        raise ImageError("DICOM images need pydicom: pip install pydicom") from err
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
 
 

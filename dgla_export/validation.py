@@ -132,6 +132,7 @@ def parity(
             reference.argmax(-1),
             max_abs=tolerance.cam_abs,
             min_hottest=tolerance.cam_hottest,
+            hottest_margin=tolerance.cam_hottest_margin,
             own_top1=(outputs["cam_top1"], logits) if "cam_top1" in outputs else None,
         )
     return Parity(comparison, maps)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dgla_export.clinical import acceptance_scores, clinical_check, parse_max_drop, score
+from dgla_export.clinical import acceptance_scores, clinical_check, match_labels, parse_max_drop, read_labels, score
 from dgla_export.errors import UserError
 
 CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -54,6 +54,40 @@ def test_a_runtime_that_misses_melanomas_fails_its_max_drop() -> None:
     assert check.failures[0].startswith("mel_sensitivity drops 0.400"), check.failures
     assert mel.low <= mel.delta <= mel.high <= 0 and mel.low < -0.2, mel  # the interval holds the estimate
     assert check.differences["mel_specificity"].delta >= 0  # fewer melanoma calls: specificity cannot fall
+
+
+def _csv(folder, *rows: str):
+    path = folder / "truth.csv"
+    path.write_text("image," + ",".join(CLASSES) + "\n" + "".join(f"{row}\n" for row in rows))
+    return path
+
+
+def _row(image: str, cls: int) -> str:
+    return ",".join([image, *("1" if i == cls else "0" for i in range(len(CLASSES)))])
+
+
+def test_labels_match_each_photo_by_its_name_with_or_without_the_extension(tmp_path) -> None:
+    photos = ["IMG_0001.JPG", "IMG_0001.HEIC", "ISIC_0024306.jpg", "astronaut"]
+    rows = [_row("IMG_0001.JPG", 0), _row("IMG_0001.HEIC", 1), _row("ISIC_0024306", 2), _row("astronaut.png", 3)]
+    path = _csv(tmp_path, *rows)
+    assert match_labels(photos, read_labels(path, CLASSES), path) == {
+        "IMG_0001.JPG": 0, "IMG_0001.HEIC": 1, "ISIC_0024306.jpg": 2, "astronaut": 3,
+    }  # fmt: skip
+    # a row without the extension for two photos of one name: which? refused, naming both
+    path = _csv(tmp_path, _row("skin", 0))
+    with pytest.raises(UserError, match=r"row skin matches two photos, skin\.jpg and skin\.png; name the photo"):
+        match_labels(["skin.jpg", "skin.png"], read_labels(path, CLASSES), path)
+    path = _csv(tmp_path, _row("skin", 0), _row("skin.jpg", 1))
+    with pytest.raises(
+        UserError, match=r"photo skin\.jpg is labelled by two rows, skin(\.jpg)? and skin(\.jpg)?; keep one"
+    ):
+        match_labels(["skin.jpg"], read_labels(path, CLASSES), path)
+    path = _csv(tmp_path, _row("skin.png", 0))  # another file's name is no label of this one
+    with pytest.raises(UserError, match="names none of the 1 images"):
+        match_labels(["skin.jpg"], read_labels(path, CLASSES), path)
+    path = _csv(tmp_path, _row("skin.jpg", 0), _row("skin.jpg", 1))
+    with pytest.raises(UserError, match=r"line 3: image skin\.jpg is labelled twice"):
+        read_labels(path, CLASSES)
 
 
 def test_max_drop_is_parsed_strictly() -> None:

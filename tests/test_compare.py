@@ -93,6 +93,30 @@ def test_map_comparison_names_each_failure() -> None:
     assert "non-finite class activation maps" in compare_maps(reference, nan, top1, max_abs=1.0).failures
 
 
+def test_a_hottest_cell_the_reference_barely_picks_is_not_held_to_it() -> None:
+    """BF16 and INT8, like their flips: a map whose two hottest cells are within the margin points at
+    no one place, so its hottest cell moving is listed (undecided), not failed; a clear one still fails."""
+    from dgla_export.compare import compare_maps
+
+    reference = np.zeros((2, 1, 2, 2))
+    reference[:, 0, 0, 0], reference[:, 0, 1, 1] = 1.0, 0.98  # image 0 and 1: two cells almost tied
+    reference[1, 0, 1, 1] = 0.5  # image 1: a clear hottest cell
+    swapped = reference.copy()
+    swapped[:, 0, 1, 1] = 1.0
+    swapped[:, 0, 0, 0] = 0.97  # both images' hottest cell moves (within 0.03 of the reference on image 0)
+    top1 = np.array([0, 0])
+    strict = compare_maps(reference, swapped, top1, max_abs=1.0)
+    assert strict.hottest_agreement == 0.0 and not strict.passed, strict
+    margin = compare_maps(reference, swapped, top1, max_abs=1.0, hottest_margin=0.05)
+    assert margin.undecided == 1 and margin.hottest_agreement == 0.0 and not margin.passed, margin  # image 1 moved
+    near = swapped.copy()
+    near[1] = reference[1]
+    kept = compare_maps(reference, near, top1, max_abs=1.0, hottest_margin=0.05)
+    print(f"hottest cell: {kept.hottest_agreement:.0%} of decided images, {kept.undecided} undecided")
+    assert kept.passed and kept.undecided == 1 and kept.hottest_agreement == 1.0, kept
+    assert not compare_maps(reference, near, top1, max_abs=1.0).passed  # without the margin, the tie fails
+
+
 def test_nan_in_the_reference_never_passes() -> None:
     """max(nan, eps) is NaN and NaN > tol is False: a NaN reference once passed every check."""
     from dgla_export.compare import compare_maps

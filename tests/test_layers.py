@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dgla_export"
 # bottom first; names at the same level are siblings
 LAYERS = [
-    ["_version", "errors"],
+    ["_version", "errors", "install"],
     ["machine", "io", "console", "decode", "dali_pipeline"],
     ["preprocess", "deidentify"],
     ["data", "overlay"],

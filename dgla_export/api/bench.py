@@ -53,7 +53,8 @@ def bench(
     :mod:`dgla_export.benchmarking`). ``backends``: names to run (default: every one that makes sense here
     with the files given); ``options``: a :class:`dgla_export.benchmarking.run.BenchOptions`. With
     ``output`` the results are written there as JSON, CSV, Markdown and a plot. ``plan`` hears the
-    runtimes about to run and an estimate of the seconds it will take, before they start; ``warn``
+    runtimes about to run and an estimate of the seconds they will take, before they start (from
+    this host's measured times: :class:`dgla_export.benchmarking.run.Estimate`); ``warn``
     hears of a file given that no chosen runtime uses. A graph exported with ``explain`` also has
     its maps compared with Grad-CAM of the PyTorch model; ``heatmaps`` (with ``output``) draws them,
     the reference's and each runtime's side by side per image.
@@ -64,7 +65,7 @@ def bench(
     from dgla_export.artefacts.graph import check_graph_model, graph_metadata, load_graph
     from dgla_export.benchmarking.catalogue import OPTIONS, catalogue
     from dgla_export.benchmarking.report import write_results
-    from dgla_export.benchmarking.run import BENCH_COMMAND, BenchOptions, estimate_seconds, run_bench
+    from dgla_export.benchmarking.run import BENCH_COMMAND, BenchOptions, run_bench
     from dgla_export.machine import provenance
     from dgla_export.models.cost import measure_cost
 
@@ -111,7 +112,7 @@ def bench(
     )
     if engine is not None and (not engine_runs or why):
         warn(f"--engine {engine} is not used: {why}")
-    checked = inputs.load(config)
+    checked = inputs.load(config, warn)
     label_map = acceptance.read([name for name, _ in checked], config.class_names)
     for metadata in artefacts.values():
         check_held_out(metadata, checked)
@@ -135,7 +136,7 @@ def bench(
         explain=explain,
         provenance=provenance(),
         progress=progress,
-        reference_done=lambda per_pair: plan(running, estimate_seconds(options, len(running), len(checked), per_pair)),
+        estimated=lambda seconds: plan(running, seconds),
     )
     for backend, runner in runners:
         if runner is None:

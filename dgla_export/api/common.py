@@ -73,14 +73,15 @@ class ImageOptions:
     def of(cls, value: ImageOptions | Images) -> ImageOptions:
         return value if isinstance(value, ImageOptions) else cls(value)
 
-    def load(self, config: ModelConfig) -> list[tuple[str, np.ndarray]]:
-        """Named images: given as arrays, or a folder (decoded as the preprocessing will), or the bundled set."""
+    def load(self, config: ModelConfig, skipped: Progress = warn) -> list[tuple[str, np.ndarray]]:
+        """Named images: given as arrays, or a folder (decoded as the preprocessing will; ``skipped``
+        hears what it holds that is not an image), or the bundled set."""
         from dgla_export.data import load_images
 
         if self.images is not None and not isinstance(self.images, str | Path):
             return list(self.images)
         recipe = Preprocessing.of(config, self.preprocess, self.max_pixels, self.max_bytes)
-        return load_images(self.images, preprocessing=recipe)
+        return load_images(self.images, preprocessing=recipe, warn=skipped)
 
     @property
     def folder(self) -> Path | None:

@@ -102,7 +102,7 @@ def export_onnx(
     if int8 is not None and precision != "int8":
         raise OptionError("int8 options need precision='int8'")
     inputs, chosen, config = ImageOptions.of(images), WeightOptions.of(weights), config_of(model)
-    checked = inputs.load(config) if validate else None  # inputs first
+    checked = inputs.load(config, warn) if validate else None  # inputs first
     drops = inputs.acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
     calibration: list[tuple[str, np.ndarray]] = []

@@ -134,7 +134,7 @@ def serve(
     log: str | Path | None = None,
     progress: Progress = quiet,
 ) -> Iterator[ServerEndpoints]:
-    """Serve a repository with the pip-installed Triton (``pip install 'dgla-export[serve]'``):
+    """Serve a repository with the pip-installed Triton (``pip install -e '.[serve]'``):
     yields the endpoints once every model is ready, and stops the server (and everything it
     started) on exit; meanwhile a Python-backend stub that dies is recovered by restarting the server (``recoveries``).
     ``security``: TLS and keys (:class:`dgla_export.triton.security.ServerSecurity`;

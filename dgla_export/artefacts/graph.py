@@ -68,6 +68,11 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
         raise GraphFileError(f"{path} is a folder; give the .onnx file inside it that `dgla-export onnx` wrote")
     if not path.is_file():
         raise GraphFileError(f"ONNX file {path} does not exist; {again}")
+    if _is_checkpoint(path):
+        raise GraphFileError(
+            f"{path} is a PyTorch checkpoint, not an ONNX graph: pass it as --weights {path} (weights=), or export "
+            f"a graph from it with `dgla-export onnx --weights {path} --output dgla.onnx`"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
@@ -79,6 +84,21 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     if "config" not in graph_metadata(model):
         raise GraphFileError(f"{path} lacks dgla-export's metadata (model config, classes); {again}")
     return model
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """torch.save's zip (``*/data.pkl``), its legacy pickle, or safetensors (a little-endian header
+    length, then JSON): what a user passes where a graph is asked when they hold a checkpoint."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[:1] == b"\x80" or (head[8:10] == b'{"' and int.from_bytes(head[:8], "little") > 0):
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
 
 
 def graph_metadata(model: onnx.ModelProto) -> dict[str, str]:

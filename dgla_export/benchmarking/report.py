@@ -13,7 +13,7 @@ import numpy as np
 
 from dgla_export.benchmarking.results import BenchResult
 from dgla_export.clinical import METRIC_COLUMNS, format_score
-from dgla_export.data import image_key
+from dgla_export.data import submission_keys
 
 __all__ = [
     "ceiling_lines",
@@ -123,7 +123,8 @@ def throughput_figure(table: Sequence[dict[str, Any]], title: str):
 
 def _predictions(result: BenchResult, folder: Path) -> list[Path]:
     """Per-image probabilities of the reference and of each runner, in the ISIC 2018 Task 3
-    submission layout (``image,MEL,NV,...``), so the official scorer can read them."""
+    submission layout (``image,MEL,NV,...``, images keyed as :func:`~dgla_export.data.submission_keys`
+    says), so the official scorer can read them."""
     tables = {"reference-torch-fp32": result.reference_probabilities}
     tables.update({b.backend: b.probabilities for b in result.backends if b.probabilities is not None})
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,8 +133,8 @@ def _predictions(result: BenchResult, folder: Path) -> list[Path]:
         with open(folder / f"{name}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", *result.class_names])
-            for image, probs in zip(result.images, probabilities, strict=True):
-                writer.writerow([image_key(image), *(f"{p:.9g}" for p in probs)])
+            for key, probs in zip(submission_keys(result.images), probabilities, strict=True):
+                writer.writerow([key, *(f"{p:.9g}" for p in probs)])
         written.append(folder / f"{name}.csv")
     return written
 
@@ -141,7 +142,7 @@ def _predictions(result: BenchResult, folder: Path) -> list[Path]:
 def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: int) -> list[Path]:
     """Per image, the reference's Grad-CAM and every runtime's map of the reference's top-1 class,
     side by side, ``size`` px square (the model's finest input): a person sees at a glance whether
-    FP16 or INT8 still points at the same place."""
+    FP16 or INT8 still points at the same place. Named as the photo's row in the prediction CSVs."""
     from dgla_export.overlay import colour_bar, overlay, side_by_side
 
     if result.reference_cams is None:
@@ -150,7 +151,7 @@ def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: i
     probs = np.asarray(result.reference_probabilities)
     runtimes = [b for b in result.backends if b.cams is not None]
     written = []
-    for index, name in enumerate(result.images):
+    for index, (name, key) in enumerate(zip(result.images, submission_keys(result.images), strict=True)):
         top1 = int(probs[index].argmax())
         label = f"{result.class_names[top1]} {probs[index, top1]:.2f}"
         panels = [
@@ -160,8 +161,8 @@ def _heatmaps(result: BenchResult, images: dict[str, Any], folder: Path, size: i
             )
         ]
         panels += [(b.backend, overlay(images[name], b.cams[index, top1], label, size=size)) for b in runtimes]  # type: ignore[index]
-        side_by_side([*panels, ("scale", colour_bar(size))]).save(folder / f"{image_key(name)}.png")
-        written.append(folder / f"{image_key(name)}.png")
+        side_by_side([*panels, ("scale", colour_bar(size))]).save(folder / f"{key}.png")
+        written.append(folder / f"{key}.png")
     return written
 
 

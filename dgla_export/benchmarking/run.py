@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import math
 import multiprocessing
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,13 +37,14 @@ from dgla_export.benchmarking.timing import (
 )
 from dgla_export.clinical import ClinicalCheck, Scores, clinical_check, score
 from dgla_export.compare import softmax
+from dgla_export.console import format_duration
 from dgla_export.errors import OptionError
 from dgla_export.machine import cpu_flags, native_bf16
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.runtimes.base import Runner
 
-__all__ = ["BENCH_COMMAND", "QUICK", "BenchOptions", "estimate_seconds", "run_bench"]
+__all__ = ["BENCH_COMMAND", "QUICK", "BenchOptions", "Estimate", "VisitCost", "run_bench"]
 
 BENCH_COMMAND = "dgla-bench"
 _T = TypeVar("_T")
@@ -69,16 +71,77 @@ class BenchOptions:
 QUICK = {"batches": (1,), "rounds": 1, "min_seconds": 1.0, "min_runs": 2, "warmup": 1}
 
 
-def estimate_seconds(options: BenchOptions, runners: int, images: int, seconds_per_pair: float) -> float:
-    """Roughly how long the runs take, from the reference's time per image pair (an upper bound
-    where runtimes are faster than eager PyTorch): parity once, then warm-up and timing per round."""
-    parity = runners * images * seconds_per_pair
-    timing = sum(
-        max(options.min_seconds, options.min_runs * batch * seconds_per_pair)
-        + options.warmup * options.rounds * batch * seconds_per_pair
-        for batch in options.batches
-    )
-    return parity + runners * timing
+@dataclasses.dataclass(frozen=True)
+class VisitCost:
+    """Seconds one visit of one runner takes on this host, in the parts a bench run measures.
+
+    ``start_s``: its fresh process's start (spawn, imports, unpickling the job, teardown; 0 in this
+    process); ``load_s``: the runner's load (an ONNX Runtime session, an OpenVINO compile);
+    ``parity_s``: parity on every image, first visit only; ``timing_s``: the rest of a visit
+    (warm-up and samples of every batch size), the same in every round, as each round has the
+    same share of the minimums."""
+
+    start_s: float
+    load_s: float
+    parity_s: float
+    timing_s: float
+
+    def seconds(self, visits: int, parity: bool) -> float:
+        """``visits`` visits, the first of them with parity where ``parity``."""
+        return visits * (self.start_s + self.load_s + self.timing_s) + (self.parity_s if parity else 0.0)
+
+
+@dataclasses.dataclass
+class Estimate:
+    """How long a bench run's visits still take, from what the run measured on this host: the
+    reference on every image (``reference_s``, its first call's warm-up included, as a first
+    visit's parity includes its process's), the reference on one pair once warm
+    (``seconds_per_pair``), a probe: a fresh process started as the first runner's visit starts
+    (``start_s``: spawn, imports, the runner's pickle, which holds the model for a torch runner;
+    ``parity_import_s``: what a first visit's parity then imports; both 0 in this process) and
+    each runner's first visit (``measured``).
+
+    The reference's time per pair alone (dgla-bench's estimate before) missed the seconds each
+    visit's fresh process takes to start, loads and runtimes slower than eager PyTorch: "about
+    1 min 55 s" took 4 min 09 s. A runner not visited yet is taken to cost what the runners
+    visited so far cost on average; before the first, what the reference and the probe measured
+    (a runtime's own load, an OpenVINO compile, is not known before its visit)."""
+
+    options: BenchOptions
+    images: int
+    reference_s: float
+    seconds_per_pair: float
+    start_s: float
+    parity_import_s: float
+    measured: dict[str, VisitCost] = dataclasses.field(default_factory=dict)
+
+    def guess(self) -> VisitCost:
+        """A runner not visited yet: the mean of the runners measured so far; before the first, the
+        reference's figures (parity one image at a time, after the same warm-up), loaded at once
+        (as the reference is), started as the probe was."""
+        if self.measured:
+            parts = zip(*(dataclasses.astuple(cost) for cost in self.measured.values()), strict=True)
+            return VisitCost(*(statistics.fmean(part) for part in parts))
+        timing = sum(_timing_seconds(self.options, batch * self.seconds_per_pair) for batch in self.options.batches)
+        parity = self.parity_import_s + max(self.reference_s, self.images * self.seconds_per_pair)
+        return VisitCost(self.start_s, 0.0, parity, timing)
+
+    def seconds_left(self, visits_left: dict[str, int]) -> float:
+        """The visits still to come, per runner; a runner's first has parity."""
+        guess = self.guess()
+        return sum(
+            self.measured.get(name, guess).seconds(visits, parity=name not in self.measured)
+            for name, visits in visits_left.items()
+        )
+
+
+def _timing_seconds(options: BenchOptions, run_s: float) -> float:
+    """One visit's warm-up and samples of one batch size at ``run_s`` a run: sampling goes on
+    until both of the round's minimums, runs and seconds, are met (as :func:`sample_seconds` does)."""
+    per_round = options.min_seconds / options.rounds
+    runs = math.ceil(options.min_runs / options.rounds)
+    sampled = max(runs * run_s, math.ceil(per_round / run_s) * run_s if run_s > 0 else per_round)
+    return options.warmup * run_s + sampled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,12 +171,14 @@ def run_bench(
     explain: bool = False,
     provenance: dict[str, Any] | None = None,
     progress: Callable[[str], None] = print,
-    reference_done: Callable[[float], None] = lambda seconds_per_pair: None,
+    estimated: Callable[[float], None] = lambda seconds: None,
 ) -> BenchResult:
     """Parity, then timing, of every runner against the PyTorch FP32 reference.
 
     ``backends``: each runtime with its runner, or None where it cannot run (its record then says
-    why). ``reference_done`` hears the reference's seconds per image pair (for an estimate). With
+    why). ``estimated`` hears, as the runners' visits are about to start, how many seconds they
+    are estimated to take (see :class:`Estimate`); after each runner's first visit ``progress``
+    hears the estimate revised with what that visit measured. With
     ``explain`` (an explained graph among the runners), the reference also holds Grad-CAM of the
     PyTorch model, which every runner's ``cam`` output is compared with."""
     from dgla_export.validation import reference_logits, reference_maps
@@ -124,7 +189,8 @@ def run_bench(
     progress(f"PyTorch FP32 reference on {len(names)} images")
     started = time.perf_counter()
     logits = reference_logits(model, arrays)
-    reference_done((time.perf_counter() - started) / len(names))
+    reference_s = time.perf_counter() - started
+    seconds_per_pair = _seconds_per_pair(functools.partial(reference_logits, model, [array[:1] for array in arrays]))
     scores = score(logits, names, labels, config.class_names) if labels is not None else None
     cams = None
     if explain:
@@ -163,14 +229,26 @@ def run_bench(
             ceilings["cuda", precision] = result.gpu_gemm_tflops[precision] = run(
                 functools.partial(gpu_gemm_tflops, precision)
             )
+    runs = [(b, r, record) for (b, r), record in zip(backends, records, strict=True) if r is not None]
+    start_s = parity_import_s = 0.0  # in this process a visit starts at once
+    if runs and options.isolate:
+        progress("a fresh process's start, timed for the estimate")
+        started = time.perf_counter()
+        parity_import_s = run(functools.partial(_start_like_a_first_visit, runs[0][1]))
+        start_s = time.perf_counter() - started - parity_import_s
+    estimate = Estimate(options, len(names), reference_s, seconds_per_pair, start_s, parity_import_s)
+    visits_left = {b.name: options.rounds for b, _, _ in runs}
+
+    def seconds_left() -> float:
+        return estimate.seconds_left(
+            {b.name: visits_left[b.name] for b, _, record in runs if _visited(record, options)}
+        )
+
+    estimated(seconds_left())
     visits: dict[str, list[Visit]] = {b.name: [] for b, _ in backends}
     for round_index in range(options.rounds):
-        for (backend, runner), record in zip(backends, records, strict=True):
-            if (
-                runner is None
-                or record.failed
-                or (record.parity is not None and not record.passed and not options.time_failed)
-            ):
+        for backend, runner, record in runs:
+            if not _visited(record, options):
                 continue
             first = round_index == 0
             progress(
@@ -178,10 +256,12 @@ def run_bench(
                 + (f", parity on {len(names)} images" if first else "")
             )
             job = _Visit(runner, reference, options, check_parity=first)
+            started = time.perf_counter()
             try:
                 outcome = run(job)
             except Exception as err:  # e.g. the runner's process died: report it, go on
                 outcome = _Outcome(failed=f"{type(err).__name__}: {err}")
+            visits_left[backend.name] -= 1
             visits[backend.name].extend(outcome.visits)
             if first:
                 record.load_s, record.details, record.parity = outcome.load_s, outcome.details, outcome.parity
@@ -190,15 +270,17 @@ def run_bench(
                 record.clinical = outcome.clinical
                 if outcome.scores is not None and scores is not None:
                     record.scores_delta = outcome.scores.delta(scores)
+                if outcome.visits:  # a whole visit: a measure of this runner, and of those not visited yet
+                    estimate.measured[backend.name] = outcome.cost(time.perf_counter() - started)
             if outcome.failed:
                 record.failed = outcome.failed
                 progress(f"{backend.name} failed: {outcome.failed}")
             elif first and not record.passed:
                 timed = "timed anyway (--time-failed)" if options.time_failed else "not timed"
                 progress(f"{backend.name} failed parity: {'; '.join(record.failures)}; {timed}")
-    for (backend, runner), record in zip(backends, records, strict=True):
-        if runner is None:
-            continue
+            if first and (left := seconds_left()):
+                progress(f"about {format_duration(left)} left (revised with {backend.name}'s first visit)")
+    for backend, _, record in runs:
         if record.measured and visits[backend.name]:
             peak = peak_tflops(backend.device, record.precision)
             gemm = ceilings.get((backend.device, record.precision))
@@ -219,6 +301,46 @@ def _add_speedups(records: Sequence[BackendResult]) -> None:
             record.timing[index] = dataclasses.replace(
                 timing, speedup_vs_torch_eager=base / timing.p50_ms if base else None
             )
+
+
+def _seconds_per_pair(reference: Callable[[], object]) -> float:
+    """The reference on one pair, warm, for the estimate: the median of three runs, or of fewer
+    where they take over a second, so that one stall of a busy host does not set the pace of
+    every visit estimated from it."""
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < 3 and (not samples or time.perf_counter() - started < 1.0):
+        t0 = time.perf_counter()
+        reference()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _visited(record: BackendResult, options: BenchOptions) -> bool:
+    """Whether a runner that can run is visited (again): not after it failed, nor after it failed
+    parity unless ``time_failed``."""
+    return not record.failed and (record.parity is None or record.passed or options.time_failed)
+
+
+def _quiet_process() -> None:
+    """What a visit's process does first, as a fresh process starts with every library's chatter on."""
+    from dgla_export.console import quiet_libraries
+
+    quiet_libraries(verbose=False)
+    warnings.simplefilter("ignore")  # third-party warnings never reach the user
+
+
+def _start_like_a_first_visit(runner: Runner) -> float:
+    """A fresh process started as the first runner's visit starts (``runner`` is only carried: a
+    torch runner's pickle holds the model, seconds to pass for the full one), then the import a
+    first visit's parity makes, timed here and returned (torch's compiler, seconds, unless the
+    model's classes brought it). Timed from outside, the estimate's probe of a visit's start."""
+    del runner
+    _quiet_process()
+    started = time.perf_counter()
+    import dgla_export.validation  # noqa: F401
+
+    return time.perf_counter() - started
 
 
 def _in_this_process(job: Callable[[], _T]) -> _T:
@@ -245,6 +367,13 @@ class _Outcome:
     scores: Scores | None = None
     clinical: ClinicalCheck | None = None
     visits: list[Visit] = dataclasses.field(default_factory=list)
+    parity_s: float = 0.0
+    busy_s: float = 0.0  # the visit in its process, from its start's end (libraries quietened) to its own
+
+    def cost(self, wall_s: float) -> VisitCost:
+        """This visit's parts, ``wall_s`` being its time as the bench saw it (process and all)."""
+        load = self.load_s or 0.0
+        return VisitCost(wall_s - self.busy_s, load, self.parity_s, max(self.busy_s - load - self.parity_s, 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,11 +386,15 @@ class _Visit:
     check_parity: bool
 
     def __call__(self) -> _Outcome:
-        """Load, (check parity,) time every batch; failures become part of the outcome."""
-        from dgla_export.console import quiet_libraries
+        """The visit, timed from inside its process (the rest of its time is the process's start)."""
+        _quiet_process()
+        started = time.perf_counter()
+        outcome = self._visit()
+        outcome.busy_s = time.perf_counter() - started
+        return outcome
 
-        quiet_libraries(verbose=False)  # a fresh process starts with every library's chatter on
-        warnings.simplefilter("ignore")  # third-party warnings never reach the user
+    def _visit(self) -> _Outcome:
+        """Load, (check parity,) time every batch; failures become part of the outcome."""
         runner = self.runner
         device_baseline = device_used_mb() if runner.device == "cuda" else None
         t0 = time.perf_counter()
@@ -272,8 +405,10 @@ class _Visit:
         outcome = _Outcome(load_s=time.perf_counter() - t0)
         try:
             if self.check_parity:
+                started = time.perf_counter()
                 outcome.details = runner.details()
                 self._parity(outcome)
+                outcome.parity_s = time.perf_counter() - started
                 passed = all(c is None or c.passed for c in (outcome.parity, outcome.maps, outcome.clinical))
                 if not passed and not self.options.time_failed:
                     return outcome  # a runtime whose numbers are wrong is not worth a speed figure

@@ -1,7 +1,7 @@
 """Offline checks of the manifests before they are written: each Kubernetes resource against the
 schemas kubernetes-validate bundles (strict: an unknown field is an error, as with
 ``kubectl apply --validate=strict``), the InferenceService against KServe's own schema, vendored
-(``schemas/SOURCE.md``). Needs ``pip install 'dgla-export[deploy]'``."""
+(``schemas/SOURCE.md``). Needs the ``deploy`` extra."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import UserError
+from dgla_export.install import install_command
 
 __all__ = ["KSERVE_SCHEMA", "KUBERNETES_VERSION", "ManifestError", "check_kserve", "check_kubernetes"]
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest release of the Kubernetes versions supported in 2026
 KSERVE_SCHEMA = Path(__file__).parent / "schemas" / "kserve-v0.20.0-inferenceservice-v1beta1.json.gz"
-INSTALL_HINT = "pip install 'dgla-export[deploy]'"
+INSTALL_HINT = install_command("deploy")
 
 
 class ManifestError(UserError):

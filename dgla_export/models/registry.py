@@ -49,8 +49,9 @@ def create_model(
 ) -> ResNet:
     """Build a registered model in eval mode.
 
-    ``weights``: None (random init), ``"demo"`` (deterministic untrained demo weights, see
-    :mod:`dgla_export.models.weights`) or a checkpoint path (.pt/.pth/.safetensors).
+    ``weights``: ``"random"`` or None (random init), ``"demo"`` (deterministic untrained demo weights,
+    see :mod:`dgla_export.models.weights`) or a checkpoint path (.pt/.pth/.safetensors): the
+    spellings of ``--weights`` and ``export_onnx(weights=)``.
     ``cfg`` overrides config fields: widths, depths, stem_width, input sizes, ...
     """
     from dgla_export.models import weights as weights_module
@@ -58,7 +59,7 @@ def create_model(
 
     config = get_config(name, num_classes=num_classes, **cfg)
     model = build_network(config)
-    if weights is None:
+    if weights is None or str(weights) == "random":
         return model
     if str(weights) == "demo":
         return weights_module.apply_demo_weights(model)

@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from dgla_export.install import install_command
+
 __all__ = ["cuda_device_problem", "onnxruntime_gpu_problem", "tensorrt_problem"]
 
 CUDNN_MAJOR = 9  # every onnxruntime-gpu build since 1.19 (CUDA 12 and 13 alike) links cuDNN 9
@@ -84,6 +86,6 @@ def onnxruntime_gpu_problem(provider: str) -> str | None:
 def tensorrt_problem() -> str | None:
     """Why a TensorRT engine cannot be built or run here."""
     if importlib.util.find_spec("tensorrt") is None:
-        return "TensorRT is not installed (pip install 'dgla-export[tensorrt]', NVIDIA's wheel, 10.x or 11.x)"
+        return f"TensorRT is not installed ({install_command('tensorrt')}: NVIDIA's wheel, 10.x or 11.x)"
     device = cuda_device_problem()
     return f"TensorRT is installed, but {device}" if device else None

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dgla_export.install import install_command
 from dgla_export.runtimes.base import Feed, Runner
 from dgla_export.runtimes.onnxruntime import available_cpus
 
@@ -29,7 +30,7 @@ Precision = Literal["fp32", "bf16", "int8"]
 Hint = Literal["latency", "throughput"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 HINTS: tuple[Hint, ...] = ("latency", "throughput")
-INSTALL_HINT = "pip install 'dgla-export[openvino]'"
+INSTALL_HINT = install_command("openvino")
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 

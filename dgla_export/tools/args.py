@@ -140,7 +140,8 @@ def add_validation_args(parser: argparse.ArgumentParser, *, runtimes: bool = Tru
             default="onnxruntime",
             choices=GRAPH_RUNTIMES,
             help="what runs the graph: ONNX Runtime (default, on --device), or OpenVINO on the CPU "
-            "(pip install 'dgla-export[openvino]'); openvino-bf16 computes in BF16, only where the CPU has it natively",
+            "(the openvino extra: pip install -e '.[openvino]' in this clone); openvino-bf16 computes in BF16, "
+            "only where the CPU has it natively",
         )
     parser.add_argument(
         "--batches",

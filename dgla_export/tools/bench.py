@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heatmaps",
         action="store_true",
-        help="with a graph exported with --explain: write heatmaps/IMAGE.png in --output, the reference's Grad-CAM "
-        "and each runtime's map side by side",
+        help="with a graph exported with --explain: write heatmaps/KEY.png in --output, the reference's Grad-CAM "
+        "and each runtime's map side by side (KEY: the photo's row in predictions/*.csv, its file name without the "
+        "extension, or with it where two photos share one)",
     )
     parser.add_argument(
         "--fail-on-mismatch",
@@ -191,8 +192,9 @@ def _bench(args: argparse.Namespace) -> int:
     def plan(names: list[str], seconds: float) -> None:
         console.print(
             f"dgla-bench: will run {', '.join(names)}: {options.rounds} round(s), batch "
-            f"{','.join(map(str, options.batches))}, about {format_duration(seconds)} (from the reference's "
-            "time per image pair; runtimes faster than eager PyTorch finish sooner)"
+            f"{','.join(map(str, options.batches))}, about {format_duration(seconds)} (from the reference and a "
+            "fresh process's start, measured here; revised after each runtime's first visit; writing the results "
+            "comes after)"
         )
 
     with console.status("benchmarking"):
@@ -218,11 +220,11 @@ def _bench(args: argparse.Namespace) -> int:
     console.print(f"results: {args.output} (results.json for machines)")
     if result.failed:
         console.print(
-            f"[red]could not run: {', '.join(result.failed)}[/] (a requested backend that fails is a failure)"
+            f"could not run: {', '.join(result.failed)} (a requested backend that fails is a failure)", style="red"
         )
         return EXIT_MISMATCH
     if result.parity_failed:
-        console.print(f"[red]parity failed: {', '.join(result.parity_failed)}[/] (not timed unless --time-failed)")
+        console.print(f"parity failed: {', '.join(result.parity_failed)} (not timed unless --time-failed)", style="red")
         return EXIT_MISMATCH
     return 0
 

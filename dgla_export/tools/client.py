@@ -14,31 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dgla_export.data import image_id
+from dgla_export.data import distinct, find_photos, image_id
 from dgla_export.errors import EXIT_USAGE, run_command
 from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
-from dgla_export.triton.client import ClientError, Prediction, classify
+from dgla_export.triton.client import Prediction, classify
 from dgla_export.triton.security import API_KEY_ENV, ClientSecurity, read_key
 
-__all__ = ["build_parser", "image_files", "main"]
-
-
-def image_files(paths: Sequence[Path]) -> list[Path]:
-    """The files named, with each folder replaced by the images in it (sorted by name)."""
-    from dgla_export.data import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ClientError(f"{path} is a folder without images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ClientError(f"{path} does not exist; give image files or folders of images")
-    return files
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=Path,
         help="image files (JPEG, PNG, TIFF, WebP, HEIC, AVIF, DICOM; the format is read from the bytes), or folders "
-        "of them (by extension: .jpg .png .tif .webp .heic .avif .dcm ...)",
+        "of them (a file is a photo by its extension or its first bytes: a DICOM without .dcm is one; anything else "
+        "is named in one line, skipped)",
     )
     parser.add_argument("--url", default="localhost:8001", help="server address: gRPC port 8001, HTTP port 8000")
     parser.add_argument(
@@ -74,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--heatmap",
         type=Path,
         metavar="DIR",
-        help="write per image DIR/IMAGE.png: the photo as shown with the square the model saw outlined, beside that "
+        help="write per image DIR/NAME.png (NAME: the photo's file name with its extension, e.g. skin.jpg.png; "
+        "each answer line names its heatmap): the photo as shown with the square the model saw outlined, beside that "
         "square under its Grad-CAM map, class and probability in the corner (no metadata in the PNG)",
     )
     heatmaps.add_argument(
@@ -115,11 +99,14 @@ HEATMAP_COMMAND = "dgla-client --heatmap"
 
 
 def _classify(args: argparse.Namespace) -> int:
-    files = image_files(args.images)
+    photos = find_photos(args.images)
+    files = list(photos.files)
     if args.heatmap is not None:  # a bad folder fails here, before any request
         from dgla_export.io import check_output_folder
 
         check_output_folder(args.heatmap, args.force, command=HEATMAP_COMMAND, inputs=files)
+    if skipped := photos.skipped_line():
+        print(f"dgla-client: {skipped}", file=sys.stderr)
     predictions = classify(
         files,
         url=args.url,
@@ -140,12 +127,15 @@ def _classify(args: argparse.Namespace) -> int:
             insecure=args.insecure,
         ),
     )
-    names = {p.image: image_id(p.image.read_bytes()) if args.anonymise else str(p.image) for p in predictions}
+    # Named by the name unique in the run (heatmap files) and printed as given (a path that opens),
+    # or by their bytes under --anonymise
+    names = distinct([image_id(p.read_bytes()) for p in files]) if args.anonymise else list(photos.names)
+    shown = names if args.anonymise else [str(p) for p in files]
+    heatmaps: list[Path | None] = [None] * len(files)
     if args.heatmap is not None:
-        _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, names)
+        heatmaps = _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, names)
     failed = 0
-    for prediction in predictions:
-        name = names[prediction.image]
+    for prediction, name, heatmap in zip(predictions, shown, heatmaps, strict=True):
         if prediction.probs is None:
             failed += 1
             print(f"dgla-client: error: {name}: {prediction.error}", file=sys.stderr)
@@ -154,28 +144,31 @@ def _classify(args: argparse.Namespace) -> int:
         order = np.argsort(row)[::-1][: args.top_k]
         top = [(prediction.classes[i], float(row[i])) for i in order]
         if args.json:
-            print(json.dumps({"image": name, "class": top[0][0], "probability": top[0][1], "top_k": top}))
+            record = {"image": name, "class": top[0][0], "probability": top[0][1], "top_k": top}
+            print(json.dumps(record | ({"heatmap": str(heatmap)} if heatmap else {})))
         else:
             rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-            print(f"{name}: {top[0][0]} {top[0][1]:.3f}  ({rest})")
+            print(f"{name}: {top[0][0]} {top[0][1]:.3f}  ({rest})" + (f"  heatmap: {heatmap}" if heatmap else ""))
     return EXIT_USAGE if failed else 0
 
 
-def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str, names: dict[Path, str]) -> None:
-    """One PNG per answered image, written as a whole folder (nothing of the user's is touched), in
-    the served model's class names and at its finest input's size."""
+def _write_heatmaps(
+    predictions: Sequence[Prediction], folder: Path, which: str, names: Sequence[str]
+) -> list[Path | None]:
+    """One PNG per answered image, ``NAME.png`` after its name unique in the run (a folder's ``/`` as
+    ``__``), written as a whole folder (nothing of the user's is touched), in the served model's class
+    names and at its finest input's size. Returns where each photo's heatmap is (None: no answer)."""
     from dgla_export.io import replace_folder
     from dgla_export.overlay import colour_bar, overlay, photo_with_crop, side_by_side
     from dgla_export.preprocess import decode_image
 
-    used: set[str] = set()
+    written: list[Path | None] = []
     with replace_folder(folder, command=HEATMAP_COMMAND) as staging:
-        for prediction in predictions:
+        for prediction, name in zip(predictions, names, strict=True):
+            written.append(None)
             if prediction.probs is None:
                 continue
-            name = Path(names[prediction.image]).stem  # x.jpg and x.png, or a/x.jpg and b/x.jpg: x.png, then x-2.png
-            name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, len(used) + 3))) if n not in used)
-            used.add(name)
+            file_name = name.replace("/", "__") + ".png"
             image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
             top1 = int(np.argmax(prediction.probs))
             maps = [(top1, prediction.cam_top1)]
@@ -185,7 +178,9 @@ def _write_heatmaps(predictions: Sequence[Prediction], folder: Path, which: str,
             size = prediction.config.architecture.display_size
             pictures = [(label[c], overlay(image, cam, label[c], size=size)) for c, cam in maps]
             photo = ("photo as shown; outlined: what the model saw", photo_with_crop(image, size=size))
-            side_by_side([photo, *pictures, ("scale", colour_bar(size))]).save(staging / f"{name}.png")
+            side_by_side([photo, *pictures, ("scale", colour_bar(size))]).save(staging / file_name)
+            written[-1] = folder / file_name
+    return written
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ S3-compatible stores) or a volume (pvc:CLAIM), with TLS and keys from Secrets, p
 written too), a PodDisruptionBudget, a NetworkPolicy, Prometheus scraping; and KServe's
 InferenceService (Triton runtime, protocol v2) in kserve/. Every manifest is checked against its
 schema (Kubernetes', bundled with kubernetes-validate; KServe's, vendored) before anything is
-written: pip install 'dgla-export[deploy]'. Create the Secrets it names first (docs/serving.md).
+written: pip install -e '.[deploy]'. Create the Secrets it names first (docs/serving.md).
 """
 
 from __future__ import annotations

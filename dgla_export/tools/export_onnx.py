@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 report=args.report,
                 force=args.force,
                 progress=console.log,
-                warn=lambda message: console.print(f"[yellow]warning[/]: {message}"),
+                warn=lambda message: console.print(f"warning: {message}"),
             )
     except ValidationFailedError as err:
         if err.result.quantization is not None:

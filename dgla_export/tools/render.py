@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
 from rich.table import Table
+from rich.text import Text
 
 from dgla_export.clinical import ACCEPTANCE_METRICS
 
@@ -78,7 +79,7 @@ def validation(report: ValidationReport, console: Any) -> None:
         ]
         if explained:
             figures += [f"{maps.top1_max_abs:.2e}", f"{maps.hottest_agreement:.0%}"] if maps else ["-", "-"]
-        table.add_row(*figures, "[green]pass[/]" if not failures else "[red]FAIL: " + "; ".join(failures) + "[/]")
+        table.add_row(*figures, _verdict(failures))
     console.print(table)
     console.print(f"same image across batch positions: max logit spread {report.position_spread:.2e}")
     if report.clinical is not None:
@@ -86,18 +87,26 @@ def validation(report: ValidationReport, console: Any) -> None:
     for check in report.checks:
         for flip in check.comparison.flips:
             console.print(
-                f"[yellow]flip[/] batch {check.batch}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
-                f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
+                Text.assemble(
+                    ("flip", "yellow"),
+                    f" batch {check.batch}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
+                    f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})",
+                )
             )
+
+
+def _verdict(failures: Sequence[str]) -> Text:
+    """A table's verdict cell: the failures as written (a message holds brackets: no markup)."""
+    return Text("pass", style="green") if not failures else Text("FAIL: " + "; ".join(failures), style="red")
 
 
 def verdict(report: ValidationReport, console: Any) -> None:
     """The one line a command's validation ends with: passed, or FAILED and why."""
     if report.passed:
         where = f"{report.runtime}, {report.precision}, {len(report.images)} images"
-        console.print(f"[green]validation passed[/] ({where})")
+        console.print(Text.assemble(("validation passed", "green"), f" ({where})"))
     else:
-        console.print(f"[red]validation FAILED[/]: {'; '.join(report.failures)}")
+        console.print(Text.assemble(("validation FAILED", "red"), f": {'; '.join(report.failures)}"))
 
 
 def clinical(checks: dict[str, ClinicalCheck], console: Any) -> None:
@@ -120,8 +129,7 @@ def clinical(checks: dict[str, ClinicalCheck], console: Any) -> None:
             interval = f" [{d.low:+.3f}, {d.high:+.3f}]" if d.low is not None else ""
             allowed = f" (max drop {check.max_drop[metric]:g})" if metric in check.max_drop else ""
             cells.append(f"{d.actual:.3f} ({d.delta:+.3f}{interval}){allowed}")
-        verdict = "[green]pass[/]" if check.passed else "[red]FAIL: " + "; ".join(check.failures) + "[/]"
-        table.add_row(name, *cells, verdict if check.max_drop else "-")
+        table.add_row(name, *cells, _verdict(check.failures) if check.max_drop else "-")
     print_whole(table)
 
 
@@ -205,7 +213,7 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
             if getattr(b, outcome):
                 console.print(f"{outcome} {b.backend}: {getattr(b, outcome)}")
         if b.verdict == "failed":
-            console.print(f"[red]parity FAILED[/] {b.backend}: {'; '.join(b.failures)}")
+            console.print(Text.assemble(("parity FAILED", "red"), f" {b.backend}: {'; '.join(b.failures)}"))
     for line in ceiling_lines(result):
         console.print(line)
     for recommendation in result.recommendations():
@@ -213,8 +221,11 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
     for b in result.backends:
         for flip in b.parity.flips if b.parity else ():
             console.print(
-                f"[yellow]flip[/] {b.backend}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
-                f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})"
+                Text.assemble(
+                    ("flip", "yellow"),
+                    f" {b.backend}: {flip.image} {flip.reference_class} -> {flip.actual_class} "
+                    f"(margins {flip.reference_margin:.3f} -> {flip.actual_margin:.3f})",
+                )
             )
 
 
@@ -228,10 +239,12 @@ def debug_report(report: DebugReport, console: Any) -> None:
     for column in ("tensor", "op", "max abs", "rel", "NaN/Inf"):
         table.add_column(column, no_wrap=True)
     for error in report.worst:
-        table.add_row(error.name, error.op, f"{error.max_abs:.2e}", f"{error.max_rel:.2e}", f"{error.nan}/{error.inf}")
+        table.add_row(
+            Text(error.name), error.op, f"{error.max_abs:.2e}", f"{error.max_rel:.2e}", f"{error.nan}/{error.inf}"
+        )
     print_whole(table)
     colour = "red" if report.first_failure is not None else "green"
-    console.print(f"[{colour}]{report.summary()}[/]")
+    console.print(Text(report.summary(), style=colour))
     if report.folder:
         console.print(f"inputs, golden outputs and reproduce.sh: {report.folder}")
 
@@ -244,5 +257,5 @@ def versions_table(rows: Sequence[dict[str, Any]]) -> None:
         table.add_column(column, justify="right" if column == "version" else "left")
     for row in rows:
         marker = "*" if row["served"] else " "
-        table.add_row(*(f"{marker}{row[c]}" if c == "version" else str(row[c]) for c in columns))
+        table.add_row(*(Text(f"{marker}{row[c]}" if c == "version" else str(row[c])) for c in columns))
     print_whole(table)

@@ -1,5 +1,5 @@
 """Serve a model repository written by `dgla-export triton` with the pip-installed Triton Inference
-Server (pip install 'dgla-export[serve]'). Waits until every model is ready, prints the endpoints,
+Server (pip install -e '.[serve]'). Waits until every model is ready, prints the endpoints,
 and stops cleanly on Ctrl-C, SIGINT or SIGTERM (within about 15 s; the server is killed after 30 s):
 exit 130 after Ctrl-C or SIGINT (interrupted, as every command), 0 after SIGTERM (a supervisor's
 orderly stop). It can be started again on the same ports at once. Imports neither torch nor ONNX

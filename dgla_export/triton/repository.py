@@ -21,6 +21,7 @@ from dgla_export._version import __version__
 from dgla_export.artefacts.graph import inspect_graph, load_graph
 from dgla_export.artefacts.manifest import manifest_path, verify_engine_file
 from dgla_export.errors import option
+from dgla_export.install import install_command
 from dgla_export.io import check_output_folder, replace_folder, sha256_file
 from dgla_export.models.config import ModelConfig
 from dgla_export.triton.admission import admit, served_precision, write_golden
@@ -47,7 +48,7 @@ PREPROCESS_LIBRARY = tuple(Path(__file__).parent.parent / n for n in ("preproces
 DALI_PIPELINE = Path(__file__).parent.parent / "dali_pipeline.py"  # beside model.dali, for dgla-serve
 SELFCHECK = Path(__file__).with_name("selfcheck.py")  # standalone: the stdlib and numpy
 COMMAND = "dgla-export triton"
-DALI_INSTALL_HINT = "pip install 'dgla-export[dali]'"
+DALI_INSTALL_HINT = install_command("dali")
 
 
 def _graph_io(path: Path) -> tuple[dict[str, tuple[str, list[int]]], dict[str, tuple[str, list[int]]], dict[str, str]]:

@@ -45,11 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from dgla_export.errors import ServeError
+from dgla_export.install import install_command
 from dgla_export.triton.security import ADMIN_HEADER, ADMIN_KEY_ENV, API_KEY_ENV, ServerSecurity
 
 __all__ = ["INSTALL_HINT", "Ports", "ServeError", "TritonInstall", "TritonServer", "wipe_arguments"]
 
-INSTALL_HINT = "pip install 'dgla-export[serve]'"
+INSTALL_HINT = install_command("serve")
 SHM_ROOT = Path("/dev/shm")
 # Log lines of a server without a GPU that say nothing about the repository.
 _TRITON_LINE = re.compile(rb"(?m)^[IWE]\d{4} ")  # Triton's own log lines: severity, month and day

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from dgla_export.errors import ServeError
+from dgla_export.install import install_command
 from dgla_export.runtimes.availability import cuda_device_problem, tensorrt_problem
 from dgla_export.runtimes.openvino import openvino_problem
 from dgla_export.triton.versions import (
@@ -159,7 +160,7 @@ def serving_repository(
             if importlib.util.find_spec("nvidia.dali") is None:
                 raise ServeError(
                     f"{folder.name} is a DALI pipeline, and NVIDIA DALI is not installed here: "
-                    "pip install 'dgla-export[dali]'"
+                    + install_command("dali")
                 )
             _as_python_model(folder, target / folder.name, config, "model.dali", DALI_MODEL)
             how[folder.name] = f"DALI pipeline, {'GPU' if gpu else 'CPU'} operators (Python backend)"

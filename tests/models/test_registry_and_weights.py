@@ -40,6 +40,18 @@ def test_registry_lists_the_ablation_rows() -> None:
     assert {"dgla_resnet50", "gla_resnet50", "dbi_resnet50", "resnet50"} <= set(list_models())
 
 
+def test_weights_are_spelled_as_on_the_command_line() -> None:
+    """ "random", "demo" or a file: what --weights and export_onnx(weights=) take, create_model takes."""
+    torch.manual_seed(0)
+    random = create_model("dgla_tiny", weights="random")
+    torch.manual_seed(0)
+    unnamed = create_model("dgla_tiny")
+    demo = create_model("dgla_tiny", weights="demo")
+    for key, value in random.state_dict().items():
+        assert torch.equal(value, unnamed.state_dict()[key]), key
+    assert any(not torch.equal(v, demo.state_dict()[k]) for k, v in random.state_dict().items())
+
+
 def test_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(UnknownModelError, match="dgla_resnet50"):
         create_model("dgla_resnet5O")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -332,23 +334,46 @@ def test_labels_that_do_not_match_the_images_are_named(tiny_onnx, tmp_path, imag
     argv = [*QUICK_BENCH, "--onnx", str(tiny_onnx["fp32"]), "--backends", "onnxruntime-cpu-fp32"]
     argv += ["--labels", str(labels), "--output", str(tmp_path / "o")]
     assert bench_main(argv) == EXIT_USAGE
-    _one_line_error(capsys, f"1 images without a label ({images[0][0]})", "1 labels without an image (ISIC_0000000)")
+    unlabelled, orphan = f"1 images without a label ({images[0][0]})", "1 labels without an image (ISIC_0000000.jpg)"
+    _one_line_error(capsys, unlabelled, orphan)
     assert bench_main([*argv, "--allow-label-subset"]) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["reference_metrics"]["images"] == len(images) - 1
 
 
-def test_client_takes_folders_and_names_empty_ones(tmp_path, capsys) -> None:
-    from dgla_export.tools.client import image_files
-
-    (tmp_path / "b.png").write_bytes(b"x")
-    (tmp_path / "a.JPG").write_bytes(b"x")
-    (tmp_path / "notes.txt").write_text("x")
-    assert image_files([tmp_path]) == [tmp_path / "a.JPG", tmp_path / "b.png"]
+def test_client_names_empty_folders(tmp_path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "notes.txt").write_text("x")
     assert client_main([str(empty), "--url", "127.0.0.1:1"]) == EXIT_USAGE
-    _one_line_error(capsys, str(empty), "folder without images")
+    _one_line_error(capsys, str(empty), "holds no images", "only notes.txt")
+
+
+def test_a_hint_prints_as_written_and_runs_as_printed(capsys) -> None:
+    from dgla_export.console import Console
+    from dgla_export.install import install_command
+
+    hint = install_command("openvino")
+    Console("dgla-bench").print(f"skipped onnxruntime-openvino: OpenVINO is not installed ({hint})")
+    printed = capsys.readouterr().err
+    assert hint in printed.replace("\n", ""), printed  # rich took "[openvino]" for a style tag
+    argv = shlex.split(hint)
+    assert argv[:5] == [sys.executable, "-m", "pip", "install", "-e"] and argv[5].endswith("[openvino]")
+    # pip resolves it as printed (the clone's metadata, its extras): a dry run, nothing installed
+    run = subprocess.run(
+        [*argv, "--dry-run", "--no-deps", "--no-build-isolation", "--quiet"], capture_output=True, text=True,
+        cwd=tempfile.gettempdir(), timeout=300,
+    )  # fmt: skip
+    print(f"{hint}: exit {run.returncode}")
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_a_checkpoint_given_as_a_graph_is_named_as_one(tiny, tmp_path, capsys) -> None:
+    import torch
+
+    torch.save(tiny.state_dict(), tmp_path / "ckpt.pt")
+    assert bench_main([*QUICK_BENCH, "--onnx", str(tmp_path / "ckpt.pt")]) == EXIT_USAGE
+    _one_line_error(capsys, "is a PyTorch checkpoint, not an ONNX graph", f"--weights {tmp_path / 'ckpt.pt'}")
 
 
 def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatch) -> None:

@@ -66,7 +66,7 @@ def test_client_and_heatmaps_follow_the_served_model(family, name, images, tmp_p
         assert err < TOLERANCE, f"{name}: served vs local top-1 probability differ by {err:.2e}"
     size = config.architecture.display_size
     for p in paths:
-        with Image.open(heatmaps / f"{p.stem}.png") as sheet:
+        with Image.open(heatmaps / f"{p.name}.png") as sheet:
             assert sheet.height == size + 22, f"{name}: heatmap {sheet.size}, expected panels {size} px high"
     assert len(config.input_names) == (2 if name.startswith(("dbi", "dgla")) else 1)
     assert np.isfinite(local).all()

@@ -218,6 +218,34 @@ def test_cli_over_http_prints_results_and_names_bad_files(served, image_files, t
     assert captured.err.count("\n") == 1 and f"{junk}: " in captured.err and "Traceback" not in captured.err
 
 
+def test_a_newcomers_folder_every_photo_under_its_own_name_nothing_skipped_in_silence(
+    served, images, tmp_path, capsys
+) -> None:
+    """Two photos of one name, a DICOM without an extension (as PACS exports write them), and files
+    that are no photos: every photo answered and mapped under its own name, the rest named in one line."""
+    import torch
+    from photo_encodings import ENCODINGS
+    from PIL import Image
+
+    server, _ = served
+    lesions = tmp_path / "lesions"
+    lesions.mkdir()
+    Image.fromarray(images[0][1]).save(lesions / "skin.jpg")
+    Image.fromarray(images[1][1]).save(lesions / "skin.png")
+    (lesions / "1.2.840.113619.2.55.3").write_bytes(ENCODINGS["dicom_rle"](images[2][1]))
+    (lesions / "notes.txt").write_text("MRN 12345\n")
+    torch.save({"w": torch.zeros(2)}, lesions / "ckpt.pt")
+    maps = tmp_path / "maps"
+    assert main([str(lesions), "--url", server.grpc_url, "--heatmap", str(maps), "--json"]) == 0
+    captured = capsys.readouterr()
+    answers = [json.loads(line) for line in captured.out.splitlines()]
+    photos = ["1.2.840.113619.2.55.3", "skin.jpg", "skin.png"]
+    assert [a["image"] for a in answers] == [str(lesions / p) for p in photos], answers
+    assert [a["heatmap"] for a in answers] == [str(maps / f"{p}.png") for p in photos]
+    assert sorted(p.name for p in maps.glob("*.png")) == [f"{p}.png" for p in photos]
+    assert captured.err == "dgla-client: skipped 2 files that are not images: ckpt.pt, notes.txt\n", captured.err
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_files, protocol) -> None:
     """The ensemble answers the top-1 class's map, and every class's when asked, as the graph does here."""
@@ -250,10 +278,15 @@ def test_client_writes_heatmap_overlays(served, tiny, image_files, tmp_path, cap
     folder = tmp_path / "maps"
     assert main([*map(str, image_files[:2]), "--url", server.grpc_url, "--heatmap", str(folder)]) == 0
     written = sorted(folder.glob("*.png"))
-    assert [p.stem for p in written] == sorted(p.stem for p in image_files[:2]), written
+    assert [p.name for p in written] == sorted(f"{p.name}.png" for p in image_files[:2]), written
+    assert [line.split("  heatmap: ")[1] for line in capsys.readouterr().out.splitlines()] == [
+        str(folder / f"{p.name}.png") for p in image_files[:2]
+    ]
     size = tiny.config.architecture.display_size
     for path in written:
-        height, width = decode_image(next(p for p in image_files if p.stem == path.stem).read_bytes()).shape[:2]
+        height, width = decode_image(next(p for p in image_files if f"{p.name}.png" == path.name).read_bytes()).shape[
+            :2
+        ]
         photo_width = round(width * size / height)
         with Image.open(path) as picture:
             assert picture.size == (photo_width + size + colour_bar(size).width, size + 22), (path, picture.size)
