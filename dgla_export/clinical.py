@@ -169,14 +169,16 @@ def match_labels(
 
 
 def _rows_of(names: Sequence[str], labels: dict[str, int]) -> dict[str, list[str]]:
-    """Each photo's rows: equal to its name, or equal once the extension only one side has is dropped."""
+    """Each photo's rows: equal to its name, or equal once the extension only one side has is dropped,
+    letter case aside (a camera's ``IMG_0001.JPG``, a spreadsheet's ``IMG_0001.jpg``)."""
     by_key: dict[str, list[str]] = {}
     for row in labels:
-        by_key.setdefault(image_key(row), []).append(row)
+        by_key.setdefault(image_key(row).casefold(), []).append(row)
     found = {}
     for name in names:
         bare = image_key(name) == name
-        found[name] = [r for r in by_key.get(image_key(name), []) if r == name or bare or image_key(r) == r]
+        rows = by_key.get(image_key(name).casefold(), [])
+        found[name] = [r for r in rows if r.casefold() == name.casefold() or bare or image_key(r) == r]
     return found
 
 

@@ -54,8 +54,9 @@ class Console:
 
     def print(self, *objects: object, style: str | None = None) -> None:
         """Results for people: text as written (no markup: a hint's ``[openvino]`` stays), in
-        ``style`` where given; rich objects (tables, styled text) as they are."""
-        self.err.print(*objects, style=style, markup=False)
+        ``style`` where given, never broken into lines (a hint copied from a terminal runs); rich
+        objects (tables, styled text) as they are."""
+        self.err.print(*objects, style=style, markup=False, soft_wrap=True)
 
     def _plain(self, message: str) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ __all__ = [
     "Photos",
     "check_disjoint",
     "distinct",
+    "file_names",
     "find_photos",
     "image_id",
     "image_key",
@@ -51,8 +53,25 @@ def submission_keys(names: Sequence[str]) -> list[str]:
     where two photos share that key (``skin.jpg`` and ``skin.png``): those keep their extension, so
     no two rows name the same image."""
     keys = [image_key(name) for name in names]
-    shared = {key for key in keys if keys.count(key) > 1}
-    return [name if key in shared else key for name, key in zip(names, keys, strict=True)]
+    counts = collections.Counter(key.casefold() for key in keys)
+    keys = [name if counts[key.casefold()] > 1 else key for name, key in zip(names, keys, strict=True)]
+    return file_names(keys)
+
+
+def file_names(names: Sequence[str]) -> list[str]:
+    """``names`` as file names in one folder: a folder's ``/`` as ``__``, and any that would then
+    name one file twice, letter case aside (macOS and Windows disks), numbered (``x#2``)."""
+    used: set[str] = set()
+    flat = []
+    for name in names:
+        base = candidate = name.strip("/").replace("/", "__")
+        number = 1
+        while candidate.casefold() in used:
+            number += 1
+            candidate = f"{base}#{number}"
+        used.add(candidate.casefold())
+        flat.append(candidate)
+    return flat
 
 
 def unique_names(files: Sequence[Path]) -> list[str]:
@@ -60,7 +79,8 @@ def unique_names(files: Sequence[Path]) -> list[str]:
     above it, as few as tell it apart, where two folders hold the same name (``a/x.jpg``, ``b/x.jpg``);
     the same file given twice gets ``#2``."""
     names = [f.name for f in files]
-    for name in {n for n in names if names.count(n) > 1}:
+    counts = collections.Counter(names)
+    for name in {n for n in names if counts[n] > 1}:
         group = [i for i, n in enumerate(names) if n == name]
         parts = {i: Path(files[i]).absolute().parts for i in group}
         paths = set(parts.values())  # one file given twice is one path
@@ -90,27 +110,30 @@ class Photos:
     names: tuple[str, ...]
     skipped: tuple[str, ...] = ()
 
-    def skipped_line(self) -> str | None:
-        """One line naming what was not read, or None."""
+    def skipped_line(self, named: bool = True) -> str | None:
+        """One line on what was not read (naming it unless ``named`` is False: file names can hold
+        a patient's), or None."""
         if not self.skipped:
             return None
         count = len(self.skipped)
         what = "file that is not an image" if count == 1 else "files that are not images"
-        return f"skipped {count} {what}: {listed(list(self.skipped), limit=8)}"
+        return f"skipped {count} {what}" + (f": {listed(list(self.skipped), limit=8)}" if named else "")
 
 
-def find_photos(paths: Sequence[str | Path]) -> Photos:
+def find_photos(paths: Sequence[str | Path], *, named: bool = True) -> Photos:
     """The photos of ``paths``: a file named is read whatever it is (a file that is no image is then
     an error for it); a folder's files (sorted by name, not its subfolders) are read when they have
-    an image extension or begin with an image format's bytes (:func:`~dgla_export.decode.looks_like_image`),
-    and listed as skipped otherwise, as are its subfolders."""
+    an image extension or, without an extension (or with a DICOM UID's numeric one), begin with an
+    image format's bytes (:func:`~dgla_export.decode.looks_like_image`), and are listed as skipped
+    otherwise, as are its subfolders (a camera's raw files too). ``named``: False keeps the names of
+    what was skipped out of the errors (``--anonymise``)."""
     files: list[Path] = []
     skipped: list[str] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found, passed = _folder(path, lambda f: f.suffix.lower() in IMAGE_SUFFIXES or _starts_as_image(f))
+            found, passed = _folder(path, _is_photo)
             if not found:
-                only = f" (only {listed(passed)})" if passed else ""
+                only = f" (only {listed(passed) if named else len(passed)})" if passed else ""
                 raise ImageError(f"{path} holds no images (JPEG, PNG, TIFF, WebP, HEIC, AVIF, DICOM){only}")
             files += found
             skipped += passed
@@ -133,7 +156,12 @@ def _folder(folder: Path, is_photo: Callable[[Path], bool]) -> tuple[list[Path],
     return found, passed
 
 
-def _starts_as_image(path: Path) -> bool:
+def _is_photo(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    if suffix and not suffix[1:].isdigit():  # notes.txt, ckpt.pt, skin.dng: their names say what they are
+        return False
     try:
         with open(path, "rb") as handle:
             return looks_like_image(handle.read(HEAD_BYTES))

@@ -123,7 +123,6 @@ MAGIC = (
     b"\xff\xd8\xff",  # JPEG, MPO
     b"\x89PNG\r\n\x1a\n",
     b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # TIFF, BigTIFF
-    b"BM",
     b"GIF87a", b"GIF89a",
 )  # fmt: skip
 HEAD_BYTES = 132  # enough for DICOM's preamble and its "DICM"
@@ -134,7 +133,12 @@ def looks_like_image(head: bytes) -> bool:
     files are recognised when their name has no image extension (a PACS export's DICOM files often
     have none). Whether the rest decodes is for :func:`decode_image` to say."""
     webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-    return webp or head.startswith(MAGIC) or sniff(head) is not None
+    # BMP's "BM" begins many a text: its reserved bytes must be 0 and its header one of BMP's sizes
+    bmp = head[:2] == b"BM" and head[6:10] == bytes(4) and int.from_bytes(head[14:18], "little") in _BMP_HEADERS
+    return webp or bmp or head.startswith(MAGIC) or sniff(head) is not None
+
+
+_BMP_HEADERS = {12, 40, 52, 56, 108, 124}
 
 
 def _brands(data: bytes) -> set[bytes]:

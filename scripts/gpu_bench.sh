@@ -58,5 +58,5 @@ fi
 if python -c "import nvidia.dali" 2>/dev/null; then
   python "$here/benchmarks/preprocess_cpu.py" --dali-device gpu --output "$out/preprocess"
 else
-  echo "NVIDIA DALI not importable: skipping the GPU preprocessing run (pip install 'dgla-export[dali]')" >&2
+  echo "NVIDIA DALI not importable: skipping the GPU preprocessing run (pip install -e '.[dali]' in this clone)" >&2
 fi

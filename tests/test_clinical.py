@@ -82,6 +82,10 @@ def test_labels_match_each_photo_by_its_name_with_or_without_the_extension(tmp_p
         UserError, match=r"photo skin\.jpg is labelled by two rows, skin(\.jpg)? and skin(\.jpg)?; keep one"
     ):
         match_labels(["skin.jpg"], read_labels(path, CLASSES), path)
+    path = _csv(tmp_path, _row("img_0002.jpg", 5), _row("IMG_0003", 6))  # a spreadsheet's letter case
+    assert match_labels(["IMG_0002.JPG", "img_0003.heic"], read_labels(path, CLASSES), path) == {
+        "IMG_0002.JPG": 5, "img_0003.heic": 6,
+    }  # fmt: skip
     path = _csv(tmp_path, _row("skin.png", 0))  # another file's name is no label of this one
     with pytest.raises(UserError, match="names none of the 1 images"):
         match_labels(["skin.jpg"], read_labels(path, CLASSES), path)

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,9 +70,11 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise GraphFileError(f"ONNX file {path} does not exist; {again}")
     if _is_checkpoint(path):
+        quoted = shlex.quote(str(path))
         raise GraphFileError(
-            f"{path} is a PyTorch checkpoint, not an ONNX graph: pass it as --weights {path} (weights=), or export "
-            f"a graph from it with `dgla-export onnx --weights {path} --output dgla.onnx`"
+            f"{path} is a PyTorch checkpoint, not an ONNX graph: export a graph from it with "
+            f"`dgla-export onnx --weights {quoted} --output dgla.onnx`, or give it as --weights {quoted} (weights=) "
+            "where a command takes the weights"
         )
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -95,10 +98,11 @@ def _is_checkpoint(path: Path) -> bool:
         head = handle.read(16)
     if head[:1] == b"\x80" or (head[8:10] == b'{"' and int.from_bytes(head[:8], "little") > 0):
         return True
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # no zip (an ONNX file), or a damaged one: not a checkpoint
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
 
 
 def graph_metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -234,8 +234,11 @@ def run_bench(
     if runs and options.isolate:
         progress("a fresh process's start, timed for the estimate")
         started = time.perf_counter()
-        parity_import_s = run(functools.partial(_start_like_a_first_visit, runs[0][1]))
-        start_s = time.perf_counter() - started - parity_import_s
+        try:
+            parity_import_s = run(functools.partial(_start_like_a_first_visit, runs[0][1]))
+            start_s = time.perf_counter() - started - parity_import_s
+        except Exception:  # the runner's own visit will report why its process fails; the estimate goes without
+            progress("the probe's process failed: the first estimate counts no process start")
     estimate = Estimate(options, len(names), reference_s, seconds_per_pair, start_s, parity_import_s)
     visits_left = {b.name: options.rounds for b, _, _ in runs}
 

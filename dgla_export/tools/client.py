@@ -99,13 +99,13 @@ HEATMAP_COMMAND = "dgla-client --heatmap"
 
 
 def _classify(args: argparse.Namespace) -> int:
-    photos = find_photos(args.images)
+    photos = find_photos(args.images, named=not args.anonymise)
     files = list(photos.files)
     if args.heatmap is not None:  # a bad folder fails here, before any request
         from dgla_export.io import check_output_folder
 
         check_output_folder(args.heatmap, args.force, command=HEATMAP_COMMAND, inputs=files)
-    if skipped := photos.skipped_line():
+    if skipped := photos.skipped_line(named=not args.anonymise):
         print(f"dgla-client: {skipped}", file=sys.stderr)
     predictions = classify(
         files,
@@ -158,17 +158,18 @@ def _write_heatmaps(
     """One PNG per answered image, ``NAME.png`` after its name unique in the run (a folder's ``/`` as
     ``__``), written as a whole folder (nothing of the user's is touched), in the served model's class
     names and at its finest input's size. Returns where each photo's heatmap is (None: no answer)."""
+    from dgla_export.data import file_names
     from dgla_export.io import replace_folder
     from dgla_export.overlay import colour_bar, overlay, photo_with_crop, side_by_side
     from dgla_export.preprocess import decode_image
 
     written: list[Path | None] = []
     with replace_folder(folder, command=HEATMAP_COMMAND) as staging:
-        for prediction, name in zip(predictions, names, strict=True):
+        for prediction, name in zip(predictions, file_names(names), strict=True):
             written.append(None)
             if prediction.probs is None:
                 continue
-            file_name = name.replace("/", "__") + ".png"
+            file_name = f"{name}.png"
             image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
             top1 = int(np.argmax(prediction.probs))
             maps = [(top1, prediction.cam_top1)]

@@ -139,7 +139,9 @@ def quantization(report: QuantizationReport, console: Any) -> None:
     for column in ("unit", "error", "precision"):
         table.add_column(column)
     for unit, error in report.sensitivity.items():
-        table.add_row(unit, f"{error:.4f}", "[yellow]fp32 (kept out)[/]" if unit in report.kept_out else "int8")
+        table.add_row(
+            unit, f"{error:.4f}", Text("fp32 (kept out)", style="yellow") if unit in report.kept_out else "int8"
+        )
     console.print(table)
     check = report.calibration_check
     console.print(
@@ -201,7 +203,7 @@ def bench_tables(result: BenchResult, preprocess: str, labels_name: str | None, 
     scores = score_rows(result)
     if scores:  # the summary; every class's sensitivity is in results.md, .csv and .json
         first = result.class_names[0]
-        metrics = Table(title=f"scores against {labels_name} ({scores[0]['images']} images)")
+        metrics = Table(title=Text(f"scores against {labels_name} ({scores[0]['images']} images)"))
         for column in ("backend", "accuracy", "balanced acc.", "weighted F1", "macro AUC", f"{first} sens."):
             metrics.add_column(column, no_wrap=True)
         for row in scores:

@@ -356,7 +356,7 @@ def test_a_hint_prints_as_written_and_runs_as_printed(capsys) -> None:
     hint = install_command("openvino")
     Console("dgla-bench").print(f"skipped onnxruntime-openvino: OpenVINO is not installed ({hint})")
     printed = capsys.readouterr().err
-    assert hint in printed.replace("\n", ""), printed  # rich took "[openvino]" for a style tag
+    assert hint in printed, printed  # rich took "[openvino]" for a style tag, and broke long lines
     argv = shlex.split(hint)
     assert argv[:5] == [sys.executable, "-m", "pip", "install", "-e"] and argv[5].endswith("[openvino]")
     # pip resolves it as printed (the clone's metadata, its extras): a dry run, nothing installed
@@ -368,12 +368,24 @@ def test_a_hint_prints_as_written_and_runs_as_printed(capsys) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
 
 
-def test_a_checkpoint_given_as_a_graph_is_named_as_one(tiny, tmp_path, capsys) -> None:
+def test_a_checkpoint_given_as_a_graph_is_named_as_one(tiny, tiny_onnx, tmp_path, capsys) -> None:
     import torch
+    from safetensors.torch import save_file
 
-    torch.save(tiny.state_dict(), tmp_path / "ckpt.pt")
-    assert bench_main([*QUICK_BENCH, "--onnx", str(tmp_path / "ckpt.pt")]) == EXIT_USAGE
-    _one_line_error(capsys, "is a PyTorch checkpoint, not an ONNX graph", f"--weights {tmp_path / 'ckpt.pt'}")
+    folder = tmp_path / "my checkpoints"
+    folder.mkdir()
+    torch.save(tiny.state_dict(), folder / "ckpt.pt")
+    torch.save(tiny.state_dict(), folder / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_file(tiny.state_dict(), folder / "ckpt.safetensors")
+    for name in ("ckpt.pt", "legacy.pth", "ckpt.safetensors"):
+        assert bench_main([*QUICK_BENCH, "--onnx", str(folder / name)]) == EXIT_USAGE
+        _one_line_error(
+            capsys, "is a PyTorch checkpoint, not an ONNX graph", f"--weights {shlex.quote(str(folder / name))}"
+        )
+    damaged = tmp_path / "damaged.onnx"  # ends like a zip: neither a checkpoint nor a crash
+    damaged.write_bytes(tiny_onnx["fp32"].read_bytes()[:4096] + b"PK\x05\x06" + bytes(18))
+    assert bench_main([*QUICK_BENCH, "--onnx", str(damaged)]) == EXIT_USAGE
+    _one_line_error(capsys, "not a readable ONNX file")
 
 
 def test_progress_in_a_log_is_plain_periodic_lines(tiny_onnx, capsys, monkeypatch) -> None:
