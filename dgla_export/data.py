@@ -61,17 +61,7 @@ def submission_keys(names: Sequence[str]) -> list[str]:
 def file_names(names: Sequence[str]) -> list[str]:
     """``names`` as file names in one folder: a folder's ``/`` as ``__``, and any that would then
     name one file twice, letter case aside (macOS and Windows disks), numbered (``x#2``)."""
-    used: set[str] = set()
-    flat = []
-    for name in names:
-        base = candidate = name.strip("/").replace("/", "__")
-        number = 1
-        while candidate.casefold() in used:
-            number += 1
-            candidate = f"{base}#{number}"
-        used.add(candidate.casefold())
-        flat.append(candidate)
-    return flat
+    return distinct([name.strip("/").replace("/", "__") for name in names], fold=True)
 
 
 def unique_names(files: Sequence[Path]) -> list[str]:
@@ -90,14 +80,19 @@ def unique_names(files: Sequence[Path]) -> list[str]:
     return distinct(names)
 
 
-def distinct(names: Sequence[str]) -> list[str]:
-    """``names`` with each repeat numbered (``x``, ``x#2``): one file given twice, or two files of
-    the same bytes named by :func:`image_id`."""
-    seen: dict[str, int] = {}
+def distinct(names: Sequence[str], *, fold: bool = False) -> list[str]:
+    """``names`` with each repeat numbered (``x``, ``x#2``), a number never taken by another name:
+    one file given twice, or two files of the same bytes named by :func:`image_id`. ``fold``: names
+    that differ in letter case only are repeats too (file names on macOS and Windows disks)."""
+    used: set[str] = set()
     numbered = []
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        numbered.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        candidate, number = name, 1
+        while (candidate.casefold() if fold else candidate) in used:
+            number += 1
+            candidate = f"{name}#{number}"
+        used.add(candidate.casefold() if fold else candidate)
+        numbered.append(candidate)
     return numbered
 
 
