@@ -6,6 +6,7 @@ validation passes; a graph that fails is kept beside it as NAME.failed.onnx for 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from dgla_export.tools.args import (
@@ -86,7 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dgla_export.api import Int8Options, ValidationFailedError, export_onnx
-    from dgla_export.console import Console
+    from dgla_export.console import PLAIN_WIDTH, Console
     from dgla_export.errors import OptionError
     from dgla_export.tools import render
 
@@ -133,13 +134,15 @@ def run(args: argparse.Namespace) -> int:
         render.quantization(result.quantization, console)
     graph = result.graph
     ops = ", ".join(f"{op} {n}" for op, n in graph.op_counts.items())
-    summary = f"opset {graph.opset}, IR {graph.ir_version}, {graph.node_count} nodes ({ops})"
+    # the operator counts wrapped (a log keeps them within its width); the path whole
+    ops = textwrap.fill(ops, width=PLAIN_WIDTH, initial_indent="  ", subsequent_indent="  ")
+    summary = f"opset {graph.opset}, IR {graph.ir_version}, {graph.node_count} nodes"
     if result.validation is None:
-        console.print(f"{result.path}: {summary} (not validated)")
+        console.print(f"{result.path}: {summary} (not validated)\n{ops}")
         return 0
     render.validation(result.validation, console)
     if args.report:
         console.print(f"report: {args.report}")
-    console.print(f"{result.path}: {summary}")
+    console.print(f"{result.path}: {summary}\n{ops}")
     render.verdict(result.validation, console)
     return 0
