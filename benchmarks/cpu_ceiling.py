@@ -3,8 +3,8 @@
 Two ceilings, recorded with the machine and commit:
 - FMA peak: independent AVX2 FMA chains on every core (a C kernel compiled here with gcc), the
   most FP32 FLOP/s the cores can retire;
-- GEMM: the best large FP32 matrix product through numpy's BLAS (what dgla-bench reports as the
-  CPU ceiling).
+- GEMM: the best large FP32 matrix product of the fastest dense kernel here (numpy's BLAS, torch,
+  ONNX Runtime, OpenVINO: what dgla-bench reports as the CPU ceiling).
 With the model's FLOPs per image pair they give the least time any FP32 runtime can take, hence
 the largest speed-up over a measured eager time. Run: python benchmarks/cpu_ceiling.py
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import commit, machine, parse_args, write_json
-from dgla_export.benchmarking.run import cpu_gemm_tflops
+from dgla_export.benchmarking.ceilings import cpu_ceiling
 from dgla_export.models.cost import measure_cost
 from dgla_export.models.registry import create_model
 
@@ -89,7 +89,8 @@ def main() -> None:
     args = parse_args(parser)
     threads, fma_runs = fma_peak_gflops()
     fma = max(fma_runs)
-    gemm = cpu_gemm_tflops() * 1e3
+    ceiling = cpu_ceiling()
+    gemm = ceiling.tflops * 1e3
     gflop_per_pair = 2 * measure_cost(create_model(args.model)).macs / 1e9
     record = {
         "machine": machine(),
@@ -99,6 +100,8 @@ def main() -> None:
         "fma_peak_gflops": fma,
         "fma_runs_gflops": fma_runs,
         "gemm_gflops": gemm,
+        "gemm_kernel": ceiling.kernel,  # the fastest dense kernel here (dgla_export.benchmarking.ceilings)
+        "gemm_rates_gflops": {kernel: rate * 1e3 for kernel, rate in ceiling.rates.items()},
         "model": args.model,
         "gflop_per_pair": gflop_per_pair,
         "min_ms_per_pair_at_fma_peak": gflop_per_pair / fma * 1e3,

@@ -120,7 +120,8 @@ def stage_env(plan: Plan, output: Path) -> None:
     import numpy as np
     import torch
 
-    from dgla_export.benchmarking.timing import PEAK_TFLOPS, cpu_gemm_tflops, gpu_gemm_tflops
+    from dgla_export.benchmarking.ceilings import cpu_ceiling
+    from dgla_export.benchmarking.timing import PEAK_TFLOPS, gpu_gemm_tflops
 
     record: dict[str, Any] = {"plan": dataclasses.asdict(plan), **provenance(), "numpy": np.__version__}
     record["torch"] = {
@@ -142,7 +143,7 @@ def stage_env(plan: Plan, output: Path) -> None:
         record["datasheet_tflops"] = next((t for key, t in PEAK_TFLOPS.items() if key in props.name), None)
         record["nvidia_smi_after_gemm"] = nvidia_smi()  # the clocks under load
     else:
-        record["gemm_tflops"] = {"fp32": cpu_gemm_tflops("fp32", plan.gemm_size)}
+        record["gemm_tflops"] = {"fp32": cpu_ceiling("fp32", plan.gemm_size).tflops}
     record["not_run"] = {name: why for name, why in not_runnable().items() if why}
     write(output, "env.json", record)
 

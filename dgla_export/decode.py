@@ -50,6 +50,7 @@ __all__ = [
     "ImageTooLargeError",
     "Limits",
     "PreprocessingError",
+    "centre_box",
     "dali_problem",
     "decode_image",
     "image_size",
@@ -194,12 +195,22 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise _failed(data, err) from err
 
 
-def decode_image(data: bytes, limits: Limits | None = None, *, min_side: int | None = None) -> np.ndarray:
+def centre_box(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of the centre square the model sees of a ``height`` x ``width`` image."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def decode_image(
+    data: bytes, limits: Limits | None = None, *, min_side: int | None = None, square: bool = False
+) -> np.ndarray:
     """Encoded bytes -> the viewer's pixels: (H, W) or (H, W, 3|4) uint8 or uint16, or float32 in [0, 1].
 
     With ``min_side`` (the fast path), the image is reduced by 2, 4 or 8 while its short side stays
     >= ``min_side``: a JPEG inside libjpeg's DCT (Pillow's ``draft``), any other format by Pillow's
-    box ``reduce`` after decoding. Orientation and colour are applied to the reduced image."""
+    box ``reduce`` after decoding. Orientation and colour are applied to the reduced image.
+    ``square``: only the upright image's centre square (:func:`centre_box`: what the model sees),
+    cut before the colour conversion, which then costs the square's pixels, not the photo's."""
     limits = limits or Limits()
     if not data:
         raise ImageError("cannot decode image: no bytes")
@@ -207,14 +218,14 @@ def decode_image(data: bytes, limits: Limits | None = None, *, min_side: int | N
     try:
         if sniff(data) == "DICOM":
             img, profile = _dicom_image(data, limits)
-            return _as_shown(img, profile, min_side)
+            return _as_shown(img, profile, min_side, square)
         with open_image(data) as img:
             limits.check_pixels(*img.size)
             if min_side is not None and img.format in ("JPEG", "MPO"):
                 _draft(img, min_side)
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            return _as_shown(img, img.info.get("icc_profile"), min_side)
+            return _as_shown(img, img.info.get("icc_profile"), min_side, square)
     except Exception as err:
         raise _failed(data, err) from err
 
@@ -230,8 +241,9 @@ def _draft(img: Image.Image, min_side: int) -> None:
         img.draft(None, (img.size[0] // scale, img.size[1] // scale))
 
 
-def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None) -> np.ndarray:
-    """A decoded image -> its sRGB pixels (alpha kept), reduced to ``min_side`` where given."""
+def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None, square: bool = False) -> np.ndarray:
+    """A decoded image -> its sRGB pixels (alpha kept), reduced to ``min_side`` where given, its
+    centre square only with ``square``."""
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA" if img.has_transparency_data else "RGB")
     elif img.mode in ("LA", "La", "RGBa"):
@@ -245,6 +257,9 @@ def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None) -> 
     scale = _scale(min_side, img.size) if min_side is not None else 1
     if scale > 1:
         img = (img.convert("I") if sixteen else img).reduce(scale)  # Pillow reduces 32-bit, not 16-bit, integers
+    if square:
+        top, left, side = centre_box(img.height, img.width)
+        img = img.crop((left, top, left + side, top + side))
     if sixteen:
         return np.asarray(img).astype(np.uint16)  # through mode I when reduced: still 0..65535
     if img.mode == "I" and top is not None:

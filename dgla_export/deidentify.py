@@ -37,7 +37,7 @@ from PIL import Image
 
 from dgla_export.decode import ImageError, Limits, decode_image, open_image, sniff
 
-__all__ = ["deidentify"]
+__all__ = ["deidentify", "refuse_burned_in"]
 
 ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -194,6 +194,20 @@ def _webp(data: bytes) -> bytes:
         chunks.append(b"EXIF" + len(exif).to_bytes(4, "little") + exif + b"\x00" * (len(exif) & 1))
     body = b"WEBP" + b"".join(chunks)
     return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def refuse_burned_in(data: bytes) -> None:
+    """For a pixels-only client, which sends no container at all: a DICOM whose pixels may show the
+    patient (see :func:`deidentify`) raises :class:`ImageError`; any other image passes."""
+    if sniff(data) != "DICOM":
+        return
+    import pydicom
+
+    try:
+        source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception as err:
+        raise ImageError(f"cannot read the DICOM's header ({len(data)} bytes): {err}") from err
+    _refuse_burned_in(source)
 
 
 def _dicom(data: bytes) -> bytes:

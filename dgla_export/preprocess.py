@@ -46,13 +46,14 @@ ImageError, ImageTooLargeError, PreprocessingError = (
     _decode.ImageTooLargeError,
     _decode.PreprocessingError,
 )
-decode_image, image_size = _decode.decode_image, _decode.image_size
+centre_box, decode_image, image_size = _decode.centre_box, _decode.decode_image, _decode.image_size
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FAST",
     "METHODS",
+    "PIXEL_LEVELS",
     "FastSettings",
     "ImageError",
     "ImageTooLargeError",
@@ -64,14 +65,17 @@ __all__ = [
     "centre_box",
     "decode_image",
     "draft_side",
+    "from_pixels",
     "image_size",
     "load_image",
     "preprocess",
     "preprocess_batch",
+    "to_pixels",
     "to_rgb_float",
 ]
 
 Method = Literal["fast", "exact"]
+PIXEL_LEVELS = 65535  # the largest 16-bit pixel value: what a pixels-only client's 1.0 becomes
 METHODS: tuple[Method, ...] = ("fast", "exact")
 
 
@@ -173,17 +177,21 @@ class Preprocessing:
         return cls.from_dict(record)
 
     def decode(self, data: bytes) -> np.ndarray:
-        """Encoded bytes -> the array :meth:`apply` needs (reduced while decoding on the fast path)."""
-        return decode_image(data, self.limits, min_side=draft_side(self, self.method))
+        """Encoded bytes -> the array :meth:`apply` needs: the centre square (its colour converted
+        alone), reduced while decoding on the fast path."""
+        return decode_image(data, self.limits, min_side=draft_side(self, self.method), square=True)
 
     def load(self, path: str | Path) -> np.ndarray:
-        return load_image(path, self.limits, min_side=draft_side(self, self.method))
+        return load_image(path, self.limits, min_side=draft_side(self, self.method), square=True)
 
     def apply(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
         return preprocess(image, self, method=self.method)
 
     def batch(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         return preprocess_batch(images, self, method=self.method)
+
+    def pixels(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        return to_pixels(image, self, method=self.method)
 
 
 def draft_side(recipe: Recipe, method: Method = "fast", fast: FastSettings = FAST) -> int | None:
@@ -238,12 +246,6 @@ def to_rgb_float(image: np.ndarray) -> np.ndarray:
     return np.stack(list(_planes_of(image)), axis=2)
 
 
-def centre_box(height: int, width: int) -> tuple[int, int, int]:
-    """(top, left, side) of the centre square the model sees of a ``height`` x ``width`` image."""
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side
-
-
 def _centre_square(image: np.ndarray) -> np.ndarray:
     top, left, side = centre_box(*image.shape[:2])
     return image[top : top + side, left : left + side]
@@ -284,10 +286,8 @@ def _resized_float(crop: np.ndarray, sizes: Sequence[int], gap: float | None) ->
     return [np.stack([outputs[i] for outputs in per_plane], axis=2) for i in range(len(sizes))]
 
 
-def preprocess(
-    image: np.ndarray, recipe: Recipe, *, method: Method = "fast", fast: FastSettings = FAST
-) -> tuple[np.ndarray, ...]:
-    """One image -> one (3, S, S) float32 normalised array per model input (224, then 448).
+def _resized(image: np.ndarray, recipe: Recipe, method: Method, fast: FastSettings) -> list[np.ndarray]:
+    """One image -> one (S, S, 3) float32 array in [0, 1] per model input: the centre crop, resized.
 
     The crop is taken before any conversion, so memory follows the crop, not the photo."""
     if method not in METHODS:
@@ -296,7 +296,7 @@ def preprocess(
     sizes = list(recipe.input_sizes.values())
     if crop.ndim >= 2 and 0 < crop.shape[0] < min(sizes):
         raise ImageError(
-            f"image of {image.shape[1]}x{image.shape[0]} pixels is smaller than the model's {min(sizes)} px input: its "
+            f"the image's short side ({crop.shape[0]} px) is smaller than the model's {min(sizes)} px input: its "
             "centre square would be upsampled; give the original photo"
         )
     eight_bit = crop.dtype == np.uint8 and (crop.ndim == 2 or crop.shape[2] == 3)
@@ -304,10 +304,45 @@ def preprocess(
         resized = _resized_8bit(np.ascontiguousarray(crop), sizes, fast)
     else:
         resized = _resized_float(crop, sizes, fast.reducing_gap if method == "fast" else None)
+    return [np.clip(array, 0.0, 1.0) for array in resized]
+
+
+def _normalised(resized: Sequence[np.ndarray], recipe: Recipe) -> tuple[np.ndarray, ...]:
+    """(S, S, 3) float32 in [0, 1] -> (3, S, S) float32, less the mean, over the deviation."""
     mean = np.asarray(recipe.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(recipe.std, dtype=np.float32).reshape(3, 1, 1)
     planar = (np.ascontiguousarray(array.transpose(2, 0, 1)) for array in resized)
-    return tuple((np.clip(array, 0.0, 1.0) - mean) / std for array in planar)
+    return tuple((array - mean) / std for array in planar)
+
+
+def preprocess(
+    image: np.ndarray, recipe: Recipe, *, method: Method = "fast", fast: FastSettings = FAST
+) -> tuple[np.ndarray, ...]:
+    """One image -> one (3, S, S) float32 normalised array per model input (224, then 448)."""
+    return _normalised(_resized(image, recipe, method, fast), recipe)
+
+
+def to_pixels(
+    image: np.ndarray, recipe: Recipe, *, method: Method = "fast", fast: FastSettings = FAST
+) -> tuple[np.ndarray, ...]:
+    """One image -> one (S, S, 3) uint16 array per model input: what the model sees, as 16-bit
+    pixels (the resized crop, rounded to the nearest of 65536 levels). This is all a pixels-only
+    client sends; the server's ``NAME_normalise`` computes :func:`from_pixels` of it.
+
+    Sixteen bits, not eight: rounding to 8 bits alone moves the demo network's probabilities by
+    0.013 (docs/preprocessing.md), more than the 0.01 the served answers must keep to the server's
+    own reading of the photo; at 16 bits the rounding is 256 times finer, for twice the bytes."""
+    resized = _resized(image, recipe, method, fast)
+    return tuple(np.rint(array * np.float32(PIXEL_LEVELS)).astype(np.uint16) for array in resized)
+
+
+def from_pixels(pixels: Sequence[np.ndarray], recipe: Recipe) -> tuple[np.ndarray, ...]:
+    """(N, S, S, 3) or (S, S, 3) uint16 per input -> the normalised float32 arrays, (N, 3, S, S) or
+    (3, S, S): the numbers ``NAME_normalise``'s graph computes, in the same order of operations."""
+    mean = np.asarray(recipe.mean, dtype=np.float32)
+    std = np.asarray(recipe.std, dtype=np.float32)
+    normalised = ((np.asarray(p).astype(np.float32) / np.float32(PIXEL_LEVELS) - mean) / std for p in pixels)
+    return tuple(np.ascontiguousarray(np.moveaxis(array, -1, -3)) for array in normalised)
 
 
 def preprocess_batch(
@@ -320,13 +355,15 @@ def preprocess_batch(
     return tuple(np.stack(column) for column in zip(*per_image, strict=True))
 
 
-def load_image(path: str | Path, limits: Limits | None = None, *, min_side: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | Path, limits: Limits | None = None, *, min_side: int | None = None, square: bool = False
+) -> np.ndarray:
     """A file's pixels as shown (:func:`decode_image`); its size is checked before it is read."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image {path} does not exist")
     try:
         (limits or Limits()).check_bytes(path.stat().st_size)
-        return decode_image(path.read_bytes(), limits, min_side=min_side)
+        return decode_image(path.read_bytes(), limits, min_side=min_side, square=square)
     except ImageError as err:
         raise type(err)(f"{path}: {err}") from err

@@ -59,3 +59,15 @@ def photo_jpeg(image: np.ndarray, size: tuple[int, int], seed: int = 0) -> bytes
     buffer = io.BytesIO()
     Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def as_sent(recipe, paths, send: str = "pixels") -> tuple[np.ndarray, ...]:
+    """The network's inputs for ``paths`` as the server gets them: from the 8-bit pixels a
+    pixels-only client sends, normalised as NAME_normalise does (``pixels``), or preprocessed
+    whole from the photo (``image``)."""
+    from dgla_export.preprocess import from_pixels
+
+    if send == "image":
+        return recipe.batch([recipe.load(p) for p in paths])
+    pixels = [recipe.pixels(recipe.load(p)) for p in paths]
+    return from_pixels([np.stack(column) for column in zip(*pixels, strict=True)], recipe)

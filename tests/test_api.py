@@ -70,7 +70,10 @@ def test_repository_and_bench_results(tiny_onnx, tmp_path) -> None:
     from dgla_export.benchmarking.run import QUICK, BenchOptions
 
     repo = dx.write_triton_repository(tiny_onnx["fp32"], tmp_path / "repo")
-    assert repo.models == ["dgla", "dgla_onnx", "dgla_preprocess"] and "max_batch_size" in repo.configs["dgla_onnx"]
+    assert (
+        repo.models == ["dgla", "dgla_normalise", "dgla_onnx", "dgla_pixels", "dgla_preprocess"]
+        and "max_batch_size" in repo.configs["dgla_onnx"]
+    )
     options = BenchOptions(isolate=False, **QUICK)
     planned = []
     result = dx.bench(

@@ -121,10 +121,25 @@ def test_orientation_turns_the_header_size(encoded) -> None:
 
 
 def test_the_fast_path_reduces_every_format_by_the_same_factor(encoded, tiny) -> None:
-    """A JPEG and an MPO inside libjpeg, the others by Pillow's box reduce: 1200x900 -> 600x450 (>= 2 x 192)."""
+    """A JPEG and an MPO inside libjpeg, the others by Pillow's box reduce: 1200x900 -> 600x450 (>= 2 x 192),
+    and of that, preprocessing decodes the centre square only."""
     fast = Preprocessing.of(tiny.config)
     for name in ("jpeg", "mpo", "png", "tiff", "webp", "heic_displayp3", "dicom_rle", "jpeg_orientation_6"):
-        assert fast.decode(encoded[name]).shape[:2] == (450, 600), name
+        assert decode_image(encoded[name], min_side=2 * 192).shape[:2] == (450, 600), name
+        assert fast.decode(encoded[name]).shape[:2] == (450, 450), name
+
+
+@pytest.mark.parametrize("name", ["jpeg_adobergb_orientation_6", "tiff_adobergb", "dicom_adobergb", "png_16bit_grey"])
+def test_the_colour_of_the_centre_square_alone_is_the_photos(encoded, name) -> None:
+    """The square is cut before the colour conversion (which then costs its pixels only): the same
+    pixels, to the last bit, as converting the whole upright photo and cutting after."""
+    from dgla_export.decode import centre_box
+
+    for min_side in (None, 384):
+        whole = decode_image(encoded[name], min_side=min_side)
+        top, left, side = centre_box(*whole.shape[:2])
+        square = decode_image(encoded[name], min_side=min_side, square=True)
+        assert np.array_equal(square, whole[top : top + side, left : left + side]), (name, min_side)
 
 
 def test_the_format_comes_from_the_bytes(encoded, tmp_path) -> None:

@@ -35,7 +35,11 @@ def test_every_api_example_runs(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "True" in out and "onnxruntime-cpu-fp16 True" in out and "['dgla', 'dgla_onnx', 'dgla_preprocess']" in out
+    assert (
+        "True" in out
+        and "onnxruntime-cpu-fp16 True" in out
+        and "['dgla', 'dgla_normalise', 'dgla_onnx', 'dgla_pixels', 'dgla_preprocess']" in out
+    )
     assert "127.0.0.1:" in out and "[W]" not in out and "Folding" not in out, out  # no library chatter
     assert "cam_top1 (3, 3)" in out, out  # the tiny model's map, served
     assert "(400, 512, 3)\nTrue False\ncannot decode image (2000 bytes)" in out, out  # decode_image, deidentify

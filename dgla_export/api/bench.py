@@ -139,8 +139,9 @@ def bench(
         estimated=lambda seconds: plan(running, seconds),
     )
     for backend, runner in runners:
+        record = next(r for r in result.backends if r.backend == backend.name)
+        record.serving_command = backend.serving_command(onnx_files, engine)
         if runner is None:
-            record = next(r for r in result.backends if r.backend == backend.name)
             record.skipped = backend.unavailable(onnx_files, engine)
     if output is not None:
         size = config.architecture.display_size

@@ -9,6 +9,7 @@ Where OpenVINO is missing, or a CPU lacks BF16, the record says so instead of a 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,25 @@ class Backend:
         if self.source in ("fp32", "fp16", "int8") and self.source not in onnx_files:
             return f"no {OPTIONS[self.source]} given"
         return None
+
+    def serving_command(self, onnx_files: dict[str, Path], engine: Path | None) -> str | None:
+        """The ``dgla-export triton`` command whose repository serves what this runtime ran (its
+        graph, runtime and settings), or None where Triton serves no such runtime (PyTorch)."""
+        if self.source == "model" or self.missing(onnx_files, engine):
+            return None
+        graph = onnx_files.get("fp32" if self.source == "engine" else self.source)
+        if graph is None:
+            return None
+        parts = ["dgla-export triton --onnx", shlex.quote(str(graph))]
+        if self.source == "engine":
+            parts += ["--engine", shlex.quote(str(engine))]
+        if self.name.startswith("openvino"):
+            parts.append("--runtime openvino")
+            parts += ["--openvino-bf16"] if self.precision == "bf16" else []
+            parts += [f"--openvino-hint {self.variant}"] if self.variant != "latency" else []
+        if self.variant == "tensorrt":
+            parts.append("--ort-tensorrt-fp16")  # ONNX Runtime's TensorRT provider (INT8 from a Q/DQ graph's scales)
+        return " ".join([*parts, "--output triton-repo"])
 
     def runner(self, model: Any, onnx_files: dict[str, Path], engine: Path | None) -> Runner:
         if self.source == "model":

@@ -31,32 +31,42 @@ def format_speedup(timing: dict[str, Any]) -> str:
 
 
 def format_utilisation(timing: dict[str, Any]) -> str:
-    """MFU against the datasheet peak and the share of the GEMM ceiling measured in the run."""
+    """MFU against the datasheet peak and the share of the GEMM ceiling measured in the run; a share
+    above 100% is not printed (a ceiling below what a runner reaches is none: the bench says so)."""
     mfu, gemm = timing.get("mfu"), timing.get("gemm_fraction")
-    if mfu and gemm:
-        return f"{mfu:.1%} ({gemm:.0%} of GEMM)"
+    gemm_text = "above its ceiling" if gemm and gemm > 1 else f"{gemm:.0%} of GEMM" if gemm else ""
+    if mfu and gemm_text:
+        return f"{mfu:.1%} ({gemm_text})"
     if mfu:
         return f"{mfu:.1%}"
-    if gemm:
-        return f"{gemm:.0%} of GEMM"
-    return "n/a"
+    return gemm_text or "n/a"
 
 
 def ceiling_lines(result: BenchResult) -> list[str]:
-    """The GEMM ceilings measured in the run (CPU and GPU), or why the CPU's BF16 one was not."""
+    """The ceilings measured in the run (CPU per precision, with the kernel that set each; GPU), why
+    a CPU precision has none, and any row that ran faster than its ceiling."""
     lines = []
-    for precision in ("fp32", "bf16"):
-        tflops = getattr(result, f"cpu_{precision}_gemm_tflops")
-        if tflops:
-            lines.append(
-                f"CPU {precision.upper()} GEMM ceiling measured in this run: {tflops * 1e3:.0f} GFLOP/s "
-                f"({precision.upper()} CPU rows show their achieved FLOP/s as a share of it, marked 'of GEMM')."
-            )
-    if result.cpu_bf16_gemm_skipped:
-        lines.append(f"No CPU BF16 ceiling: {result.cpu_bf16_gemm_skipped}.")
+    for precision, ceiling in result.cpu_ceilings.items():
+        lines.append(
+            f"CPU {precision.upper()} ceiling measured in this run: {ceiling.describe()} ({precision.upper()} CPU rows "
+            "show their achieved rate as a share of it, marked 'of GEMM')."
+        )
+    for precision, why in result.cpu_ceilings_skipped.items():
+        lines.append(f"No CPU {precision.upper()} ceiling: {why}.")
     if result.gpu_gemm_tflops:
         rates = ", ".join(f"{p.upper()} {t:.0f} TFLOP/s" for p, t in result.gpu_gemm_tflops.items())
         lines.append(f"GPU GEMM ceilings measured in this run: {rates} ('of GEMM': a share of its precision's).")
+    above = [
+        f"{b.backend} at batch {t.batch} ({t.gemm_fraction:.0%})"
+        for b in result.backends
+        for t in b.timing
+        if t.gemm_fraction and t.gemm_fraction > 1
+    ]
+    if above:
+        lines.append(
+            f"Above their ceiling: {', '.join(above)}: no dense kernel measured here reached their rate, so that "
+            "ceiling is none for them (their share is not printed)."
+        )
     return lines
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dgla_export.benchmarking.ceilings import Ceiling
 from dgla_export.benchmarking.timing import Timing
 from dgla_export.clinical import ClinicalCheck, Scores
 from dgla_export.compare import Comparison, MapComparison
@@ -35,6 +36,7 @@ class BackendResult:
     scores_delta: dict[str, Any] | None = None
     clinical: ClinicalCheck | None = None  # with labels: judged on the clinical scores next to the reference
     timing: list[Timing] = dataclasses.field(default_factory=list)
+    serving_command: str | None = None  # the `dgla-export triton` command that serves it (None: PyTorch)
 
     @property
     def measured(self) -> bool:
@@ -62,7 +64,7 @@ class BackendResult:
             "device": self.device,
             "verdict": self.verdict,
         }
-        for key in ("skipped", "failed", "load_s"):
+        for key in ("skipped", "failed", "load_s", "serving_command"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
         record.update(self.details)
@@ -96,12 +98,20 @@ class Recommendation:
     throughput_pairs_s: float
     speedup_vs_onnxruntime_fp32: float | None
     ceiling_fraction: float | None  # of the same-run GEMM ceiling of its device and precision
+    # the command that serves it; for PyTorch (not served), the fastest served runner that passed
+    serving_command: str | None = None
+    served_instead: str | None = None  # that runner, where the recommended one is PyTorch
 
     def describe(self) -> str:
         speedup = self.speedup_vs_onnxruntime_fp32
         versus = f", {speedup:.2f}x ONNX Runtime FP32" if speedup else ""
         figure = f"p50 {self.p50_ms:.1f} ms" if self.goal == "latency" else f"{self.throughput_pairs_s:.2f} pairs/s"
-        return f"{self.device} {self.goal}: {self.backend} ({figure} at batch {self.batch}{versus})"
+        line = f"{self.device} {self.goal}: {self.backend} ({figure} at batch {self.batch}{versus})"
+        if self.serving_command is None:
+            return line
+        if self.served_instead:
+            line += f"; PyTorch is not served, the fastest served runner that passed is {self.served_instead}"
+        return f"{line}; serve it: {self.serving_command}"
 
 
 @dataclasses.dataclass
@@ -117,11 +127,24 @@ class BenchResult:
     backends: list[BackendResult]
     reference_scores: Scores | None = None
     reference_cams: np.ndarray | None = dataclasses.field(default=None, repr=False)  # Grad-CAM, for overlays
-    cpu_fp32_gemm_tflops: float | None = None
-    cpu_bf16_gemm_tflops: float | None = None
-    cpu_bf16_gemm_skipped: str | None = None  # why no BF16 ceiling, where a BF16 runner was asked for
+    # per CPU precision of the run: every dense kernel's rate and the fastest (:mod:`.ceilings`), or why none
+    cpu_ceilings: dict[str, Ceiling] = dataclasses.field(default_factory=dict)
+    cpu_ceilings_skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     gpu_gemm_tflops: dict[str, float] = dataclasses.field(default_factory=dict)  # per precision of the GPU runners
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def cpu_fp32_gemm_tflops(self) -> float | None:
+        return self.cpu_ceilings["fp32"].tflops if "fp32" in self.cpu_ceilings else None
+
+    @property
+    def cpu_bf16_gemm_tflops(self) -> float | None:
+        return self.cpu_ceilings["bf16"].tflops if "bf16" in self.cpu_ceilings else None
+
+    @property
+    def cpu_bf16_gemm_skipped(self) -> str | None:
+        """Why no BF16 ceiling, where a BF16 runner was asked for."""
+        return self.cpu_ceilings_skipped.get("bf16")
 
     @property
     def failed(self) -> list[str]:
@@ -142,12 +165,18 @@ class BenchResult:
             base = {t.batch: t for b in timed if b.backend == f"onnxruntime-{device}-fp32" for t in b.timing}
             latency = min(timed, key=lambda b: b.timing[0].p50_ms)
             throughput = max(timed, key=lambda b: b.timing[-1].throughput_pairs_s)
+            servable = [b for b in timed if b.serving_command]
+            served = {
+                "latency": min(servable, key=lambda b: b.timing[0].p50_ms, default=None),
+                "throughput": max(servable, key=lambda b: b.timing[-1].throughput_pairs_s, default=None),
+            }
             for goal, backend, timing in (
                 ("latency", latency, latency.timing[0]),
                 ("throughput", throughput, throughput.timing[-1]),
             ):
                 reference = base.get(timing.batch)
                 speedup = reference.p50_ms / timing.p50_ms if reference else None
+                instead = served[goal] if backend.serving_command is None else None
                 found.append(
                     Recommendation(
                         device=device,
@@ -159,6 +188,8 @@ class BenchResult:
                         throughput_pairs_s=timing.throughput_pairs_s,
                         speedup_vs_onnxruntime_fp32=speedup,
                         ceiling_fraction=timing.gemm_fraction,
+                        serving_command=(instead or backend).serving_command,
+                        served_instead=instead.backend if instead else None,
                     )
                 )
         return found
@@ -181,6 +212,13 @@ class BenchResult:
         for key in ("cpu_fp32_gemm_tflops", "cpu_bf16_gemm_tflops", "cpu_bf16_gemm_skipped"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
+        if self.cpu_ceilings:  # which kernel set each ceiling, and what every kernel reached
+            record["cpu_ceilings"] = {
+                precision: {"tflops": c.tflops, "kernel": c.kernel, "rates": c.rates, "missing": c.missing}
+                for precision, c in self.cpu_ceilings.items()
+            }
+        if self.cpu_ceilings_skipped:
+            record["cpu_ceilings_skipped"] = self.cpu_ceilings_skipped
         if self.gpu_gemm_tflops:
             record["gpu_gemm_tflops"] = self.gpu_gemm_tflops
         record["recommendation"] = [dataclasses.asdict(r) for r in self.recommendations()]

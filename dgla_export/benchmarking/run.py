@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dgla_export.benchmarking.catalogue import Backend
+from dgla_export.benchmarking.ceilings import cpu_ceiling, emulated
 from dgla_export.benchmarking.results import BackendResult, BenchResult
 from dgla_export.benchmarking.timing import (
     Timing,
     Visit,
-    cpu_gemm_tflops,
     device_used_mb,
     gpu_gemm_tflops,
     peak_rss_mb,
@@ -39,7 +39,6 @@ from dgla_export.clinical import ClinicalCheck, Scores, clinical_check, score
 from dgla_export.compare import softmax
 from dgla_export.console import format_duration
 from dgla_export.errors import OptionError
-from dgla_export.machine import cpu_flags, native_bf16
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Method, preprocess_batch
 from dgla_export.runtimes.base import Runner
@@ -213,16 +212,17 @@ def run_bench(
         provenance=dict(provenance or {}),
     )
     ceilings: dict[tuple[str, str], float] = {}  # (device, precision) -> TFLOP/s
+    cpu_precisions = {"fp32"} | {b.precision for b, _ in backends if b.device == "cpu"}
     if any(b.device == "cpu" and r is not None for b, r in backends):
-        progress("CPU FP32 GEMM ceiling")
-        ceilings["cpu", "fp32"] = result.cpu_fp32_gemm_tflops = run(cpu_gemm_tflops)
-    if any(b.device == "cpu" and b.precision == "bf16" for b, _ in backends):
-        if native_bf16():
-            progress("CPU BF16 GEMM ceiling")
-            ceilings["cpu", "bf16"] = result.cpu_bf16_gemm_tflops = run(functools.partial(cpu_gemm_tflops, "bf16"))
-        else:  # an emulated rate is no ceiling
-            result.cpu_bf16_gemm_skipped = f"this CPU has no native BF16 (flags: {', '.join(cpu_flags())})"
-    # INT8 has no ceiling measured: a share of another precision's would flatter it
+        for precision in (p for p in ("fp32", "bf16", "int8") if p in cpu_precisions):
+            if why := emulated(precision):  # an emulated rate is no ceiling
+                result.cpu_ceilings_skipped[precision] = why
+                continue
+            progress(f"CPU {precision.upper()} ceiling: the fastest dense kernel here")
+            ceiling = run(functools.partial(cpu_ceiling, precision))
+            ceilings["cpu", precision] = ceiling.tflops
+            result.cpu_ceilings[precision] = ceiling
+    # a GPU's INT8 has no ceiling measured: a share of another precision's would flatter it
     for precision in dict.fromkeys(b.precision for b, r in backends if b.device == "cuda" and r is not None):
         if precision != "int8":
             progress(f"GPU {precision.upper()} GEMM ceiling")

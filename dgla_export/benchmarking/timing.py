@@ -5,7 +5,6 @@ measured in the same run on a CPU)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +16,6 @@ __all__ = [
     "PEAK_TFLOPS",
     "Timing",
     "Visit",
-    "cpu_gemm_tflops",
     "device_used_mb",
     "gpu_gemm_tflops",
     "peak_rss_mb",
@@ -137,32 +135,6 @@ def peak_tflops(device: str, precision: str) -> float | None:
 
     name = torch.cuda.get_device_name()
     return next((table.get(precision) for key, table in PEAK_TFLOPS.items() if key in name), None)
-
-
-@functools.lru_cache(maxsize=2)
-def cpu_gemm_tflops(precision: str = "fp32", size: int = 4096, repeats: int = 2) -> float:
-    """TFLOP/s of the best of ``repeats`` size^3 matrix products on all cores: FP32 through numpy's
-    BLAS, BF16 through torch (oneDNN's AVX512_BF16/AMX kernels; call it only where the CPU has them).
-
-    No datasheet peak is known for a CPU (clocks vary, VMs hide the model), so CPU runners are
-    held against what a dense kernel reaches on this machine, measured in the same run.
-    """
-    if precision == "bf16":
-        import torch
-
-        b = torch.from_numpy(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32))
-        b = b.to(torch.bfloat16)
-        product = lambda: b @ b  # noqa: E731
-    else:
-        a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-        product = lambda: a @ a  # noqa: E731
-    product()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        product()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e12
 
 
 def gpu_gemm_tflops(precision: str, size: int = 8192, repeats: int = 10) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from dgla_export.data import distinct, find_photos, image_id
 from dgla_export.errors import EXIT_USAGE, run_command
 from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
-from dgla_export.triton.client import Prediction, classify
+from dgla_export.triton.client import SEND, Prediction, classify
 from dgla_export.triton.security import API_KEY_ENV, ClientSecurity, read_key
 
 __all__ = ["build_parser", "main"]
@@ -38,8 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="dgla",
         metavar="NAME",
-        help="NAME (an ensemble, default dgla): the server preprocesses the image bytes; NAME_onnx or NAME_trt: "
-        "tensors from here. Inputs, sizes and class names come from the served model",
+        help="NAME (an ensemble, default dgla): see --send; NAME_onnx or NAME_trt: normalised tensors from here. "
+        "Inputs, sizes and class names come from the served model",
+    )
+    parser.add_argument(
+        "--send",
+        default="pixels",
+        choices=SEND,
+        help="what an ensemble gets: pixels (default), only the 16-bit pixels the model sees, decoded and cropped "
+        "here (to NAME_pixels: no file, no metadata); image, the photo's bytes without metadata, decoded by the server",
     )
     parser.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
@@ -118,6 +125,7 @@ def _classify(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_bytes=args.max_bytes,
         maps=None if args.heatmap is None else args.heatmap_classes,
+        send=args.send,
         security=ClientSecurity(
             ssl=args.ssl,
             root_cert=args.root_cert,

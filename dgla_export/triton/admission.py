@@ -18,10 +18,13 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dgla_export.errors import UserError, option
 from dgla_export.io import report_beside
+
+if TYPE_CHECKING:
+    from dgla_export.preprocess import Recipe
 
 __all__ = ["Admission", "AdmissionError", "admit", "served_precision", "write_golden"]
 
@@ -93,32 +96,76 @@ def served_precision(metadata: dict[str, str], openvino_bf16: bool) -> str:
 
 
 def write_golden(
-    admission: Admission, folder: Path, relative: str, *, method: str, precision: str, tolerances: dict[str, Any]
+    admission: Admission,
+    folder: Path,
+    relative: str,
+    *,
+    method: str,
+    precision: str,
+    tolerances: dict[str, Any],
+    pixels: tuple[str, Recipe] | None = None,
 ) -> dict[str, Any] | None:
     """Write the reference photos into ``folder`` (the ensemble's version folder, ``relative`` to the
     repository) and return the manifest's ``golden`` record: the answers for ``method``, the served
     ``precision`` and its tolerance. None when there is nothing to check (unvalidated, a report
-    without golden answers, or a preprocessing method they were not computed for: DALI's)."""
+    without golden answers, or a preprocessing method they were not computed for: DALI's).
+    ``pixels``: the pixels-only entry point's name and the model's recipe; the photos' 16-bit
+    pixels go into its version folder (``reference/PHOTO.INPUT.npy``) with their answers, for that
+    entry point."""
     golden = admission.golden
-    if golden is None or method not in golden.get("answers", {}):
+    if golden is None:
         return None
-    from dgla_export.golden import reference_photos
+    from dgla_export.golden import PIXELS, reference_photos
 
     photos = reference_photos()
     if {name: hashlib.sha256(data).hexdigest() for name, data in photos.items()} != golden["photos"]:
-        raise AdmissionError(
-            "the reference photos encode differently here than where the graph was validated (another Pillow or "
-            "zlib): validate the graph again on this machine"
-        )
+        raise AdmissionError(_ELSEWHERE.format(what="the reference photos encode"))
     (folder / REFERENCE_FOLDER).mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {}
-    for name, data in photos.items():
-        (folder / REFERENCE_FOLDER / f"{name}.png").write_bytes(data)
-        record[name] = {"file": f"{relative}/{REFERENCE_FOLDER}/{name}.png", **golden["answers"][method][name]}
     tolerance = tolerances[precision]
-    return {
+    record: dict[str, Any] = {
         "method": method,
         "precision": precision,
         "tolerance": {"probs_abs": tolerance["probs_abs"], "cam_abs": tolerance["cam_abs"]},
-        "photos": record,
+        "photos": {},  # none for a method the answers were not computed for (DALI's)
     }
+    for name, data in photos.items():
+        if method in golden.get("answers", {}):
+            (folder / REFERENCE_FOLDER / f"{name}.png").write_bytes(data)
+            file = f"{relative}/{REFERENCE_FOLDER}/{name}.png"
+            record["photos"][name] = {"file": file, **golden["answers"][method][name]}
+    if pixels is not None and PIXELS in golden.get("answers", {}):
+        model, recipe = pixels  # its reference pixels in its own version folder (an object store keeps no empty one)
+        own = folder.parent.parent / model / folder.name
+        record["pixels"] = _write_pixels(golden, photos, own, f"{model}/{folder.name}", model, recipe)
+    return record if record["photos"] or record.get("pixels") else None
+
+
+_ELSEWHERE = (
+    "{what} differently here than where the graph was validated (another Pillow or zlib): validate the graph "
+    "again on this machine"
+)
+
+
+def _write_pixels(
+    golden: dict[str, Any], photos: dict[str, bytes], folder: Path, relative: str, model: str, recipe: Recipe
+) -> dict[str, Any]:
+    """The reference photos' pixels as the validation computed them (their SHA-256 checked), one
+    ``.npy`` per input, and their answers: what the self-check sends ``model`` (``NAME_pixels``)."""
+    import numpy as np
+
+    from dgla_export.golden import PIXELS, pixels_digest
+    from dgla_export.preprocess import Preprocessing
+
+    made = Preprocessing.of(recipe, "fast")
+    entry: dict[str, Any] = {"model": model, "photos": {}}
+    (folder / REFERENCE_FOLDER).mkdir(parents=True, exist_ok=True)
+    for name, data in photos.items():
+        pixels = made.pixels(made.decode(data))
+        if pixels_digest(pixels) != golden.get("pixels", {}).get(name):
+            raise AdmissionError(_ELSEWHERE.format(what="the reference photos' pixels come out"))
+        files = {}
+        for input_name, array in zip(recipe.input_sizes, pixels, strict=True):
+            np.save(folder / REFERENCE_FOLDER / f"{name}.{input_name}.npy", array[None], allow_pickle=False)
+            files[input_name] = f"{relative}/{REFERENCE_FOLDER}/{name}.{input_name}.npy"
+        entry["photos"][name] = {"files": files, **golden["answers"][PIXELS][name]}
+    return entry

@@ -1,12 +1,18 @@
 """Classify images through a running Triton (KServe v2 protocol) server.
 
 Every image is its own request and up to ``concurrency`` are in flight at once: the server's
-dynamic batcher merges them into batches, and an image the server cannot decode fails alone
-while the others are answered. The served model says what it is (its inputs, their sizes, its
-class names: :func:`served_config`). Raw models (NAME_onnx, NAME_trt) get tensors preprocessed
-here with the same code the server's ``NAME_preprocess`` runs; the ensemble (NAME) gets the bytes,
-de-identified first (:mod:`dgla_export.deidentify`: no EXIF, XMP, text chunks or DICOM patient
-module leave this machine; the file name is never sent).
+dynamic batcher merges them into batches, and an image that cannot be read fails alone while the
+others are answered. The served model says what it is (its inputs, their sizes, its class names:
+:func:`served_config`). What leaves this machine, by the model asked for:
+
+- the ensemble NAME, by default (``send="pixels"``): its pixels-only entry point ``NAME_pixels``
+  gets only what the model sees, the centre crop resized to each input as 16-bit pixels, decoded,
+  oriented and colour-managed here by the code the server's ``NAME_preprocess`` runs, as 16-bit
+  pixels (no container, no metadata, no file name; a DICOM whose pixels may show the patient is not sent);
+- with ``send="image"``, NAME itself gets the photo's bytes, de-identified first
+  (:mod:`dgla_export.deidentify`: no EXIF, XMP, text chunks or DICOM patient module): the thin
+  client's way, for servers that should see the photo as taken;
+- raw models (NAME_onnx, NAME_trt) get the normalised float tensors.
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dgla_export.errors import UserError
+from dgla_export.errors import UserError, option
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
 from dgla_export.triton.security import API_KEY_ENV, ClientSecurity
 
 Headers = dict[str, str] | None  # sent with every request: the inference key, where one is asked for
 
-__all__ = ["CONFIG_PARAMETER", "MAP_OUTPUTS", "ClientError", "Prediction", "classify", "served_config"]
+__all__ = ["CONFIG_PARAMETER", "MAP_OUTPUTS", "SEND", "ClientError", "Prediction", "classify", "served_config"]
 
+SEND = ("pixels", "image")  # what the client sends an ensemble: the model's pixels, or the photo's bytes
+PIXELS_ENTRY = "_pixels"  # NAME_pixels: the ensemble NAME's entry point for 16-bit pixels
 MAP_OUTPUTS = {"top1": ("cam_top1",), "all": ("cam_top1", "cam")}  # what classify(maps=...) asks for
 # The parameter on a served model that holds its ModelConfig record (written by the repository
 # writer; here, so that the client imports nothing of the writer's: no onnx on a reception PC)
@@ -116,7 +124,7 @@ def _request_builder(
     limits: Limits | None = None,
 ) -> Callable[[Path], list[Any]]:
     """A function: image path -> the request's inputs (one image, batch 1)."""
-    from dgla_export.deidentify import deidentify
+    from dgla_export.deidentify import deidentify, refuse_burned_in
     from dgla_export.preprocess import Preprocessing, image_size
 
     limits = limits or Limits()
@@ -149,10 +157,27 @@ def _request_builder(
             return [tensor]
 
         return encoded
+    recipe = Preprocessing.of(config, preprocess, limits.max_pixels, limits.max_bytes)  # type: ignore[arg-type]
+    if all(dtype == "UINT16" for dtype, _ in specs.values()):  # NAME_pixels: only what the model sees
+        wanted = {name: [-1, size, size, 3] for name, size in config.input_sizes.items()}
+        if {name: [-1, *dims[1:]] for name, (_, dims) in specs.items()} != wanted:
+            raise ClientError(f"{model} takes {specs}, not the 16-bit pixels of its config's inputs {wanted}")
+
+        def pixels(path: Path) -> list[Any]:
+            limits.check_bytes(path.stat().st_size)
+            data = path.read_bytes()
+            refuse_burned_in(data)  # pixels that may show the patient's name do not leave
+            inputs = []
+            for name, array in zip(config.input_names, recipe.pixels(recipe.decode(data)), strict=True):
+                item = module.InferInput(name, [1, *array.shape], "UINT16")
+                item.set_data_from_numpy(array[None], **({"binary_data": True} if protocol == "http" else {}))
+                inputs.append(item)
+            return inputs
+
+        return pixels
     shapes = {name: dims[-1] for name, (_, dims) in specs.items()}
     if shapes != config.input_sizes:
         raise ClientError(f"{model} takes {shapes}, not the inputs its config records {config.input_sizes}")
-    recipe = Preprocessing.of(config, preprocess, limits.max_pixels, limits.max_bytes)  # type: ignore[arg-type]
 
     def tensors(path: Path) -> list[Any]:
         inputs = []
@@ -203,22 +228,27 @@ def classify(
     max_bytes: int = DEFAULT_MAX_BYTES,
     maps: Literal["top1", "all"] | None = None,
     security: ClientSecurity | None = None,
+    send: Literal["pixels", "image"] = "pixels",
 ) -> list[Prediction]:
     """One :class:`Prediction` per image, in order, from ``model`` on the server at ``url``.
 
-        ``preprocess`` is how images become tensors for the raw models (the ensemble preprocesses on
-        the server, as its config says); an image above ``max_pixels`` or ``max_bytes`` is refused before
-    it is sent, and the ensemble gets the image's bytes without its metadata.
-        ``maps`` also asks for class activation maps (a repository of a graph exported with
-        ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
-        its class names come from the repository (each prediction carries that ``config``).
-        ``security``: TLS and the inference key (:class:`dgla_export.triton.security.ClientSecurity`).
+    ``send``, for an ensemble: ``pixels`` (the default) sends its entry point ``NAME_pixels`` only
+    the 16-bit pixels the model sees, made here; ``image``, the photo's bytes without their
+    metadata, preprocessed on the server as its config says. ``preprocess`` is how images become
+    pixels or tensors here. An image above ``max_pixels`` or ``max_bytes`` is refused before it
+    is sent.
+    ``maps`` also asks for class activation maps (a repository of a graph exported with
+    ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
+    its class names come from the repository (each prediction carries that ``config``).
+    ``security``: TLS and the inference key (:class:`dgla_export.triton.security.ClientSecurity`).
 
-        Raises :class:`ClientError` for what concerns every image (server down or slow, model
-        missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
+    Raises :class:`ClientError` for what concerns every image (server down or slow, model
+    missing, answers of the wrong shape); an image that cannot be read or decoded gets its error.
     """
     from tritonclient.utils import InferenceServerException
 
+    if send not in SEND:
+        raise ClientError(f"send must be one of {', '.join(SEND)}, got {send!r}")
     security = security or ClientSecurity()
     headers = security.headers(protocol)
     client, module = _client(url, protocol, timeout, concurrency, security)
@@ -226,6 +256,9 @@ def classify(
         _check_server(client, url, protocol, model, security)
         try:
             specs = _input_specs(client, model, protocol, headers)
+            if "image" in specs and send == "pixels":  # the ensemble: only what the model sees, to its entry point
+                model = _pixels_entry(client, url, model, headers)
+                specs = _input_specs(client, model, protocol, headers)
             config = served_config(client, model, protocol, url, headers)
         except InferenceServerException as err:
             if "restricted" not in _short(err).lower():
@@ -244,6 +277,24 @@ def classify(
     finally:
         client.close()
     return [dataclasses.replace(p, config=config) for p in predictions]
+
+
+def _pixels_entry(client: Any, url: str, model: str, headers: Headers) -> str:
+    """The ensemble ``model``'s pixels-only entry point, ready on the server."""
+    from tritonclient.utils import InferenceServerException
+
+    entry = model + PIXELS_ENTRY
+    try:
+        ready = client.is_model_ready(entry, headers=headers)
+    except InferenceServerException:
+        ready = False
+    if not ready:
+        raise ClientError(
+            f"{model} on {url} has no pixels-only entry point ({entry} is not ready): serve a repository written by "
+            f"this version's `dgla-export triton`, or send the photo's de-identified bytes with "
+            + option("--send image", "send='image'")
+        )
+    return entry
 
 
 def _infer_chunk(client, protocol, model, paths, build, outputs, timeout, url, headers) -> list[Prediction]:

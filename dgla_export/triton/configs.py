@@ -10,6 +10,7 @@ import json
 from dgla_export.artefacts.manifest import EngineManifest
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Preprocessing
+from dgla_export.triton.normalise import NORMALISED
 from dgla_export.triton.options import RepositoryError, TritonOptions
 
 __all__ = [
@@ -18,13 +19,22 @@ __all__ = [
     "check_engine",
     "ensemble_config",
     "guard_config",
+    "normalise_config",
     "parse_back",
+    "pixel_inputs",
+    "pixels_config",
     "preprocess_config",
     "runtime_config",
     "serve_version",
 ]
 
-_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "string": "TYPE_STRING", "uint8": "TYPE_UINT8"}
+_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "string": "TYPE_STRING",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+}
 WARMUP_IMAGE = "sample_image"  # in MODEL/warmup/, where Triton looks for warm-up data
 WARMUP_ADMITTED = "admitted"
 
@@ -151,15 +161,33 @@ def guard_config(max_batch: int, options: TritonOptions, warmup_bytes: int):
     return config
 
 
-def ensemble_config(runtime: str, inputs, outputs, max_batch: int, options: TritonOptions):
-    pb = _pb()
-    dali = options.preprocess == "dali"
-    config = pb.ModelConfig(name=options.model(""), platform="ensemble", max_batch_size=max_batch)
-    _tensor(config.input.add(), "image", *(("uint8", [-1]) if dali else ("string", [1])))
+def _ensemble(name: str, image_inputs, outputs, max_batch: int):
+    """An ensemble's config without steps: its inputs (name -> (dtype, dims)) and the network's outputs."""
+    config = _pb().ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch)
+    for input_name, (dtype, dims) in image_inputs.items():
+        _tensor(config.input.add(), input_name, dtype, dims)
     for output_name, (dtype, dims) in outputs.items():
         tensor = _tensor(config.output.add(), output_name, dtype, dims)
         if output_name == "probs":
             tensor.label_filename = "labels.txt"
+    return config
+
+
+def _network_step(config, runtime: str, inputs, outputs, first, suffix: str = ""):
+    """The ensemble's last step: ``runtime`` reads what ``first`` wrote (each input's name and
+    ``suffix``), and answers the ensemble's outputs."""
+    run = config.ensemble_scheduling.step.add(model_name=runtime, model_version=-1)
+    for input_name in inputs:
+        first.output_map[f"{input_name}{suffix}"] = f"_{input_name}"
+        run.input_map[input_name] = f"_{input_name}"
+    for output_name in outputs:
+        run.output_map[output_name] = output_name
+
+
+def ensemble_config(runtime: str, inputs, outputs, max_batch: int, options: TritonOptions):
+    """``NAME``: an encoded image in (the thin client's way), preprocessed on the server, then the network."""
+    dali = options.preprocess == "dali"
+    config = _ensemble(options.model(""), {"image": ("uint8", [-1]) if dali else ("string", [1])}, outputs, max_batch)
     if dali:
         guard = config.ensemble_scheduling.step.add(model_name=options.model("guard"), model_version=-1)
         guard.input_map["image"] = "image"
@@ -168,12 +196,41 @@ def ensemble_config(runtime: str, inputs, outputs, max_batch: int, options: Trit
     pre.input_map["image"] = "image"
     if dali:
         pre.input_map["admitted"] = "_admitted"
-    run = config.ensemble_scheduling.step.add(model_name=runtime, model_version=-1)
-    for input_name in inputs:
-        pre.output_map[input_name] = f"_{input_name}"
-        run.input_map[input_name] = f"_{input_name}"
-    for output_name in outputs:
-        run.output_map[output_name] = output_name
+    _network_step(config, runtime, inputs, outputs, pre)
+    return config
+
+
+def pixel_inputs(inputs) -> dict[str, tuple[str, list[int]]]:
+    """The network's (3, S, S) float inputs as the (S, S, 3) 16-bit pixels a pixels-only client sends."""
+    return {name: ("uint16", [dims[1], dims[2], dims[0]]) for name, (_, dims) in inputs.items()}
+
+
+def normalise_config(inputs, max_batch: int, options: TritonOptions):
+    """``NAME_normalise`` (:mod:`.normalise`): 16-bit pixels -> the network's inputs; the door of
+    ``NAME_pixels`` (a bounded queue), batched as the network is."""
+    pb = _pb()
+    config = pb.ModelConfig(
+        name=options.model("normalise"), platform="onnxruntime_onnx", max_batch_size=max_batch,
+        default_model_filename="model.onnx",
+    )  # fmt: skip
+    for name, (dtype, dims) in pixel_inputs(inputs).items():
+        _tensor(config.input.add(), name, dtype, dims)
+    for name, (dtype, dims) in inputs.items():
+        _tensor(config.output.add(), f"{name}{NORMALISED}", dtype, dims)
+    config.dynamic_batching.preferred_batch_size.extend(b for b in options.preferred_batch_sizes if b <= max_batch)
+    _bounded_queue(config, options, options.max_queue_delay_us)
+    config.instance_group.add(count=1, kind=getattr(pb.ModelInstanceGroup, options.kind))
+    return config
+
+
+def pixels_config(runtime: str, inputs, outputs, max_batch: int, options: TritonOptions):
+    """``NAME_pixels``: the model's inputs as 16-bit pixels in (nothing else of the photo), normalised
+    by ``NAME_normalise``, then the network."""
+    config = _ensemble(options.model("pixels"), pixel_inputs(inputs), outputs, max_batch)
+    normalise = config.ensemble_scheduling.step.add(model_name=options.model("normalise"), model_version=-1)
+    for name in inputs:
+        normalise.input_map[name] = name
+    _network_step(config, runtime, inputs, outputs, normalise, NORMALISED)
     return config
 
 

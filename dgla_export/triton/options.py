@@ -14,7 +14,7 @@ __all__ = ["AUTO_NAME", "NAME", "PREPROCESS_CHOICES", "ROLES", "RUNTIMES", "Repo
 
 PREPROCESS_CHOICES = ("fast", "exact", "dali")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-ROLES = ("", "onnx", "openvino", "trt", "preprocess", "guard")  # the models one ensemble owns
+ROLES = ("", "onnx", "openvino", "trt", "preprocess", "guard", "normalise", "pixels")  # the models one ensemble owns
 RUNTIMES = ("onnxruntime", "openvino")
 AUTO_NAME = "auto"  # the ensemble named after the graph (graph_name)
 
@@ -28,7 +28,8 @@ class TritonOptions:
     """Defaults for one H100: dynamic batching towards 8-16, one instance per model.
 
     ``name`` names the ensemble; the models it runs are ``NAME_onnx`` (or ``NAME_openvino``),
-    ``NAME_trt``, ``NAME_preprocess`` and ``NAME_guard``. Models of other names already in the
+    ``NAME_trt``, ``NAME_preprocess`` and ``NAME_guard``; ``NAME_pixels`` is the entry point of
+    pixels-only clients (``NAME_normalise``, then the network). Models of other names already in the
     repository stay (a repository holds several models: ``add``).
 
     ``runtime`` ``openvino`` serves the graph with Triton's OpenVINO backend on the CPU instead of

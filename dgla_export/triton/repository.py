@@ -32,11 +32,14 @@ from dgla_export.triton.configs import (
     check_engine,
     ensemble_config,
     guard_config,
+    normalise_config,
     parse_back,
+    pixels_config,
     preprocess_config,
     runtime_config,
     serve_version,
 )
+from dgla_export.triton.normalise import normalise_graph
 from dgla_export.triton.options import AUTO_NAME, PREPROCESS_CHOICES, ROLES, RepositoryError, TritonOptions
 from dgla_export.triton.versions import active_version, next_version, read_version, versions, write_version
 
@@ -100,7 +103,8 @@ def write_repository(
     add: bool = False,
 ) -> tuple[int, dict[str, str], bool]:
     """Write ``output`` (NAME_onnx, or NAME_openvino with ``options.runtime`` openvino,
-    NAME_preprocess, NAME, and NAME_trt given an engine; NAME is ``options.name``, or with ``auto``
+    NAME_preprocess, NAME, NAME_normalise and NAME_pixels (the pixels-only clients' entry point),
+    and NAME_trt given an engine; NAME is ``options.name``, or with ``auto``
     the graph's model name and precision).
 
     ``force`` replaces an earlier repository of this command, nothing else (:mod:`dgla_export.io`);
@@ -169,7 +173,11 @@ def write_repository(
     if dali:
         configs[guard] = guard_config(max_batch, options, len(warmup_image))
     configs[ensemble] = ensemble_config(runtime, inputs, outputs, max_batch, options)
-    for name in (onnx_name, options.model("trt"), ensemble):  # what a client needs to know of the model
+    normalise, pixels = options.model("normalise"), options.model("pixels")
+    configs[normalise] = normalise_config(inputs, max_batch, options)
+    configs[pixels] = pixels_config(runtime, inputs, outputs, max_batch, options)
+    entry_points = (onnx_name, options.model("trt"), ensemble, pixels)
+    for name in entry_points:  # what a client needs to know of the model
         if name in configs:
             configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
     admission = admit(onnx_path, digest, validation, unvalidated=unvalidated)
@@ -190,6 +198,10 @@ def write_repository(
             (tmp / name / v).mkdir(parents=True)
             (tmp / name / "config.pbtxt").write_text(text)
         shutil.copyfile(onnx_path, tmp / onnx_name / v / "model.onnx")
+        model_config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        (tmp / normalise / v / "model.onnx").write_bytes(
+            normalise_graph(model_config.input_sizes, model_config.mean, model_config.std)
+        )
         if sha256_file(tmp / onnx_name / v / "model.onnx") != digest:  # the graph changed while this ran
             raise RepositoryError(f"{onnx_path} changed while the repository was written; write it again")
         if engine is not None:
@@ -208,7 +220,7 @@ def write_repository(
         for name in (guard, preprocess) if dali else (preprocess,):  # warmed up on an image
             (tmp / name / "warmup").mkdir(exist_ok=True)
             (tmp / name / "warmup" / WARMUP_IMAGE).write_bytes(_warmup_file(warmup_image, dali))
-        for name in (onnx_name, options.model("trt"), ensemble):
+        for name in entry_points:
             if name in texts:
                 (tmp / name / "labels.txt").write_text(labels)
         shutil.copyfile(SELFCHECK, tmp / ensemble / SELFCHECK.name)  # for any Triton deployment's startup check
@@ -220,7 +232,7 @@ def write_repository(
         golden = write_golden(
             admission, tmp / ensemble / v, f"{ensemble}/{v}", method=options.preprocess,
             precision=served_precision(metadata, options.openvino_bf16),
-            tolerances=json.loads(metadata["config"])["tolerances"],
+            tolerances=json.loads(metadata["config"])["tolerances"], pixels=(pixels, model_config),
         )  # fmt: skip
         write_version(
             tmp, ensemble, version, graph=graph, configs=texts, labels=labels, validation=admission.report,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -32,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +122,9 @@ def _sha256(path: Path) -> str:
 
 def served_versions(repository: Path, versions: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """The manifest of each ensemble's served version: the one its config pins, or ``versions``'.
-    An ensemble without one cannot be checked, and says so."""
-    found = []
+    An ensemble that neither has one nor belongs to one (``NAME_pixels`` is NAME's) cannot be
+    checked, and says so."""
+    found, unowned = [], []
     for config in sorted(repository.glob("*/config.pbtxt")):
         text = config.read_text(errors="replace")
         pinned = _VERSION.search(text)
@@ -135,8 +138,12 @@ def served_versions(repository: Path, versions: dict[str, int] | None = None) ->
             except (OSError, ValueError) as err:
                 raise SelfCheckError(f"{manifest} cannot be read: {err}") from err
         elif _ENSEMBLE.search(text):
+            unowned.append(config.parent.name)
+    owned = {model for record in found for model in record.get("configs", {})}
+    for name in unowned:
+        if name not in owned:
             raise SelfCheckError(
-                f"{config.parent.name} has no version manifest for the version it serves, so its answers cannot be "
+                f"{name} has no version manifest for the version it serves, so its answers cannot be "
                 "checked: write it again with `dgla-export triton`"
             )
     return found
@@ -179,25 +186,41 @@ def verify_files(repository: Path, manifest: dict[str, Any], *, configs: bool = 
             )
 
 
-def _infer(url: str, model: str, image: bytes, outputs: list[str], headers: dict[str, str], timeout: float) -> dict:
-    """One image through ``model`` over Triton's HTTP API, the image as a binary BYTES tensor."""
-    element = len(image).to_bytes(4, "little") + image
+def _infer(url: str, model: str, inputs: list[tuple[str, str, list[int], bytes]], outputs: list[str],
+           headers: dict[str, str], timeout: float) -> dict:  # fmt: skip
+    """One request to ``model`` over Triton's HTTP API, each input (name, datatype, shape, raw bytes)
+    as binary data."""
+    described = [
+        {"name": name, "shape": shape, "datatype": dtype, "parameters": {"binary_data_size": len(data)}}
+        for name, dtype, shape, data in inputs
+    ]
     request = {
-        "inputs": [
-            {"name": "image", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(element)}}
-        ],
+        "inputs": described,
         "outputs": [{"name": name, "parameters": {"binary_data": False}} for name in outputs],
     }
     header = json.dumps(request).encode()
     sent = urllib.request.Request(
         f"{url.rstrip('/')}/v2/models/{model}/infer",
-        data=header + element,
+        data=header + b"".join(data for *_, data in inputs),
         headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream",
                  **headers},
     )  # fmt: skip
     with urllib.request.urlopen(sent, timeout=timeout) as answer:
         body = json.loads(answer.read())
     return {o["name"]: np.asarray(o["data"], dtype=np.float64).reshape(o["shape"]) for o in body["outputs"]}
+
+
+def _image_request(repository: Path, expected: dict[str, Any]) -> list[tuple[str, str, list[int], bytes]]:
+    """A reference photo as the ensemble takes it: one BYTES element (a 4-byte length, then the PNG)."""
+    image = (repository / expected["file"]).read_bytes()
+    return [("image", "BYTES", [1, 1], len(image).to_bytes(4, "little") + image)]
+
+
+def _pixels_request(repository: Path, expected: dict[str, Any]) -> list[tuple[str, str, list[int], bytes]]:
+    """A reference photo's 16-bit pixels as ``NAME_pixels`` takes them: one uint16 tensor per input
+    (little-endian, as Triton reads binary data)."""
+    arrays = {name: np.load(repository / file, allow_pickle=False) for name, file in expected["files"].items()}
+    return [(name, "UINT16", list(a.shape), np.ascontiguousarray(a, "<u2").tobytes()) for name, a in arrays.items()]
 
 
 def _normalised(maps: np.ndarray) -> np.ndarray:
@@ -241,7 +264,7 @@ def _check_version(
     if verify:
         verify_files(repository, manifest, configs=manifest["pinned"])
     name, version, golden = manifest["name"], manifest["version"], manifest.get("golden")
-    if not golden or not golden.get("photos"):
+    if not golden or not (golden.get("photos") or golden.get("pixels")):
         why = (
             "UNVALIDATED (written with --unvalidated)"
             if manifest.get("unvalidated")
@@ -249,28 +272,41 @@ def _check_version(
         )
         unchecked.append(f"{name} v{version}: {why}; its answers are not checked")
         return
-    precision, tolerance = golden["precision"], golden["tolerance"]
-    for photo, expected in golden["photos"].items():
-        outputs = ["probs", *(["cam_top1"] if "cam_top1" in expected else [])]
-        image = (repository / expected["file"]).read_bytes()
-        try:
-            got = _infer(url, name, image, outputs, headers, timeout)
-        except (OSError, ValueError, KeyError) as err:
-            detail = err.read().decode(errors="replace")[:200] if isinstance(err, urllib.error.HTTPError) else ""
-            refused = f"{err} {detail}".strip()
-            answers.append(Answer(name, version, photo, math.inf, None, precision, tolerance, refused))
-            continue
-        golden_probs = np.asarray(expected["probs"])
-        if got["probs"].shape[-1] != golden_probs.shape[-1]:
-            shape = f"{got['probs'].shape[-1]} probabilities where the golden answer has {golden_probs.shape[-1]}"
-            answers.append(Answer(name, version, photo, math.inf, None, precision, tolerance, shape))
-            continue
-        probs = float(np.abs(got["probs"][0] - golden_probs).max())
-        cam = None
-        if "cam_top1" in expected:
-            served, reference = _normalised(got["cam_top1"][0]), np.asarray(expected["cam_top1"])
-            cam = float(np.abs(served - reference).max()) if served.shape == reference.shape else math.inf
-        answers.append(Answer(name, version, photo, probs, cam, precision, tolerance))
+    entries = [(name, golden.get("photos") or {}, _image_request)]
+    if not entries[0][1]:
+        unchecked.append(
+            f"{name} v{version}: no golden answers for DALI preprocessing; its image entry point is not checked"
+        )
+    if golden.get("pixels"):  # the pixels-only entry point, with the same model behind it
+        entries.append((golden["pixels"]["model"], golden["pixels"]["photos"], _pixels_request))
+    for model, photos, request in entries:
+        for photo, expected in photos.items():
+            answer = functools.partial(
+                Answer, model, version, photo, precision=golden["precision"], tolerance=golden["tolerance"]
+            )
+            answers.append(_answer(model, answer, url, headers, timeout, request(repository, expected), expected))
+
+
+def _answer(model: str, answer: Callable[..., Answer], url: str, headers: dict[str, str], timeout: float, inputs,
+            expected: dict[str, Any]) -> Answer:  # fmt: skip
+    """One reference photo's answer from ``model``, compared with its golden answer (``answer``: the
+    :class:`Answer` of this model, version and photo, given the errors)."""
+    outputs = ["probs", *(["cam_top1"] if "cam_top1" in expected else [])]
+    try:
+        got = _infer(url, model, inputs, outputs, headers, timeout)
+    except (OSError, ValueError, KeyError) as err:
+        detail = err.read().decode(errors="replace")[:200] if isinstance(err, urllib.error.HTTPError) else ""
+        return answer(probs_abs=math.inf, cam_abs=None, error=f"{err} {detail}".strip())
+    golden_probs = np.asarray(expected["probs"])
+    if got["probs"].shape[-1] != golden_probs.shape[-1]:
+        shape = f"{got['probs'].shape[-1]} probabilities where the golden answer has {golden_probs.shape[-1]}"
+        return answer(probs_abs=math.inf, cam_abs=None, error=shape)
+    probs = float(np.abs(got["probs"][0] - golden_probs).max())
+    cam = None
+    if "cam_top1" in expected:
+        served, reference = _normalised(got["cam_top1"][0]), np.asarray(expected["cam_top1"])
+        cam = float(np.abs(served - reference).max()) if served.shape == reference.shape else math.inf
+    return answer(probs_abs=probs, cam_abs=cam)
 
 
 def _wait_ready(url: str, seconds: float) -> None:

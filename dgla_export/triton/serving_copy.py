@@ -57,7 +57,8 @@ def _read_config(folder: Path, text: str | None = None):
 def _served_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
     """Every version to serve (those ``chosen``, else the one each ensemble's config pins), its files
     checked against its manifest (and, served as the configs say, its configs and labels): what
-    Triton loads is what was written. An ensemble without a version manifest is refused. The chosen
+    Triton loads is what was written. An ensemble neither with a version manifest nor of a served
+    version is refused. The chosen
     ones are returned."""
     picked = []
     try:
@@ -67,20 +68,22 @@ def _served_versions(repository: Path, chosen: dict[str, int]) -> list[Version]:
             raise ServeError(
                 f"{repository} has no versioned ensemble {unknown[0]!r} (it has: {', '.join(sorted(held))})"
             )
-        for folder in sorted(repository.glob("*/config.pbtxt")):
-            if 'platform: "ensemble"' in folder.read_text(errors="replace") and folder.parent.name not in held:
-                raise ServeError(
-                    f"{folder.parent.name} has no version manifest, so nothing says its files are those written: write "
-                    "it again with `dgla-export triton`"
-                )
+        owned: set[str] = set()  # the models of the versions served (NAME_pixels is NAME's)
         for name in sorted(held):
             number = chosen.get(name) or active_version(repository, name)
             if number is None:
                 raise ServeError(f"{name}'s config pins no version; `dgla-export versions {repository}` lists them")
             version = read_version(repository, name, number)
             verify(repository, version, configs=name not in chosen)
+            owned.update(version.configs)
             if name in chosen:
                 picked.append(version)
+        for folder in sorted(repository.glob("*/config.pbtxt")):
+            if 'platform: "ensemble"' in folder.read_text(errors="replace") and folder.parent.name not in owned:
+                raise ServeError(
+                    f"{folder.parent.name} has no version manifest, so nothing says its files are those written: write "
+                    "it again with `dgla-export triton`"
+                )
     except VersionError as err:
         raise ServeError(str(err)) from err
     return picked

@@ -29,6 +29,11 @@ MODELS = Path(__file__).with_name("models")
 FAMILY = ("resnet50", "dbi_resnet50", "gla_resnet50", "dgla_resnet50", "arl_cnn50")
 
 
+def models_of(name: str, runtime: str = "onnx") -> set[str]:
+    """The models ``dgla-export triton`` writes for the ensemble ``name`` (no engine, no DALI)."""
+    return {name, *(f"{name}_{role}" for role in (runtime, "preprocess", "normalise", "pixels"))}
+
+
 @dataclasses.dataclass
 class SharedServer:
     """The running server, its repository, the models each test module asked for, and its logs."""

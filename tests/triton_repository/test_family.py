@@ -14,10 +14,11 @@ import re
 
 import numpy as np
 import pytest
+from inputs import as_sent
 from PIL import Image
 
 from dgla_export.tools.client import main as client_main
-from triton_repository.conftest import FAMILY
+from triton_repository.conftest import FAMILY, models_of
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +37,10 @@ def family(family_graphs, triton_server):
 def test_one_repository_serves_every_architecture(family) -> None:
     _, server, output = family
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
-    expected = {f"{name}{suffix}" for name in FAMILY for suffix in ("", "_onnx", "_preprocess")}
+    expected = {model for name in FAMILY for model in models_of(name)}
     assert {name: states.get(name) for name in expected} == dict.fromkeys(expected, "READY"), states
-    for name in FAMILY:  # each architecture wrote its three models, no more
-        assert server.written[name] == {name, f"{name}_onnx", f"{name}_preprocess"}, server.written[name]
+    for name in FAMILY:  # each architecture wrote its five models, no more
+        assert server.written[name] == models_of(name), server.written[name]
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -58,7 +59,7 @@ def test_client_and_heatmaps_follow_the_served_model(family, name, images, tmp_p
     assert client_main(argv) == 0
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     recipe = Preprocessing.of(config, "fast")
-    inputs = recipe.batch([recipe.load(p) for p in paths])
+    inputs = as_sent(recipe, paths)  # dgla-client's default: only the pixels the model sees
     local = create_session(path, "cpu").run(["probs"], dict(zip(config.input_names, inputs, strict=True)))[0]
     for answer, probs in zip(answers, local, strict=True):
         assert answer["class"] == config.class_names[int(probs.argmax())]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from dgla_export.triton.client import classify
+from triton_repository.conftest import models_of
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +38,11 @@ def test_openvino_models_are_served_as_openvino_runs_them(
     feed = dict(zip(tiny.config.input_names, recipe.batch([recipe.load(p) for p in paths]), strict=True))
     output = triton_server.output
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
-    mine = {f"ov_{p}{s}" for p in graphs for s in ("", "_openvino", "_preprocess")}
+    mine = {model for p in graphs for model in models_of(f"ov_{p}", "openvino")}
     assert {name: states.get(name) for name in mine} == dict.fromkeys(mine, "READY"), states
-    for precision in graphs:  # each wrote its three models, no more
+    for precision in graphs:  # each wrote its five models, no more
         name = f"ov_{precision}"
-        assert triton_server.written[name] == {name, f"{name}_openvino", f"{name}_preprocess"}
+        assert triton_server.written[name] == models_of(name, "openvino")
     assert re.search(r"^model\s+ov_fp32_openvino v1: READY \(OpenVINO, CPU \(Python backend\)", output, re.M), output
     for precision, graph in graphs.items():
         # what Triton's OpenVINO backend does: BF16 where OpenVINO says the CPU has it (its default
@@ -49,7 +50,7 @@ def test_openvino_models_are_served_as_openvino_runs_them(
         local_precision = "bf16" if precision == "fp32" and "BF16" in cpu_capabilities() else precision
         with OpenVINORunner(graph, local_precision) as runner:  # type: ignore[arg-type]
             local = runner.infer(feed)["probs"]
-        served = classify(paths, url=triton_server.grpc_url, model=f"ov_{precision}")
+        served = classify(paths, url=triton_server.grpc_url, model=f"ov_{precision}", send="image")
         got = np.stack([p.probs for p in served])
         err = float(np.abs(got - local).max())
         assert err < TOLERANCE, f"ov_{precision}: served vs local OpenVINO probabilities differ by {err:.2e}"

@@ -73,9 +73,10 @@ def test_a_burst_beyond_the_queue_is_answered_or_rejected_never_lost(triton_serv
         burst.append(tmp_path / f"burst-{index}.jpg")
         shutil.copyfile(first, burst[-1])
     url = triton_server.grpc_url
-    (alone,) = classify([first], url=url, model="dgla_burst")
+    # the image path: its preprocessing step is the door a burst of photos meets
+    (alone,) = classify([first], url=url, model="dgla_burst", send="image")
     # 96 requests in flight at once against queues of 2: most must be turned away, none lost
-    answers = classify(burst, url=url, model="dgla_burst", concurrency=96, timeout=60)
+    answers = classify(burst, url=url, model="dgla_burst", concurrency=96, timeout=60, send="image")
     answered = [a for a in answers if a.probs is not None]
     rejected = [a for a in answers if a.probs is None]
     assert len(answered) + len(rejected) == len(burst)
@@ -83,7 +84,7 @@ def test_a_burst_beyond_the_queue_is_answered_or_rejected_never_lost(triton_serv
     assert answered, "nothing was answered under the burst"
     err = max(float(np.abs(a.probs - alone.probs).max()) for a in answered)
     assert err < 1e-5, f"an answer under load differs from the one alone by {err:.2e}"
-    (after,) = classify([first], url=url, model="dgla_burst")  # the server recovered
+    (after,) = classify([first], url=url, model="dgla_burst", send="image")  # the server recovered
     assert float(np.abs(after.probs - alone.probs).max()) < 1e-5
 
 
@@ -125,7 +126,7 @@ def test_a_preprocessing_process_killed_under_load_is_replaced(tiny_onnx, images
             while time.monotonic() < deadline and not enough():
                 sent = time.monotonic()
                 try:
-                    (answer,) = classify([photo], url=server.grpc, timeout=10)
+                    (answer,) = classify([photo], url=server.grpc, timeout=10, send="image")  # through the victim
                     error = answer.error
                 except ClientError as err:  # the server is restarting: no server there, or not ready yet
                     error = str(err)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inputs import bomb_png, photo_jpeg
+from inputs import as_sent, bomb_png, photo_jpeg
 
 from dgla_export.tools.client import main
 from dgla_export.triton.client import ClientError, classify
 from dgla_export.triton.repository import write_repository
 from dgla_export.triton.security import ADMIN_HEADER
+from triton_repository.conftest import models_of
 from triton_repository.serving import Serve, free_ports
 
 pytestmark = pytest.mark.slow  # run by make test, not by make test-fast
@@ -38,6 +39,7 @@ if importlib.util.find_spec("pytriton") is None:
     pytest.skip("Triton is not installed (pip install 'dgla-export[serve]')", allow_module_level=True)
 
 TOLERANCE = 1e-5  # served probabilities vs local ONNX Runtime's
+MAPS = ("cam", "cam_top1")
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +66,15 @@ def image_files(images, tmp_path_factory):
     return paths
 
 
-def _local_probs(onnx_path: Path, paths: list[Path], config, method: str = "fast", output: str = "probs") -> np.ndarray:
+def _local_probs(
+    onnx_path: Path, paths: list[Path], config, method: str = "fast", output: str = "probs", send: str = "image"
+) -> np.ndarray:
+    """The graph's answers here, from the photos as the server preprocesses them (``send="image"``),
+    or from the 8-bit pixels a pixels-only client sends, normalised as NAME_normalise does."""
     from dgla_export.preprocess import Preprocessing
     from dgla_export.runtimes.onnxruntime import create_session
 
-    recipe = Preprocessing.of(config, method)  # type: ignore[arg-type]
-    arrays = recipe.batch([recipe.load(p) for p in paths])
+    arrays = as_sent(Preprocessing.of(config, method), paths, send)  # type: ignore[arg-type]
     return create_session(onnx_path, "cpu").run([output], dict(zip(config.input_names, arrays, strict=True)))[0]
 
 
@@ -83,8 +88,8 @@ def test_every_model_loads_ready_on_loopback(served) -> None:
     states = dict(re.findall(r"^model\s+(\S+) v1: (\S+)", output, flags=re.M))
     held = sorted(p.name for p in server.repository.iterdir() if (p / "config.pbtxt").is_file())
     assert states == dict.fromkeys(held, "READY"), states
-    assert server.written["dgla"] == {"dgla", "dgla_onnx", "dgla_preprocess"}, server.written["dgla"]
-    assert server.written["dgla_int8"] == {"dgla_int8", "dgla_int8_onnx", "dgla_int8_preprocess"}
+    assert server.written["dgla"] == models_of("dgla"), server.written["dgla"]
+    assert server.written["dgla_int8"] == models_of("dgla_int8")
     assert {"dgla_bad_shape", "dgla_slow"} <= set(states)
     assert "ONNX Runtime (Python backend)" in output
     assert re.search(rf"^grpc\s+127\.0\.0\.1:{server.grpc}$", output, flags=re.M), output
@@ -102,14 +107,19 @@ def test_every_model_loads_ready_on_loopback(served) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-@pytest.mark.parametrize("model", ["dgla", "dgla_onnx"])
-def test_served_probabilities_equal_local_onnxruntime(served, served_graph, tiny, image_files, protocol, model) -> None:
+@pytest.mark.parametrize(("model", "send"), [("dgla", "pixels"), ("dgla", "image"), ("dgla_onnx", "image")])
+def test_served_probabilities_equal_local_onnxruntime(
+    served, served_graph, tiny, image_files, protocol, model, send
+) -> None:
+    """Each way in (the ensemble's pixels-only entry point, its image input, the raw model) answers
+    what the graph answers here for the same inputs."""
     server, _ = served
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol))
-    local = _local_probs(served_graph, image_files, tiny.config)
+    served_probs = _probs(classify(image_files, url=url, model=model, protocol=protocol, send=send))
+    local = _local_probs(served_graph, image_files, tiny.config, send=send if model == "dgla" else "image")
     err = float(np.abs(served_probs - local).max())
-    assert err <= TOLERANCE, f"{model} over {protocol}: served vs local probs differ by {err:.2e}"
+    print(f"{model} ({send}) over {protocol}: served vs local probs differ by {err:.2e}")
+    assert err <= TOLERANCE, f"{model} ({send}) over {protocol}: served vs local probs differ by {err:.2e}"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -121,11 +131,11 @@ def test_corrupt_image_fails_alone_and_the_server_stays_up(served, image_files, 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"this is not an image")
     mixed = [image_files[0], corrupt, image_files[1], junk]
-    predictions = classify(mixed, url=url, model="dgla", protocol=protocol)
+    predictions = classify(mixed, url=url, model="dgla", protocol=protocol, send="image")  # the server decodes
     assert [p.error is None for p in predictions] == [True, False, True, False]
     assert "cannot decode image (200 bytes)" in predictions[1].error, predictions[1].error
     assert "not a known image format" in predictions[3].error, predictions[3].error
-    again = classify(image_files[:1], url=url, model="dgla", protocol=protocol)
+    again = classify(image_files[:1], url=url, model="dgla", protocol=protocol, send="image")
     assert again[0].error is None and abs(float(again[0].probs.sum()) - 1) < 1e-5
 
 
@@ -134,7 +144,7 @@ def test_large_photo_is_served(served, served_graph, tiny, images, tmp_path) -> 
     server, _ = served
     photo = tmp_path / "photo_6000x4000.jpg"
     photo.write_bytes(photo_jpeg(images[2][1], (6000, 4000)))
-    served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla"))
+    served_probs = _probs(classify([photo], url=server.grpc_url, model="dgla", send="image"))
     err = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config)).max())
     assert err <= TOLERANCE, f"6000x4000 JPEG: served vs local probs differ by {err:.2e}"
     exact = float(np.abs(served_probs - _local_probs(served_graph, [photo], tiny.config, "exact")).max())
@@ -148,7 +158,7 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
         (tmp_path / name).write_bytes(data)
     paths = [tmp_path / name for name in bombs]
     started = time.monotonic()
-    predictions = classify([*paths, image_files[0]], url=server.grpc_url, max_pixels=10**9)
+    predictions = classify([*paths, image_files[0]], url=server.grpc_url, max_pixels=10**9, send="image")
     elapsed = time.monotonic() - started
     for prediction, size in zip(predictions, ("8000x7000", "12000x12000"), strict=False):
         assert prediction.error and f"image of {size} pixels" in prediction.error, prediction.error
@@ -156,8 +166,9 @@ def test_an_image_bomb_is_refused_and_the_server_keeps_answering(served, image_f
     assert predictions[2].error is None
     assert elapsed < 10, f"refusing two bombs and answering one image took {elapsed:.1f} s"
     # with its default limit, the client refuses the bomb itself, before sending it
-    (local,) = classify(paths[1:], url=server.grpc_url)
-    assert "cannot read image" in local.error and "exceeds --max-pixels" in local.error, local.error
+    for send in ("image", "pixels"):
+        (local,) = classify(paths[1:], url=server.grpc_url, send=send)
+        assert "cannot read image" in local.error and "exceeds" in local.error, (send, local.error)
 
 
 def _batch_sizes(server, model: str) -> dict[int, int]:
@@ -183,14 +194,20 @@ def test_dynamic_batcher_merges_concurrent_clients(served, image_files) -> None:
     assert max(merged) > 1, f"every executed batch had size 1: {merged}"
 
 
-def test_client_errors_name_the_cause(served, image_files) -> None:
+def test_client_errors_name_the_cause(served, image_files, capsys) -> None:
     server, _ = served
     with pytest.raises(ClientError, match="did not answer within 1 s"):
-        classify(image_files[:1], url=server.grpc_url, model="dgla_slow", timeout=1)
+        classify(image_files[:1], url=server.grpc_url, model="dgla_slow", timeout=1, send="image")
     with pytest.raises(ClientError, match="did not answer within 1 s"):
-        classify(image_files[:1], url=server.http_url, model="dgla_slow", protocol="http", timeout=1)
+        classify(image_files[:1], url=server.http_url, model="dgla_slow", protocol="http", timeout=1, send="image")
     with pytest.raises(ClientError, match=r"answered probs of shape \(3,\)"):
-        classify(image_files[:1], url=server.grpc_url, model="dgla_bad_shape")
+        classify(image_files[:1], url=server.grpc_url, model="dgla_bad_shape", send="image")
+    # a model without a pixels-only entry point: one line naming the way out, from the command as from Python
+    assert main([str(image_files[0]), "--url", server.grpc_url, "--model", "dgla_slow"]) == 2
+    said = capsys.readouterr().err
+    assert "no pixels-only entry point (dgla_slow_pixels is not ready)" in said and "--send image" in said, said
+    with pytest.raises(ClientError, match="send='image'"):
+        classify(image_files[:1], url=server.grpc_url, model="dgla_slow")
     with pytest.raises(ClientError, match="'dgla_trt' is not ready"):
         classify(image_files[:1], url=server.grpc_url, model="dgla_trt")
     with pytest.raises(ClientError, match=r"does that port speak grpc.*--protocol http"):
@@ -251,7 +268,10 @@ def test_served_maps_equal_local_onnxruntime(served, served_graph, tiny, image_f
     """The ensemble answers the top-1 class's map, and every class's when asked, as the graph does here."""
     server, _ = served
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    local = {name: _local_probs(served_graph, image_files, tiny.config, output=name) for name in ("cam", "cam_top1")}
+    local = {
+        name: _local_probs(served_graph, image_files, tiny.config, output=name, send="pixels")
+        for name in ("cam", "cam_top1")
+    }
     top1_only = classify(image_files, url=url, protocol=protocol, maps="top1")
     assert all(p.cam is None and p.cam_top1 is not None for p in top1_only), "maps='top1' sent more than asked"
     every = classify(image_files, url=url, protocol=protocol, maps="all")
@@ -376,12 +396,12 @@ def test_int8_graph_is_served(triton_server, tiny_int8, tiny_onnx, tiny, image_f
     """The INT8 Q/DQ graph on a real server (exported without explain): served probabilities are the
     INT8 graph's own (not FP32's), through the ensemble and through its runtime model."""
     graph = tiny_int8["cpu"][0]
-    local = _local_probs(graph, image_files, tiny.config)
     fp32 = _local_probs(tiny_onnx["fp32"], image_files, tiny.config)
-    for model in ("dgla_int8", "dgla_int8_onnx"):
-        served = _probs(classify(image_files, url=triton_server.grpc_url, model=model))
+    for model, send in (("dgla_int8", "pixels"), ("dgla_int8", "image"), ("dgla_int8_onnx", "image")):
+        local = _local_probs(graph, image_files, tiny.config, send=send)
+        served = _probs(classify(image_files, url=triton_server.grpc_url, model=model, send=send))
         err = float(np.abs(served - local).max())
-        assert err <= TOLERANCE, f"{model}: served INT8 vs local INT8 probs differ by {err:.2e}"
+        assert err <= TOLERANCE, f"{model} ({send}): served INT8 vs local INT8 probs differ by {err:.2e}"
     assert np.abs(local - fp32).max() > 1e-4, "the INT8 graph answers like FP32: was it quantized?"
 
 
@@ -450,9 +470,9 @@ def test_dali_preprocessing_is_served_behind_its_guard(triton_server, tiny_onnx,
     assert "DALI pipeline, CPU operators" in output and re.search(r"dgla_dali_guard v1: READY", output), output
     for protocol, url in (("grpc", triton_server.grpc_url), ("http", triton_server.http_url)):
         served = classify([photo, bomb, *image_files_of(images, tmp_path)], url=url, protocol=protocol,
-                          model="dgla_dali", max_pixels=10**9)  # fmt: skip
+                          model="dgla_dali", max_pixels=10**9, send="image")  # fmt: skip
         assert "12000x12000 pixels (144.0 MP) exceeds the limit of 64 MP" in served[1].error, served[1].error
-        (refused,) = classify([adobe], url=url, protocol=protocol, model="dgla_dali")
+        (refused,) = classify([adobe], url=url, protocol=protocol, model="dgla_dali", send="image")
         assert "colour profile other than sRGB" in refused.error and "--preprocess fast" in refused.error
         paths = [photo, *image_files_of(images, tmp_path)]
         probs = _probs([served[0], *served[2:]])
@@ -498,7 +518,7 @@ def test_every_photo_encoding_is_served_as_its_as_shown_png(triton_server, serve
     files, shown = photo_files
     names = list(files)
     reference = _local_probs(served_graph, [shown / f"{n}.png" for n in names], tiny.config, "exact")
-    served = _probs(classify([files[n] for n in names], url=triton_server.grpc_url, model="dgla_exact"))
+    served = _probs(classify([files[n] for n in names], url=triton_server.grpc_url, model="dgla_exact", send="image"))
     client = grpc.InferenceServerClient(triton_server.grpc_url)
     raw = []
     for name in names:  # the file's own bytes, metadata and all: the server's decoder reads every format

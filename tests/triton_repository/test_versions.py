@@ -22,7 +22,7 @@ from dgla_export.triton.client import classify
 from dgla_export.triton.versions import active_version, read_version, versions
 from triton_repository.serving import Serve
 
-MODELS = ("dgla", "dgla_onnx", "dgla_preprocess")
+MODELS = ("dgla", "dgla_normalise", "dgla_onnx", "dgla_pixels", "dgla_preprocess")
 
 
 def _config(path) -> model_config_pb2.ModelConfig:
@@ -33,6 +33,8 @@ def _served(repo) -> dict[str, list[int]]:
     """Each model's version policy, and the ensemble's steps' versions."""
     found = {m: list(_config(repo / m / "config.pbtxt").version_policy.specific.versions) for m in MODELS}
     found["steps"] = [s.model_version for s in _config(repo / "dgla" / "config.pbtxt").ensemble_scheduling.step]
+    pixels = [s.model_version for s in _config(repo / "dgla_pixels" / "config.pbtxt").ensemble_scheduling.step]
+    assert pixels == found["steps"], (pixels, found["steps"])  # both entry points serve one version
     return found
 
 

@@ -1,0 +1,170 @@
+"""What a photo costs the server, sent as the model's pixels or as the photo: server CPU, bytes on the
+wire and client time, for 600x400 and 6000x4000 (24 MP) camera JPEGs, through dgla-client's classify.
+
+A repository of the graph is served by dgla-serve's Triton on this CPU (ONNX Runtime FP32). For each
+way in (``pixels``: dgla-client's default, only the 16-bit pixels the model sees, to ``dgla_pixels``;
+``image``: the photo's de-identified bytes, to ``dgla``, decoded by the server) and each size, the
+photos are sent one at a time, ``--rounds`` times over:
+
+- server CPU per photo: user + system time of every process of the server's process group
+  (tritonserver and its Python stubs), read from /proc before and after, divided by the photos sent;
+  per model too (a stub's own CPU);
+- bytes on the wire per photo: everything the client sent, counted by a loopback relay between the
+  client and the server (HTTP);
+- client time per photo: the wall time of ``classify`` for one photo (reading, decoding, cropping
+  here on the pixels path; and the server's answer).
+
+Goals (issue "Only what the model sees leaves the clinic PC"): through the pixels path a 24 MP photo
+costs the server at most 1.3x the CPU of a 600x400 one; through the image path (the thin client),
+its latency within 1.25x of the 600x400 one. Answers of both ways are compared per photo.
+
+    python benchmarks/pixels_path.py --onnx build/dgla_resnet50.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from wire import Recorder  # tests/wire.py: the relay the privacy tests read the wire with
+
+from benchmarks.common import RESULTS, parse_args
+from benchmarks.triton_cpu import free_ports
+from benchmarks.triton_photos import photos
+from dgla_export.machine import provenance
+from dgla_export.triton.client import classify
+from dgla_export.triton.repository import write_repository
+from dgla_export.triton.server import TritonServer
+from dgla_export.triton.supervisor import process_group, stub_processes
+
+SIZES = {"600x400": (600, 400), "6000x4000": (6000, 4000)}
+WAYS = ("pixels", "image")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(group: int) -> dict[int, float]:
+    """PID -> user + system CPU seconds of each process in the server's process group."""
+    seconds = {}
+    for proc in process_group(group):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[int(proc.name)] = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return seconds
+
+
+def measure(server: TritonServer, port: int, files: list[Path], way: str, rounds: int) -> dict[str, Any]:
+    group = server.pid
+    assert group is not None
+    stubs = stub_processes(group)
+    recorder = Recorder(port)
+    url = f"127.0.0.1:{recorder.port}"
+    answers, times = [], []
+    try:
+        classify(files[:1], url=url, protocol="http", send=way)  # the connection and the model's metadata
+        recorder.sent.clear()
+        before = cpu_seconds(group)
+        for _ in range(rounds):
+            for file in files:
+                started = time.perf_counter()
+                (answer,) = classify([file], url=url, protocol="http", send=way)
+                times.append(time.perf_counter() - started)
+                assert answer.error is None, answer.error
+                answers.append(answer.probs.tolist())
+        after = cpu_seconds(group)
+    finally:
+        recorder.close()
+    sent = len(files) * rounds
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    per_model: dict[str, float] = {}
+    for pid, seconds in used.items():
+        name = stubs.get(pid, "tritonserver")
+        per_model[name] = per_model.get(name, 0.0) + seconds * 1e3 / sent
+    return {
+        "way": way,
+        "photos_sent": sent,
+        "server_cpu_ms_per_photo": sum(used.values()) * 1e3 / sent,
+        "server_cpu_ms_per_photo_by_process": dict(sorted(per_model.items())),
+        # each classify call also asks for the model's metadata and config: counted, they are sent too
+        "bytes_on_wire_per_photo": len(recorder.sent) / sent,
+        "client_ms_per_photo_median": statistics.median(times) * 1e3,
+        "client_ms_per_photo_mean": statistics.fmean(times) * 1e3,
+        "answers": answers[: len(files)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", type=Path, required=True, help="a validated graph from `dgla-export onnx`")
+    parser.add_argument("--output", type=Path, default=RESULTS / "pixels-path")
+    parser.add_argument("--rounds", type=int, default=3, help="times each photo is sent per measurement")
+    parser.add_argument("--photos", type=int, default=4, help="photos per size (default 4)")
+    args = parse_args(parser)
+    args.output.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="dgla-pixels-path-"))
+    results: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "rounds": args.rounds, "runs": []}
+    try:
+        files = {}
+        for label, size in SIZES.items():
+            files[label] = []
+            for index, data in enumerate(photos(size, args.photos)):
+                files[label].append(workdir / f"{label}-{index}.jpg")
+                files[label][-1].write_bytes(data)
+            results.setdefault("jpeg_bytes_mean", {})[label] = statistics.fmean(f.stat().st_size for f in files[label])
+        repository = workdir / "repo"
+        write_repository(args.onnx, repository)
+        ports = free_ports()
+        with TritonServer(repository, ports) as server:
+            server.wait_ready(timeout=600)
+            for way in WAYS:
+                for label in SIZES:
+                    started = time.monotonic()
+                    row = measure(server, ports.http, files[label], way, args.rounds)
+                    results["runs"].append({"photos": label, **row})
+                    print(f"{way} {label}: server {row['server_cpu_ms_per_photo']:.0f} ms CPU, "
+                          f"{row['bytes_on_wire_per_photo']:,.0f} bytes, "
+                          f"client {row['client_ms_per_photo_median']:.0f} ms "
+                          f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = {(r["way"], r["photos"]): r for r in results["runs"]}
+    summary: dict[str, Any] = {}
+    for way in WAYS:
+        small, big = rows[(way, "600x400")], rows[(way, "6000x4000")]
+        summary[way] = {
+            "server_cpu_ratio_24mp_vs_600x400": big["server_cpu_ms_per_photo"] / small["server_cpu_ms_per_photo"],
+            "client_time_ratio_24mp_vs_600x400": big["client_ms_per_photo_median"]
+            / small["client_ms_per_photo_median"],
+        }
+    for label in SIZES:
+        pixels, image = rows[("pixels", label)]["answers"], rows[("image", label)]["answers"]
+        diffs = [max(abs(a - b) for a, b in zip(p, i, strict=True)) for p, i in zip(pixels, image, strict=True)]
+        summary[f"pixels_vs_image_max_abs_prob_{label}"] = max(diffs)
+    results["summary"] = summary
+    (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| way in | photos | server CPU ms/photo | bytes on the wire/photo | client ms/photo (median) |",
+             "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+    for r in results["runs"]:
+        lines.append(f"| {r['way']} | {r['photos']} | {r['server_cpu_ms_per_photo']:.0f} | "
+                     f"{r['bytes_on_wire_per_photo']:,.0f} | {r['client_ms_per_photo_median']:.0f} |")  # fmt: skip
+    lines.append("")
+    lines += [f"{way}: 24 MP / 600x400 = {summary[way]['server_cpu_ratio_24mp_vs_600x400']:.2f}x server CPU, "
+              f"{summary[way]['client_time_ratio_24mp_vs_600x400']:.2f}x client time" for way in WAYS]  # fmt: skip
+    (args.output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
