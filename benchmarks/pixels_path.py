@@ -188,6 +188,8 @@ def main() -> None:
         summary[way] = {
             "server_cpu_ratio_24mp_vs_600x400": big["server_cpu_ms_per_photo"] / small["server_cpu_ms_per_photo"],
             "server_cpu_besides_network_ratio_24mp_vs_600x400": big[besides] / small[besides],
+            "server_latency_ratio_24mp_vs_600x400": big["server_latency_ms_per_photo"]
+            / small["server_latency_ms_per_photo"],
             "client_time_ratio_24mp_vs_600x400": big["client_ms_per_photo_median"]
             / small["client_ms_per_photo_median"],
         }
