@@ -136,6 +136,9 @@ def catalogue(devices: list[str], engine: Path | None = None) -> list[Backend]:
             "autocast-fp16+channels_last+cuda-graph": gpu or None,
             "compile": False,
             "autocast-fp16+channels_last+compile": False if gpu else None,
+            # a CPU's BF16 (AVX512_BF16, AMX) in torch's fastest layout, and compiled (minutes: only when named)
+            "autocast-bf16+channels_last": None if gpu else native_bf16(),
+            "autocast-bf16+channels_last+compile": None if gpu else False,
         }
         backends += [
             Backend(f"torch-{v}-{device}", variant_precision(v), device, "model", default, v)
