@@ -256,13 +256,17 @@ def _as_shown(img: Image.Image, profile: bytes | None, min_side: int | None, squ
     top = _integer_top(img) if img.mode == "I" else None  # read before a reduction drops the header
     scale = _scale(min_side, img.size) if min_side is not None else 1
     if scale > 1:
-        img = (img.convert("I") if sixteen else img).reduce(scale)  # Pillow reduces 32-bit, not 16-bit, integers
+        if sixteen:  # Pillow reduces 32-bit, not 16-bit, integers
+            img = img.convert("I")
+        elif top is not None and top > 65535:  # 32-bit values: their box sums overflow Pillow's integer filter
+            img = img.convert("F")
+        img = img.reduce(scale)
     if square:
-        top, left, side = centre_box(img.height, img.width)
-        img = img.crop((left, top, left + side, top + side))
+        y, x, side = centre_box(img.height, img.width)
+        img = img.crop((x, y, x + side, y + side))
     if sixteen:
         return np.asarray(img).astype(np.uint16)  # through mode I when reduced: still 0..65535
-    if img.mode == "I" and top is not None:
+    if top is not None:  # mode I (or F, reduced from it)
         values = np.asarray(img)
         if values.size and values.min() < 0:
             raise ImageError("a signed integer image holds negative values; export the photo as 8 or 16 bits")

@@ -201,8 +201,10 @@ def refuse_burned_in(data: bytes) -> None:
     patient (see :func:`deidentify`) raises :class:`ImageError`; any other image passes."""
     if sniff(data) != "DICOM":
         return
-    import pydicom
-
+    try:
+        import pydicom
+    except ImportError as err:
+        raise ImageError("DICOM images need pydicom: pip install pydicom") from err
     try:
         source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     except Exception as err:

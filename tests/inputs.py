@@ -62,7 +62,7 @@ def photo_jpeg(image: np.ndarray, size: tuple[int, int], seed: int = 0) -> bytes
 
 
 def as_sent(recipe, paths, send: str = "pixels") -> tuple[np.ndarray, ...]:
-    """The network's inputs for ``paths`` as the server gets them: from the 8-bit pixels a
+    """The network's inputs for ``paths`` as the server gets them: from the 16-bit pixels a
     pixels-only client sends, normalised as NAME_normalise does (``pixels``), or preprocessed
     whole from the photo (``image``)."""
     from dgla_export.preprocess import from_pixels

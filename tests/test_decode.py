@@ -129,17 +129,34 @@ def test_the_fast_path_reduces_every_format_by_the_same_factor(encoded, tiny) ->
         assert fast.decode(encoded[name]).shape[:2] == (450, 450), name
 
 
-@pytest.mark.parametrize("name", ["jpeg_adobergb_orientation_6", "tiff_adobergb", "dicom_adobergb", "png_16bit_grey"])
+def _int32_tiff(width: int, height: int) -> bytes:
+    """A 32-bit integer TIFF (Pillow's mode I), its values across the type's range."""
+    values = np.random.default_rng(0).integers(0, 2**31 - 1, (height, width), dtype=np.int32)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+SQUARE_CASES = ["jpeg_adobergb_orientation_6", "tiff_adobergb", "dicom_adobergb", "png_16bit_grey", "tiff_float_grey"]
+
+
+@pytest.mark.parametrize("name", [*SQUARE_CASES, "int32_square", "int32_landscape", "int32_portrait"])
 def test_the_colour_of_the_centre_square_alone_is_the_photos(encoded, name) -> None:
     """The square is cut before the colour conversion (which then costs its pixels only): the same
-    pixels, to the last bit, as converting the whole upright photo and cutting after."""
+    pixels, to the last bit, as converting the whole upright photo and cutting after, in every mode
+    (32-bit integers scaled by their type's range, whatever the square's place)."""
     from dgla_export.decode import centre_box
 
-    for min_side in (None, 384):
-        whole = decode_image(encoded[name], min_side=min_side)
+    sizes = {"int32_square": (300, 300), "int32_landscape": (400, 300), "int32_portrait": (300, 400)}
+    data = _int32_tiff(*sizes[name]) if name in sizes else encoded[name]
+    for min_side in (None, 64):
+        whole = decode_image(data, min_side=min_side)
         top, left, side = centre_box(*whole.shape[:2])
-        square = decode_image(encoded[name], min_side=min_side, square=True)
-        assert np.array_equal(square, whole[top : top + side, left : left + side]), (name, min_side)
+        square = decode_image(data, min_side=min_side, square=True)
+        assert np.isfinite(square).all() and np.array_equal(square, whole[top : top + side, left : left + side]), (
+            name,
+            min_side,
+        )
 
 
 def test_the_format_comes_from_the_bytes(encoded, tmp_path) -> None:

@@ -10,7 +10,7 @@ from photo_encodings import CONTAINERS, ENCODINGS, IDENTITY, corpus, markers_in
 from PIL import Image
 
 from dgla_export.decode import ImageError, decode_image
-from dgla_export.deidentify import deidentify
+from dgla_export.deidentify import deidentify, refuse_burned_in
 from dgla_export.preprocess import to_rgb_float
 
 
@@ -95,13 +95,24 @@ def test_pixels_that_may_show_the_patient_are_not_sent(encoded) -> None:
         "a Secondary Capture silent on it": (_dicom_with(encoded, SOPClassUID=secondary_capture), "Secondary Capture"),
     }
     for case, (data, reason) in refused.items():
-        with pytest.raises(ImageError) as caught:
-            deidentify(data)
-        message = str(caught.value)
-        assert reason in message and "not sent" in message and "\n" not in message, f"{case}: {message}"
+        for check in (deidentify, refuse_burned_in):  # the image path, and the pixels path (which sends no file)
+            with pytest.raises(ImageError) as caught:
+                check(data)
+            message = str(caught.value)
+            assert reason in message and "not sent" in message and "\n" not in message, f"{case}: {message}"
     # the premise: a VL photograph (1.2.840.10008.5.1.4.1.1.77.1.4 shares the Secondary Capture's prefix) goes
     for fine in ({}, {"BurnedInAnnotation": "NO"}, {"SOPClassUID": secondary_capture, "BurnedInAnnotation": "NO"}):
         assert not markers_in(deidentify(_dicom_with(encoded, **fine))), fine
+        refuse_burned_in(_dicom_with(encoded, **fine))
+
+
+def test_without_pydicom_a_dicom_is_one_image_error(encoded, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as where the [formats] extra is not installed
+    with pytest.raises(ImageError, match="DICOM images need pydicom"):
+        refuse_burned_in(encoded["dicom_rle"])
+    refuse_burned_in(encoded["jpeg"])  # any other image passes, pydicom or not
 
 
 def test_jpeg_keeps_only_its_orientation_and_profile(encoded) -> None:

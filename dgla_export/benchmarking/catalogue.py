@@ -43,8 +43,16 @@ class Backend:
 
     def serving_command(self, onnx_files: dict[str, Path], engine: Path | None) -> str | None:
         """The ``dgla-export triton`` command whose repository serves what this runtime ran (its
-        graph, runtime and settings), or None where Triton serves no such runtime (PyTorch)."""
+        graph, runtime and settings), or None where no repository serves what it measured: PyTorch;
+        ONNX Runtime's TensorRT provider in FP32 (a repository's runs it in FP16); OpenVINO's FP32
+        on a CPU with BF16 units (Triton's OpenVINO backend computes BF16 there)."""
+        from dgla_export.machine import native_bf16
+
         if self.source == "model" or self.missing(onnx_files, engine):
+            return None
+        if (self.variant == "tensorrt" and self.precision == "fp32") or (
+            self.name.startswith("openvino") and self.precision == "fp32" and native_bf16()
+        ):
             return None
         graph = onnx_files.get("fp32" if self.source == "engine" else self.source)
         if graph is None:

@@ -98,9 +98,9 @@ class Recommendation:
     throughput_pairs_s: float
     speedup_vs_onnxruntime_fp32: float | None
     ceiling_fraction: float | None  # of the same-run GEMM ceiling of its device and precision
-    # the command that serves it; for PyTorch (not served), the fastest served runner that passed
+    # the command that serves it; where nothing serves it as measured (PyTorch), the fastest served runner's
     serving_command: str | None = None
-    served_instead: str | None = None  # that runner, where the recommended one is PyTorch
+    served_instead: str | None = None  # that runner, where the recommended one is not served as measured
 
     def describe(self) -> str:
         speedup = self.speedup_vs_onnxruntime_fp32
@@ -110,7 +110,7 @@ class Recommendation:
         if self.serving_command is None:
             return line
         if self.served_instead:
-            line += f"; PyTorch is not served, the fastest served runner that passed is {self.served_instead}"
+            line += f"; not served as measured, the fastest runner that is and passed: {self.served_instead}"
         return f"{line}; serve it: {self.serving_command}"
 
 

@@ -213,6 +213,8 @@ def run_bench(
     )
     ceilings: dict[tuple[str, str], float] = {}  # (device, precision) -> TFLOP/s
     cpu_precisions = {"fp32"} | {b.precision for b, _ in backends if b.device == "cpu"}
+    if "fp16" in cpu_precisions:
+        result.cpu_ceilings_skipped["fp16"] = "no FP16 dense kernel is measured on a CPU"
     if any(b.device == "cpu" and r is not None for b, r in backends):
         for precision in (p for p in ("fp32", "bf16", "int8") if p in cpu_precisions):
             if why := emulated(precision):  # an emulated rate is no ceiling

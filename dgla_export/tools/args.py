@@ -68,17 +68,19 @@ def add_model_args(
         )
 
 
-def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False) -> None:
-    """--preprocess, --max-pixels and --max-bytes: how images become inputs, and which are refused unread."""
+def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False, served: bool = False) -> None:
+    """--preprocess, --max-pixels and --max-bytes: how images become inputs, and which are refused unread.
+    ``served``: a client's, whose default is the served repository's own method."""
     from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, METHODS
 
     group = parser.add_argument_group("preprocessing")
+    default = "default: as the served repository reads photos, else fast" if served else "fast is the default"
     group.add_argument(
         "--preprocess",
-        default="fast",
+        default=None if served else "fast",
         choices=[*METHODS, "dali"] if dali else list(METHODS),
-        help="fast (default): JPEGs decoded at reduced scale, probabilities within the FP16 tolerance of "
-        "exact (docs/preprocessing.md); exact: every pixel decoded, float filter (the reference)"
+        help=f"fast: JPEGs decoded at reduced scale, probabilities within the FP16 tolerance of exact "
+        f"(docs/preprocessing.md); exact: every pixel decoded, float filter (the reference); {default}"
         + ("; dali: NVIDIA DALI on the GPU (Triton's DALI backend)" if dali else ""),
     )
     group.add_argument(

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true",
         help="send the inference key without TLS to a server beyond loopback (a network you trust end to end)",
     )  # fmt: skip
-    add_preprocess_args(parser)
+    add_preprocess_args(parser, served=True)
     add_common(parser, verbose=False)
     return parser
 

@@ -87,6 +87,14 @@ def _admitted(onnx_path: Path, digest: str, validation: Path | None) -> Admissio
             f"{path} carries no golden answers (a report of an earlier dgla-export), so the server's answers could "
             f"not be checked where it runs: validate it again with `{validate_hint}`"
         )
+    from dgla_export.golden import PIXELS
+
+    if PIXELS not in golden["answers"] or not golden.get("pixels"):
+        raise AdmissionError(
+            f"{path} carries no golden answers for the pixels-only entry point, which dgla-client uses by default (a "
+            f"report of an earlier dgla-export), so its answers could not be checked where it runs: validate it "
+            f"again with `{validate_hint}`"
+        )
     return Admission(report, golden)
 
 
@@ -107,8 +115,8 @@ def write_golden(
 ) -> dict[str, Any] | None:
     """Write the reference photos into ``folder`` (the ensemble's version folder, ``relative`` to the
     repository) and return the manifest's ``golden`` record: the answers for ``method``, the served
-    ``precision`` and its tolerance. None when there is nothing to check (unvalidated, a report
-    without golden answers, or a preprocessing method they were not computed for: DALI's).
+    ``precision`` and its tolerance (no photos for a method the answers were not computed for:
+    DALI's). None when there is nothing to check (unvalidated, or a report without golden answers).
     ``pixels``: the pixels-only entry point's name and the model's recipe; the photos' 16-bit
     pixels go into its version folder (``reference/PHOTO.INPUT.npy``) with their answers, for that
     entry point."""
@@ -128,11 +136,10 @@ def write_golden(
         "tolerance": {"probs_abs": tolerance["probs_abs"], "cam_abs": tolerance["cam_abs"]},
         "photos": {},  # none for a method the answers were not computed for (DALI's)
     }
-    for name, data in photos.items():
-        if method in golden.get("answers", {}):
-            (folder / REFERENCE_FOLDER / f"{name}.png").write_bytes(data)
-            file = f"{relative}/{REFERENCE_FOLDER}/{name}.png"
-            record["photos"][name] = {"file": file, **golden["answers"][method][name]}
+    for name, data in photos.items() if method in golden.get("answers", {}) else ():
+        (folder / REFERENCE_FOLDER / f"{name}.png").write_bytes(data)
+        file = f"{relative}/{REFERENCE_FOLDER}/{name}.png"
+        record["photos"][name] = {"file": file, **golden["answers"][method][name]}
     if pixels is not None and PIXELS in golden.get("answers", {}):
         model, recipe = pixels  # its reference pixels in its own version folder (an object store keeps no empty one)
         own = folder.parent.parent / model / folder.name

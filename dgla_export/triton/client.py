@@ -6,9 +6,9 @@ others are answered. The served model says what it is (its inputs, their sizes, 
 :func:`served_config`). What leaves this machine, by the model asked for:
 
 - the ensemble NAME, by default (``send="pixels"``): its pixels-only entry point ``NAME_pixels``
-  gets only what the model sees, the centre crop resized to each input as 16-bit pixels, decoded,
-  oriented and colour-managed here by the code the server's ``NAME_preprocess`` runs, as 16-bit
-  pixels (no container, no metadata, no file name; a DICOM whose pixels may show the patient is not sent);
+  gets only what the model sees: the photo decoded, oriented and colour-managed here by the code
+  the server's ``NAME_preprocess`` runs, its centre square resized to each input, as 16-bit pixels
+  (no container, no metadata, no file name; a DICOM whose pixels may show the patient is not sent);
 - with ``send="image"``, NAME itself gets the photo's bytes, de-identified first
   (:mod:`dgla_export.deidentify`: no EXIF, XMP, text chunks or DICOM patient module): the thin
   client's way, for servers that should see the photo as taken;
@@ -28,6 +28,7 @@ import numpy as np
 from dgla_export.errors import UserError, option
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, ImageTooLargeError, Limits
+from dgla_export.triton.normalise import PIXELS_METHOD
 from dgla_export.triton.security import API_KEY_ENV, ClientSecurity
 
 Headers = dict[str, str] | None  # sent with every request: the inference key, where one is asked for
@@ -96,16 +97,19 @@ def _input_specs(client: Any, model: str, protocol: str, headers: Headers) -> di
     return {i["name"]: (i["datatype"], [int(d) for d in i["shape"]]) for i in metadata["inputs"]}
 
 
+def _parameters(client: Any, model: str, protocol: str, headers: Headers = None) -> dict[str, str]:
+    """The string parameters of ``model``'s config, as the server reports them."""
+    answer = client.get_model_config(model, headers=headers)
+    if protocol == "grpc":
+        return {key: value.string_value for key, value in answer.config.parameters.items()}
+    return {key: value.get("string_value", "") for key, value in answer.get("parameters", {}).items()}
+
+
 def served_config(client: Any, model: str, protocol: str, url: str, headers: Headers = None) -> ModelConfig:
     """The config record the repository wrote on ``model`` (class names, inputs and sizes)."""
     import json
 
-    answer = client.get_model_config(model, headers=headers)
-    if protocol == "grpc":
-        parameter = answer.config.parameters.get(CONFIG_PARAMETER)
-        text = parameter.string_value if parameter is not None else None
-    else:
-        text = answer.get("parameters", {}).get(CONFIG_PARAMETER, {}).get("string_value")
+    text = _parameters(client, model, protocol, headers).get(CONFIG_PARAMETER)
     if not text:
         raise ClientError(
             f"{model} on {url} does not say which model it serves (no {CONFIG_PARAMETER!r} parameter); "
@@ -180,8 +184,11 @@ def _request_builder(
         raise ClientError(f"{model} takes {shapes}, not the inputs its config records {config.input_sizes}")
 
     def tensors(path: Path) -> list[Any]:
+        limits.check_bytes(path.stat().st_size)
+        data = path.read_bytes()
+        refuse_burned_in(data)  # the normalised pixels show what the photo shows
         inputs = []
-        for name, array in zip(config.input_names, recipe.apply(recipe.load(path)), strict=True):
+        for name, array in zip(config.input_names, recipe.apply(recipe.decode(data)), strict=True):
             item = module.InferInput(name, [1, *array.shape], "FP32")
             item.set_data_from_numpy(array[None])
             inputs.append(item)
@@ -223,7 +230,7 @@ def classify(
     protocol: str = "grpc",
     timeout: float = 30.0,
     concurrency: int = 8,
-    preprocess: str = "fast",
+    preprocess: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     maps: Literal["top1", "all"] | None = None,
@@ -259,6 +266,10 @@ def classify(
             if "image" in specs and send == "pixels":  # the ensemble: only what the model sees, to its entry point
                 model = _pixels_entry(client, url, model, headers)
                 specs = _input_specs(client, model, protocol, headers)
+                if any(dtype != "UINT16" for dtype, _ in specs.values()):  # never the photo under that name
+                    raise ClientError(f"{model} on {url} takes {specs}, not 16-bit pixels: it is no pixels entry point")
+                # the pixels as the server's image entry point would read the photo (its repository's --preprocess)
+                preprocess = preprocess or _parameters(client, model, protocol, headers).get(PIXELS_METHOD, "fast")
             config = served_config(client, model, protocol, url, headers)
         except InferenceServerException as err:
             if "restricted" not in _short(err).lower():
@@ -266,7 +277,8 @@ def classify(
             raise ClientError(
                 f"{model} on {url} needs its inference key ({_short(err, 160)}): --api-key-file FILE or ${API_KEY_ENV}"
             ) from err
-        build = _request_builder(module, specs, model, config, protocol, preprocess, Limits(max_pixels, max_bytes))
+        limits = Limits(max_pixels, max_bytes)
+        build = _request_builder(module, specs, model, config, protocol, preprocess or "fast", limits)
         names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
         _check_outputs(client, model, protocol, url, names, headers)
         outputs = [module.InferRequestedOutput(name) for name in names]

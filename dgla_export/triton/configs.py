@@ -10,7 +10,7 @@ import json
 from dgla_export.artefacts.manifest import EngineManifest
 from dgla_export.models.config import ModelConfig
 from dgla_export.preprocess import Preprocessing
-from dgla_export.triton.normalise import NORMALISED
+from dgla_export.triton.normalise import NORMALISED, PIXELS_METHOD
 from dgla_export.triton.options import RepositoryError, TritonOptions
 
 __all__ = [
@@ -219,7 +219,13 @@ def normalise_config(inputs, max_batch: int, options: TritonOptions):
         _tensor(config.output.add(), f"{name}{NORMALISED}", dtype, dims)
     config.dynamic_batching.preferred_batch_size.extend(b for b in options.preferred_batch_sizes if b <= max_batch)
     _bounded_queue(config, options, options.max_queue_delay_us)
-    config.instance_group.add(count=1, kind=getattr(pb.ModelInstanceGroup, options.kind))
+    kind = "KIND_CPU" if options.runtime == "openvino" else options.kind  # beside the network it feeds
+    config.instance_group.add(count=1, kind=getattr(pb.ModelInstanceGroup, kind))
+    warmup = config.model_warmup.add(name="one_photo", batch_size=1)
+    for name, (dtype, dims) in pixel_inputs(inputs).items():
+        data = warmup.inputs[name]
+        data.data_type, data.random_data = _data_type(dtype), True
+        data.dims.extend(dims)
     return config
 
 
@@ -227,6 +233,8 @@ def pixels_config(runtime: str, inputs, outputs, max_batch: int, options: Triton
     """``NAME_pixels``: the model's inputs as 16-bit pixels in (nothing else of the photo), normalised
     by ``NAME_normalise``, then the network."""
     config = _ensemble(options.model("pixels"), pixel_inputs(inputs), outputs, max_batch)
+    # how its clients make the pixels: as the image entry point's preprocessing reads a photo (DALI's equals exact)
+    config.parameters[PIXELS_METHOD].string_value = "fast" if options.preprocess == "fast" else "exact"
     normalise = config.ensemble_scheduling.step.add(model_name=options.model("normalise"), model_version=-1)
     for name in inputs:
         normalise.input_map[name] = name

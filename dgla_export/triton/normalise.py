@@ -18,15 +18,16 @@ import numpy as np
 
 from dgla_export.preprocess import PIXEL_LEVELS
 
-__all__ = ["NORMALISED", "OPSET", "normalise_graph"]
+__all__ = ["NORMALISED", "OPSET", "PIXELS_METHOD", "normalise_graph"]
 
 OPSET = 13
 NORMALISED = "_normalised"  # the output for each input NAME is NAME_normalised (ONNX names are unique)
+PIXELS_METHOD = "pixels_method"  # NAME_pixels' parameter: the preprocessing method its clients make pixels with
 
 
 def normalise_graph(input_sizes: Mapping[str, int], mean: Sequence[float], std: Sequence[float]) -> bytes:
-    """The serialised ONNX model: inputs ``NAME`` (N, S, S, 3) uint16, outputs ``NAME`` (N, 3, S, S)
-    float32, one pair per model input, checked by onnx's checker."""
+    """The serialised ONNX model: inputs ``NAME`` (N, S, S, 3) uint16, outputs ``NAME_normalised``
+    (N, 3, S, S) float32, one pair per model input, checked by onnx's checker."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

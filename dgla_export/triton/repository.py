@@ -266,6 +266,14 @@ def _kept_models(output: Path, ensemble: str, new: set[str], force: bool) -> tup
             f"to replace them, or {option('--name', 'TritonOptions(name=...)')} another name"
         )
     before = set(read_version(output, ensemble, served).models)
+    if before < new and new - before == {f"{ensemble}_normalise", f"{ensemble}_pixels"}:
+        raise RepositoryError(
+            f"version {served} of {ensemble} was written before repositories had the pixels-only entry point "
+            f"({ensemble}_pixels, which dgla-client uses by default), and a version changes files, not models (a "
+            "rollback could not unserve it): write this graph under another "
+            f"{option('--name', 'TritonOptions(name=...)')}, or pass {option('--force', 'force=True')} to replace "
+            f"{ensemble} (its earlier versions go)"
+        )
     if before != new:
         raise RepositoryError(
             f"version {served} of {ensemble} is served by {', '.join(sorted(before))}, this graph by "

@@ -268,7 +268,7 @@ def _check_version(
         why = (
             "UNVALIDATED (written with --unvalidated)"
             if manifest.get("unvalidated")
-            else "no golden answers (DALI preprocessing, or written before repositories carried them)"
+            else "no golden answers (written before repositories carried them)"
         )
         unchecked.append(f"{name} v{version}: {why}; its answers are not checked")
         return

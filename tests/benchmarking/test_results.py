@@ -58,8 +58,10 @@ def test_the_recommendation_prints_the_command_that_serves_it(tmp_path) -> None:
     from dgla_export.benchmarking.catalogue import catalogue
 
     files = {"fp32": tmp_path / "my model.onnx", "int8": tmp_path / "int8.onnx"}
-    known = {b.name: b for b in catalogue(["cpu"])}
+    known = {b.name: b for b in catalogue(["cpu", "cuda"])}
     commands = {name: known[name].serving_command(files, None) for name in known}
+    assert commands["onnxruntime-tensorrt-fp32"] is None  # a repository's TensorRT provider computes FP16
+    assert commands["onnxruntime-tensorrt-int8"].endswith("--ort-tensorrt-fp16 --output triton-repo")
     assert commands["openvino-cpu-bf16-throughput"] == (
         f"dgla-export triton --onnx '{files['fp32']}' --runtime openvino --openvino-bf16 --openvino-hint throughput "
         "--output triton-repo"
@@ -75,7 +77,7 @@ def test_the_recommendation_prints_the_command_that_serves_it(tmp_path) -> None:
     line = latency.describe()
     print(line)
     assert line.endswith(f"serve it: {commands['openvino-cpu-bf16']}"), line
-    assert "PyTorch is not served" in line, line
+    assert "not served as measured, the fastest runner that is and passed: openvino-cpu-bf16" in line, line
 
 
 def test_a_row_above_its_ceiling_prints_no_share_and_is_named() -> None:

@@ -70,6 +70,7 @@ def test_the_repository_has_the_pixels_entry_point(tiny_onnx, tmp_path) -> None:
         "image_224": 96,
         "image_448": 192,
     }
+    assert entry.parameters["pixels_method"].string_value == "fast"  # how its clients make the pixels
     normalise = _parse(repo / "dgla_normalise" / "config.pbtxt")
     assert normalise.platform == "onnxruntime_onnx" and normalise.dynamic_batching.default_queue_policy.max_queue_size
     assert (repo / "dgla_pixels" / "labels.txt").read_text() == (repo / "dgla" / "labels.txt").read_text()
@@ -145,9 +146,11 @@ def test_a_dicom_whose_pixels_may_show_the_patient_is_not_sent(triton_server, tm
     recorder = Recorder(triton_server.http)
     try:
         (answer,) = classify([path], url=f"127.0.0.1:{recorder.port}", protocol="http")
+        (raw,) = classify([path], url=f"127.0.0.1:{recorder.port}", protocol="http", model="dgla_onnx")  # tensors
     finally:
         recorder.close()
     assert answer.error and "BurnedInAnnotation YES" in answer.error, answer.error
+    assert raw.error and "BurnedInAnnotation YES" in raw.error, raw.error
     assert b"/infer" not in bytes(recorder.sent), "an inference request was sent"
     assert b"/v2/models/dgla_pixels" in bytes(recorder.sent), "the premise: the client spoke through the recorder"
 
@@ -188,3 +191,23 @@ def test_the_self_check_sends_the_pixels_entry_point_its_reference_pixels(triton
     dali = int(importlib.util.find_spec("nvidia.dali") is not None)  # its image input has no golden answers
     expected = per_entry * (2 * len(validated) - dali)
     assert int(said[1]) == expected, (said[0], validated)
+
+
+@pytest.mark.slow
+def test_the_pixels_are_made_as_the_repository_reads_photos(triton_server, tiny, corpus_files) -> None:
+    """dgla_exact's repository reads photos the exact way: its pixels entry point says so, and the
+    client makes its pixels that way unless told otherwise."""
+    from inputs import as_sent
+
+    from dgla_export.runtimes.onnxruntime import create_session
+
+    files = [corpus_files[name] for name in ("jpeg", "png", "tiff_adobergb")]
+    graph = triton_server.repository / "dgla_exact_onnx" / "1" / "model.onnx"
+    session = create_session(graph, "cpu")
+    for method, kwargs in (("exact", {}), ("fast", {"preprocess": "fast"})):
+        served = np.stack([a.probs for a in classify(files, url=triton_server.grpc_url, model="dgla_exact", **kwargs)])
+        inputs = as_sent(Preprocessing.of(tiny.config, method), files)
+        local = session.run(["probs"], dict(zip(tiny.config.input_names, inputs, strict=True)))[0]
+        err = float(np.abs(served - local).max())
+        print(f"dgla_exact's pixels made {method}: served vs local {err:.1e}")
+        assert err <= 1e-5, (method, err)

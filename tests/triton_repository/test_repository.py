@@ -234,6 +234,8 @@ def test_openvino_runtime_writes_the_openvino_backend(tiny_onnx, tiny_int8, tmp_
     assert export_main([*argv, "--openvino-hint", "throughput", "--openvino-bf16"]) == 0
     assert {p.name for p in repo.iterdir() if p.is_dir()} == models_of("dgla", "openvino")
     config = _parse(repo / "dgla_openvino" / "config.pbtxt")
+    normalise = _parse(repo / "dgla_normalise" / "config.pbtxt")  # on the CPU, beside the network it feeds
+    assert [g.kind for g in normalise.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     assert (config.backend, config.platform, config.default_model_filename) == ("openvino", "", "model.onnx")
     assert {k: v.string_value for k, v in config.parameters.items() if k != "model_config"} == {
         "PERFORMANCE_HINT": "THROUGHPUT",

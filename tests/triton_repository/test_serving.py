@@ -70,7 +70,7 @@ def _local_probs(
     onnx_path: Path, paths: list[Path], config, method: str = "fast", output: str = "probs", send: str = "image"
 ) -> np.ndarray:
     """The graph's answers here, from the photos as the server preprocesses them (``send="image"``),
-    or from the 8-bit pixels a pixels-only client sends, normalised as NAME_normalise does."""
+    or from the 16-bit pixels a pixels-only client sends, normalised as NAME_normalise does."""
     from dgla_export.preprocess import Preprocessing
     from dgla_export.runtimes.onnxruntime import create_session
 

@@ -150,6 +150,7 @@ def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny
         (["--validation", str(_report(tmp_path, "0" * 64, True))], "is not a report on"),
         (["--validation", str(_report(tmp_path, sha256_file(graph), False))], "FAILED validation"),
         (["--validation", str(_report(tmp_path, sha256_file(graph), True))], "carries no golden answers"),
+        (["--validation", str(_without_pixels(graph, tmp_path))], "no golden answers for the pixels-only entry point"),
     ]
     if openvino:  # NAME_openvino instead of NAME_onnx: another model set, not a version
         refusals.append((["--runtime", "openvino"], "a version changes files, not models"))
@@ -165,6 +166,39 @@ def test_a_version_keeps_the_model_set_and_the_report_must_be_of_this_graph(tiny
     assert read_version(repo, "dgla", 2).validation == recorded
     assert _triton("--onnx", str(tiny_onnx["fp16"]), "--output", str(repo), "--add", "--name", "auto") == 0
     assert active_version(repo, "dgla_tiny_fp16") == 1 and active_version(repo, "dgla") == 2
+
+
+def _without_pixels(graph: Path, folder: Path) -> Path:
+    """The graph's own report as an earlier dgla-export wrote it: golden answers, none for the pixels."""
+    report = json.loads(report_beside(graph).read_text())
+    del report["golden"]["pixels"], report["golden"]["answers"]["pixels"]
+    path = folder / "earlier.validation.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_a_repository_from_before_the_pixels_entry_point_gets_a_way_forward(tiny_onnx, tmp_path, capsys) -> None:
+    """--add onto a version written before NAME_pixels existed: refused in one line naming both ways
+    (another --name, or --force), never a version whose rollback would leave NAME_pixels serving on."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo)) == 0
+    manifest = repo / "dgla" / "1" / "manifest.json"
+    record = json.loads(manifest.read_text())  # as an earlier dgla-export wrote it: three models
+    for model in ("dgla_normalise", "dgla_pixels"):
+        shutil.rmtree(repo / model)
+        del record["configs"][model]
+    record["files"] = {f: h for f, h in record["files"].items() if not f.startswith(("dgla_normalise", "dgla_pixels"))}
+    record["golden"].pop("pixels")
+    manifest.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--add") == 2
+    said = capsys.readouterr().err
+    assert "written before repositories had the pixels-only entry point" in said and "--force" in said, said
+    assert "--name" in said and len(said.strip().splitlines()) == 1, said
+    assert versions(repo, "dgla") == [1]
+    assert _triton("--onnx", str(tiny_onnx["fp32"]), "--output", str(repo), "--add", "--name", "second") == 0
 
 
 def _report(folder, digest: str, passed: bool):
