@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -59,10 +60,13 @@ class Console:
         self.err.print(*objects, style=style, markup=False, soft_wrap=True)
 
     def _plain(self, message: str) -> None:
+        """One step, within a log's width: a long one goes on over indented lines (words kept whole)."""
         with self._lock:
             self._last_plain = time.monotonic()
             elapsed = format_duration(self._last_plain - self._started)
-            print(f"{self.prog}: [{elapsed}] {message}", file=sys.stderr, flush=True)
+            line = f"{self.prog}: [{elapsed}] {message}"
+            wrapped = textwrap.wrap(line, PLAIN_WIDTH, subsequent_indent="  ", break_long_words=False)
+            print("\n".join(wrapped or [line]), file=sys.stderr, flush=True)
 
     def log(self, message: str) -> None:
         """A step of the work: always on a terminal; elsewhere at most once per heartbeat, and
