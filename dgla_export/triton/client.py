@@ -242,8 +242,8 @@ def classify(
     ``send``, for an ensemble: ``pixels`` (the default) sends its entry point ``NAME_pixels`` only
     the 16-bit pixels the model sees, made here; ``image``, the photo's bytes without their
     metadata, preprocessed on the server as its config says. ``preprocess`` is how images become
-    pixels or tensors here. An image above ``max_pixels`` or ``max_bytes`` is refused before it
-    is sent.
+    pixels or tensors here (None: as the served repository reads photos, else ``fast``). An image
+    above ``max_pixels`` or ``max_bytes`` is refused before it is sent.
     ``maps`` also asks for class activation maps (a repository of a graph exported with
     ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
     its class names come from the repository (each prediction carries that ``config``).
