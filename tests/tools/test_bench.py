@@ -245,6 +245,8 @@ def test_unavailable_backends_say_why() -> None:
 def test_openvino_on_the_cpu_beside_onnxruntime_and_a_recommendation(tiny_onnx, tiny_int8, held_out, tmp_path) -> None:
     """By default every CPU runtime runs on the graphs given; BF16 only where the CPU has it (else
     the record says why, and no BF16 ceiling is invented); the run names the fastest that passed."""
+    from dgla_export.benchmarking.ceilings import emulated
+
     pytest.importorskip("openvino")
     from dgla_export.machine import native_bf16
 
@@ -274,9 +276,18 @@ def test_openvino_on_the_cpu_beside_onnxruntime_and_a_recommendation(tiny_onnx, 
         assert "no native BF16" in bf16["skipped"] and "timing" not in bf16
         assert "no native BF16" in results["cpu_bf16_gemm_skipped"] and "cpu_bf16_gemm_tflops" not in results
         assert "torch-autocast-bf16-cpu" not in by_name, "emulated BF16 ran by default"
-    # INT8 is held to no ceiling (none is measured for it); FP32 rows to the FP32 one
-    assert all(t["gemm_fraction"] is None for t in by_name["openvino-cpu-int8"]["timing"])
+    # INT8 rows are held to the INT8 ceiling where the CPU computes INT8 natively (VNNI, AMX), else to
+    # none (an emulated rate is none); FP32 rows to the FP32 one, the fastest of every library's kernel
+    int8 = [t["gemm_fraction"] for t in by_name["openvino-cpu-int8"]["timing"]]
+    if emulated("int8"):
+        assert all(f is None for f in int8) and "no native INT8" in results["cpu_ceilings_skipped"]["int8"]
+    else:
+        ceiling = results["cpu_ceilings"]["int8"]
+        assert ceiling["kernel"] == "onnxruntime" and all(f > 0 for f in int8), (ceiling, int8)
     assert all(t["gemm_fraction"] > 0 for t in by_name["openvino-cpu-fp32"]["timing"])
+    fp32 = results["cpu_ceilings"]["fp32"]
+    assert fp32["tflops"] == max(fp32["rates"].values()) == results["cpu_fp32_gemm_tflops"], fp32
+    assert {"numpy", "torch", "onnxruntime", "openvino"} == set(fp32["rates"]), fp32
     recommended = {r["goal"]: r for r in results["recommendation"]}
     passed = [b for b in results["backends"] if b["verdict"] == "passed" and b.get("timing")]
     best = min(passed, key=lambda b: b["timing"][0]["p50_ms"])
