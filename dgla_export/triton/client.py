@@ -162,17 +162,23 @@ def _request_builder(
 
         return encoded
     recipe = Preprocessing.of(config, preprocess, limits.max_pixels, limits.max_bytes)  # type: ignore[arg-type]
+
+    def shown(path: Path) -> bytes:
+        """The file's bytes, for the pixels made of them here: refused over the size limit, and where
+        a DICOM says its pixels may show the patient (they would leave as pixels or tensors)."""
+        limits.check_bytes(path.stat().st_size)
+        data = path.read_bytes()
+        refuse_burned_in(data)
+        return data
+
     if all(dtype == "UINT16" for dtype, _ in specs.values()):  # NAME_pixels: only what the model sees
         wanted = {name: [-1, size, size, 3] for name, size in config.input_sizes.items()}
         if {name: [-1, *dims[1:]] for name, (_, dims) in specs.items()} != wanted:
             raise ClientError(f"{model} takes {specs}, not the 16-bit pixels of its config's inputs {wanted}")
 
         def pixels(path: Path) -> list[Any]:
-            limits.check_bytes(path.stat().st_size)
-            data = path.read_bytes()
-            refuse_burned_in(data)  # pixels that may show the patient's name do not leave
             inputs = []
-            for name, array in zip(config.input_names, recipe.pixels(recipe.decode(data)), strict=True):
+            for name, array in zip(config.input_names, recipe.pixels(recipe.decode(shown(path))), strict=True):
                 item = module.InferInput(name, [1, *array.shape], "UINT16")
                 item.set_data_from_numpy(array[None], **({"binary_data": True} if protocol == "http" else {}))
                 inputs.append(item)
@@ -184,11 +190,8 @@ def _request_builder(
         raise ClientError(f"{model} takes {shapes}, not the inputs its config records {config.input_sizes}")
 
     def tensors(path: Path) -> list[Any]:
-        limits.check_bytes(path.stat().st_size)
-        data = path.read_bytes()
-        refuse_burned_in(data)  # the normalised pixels show what the photo shows
         inputs = []
-        for name, array in zip(config.input_names, recipe.apply(recipe.decode(data)), strict=True):
+        for name, array in zip(config.input_names, recipe.apply(recipe.decode(shown(path))), strict=True):
             item = module.InferInput(name, [1, *array.shape], "FP32")
             item.set_data_from_numpy(array[None])
             inputs.append(item)
