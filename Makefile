@@ -21,9 +21,9 @@ $(VENV)/.package: pyproject.toml constraints.txt
 	touch $@
 
 # What the tests also use: pytest and friends, a real Triton server (serve), DALI's CPU operators,
-# the clinic's formats (HEIC, DICOM), OpenVINO (the CPU runtime beside ONNX Runtime).
+# the clinic's formats (HEIC, DICOM), OpenVINO (the CPU runtime beside ONNX Runtime), the PACS results.
 $(VENV)/.extras: $(VENV)/.package
-	$(BIN)/$(PIP) $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino,deploy]'
+	$(BIN)/$(PIP) $(CONSTRAINTS) -e '.[test,serve,dali,formats,openvino,deploy,pacs]'
 	touch $@
 
 # An environment like the bare GPU box's (scripts/gpubox-requirements.txt): numpy 2, torch, and of the

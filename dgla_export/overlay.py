@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dgla_export.preprocess import centre_box, to_rgb_float
 
-__all__ = ["COLORMAP", "colour_bar", "normalise_maps", "overlay", "photo_with_crop", "side_by_side"]
+__all__ = ["COLORMAP", "colour_bar", "heatmap_panel", "normalise_maps", "overlay", "photo_with_crop", "side_by_side"]
 
 COLORMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind viewers
 SIZE = 448  # the default panel side (a model's finest input: 448 for the dual-branch ones)
@@ -130,3 +130,12 @@ def side_by_side(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
         draw.text((left + 6, 4), title, fill=(0, 0, 0), font=font(14))
         left += panel.size[0]
     return sheet
+
+
+def heatmap_panel(image: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], size: int = SIZE) -> Image.Image:
+    """What a dermatologist is shown for one photo (``dgla-client --heatmap``, the heatmap filed in
+    the PACS): the photo as shown with the square the model saw outlined, then each labelled map over
+    that square, then the scale. ``image`` as decoded for display; ``maps``: (label, raw map)."""
+    pictures = [(label, overlay(image, cam, label, size=size)) for label, cam in maps]
+    photo = ("photo as shown; outlined: what the model saw", photo_with_crop(image, size=size))
+    return side_by_side([photo, *pictures, ("scale", colour_bar(size))])

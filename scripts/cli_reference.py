@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-COMMANDS = ("dgla-export", "dgla-bench", "dgla-client", "dgla-serve")
+COMMANDS = ("dgla-export", "dgla-bench", "dgla-client", "dgla-serve", "dgla-gateway")
 
 
 def _help(parser: argparse.ArgumentParser) -> str:
@@ -23,10 +23,11 @@ def _help(parser: argparse.ArgumentParser) -> str:
 
 
 def reference() -> str:
-    from dgla_export.tools import bench, client, export, serve
+    from dgla_export.tools import bench, client, export, gateway, serve
 
     parsers = {"dgla-export": export.build_parser(), "dgla-bench": bench.build_parser(),
-               "dgla-client": client.build_parser(), "dgla-serve": serve.build_parser()}  # fmt: skip
+               "dgla-client": client.build_parser(), "dgla-serve": serve.build_parser(),
+               "dgla-gateway": gateway.build_parser()}  # fmt: skip
     exit_codes = "[usage.md](usage.md#exit-codes-and-errors-every-command)"
     lines = ["# Command reference", "", "Generated from the parsers by `python scripts/cli_reference.py`; "
              f"every command also answers `--help`. Exit codes: {exit_codes}.", ""]  # fmt: skip

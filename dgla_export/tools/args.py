@@ -7,6 +7,7 @@ Imports nothing heavy: ``dgla-client --help`` and ``dgla-serve --help`` must not
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = [
     "add_acceptance_args",
@@ -258,3 +259,36 @@ def probability(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text!r}")
     return value
+
+
+def add_client_security_args(parser: argparse.ArgumentParser) -> None:
+    """How a client speaks to a Triton server with TLS or an inference key (dgla-client, dgla-gateway)."""
+    from dgla_export.triton.security import API_KEY_ENV
+
+    secure = parser.add_argument_group("security (gRPC; a server started with dgla-serve --tls-cert or a key)")
+    secure.add_argument("--ssl", action="store_true", help="speak TLS (the system's CAs, or --root-cert)")
+    secure.add_argument("--root-cert", type=Path, metavar="PEM", help="trust this CA (a hospital's private CA)")
+    secure.add_argument("--client-cert", type=Path, metavar="PEM", help="mutual TLS: this client's certificate")
+    secure.add_argument("--client-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
+    secure.add_argument(
+        "--api-key-file", type=Path, metavar="FILE",
+        help=f"the inference key, from a file only you can read (else ${API_KEY_ENV}); never on the command line",
+    )  # fmt: skip
+    secure.add_argument(
+        "--insecure", action="store_true",
+        help="send the inference key without TLS to a server beyond loopback (a network you trust end to end)",
+    )  # fmt: skip
+
+
+def client_security(args: argparse.Namespace):
+    """The :class:`~dgla_export.triton.security.ClientSecurity` of :func:`add_client_security_args`' options."""
+    from dgla_export.triton.security import API_KEY_ENV, ClientSecurity, read_key
+
+    return ClientSecurity(
+        ssl=args.ssl,
+        root_cert=args.root_cert,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        api_key=read_key(args.api_key_file, API_KEY_ENV, "--api-key-file"),
+        insecure=args.insecure,
+    )

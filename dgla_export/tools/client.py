@@ -16,9 +16,14 @@ import numpy as np
 
 from dgla_export.data import distinct, find_photos, image_id
 from dgla_export.errors import EXIT_USAGE, run_command
-from dgla_export.tools.args import add_common, add_preprocess_args, positive_int
+from dgla_export.tools.args import (
+    add_client_security_args,
+    add_common,
+    add_preprocess_args,
+    client_security,
+    positive_int,
+)
 from dgla_export.triton.client import SEND, Prediction, classify
-from dgla_export.triton.security import API_KEY_ENV, ClientSecurity, read_key
 
 __all__ = ["build_parser", "main"]
 
@@ -77,21 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     heatmaps.add_argument(
         "--force",
         action="store_true",
-        help="replace --heatmap if it holds earlier heatmaps of dgla-client and nothing else",
+        help="replace --heatmap (--dicom-out) if it holds earlier heatmaps (results) of dgla-client and nothing else",
     )
-    secure = parser.add_argument_group("security (gRPC; a server started with dgla-serve --tls-cert or a key)")
-    secure.add_argument("--ssl", action="store_true", help="speak TLS (the system's CAs, or --root-cert)")
-    secure.add_argument("--root-cert", type=Path, metavar="PEM", help="trust this CA (a hospital's private CA)")
-    secure.add_argument("--client-cert", type=Path, metavar="PEM", help="mutual TLS: this client's certificate")
-    secure.add_argument("--client-key", type=Path, metavar="PEM", help="mutual TLS: its private key")
-    secure.add_argument(
-        "--api-key-file", type=Path, metavar="FILE",
-        help=f"the inference key, from a file only you can read (else ${API_KEY_ENV}); never on the command line",
-    )  # fmt: skip
-    secure.add_argument(
-        "--insecure", action="store_true",
-        help="send the inference key without TLS to a server beyond loopback (a network you trust end to end)",
-    )  # fmt: skip
+    pacs = parser.add_argument_group("results for the hospital's archive (pip extra pacs; docs/hospital.md)")
+    pacs.add_argument(
+        "--dicom-out",
+        type=Path,
+        metavar="DIR",
+        help="for DICOM photos: write per image DIR/NAME.sr.dcm, a TID 1500 structured report (the class, every "
+        "class's probability, the model and its checkpoint's SHA-256; unverified, a decision aid), and with a graph "
+        "exported with --explain DIR/NAME.heatmap.dcm, the heatmap as a Secondary Capture, both in the photo's "
+        "patient and study, for the PACS",
+    )
+    add_client_security_args(parser)
     add_preprocess_args(parser, served=True)
     add_common(parser, verbose=False)
     return parser
@@ -103,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 HEATMAP_COMMAND = "dgla-client --heatmap"
+DICOM_COMMAND = "dgla-client --dicom-out"
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -112,6 +116,12 @@ def _classify(args: argparse.Namespace) -> int:
         from dgla_export.io import check_output_folder
 
         check_output_folder(args.heatmap, args.force, command=HEATMAP_COMMAND, inputs=files)
+    if args.dicom_out is not None:  # every photo a DICOM, and the folder free, before any request
+        from dgla_export.io import check_output_folder
+        from dgla_export.pacs.results import check_sources
+
+        check_sources(files, [str(p) for p in files] if not args.anonymise else None)
+        check_output_folder(args.dicom_out, args.force, command=DICOM_COMMAND, inputs=files)
     if skipped := photos.skipped_line(named=not args.anonymise):
         print(f"dgla-client: {skipped}", file=sys.stderr)
     predictions = classify(
@@ -124,16 +134,10 @@ def _classify(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         max_pixels=args.max_pixels,
         max_bytes=args.max_bytes,
-        maps=None if args.heatmap is None else args.heatmap_classes,
+        maps=args.heatmap_classes if args.heatmap is not None or args.dicom_out is not None else None,
+        maps_optional=args.heatmap is None,  # --dicom-out alone: the heatmap where the graph answers maps
         send=args.send,
-        security=ClientSecurity(
-            ssl=args.ssl,
-            root_cert=args.root_cert,
-            client_cert=args.client_cert,
-            client_key=args.client_key,
-            api_key=read_key(args.api_key_file, API_KEY_ENV, "--api-key-file"),
-            insecure=args.insecure,
-        ),
+        security=client_security(args),
     )
     # Named by the name unique in the run (heatmap files) and printed as given (a path that opens),
     # or by their bytes under --anonymise
@@ -142,8 +146,11 @@ def _classify(args: argparse.Namespace) -> int:
     heatmaps: list[Path | None] = [None] * len(files)
     if args.heatmap is not None:
         heatmaps = _write_heatmaps(predictions, args.heatmap, args.heatmap_classes, names)
+    filed: list[list[Path]] = [[] for _ in files]
+    if args.dicom_out is not None:
+        filed = _write_dicom(predictions, args.dicom_out, names)
     failed = 0
-    for prediction, name, heatmap in zip(predictions, shown, heatmaps, strict=True):
+    for prediction, name, heatmap, dicom in zip(predictions, shown, heatmaps, filed, strict=True):
         if prediction.probs is None:
             failed += 1
             print(f"dgla-client: error: {name}: {prediction.error}", file=sys.stderr)
@@ -153,10 +160,14 @@ def _classify(args: argparse.Namespace) -> int:
         top = [(prediction.classes[i], float(row[i])) for i in order]
         if args.json:
             record = {"image": name, "class": top[0][0], "probability": top[0][1], "top_k": top}
-            print(json.dumps(record | ({"heatmap": str(heatmap)} if heatmap else {})))
+            record |= {"heatmap": str(heatmap)} if heatmap else {}
+            print(json.dumps(record | ({"dicom": [str(p) for p in dicom]} if dicom else {})))
         else:
             rest = ", ".join(f"{c} {p:.3f}" for c, p in top[1:])
-            print(f"{name}: {top[0][0]} {top[0][1]:.3f}  ({rest})" + (f"  heatmap: {heatmap}" if heatmap else ""))
+            extra = (f"  heatmap: {heatmap}" if heatmap else "") + (
+                f"  dicom: {', '.join(map(str, dicom))}" if dicom else ""
+            )
+            print(f"{name}: {top[0][0]} {top[0][1]:.3f}  ({rest})" + extra)
     return EXIT_USAGE if failed else 0
 
 
@@ -168,7 +179,7 @@ def _write_heatmaps(
     names and at its finest input's size. Returns where each photo's heatmap is (None: no answer)."""
     from dgla_export.data import file_names
     from dgla_export.io import replace_folder
-    from dgla_export.overlay import colour_bar, overlay, photo_with_crop, side_by_side
+    from dgla_export.overlay import heatmap_panel
     from dgla_export.preprocess import decode_image
 
     written: list[Path | None] = []
@@ -179,16 +190,24 @@ def _write_heatmaps(
                 continue
             file_name = f"{name}.png"
             image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
-            top1 = int(np.argmax(prediction.probs))
-            maps = [(top1, prediction.cam_top1)]
-            if which == "all":  # then the others, most probable first
-                maps += [(int(c), prediction.cam[c]) for c in np.argsort(prediction.probs)[::-1] if c != top1]
-            label = {c: f"{prediction.classes[c]} {prediction.probs[c]:.2f}" for c, _ in maps}
             size = prediction.config.architecture.display_size
-            pictures = [(label[c], overlay(image, cam, label[c], size=size)) for c, cam in maps]
-            photo = ("photo as shown; outlined: what the model saw", photo_with_crop(image, size=size))
-            side_by_side([photo, *pictures, ("scale", colour_bar(size))]).save(staging / file_name)
+            heatmap_panel(image, prediction.labelled_maps(which), size).save(staging / file_name)
             written[-1] = folder / file_name
+    return written
+
+
+def _write_dicom(predictions: Sequence[Prediction], folder: Path, names: Sequence[str]) -> list[list[Path]]:
+    """Per answered photo its report and heatmap (``NAME.sr.dcm``, ``NAME.heatmap.dcm``), written as a
+    whole folder like the heatmaps. Returns where each photo's objects are."""
+    from dgla_export.data import file_names
+    from dgla_export.io import replace_folder
+    from dgla_export.pacs.results import dicom_results, write_results
+
+    written: list[list[Path]] = []
+    with replace_folder(folder, command=DICOM_COMMAND) as staging:
+        for prediction, name in zip(predictions, file_names(names), strict=True):
+            paths = write_results(dicom_results(prediction), staging, name) if prediction.probs is not None else []
+            written.append([folder / p.name for p in paths])
     return written
 
 

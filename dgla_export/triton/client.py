@@ -33,7 +33,17 @@ from dgla_export.triton.security import API_KEY_ENV, ClientSecurity
 
 Headers = dict[str, str] | None  # sent with every request: the inference key, where one is asked for
 
-__all__ = ["CONFIG_PARAMETER", "MAP_OUTPUTS", "SEND", "ClientError", "Prediction", "classify", "served_config"]
+__all__ = [
+    "CONFIG_PARAMETER",
+    "MAP_OUTPUTS",
+    "SEND",
+    "SERVED_PARAMETER",
+    "ClientError",
+    "Prediction",
+    "ServedModel",
+    "classify",
+    "served_config",
+]
 
 SEND = ("pixels", "image")  # what the client sends an ensemble: the model's pixels, or the photo's bytes
 PIXELS_ENTRY = "_pixels"  # NAME_pixels: the ensemble NAME's entry point for 16-bit pixels
@@ -41,10 +51,33 @@ MAP_OUTPUTS = {"top1": ("cam_top1",), "all": ("cam_top1", "cam")}  # what classi
 # The parameter on a served model that holds its ModelConfig record (written by the repository
 # writer; here, so that the client imports nothing of the writer's: no onnx on a reception PC)
 CONFIG_PARAMETER = "model_config"
+SERVED_PARAMETER = "served_graph"  # ... and the one that identifies the graph it runs (ServedModel)
 
 
 class ClientError(UserError, RuntimeError):
     """The server is down, slow, missing the model, or answered with the wrong shape."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """What answered, as the served repository records it: the model asked for (Triton's name and
+    the version it serves) and the graph it runs (its digest, precision, the checkpoint it was
+    exported from, the tool that wrote it). A result filed for a dermatologist names all of it."""
+
+    name: str
+    version: str
+    model_name: str
+    precision: str
+    checkpoint_sha256: str
+    graph_sha256: str
+    tool: str
+
+    @classmethod
+    def from_parameter(cls, name: str, text: str) -> ServedModel:
+        import json
+
+        record = json.loads(text)
+        return cls(name=name, **{field.name: str(record[field.name]) for field in dataclasses.fields(cls)[1:]})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +92,22 @@ class Prediction:
     cam: np.ndarray | None = None  # (classes, h, w): every class's (maps="all")
     # The served model's config (class names, inputs and their sizes), as its repository records it
     config: ModelConfig | None = dataclasses.field(default=None, repr=False, compare=False)
+    served: ServedModel | None = dataclasses.field(default=None, repr=False, compare=False)  # None: not recorded
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.class_names if self.config is not None else ()
+
+    def labelled_maps(self, which: Literal["top1", "all"] = "top1") -> list[tuple[str, np.ndarray]]:
+        """The maps to show, each with its label (class and probability): the predicted class's,
+        then with ``all`` every other class's, most probable first."""
+        if self.probs is None or self.cam_top1 is None or (which == "all" and self.cam is None):
+            raise ClientError(f"{self.image}: no maps were answered (classify with maps={which!r})")
+        top1 = int(np.argmax(self.probs))
+        maps = [(top1, self.cam_top1)]
+        if which == "all":
+            maps += [(int(c), self.cam[c]) for c in np.argsort(self.probs)[::-1] if c != top1]  # type: ignore[index]
+        return [(f"{self.classes[c]} {self.probs[c]:.2f}", cam) for c, cam in maps]
 
 
 def _short(err: object, limit: int = 300) -> str:
@@ -237,6 +282,7 @@ def classify(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     maps: Literal["top1", "all"] | None = None,
+    maps_optional: bool = False,
     security: ClientSecurity | None = None,
     send: Literal["pixels", "image"] = "pixels",
 ) -> list[Prediction]:
@@ -248,7 +294,8 @@ def classify(
     pixels or tensors here (None: as the served repository reads photos, else ``fast``). An image
     above ``max_pixels`` or ``max_bytes`` is refused before it is sent.
     ``maps`` also asks for class activation maps (a repository of a graph exported with
-    ``--explain``): the top-1 class's, or every class's too. The model's inputs, their sizes and
+    ``--explain``): the top-1 class's, or every class's too; with ``maps_optional``, only where the
+    served graph answers them (else none, without an error). The model's inputs, their sizes and
     its class names come from the repository (each prediction carries that ``config``).
     ``security``: TLS and the inference key (:class:`dgla_export.triton.security.ClientSecurity`).
 
@@ -274,6 +321,7 @@ def classify(
                 # the pixels as the server's image entry point would read the photo (its repository's --preprocess)
                 preprocess = preprocess or _parameters(client, model, protocol, headers).get(PIXELS_METHOD, "fast")
             config = served_config(client, model, protocol, url, headers)
+            served = _served_model(client, model, protocol, headers)
         except InferenceServerException as err:
             if "restricted" not in _short(err).lower():
                 raise
@@ -283,7 +331,7 @@ def classify(
         limits = Limits(max_pixels, max_bytes)
         build = _request_builder(module, specs, model, config, protocol, preprocess or "fast", limits)
         names = ["probs", *MAP_OUTPUTS.get(maps or "", ())]
-        _check_outputs(client, model, protocol, url, names, headers)
+        names = _check_outputs(client, model, protocol, url, names, headers, maps_optional)
         outputs = [module.InferRequestedOutput(name) for name in names]
         predictions: list[Prediction] = []
         for start in range(0, len(images), concurrency):  # bounded: a folder of images is not sent at once
@@ -291,7 +339,16 @@ def classify(
             predictions += _infer_chunk(client, protocol, model, chunk, build, outputs, timeout, url, headers)
     finally:
         client.close()
-    return [dataclasses.replace(p, config=config) for p in predictions]
+    return [dataclasses.replace(p, config=config, served=served) for p in predictions]
+
+
+def _served_model(client: Any, model: str, protocol: str, headers: Headers) -> ServedModel | None:
+    """What the repository records of the graph ``model`` runs and of the version it serves; None for a
+    repository written before it was recorded."""
+    text = _parameters(client, model, protocol, headers).get(SERVED_PARAMETER)
+    if not text:
+        return None
+    return ServedModel.from_parameter(model, text)
 
 
 def _pixels_entry(client: Any, url: str, model: str, headers: Headers) -> str:
@@ -366,10 +423,15 @@ def _prediction(path: Path, answer: Any, model: str, url: str, timeout: float) -
     return Prediction(path, probs[0], **{name: None if m is None else m[0] for name, m in maps.items()})
 
 
-def _check_outputs(client: Any, model: str, protocol: str, url: str, names: Sequence[str], headers: Headers) -> None:
-    """Before any image is sent: ``model`` has every output asked for."""
+def _check_outputs(
+    client: Any, model: str, protocol: str, url: str, names: Sequence[str], headers: Headers, maps_optional: bool
+) -> list[str]:
+    """Before any image is sent: ``model`` has every output asked for (the maps, unless optional).
+    Returns the outputs to ask for."""
     metadata = client.get_model_metadata(model, headers=headers)
     outputs = [o.name for o in metadata.outputs] if protocol == "grpc" else [o["name"] for o in metadata["outputs"]]
+    if maps_optional and not all(name in outputs for name in names):
+        names = [name for name in names if not name.startswith("cam")]
     missing = [name for name in names if name not in outputs]
     if missing and missing[0].startswith("cam"):
         raise ClientError(
@@ -378,3 +440,4 @@ def _check_outputs(client: Any, model: str, protocol: str, url: str, names: Sequ
         )
     if missing:
         raise ClientError(f"{model} on {url} has no output {', '.join(missing)} (outputs {outputs})")
+    return list(names)

@@ -25,7 +25,7 @@ from dgla_export.install import install_command
 from dgla_export.io import check_output_folder, replace_folder, sha256_file
 from dgla_export.models.config import ModelConfig
 from dgla_export.triton.admission import admit, served_precision, write_golden
-from dgla_export.triton.client import CONFIG_PARAMETER
+from dgla_export.triton.client import CONFIG_PARAMETER, SERVED_PARAMETER
 from dgla_export.triton.configs import (
     WARMUP_ADMITTED,
     WARMUP_IMAGE,
@@ -183,6 +183,14 @@ def write_repository(
     admission = admit(onnx_path, digest, validation, unvalidated=unvalidated)
     kept, version = _kept_models(output, options.model(""), set(configs), force) if add else ([], 1)
     serve_version(configs, version)
+    served = {  # what answers, for the results a client files (dgla_export.triton.client.ServedModel)
+        "version": str(version), "model_name": metadata["model_name"],
+        "precision": served_precision(metadata, options.openvino_bf16), "graph_sha256": digest,
+        "checkpoint_sha256": metadata.get("checkpoint_sha256") or "unrecorded", "tool": f"dgla-export {__version__}",
+    }  # fmt: skip
+    for name in entry_points:
+        if name in configs:
+            configs[name].parameters[SERVED_PARAMETER].string_value = json.dumps(served)
     from google.protobuf import text_format
 
     texts = {name: text_format.MessageToString(config) for name, config in configs.items()}
@@ -231,7 +239,7 @@ def write_repository(
         }
         golden = write_golden(
             admission, tmp / ensemble / v, f"{ensemble}/{v}", method=options.preprocess,
-            precision=served_precision(metadata, options.openvino_bf16),
+            precision=served["precision"],
             tolerances=json.loads(metadata["config"])["tolerances"], pixels=(pixels, model_config),
         )  # fmt: skip
         write_version(

@@ -194,12 +194,14 @@ def test_client_names_missing_files(capsys) -> None:
     [
         ["dgla-export"], ["dgla-export", "onnx"], ["dgla-export", "validate"], ["dgla-export", "trt"],
         ["dgla-export", "triton"], ["dgla-export", "info"], ["dgla-bench"], ["dgla-client"], ["dgla-serve"],
+        ["dgla-gateway"],
     ],
 )  # fmt: skip
 def test_help_is_written_for_users(command) -> None:
     modules = {
         "dgla-export": "dgla_export.tools.export", "dgla-bench": "dgla_export.tools.bench",
         "dgla-client": "dgla_export.tools.client", "dgla-serve": "dgla_export.tools.serve",
+        "dgla-gateway": "dgla_export.tools.gateway",
     }  # fmt: skip
     code = f"import sys; from {modules[command[0]]} import build_parser as b; b().parse_args(sys.argv[1:])"
     result = subprocess.run([sys.executable, "-c", code, *command[1:], "--help"], capture_output=True, text=True)
