@@ -24,7 +24,7 @@ LAYERS = [
     ["validation", "localise"],
     ["quantize", "golden"],
     ["benchmarking", "triton"],
-    ["deploy"],
+    ["deploy", "pacs"],
     ["api"],
     ["tools"],
     ["__init__"],

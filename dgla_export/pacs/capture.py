@@ -20,6 +20,13 @@ from dgla_export.pacs.uids import ResultUids
 
 __all__ = ["heatmap_capture"]
 
+# Copied from the source where it has them and highdicom did not: what the photo shows, and the
+# patient's and study's identifiers and descriptions a worklist matches on
+SOURCE_ATTRIBUTES = (
+    "BurnedInAnnotation", "RecognizableVisualFeatures", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence",
+    "OtherPatientIDsSequence", "StudyDescription", "PatientAge",
+)  # fmt: skip
+
 
 def heatmap_capture(source: Any, panel: np.ndarray, uids: ResultUids, *, model_name: str, tool: str) -> Any:
     """``panel`` ((H, W, 3) uint8 RGB) as a Secondary Capture of ``source``'s patient and study,
@@ -51,10 +58,10 @@ def heatmap_capture(source: Any, panel: np.ndarray, uids: ResultUids, *, model_n
     reference = Dataset()
     reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
     capture.SourceImageSequence = Sequence([reference])
-    # The drawn text is the classes and probabilities, nothing of the patient; the photo is the
-    # source's, which is not classified where it says it may show the patient (BurnedInAnnotation YES).
-    capture.BurnedInAnnotation = "NO"
-    if "RecognizableVisualFeatures" in source:
-        capture.RecognizableVisualFeatures = source.RecognizableVisualFeatures
+    # The drawn text is the classes and probabilities, nothing of the patient; what the photo shows
+    # is the source's, as the source says (a photo that says YES is not classified at all).
+    for keyword in SOURCE_ATTRIBUTES:
+        if keyword in source and keyword not in capture:
+            capture[keyword] = source[keyword]
     capture.ImageComments = DECISION_AID
     return capture

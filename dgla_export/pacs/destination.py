@@ -19,7 +19,13 @@ STORED = {0x0000, 0xB000, 0xB007, 0xB006}
 
 
 class SendError(RuntimeError):
-    """The archive did not store an object (down, refused, or answered a failure status)."""
+    """The archive did not store an object. ``refused``: it answered, and said no (a failure status,
+    no presentation context for the object's class, a STOW-RS failure list): sending again will not
+    help; else it did not answer (down, unreachable, timed out)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,20 +45,33 @@ class CStoreDestination:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
         for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
             ae.add_requested_context(sop_class, sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}))
         association = ae.associate(self.host, self.port, ae_title=self.ae_title)
         if not association.is_established:
-            raise SendError(f"{self} did not accept an association (down, or this AE title {self.calling} unknown)")
+            refused = association.is_rejected
+            why = "rejected the association (is this AE title known to it?)" if refused else "did not answer"
+            raise SendError(f"{self} {why}", refused=refused)
         try:
+            accepted = {str(context.abstract_syntax) for context in association.accepted_contexts}
+            if missing := sorted({str(ds.SOPClassUID) for ds in datasets} - accepted):
+                raise SendError(f"{self} does not accept the SOP class {', '.join(missing)}", refused=True)
             for dataset in datasets:
-                status = association.send_c_store(dataset)
+                try:
+                    status = association.send_c_store(dataset)
+                except (OSError, RuntimeError, ValueError) as err:
+                    raise SendError(f"{self}: the association failed ({type(err).__name__})") from err
                 code = int(status.get("Status", -1)) if status else -1
+                if code == -1:
+                    raise SendError(f"{self} did not answer a C-STORE")
                 if code not in STORED:
-                    raise SendError(f"{self} did not store a {dataset.Modality} object (status {code:#06x})")
+                    raise SendError(
+                        f"{self} did not store a {dataset.Modality} object (status {code:#06x})", refused=True
+                    )
         finally:
-            association.release()
+            if association.is_established:
+                association.release()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +79,6 @@ class StowDestination:
     """A DICOMweb service root (e.g. Orthanc's ``http://host:8042/dicom-web``), stored by STOW-RS."""
 
     url: str
-    timeout: float = 30.0
 
     def __str__(self) -> str:
         return self.url
@@ -71,11 +89,14 @@ class StowDestination:
 
         try:
             answer = DICOMwebClient(url=self.url).store_instances(list(datasets))
+        except requests.HTTPError as err:  # it answered: 4xx refuses, 5xx may pass
+            status = err.response.status_code if err.response is not None else 0
+            raise SendError(f"{self} answered HTTP {status}", refused=400 <= status < 500) from err
         except (requests.RequestException, OSError) as err:
-            raise SendError(f"{self} did not store the objects ({type(err).__name__})") from err
+            raise SendError(f"{self} did not answer ({type(err).__name__})") from err
         failed = answer.get("FailedSOPSequence") if answer is not None else None
         if failed:
-            raise SendError(f"{self} refused {len(failed.value)} of {len(datasets)} objects")
+            raise SendError(f"{self} refused {len(failed)} of {len(datasets)} objects", refused=True)
 
 
 Destination = CStoreDestination | StowDestination

@@ -3,15 +3,21 @@
 It accepts C-STORE of photographs (VL Photographic, Dermoscopic Photography, Secondary Capture) and
 answers each at once: success once the object is in its spool, a failure status for an object it
 cannot classify (no pixels, several frames, pixels that may show the patient, a decoder's error),
-"out of resources" (A700) while its queue is full. A worker takes the spool's images in order,
-classifies each through Triton sending only the pixels the model sees (:func:`classify`, as
-``dgla-client`` does), and files the report and the heatmap (:mod:`dgla_export.pacs.results`) to the
-archive: C-STORE or STOW-RS, retried a bounded number of times. What the archive did not take stays
-in the spool and is offered again every ``resend_every`` seconds, and on the next start: nothing is
-lost. A stop (Ctrl-C, SIGTERM) refuses new associations, finishes the images in hand, then returns.
+"out of resources" (A700) while its queue is full. The intake check decodes the pixels and builds a
+report from the header, so that what is acknowledged can be filed. A worker takes the spool's images
+in order and classifies each through Triton sending only the pixels the model sees (:func:`classify`,
+as ``dgla-client`` does); an image the server does not answer stays in the spool and is tried again
+(``MAX_TRIES`` times, then set aside in ``failed/``). A filer offers the reports and heatmaps
+(:mod:`dgla_export.pacs.results`) to the archive, C-STORE or STOW-RS, with bounded retries; what the
+archive did not take stays in the spool and is offered again every ``resend_every`` seconds and at
+the next start; what it refuses is set aside in ``failed/``. Nothing acknowledged is deleted before
+the archive took its results. A stop (Ctrl-C, SIGTERM) refuses new associations, classifies the
+images in hand, offers their results once, then returns.
 
-The spool holds patient data: its folders are the user's alone (0700). The log names images by a
-digest of their SOP Instance UID (``image 3f2a91c4e0b1``), never by patient, file or UID.
+The spool holds patient data: its folders are the user's alone (0700, files 0600), written durably
+(fsync, rename). The log names images by 12 hex digits of their SOP Instance UID's SHA-256
+(``image 3f2a91c4e0b1``), never by patient, file or UID; values a library quotes in an error are
+replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import io
 import logging
 import os
 import queue
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,12 +58,17 @@ SYNTAXES = [
     "1.2.840.10008.1.2.5",  # RLE Lossless
 ]
 VERIFICATION = "1.2.840.10008.1.1"
-OUT_OF_RESOURCES, CANNOT_UNDERSTAND, PROCESSING_FAILURE = 0xA700, 0xC000, 0x0110
+OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
+SPOOL_FOLDERS = ("incoming", "outgoing", "failed")
+KEY_DIGITS = 12  # of an image's digest in the log (its spool file carries all 64)
+MAX_TRIES = 5  # classifications of one image the server did not answer before it is set aside
+MAX_ASSOCIATIONS = 4  # at once: each holds a photo in memory while it arrives
+MAP_SIDE = 448  # the intake check decodes as the heatmap will, reduced (a JPEG inside its DCT)
 
 
 def image_key(sop_instance_uid: str) -> str:
     """How the log names an image: 12 hex digits of its SOP Instance UID's SHA-256 (no UID, no name)."""
-    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:12]
+    return hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:KEY_DIGITS]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +102,12 @@ class Gateway:
 
     def __init__(self, options: GatewayOptions) -> None:
         self.options = options
-        self.incoming, self.outgoing, self.failed = (
-            options.spool / name for name in ("incoming", "outgoing", "failed")
-        )
+        self.incoming, self.outgoing, self.failed = (options.spool / name for name in SPOOL_FOLDERS)
         self._queue: queue.Queue[Path | None] = queue.Queue(maxsize=options.queue_size)
         self._pending: set[Path] = set()  # queued or in hand
+        self._tries: dict[Path, int] = {}  # classification attempts of an image the server did not answer
         self._lock = threading.Lock()  # guards _pending
-        self._filing = threading.Lock()  # one filing at a time
+        self._wake = threading.Event()  # results are waiting: the filer need not wait for its next round
         self._stopping = threading.Event()
         self._server: Any = None
         self._threads: list[threading.Thread] = []
@@ -107,13 +118,10 @@ class Gateway:
     def start(self) -> None:
         from pynetdicom import AE, evt
 
-        for folder in (self.incoming, self.outgoing, self.failed):
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(0o700)
-        self.options.spool.chmod(0o700)
+        _prepare_spool(self.options.spool)
         ae = AE(ae_title=self.options.ae_title)
-        ae.maximum_pdu_size = 0  # no limit from this side
         ae.require_calling_aet = list(self.options.allowed)
+        ae.maximum_associations = MAX_ASSOCIATIONS
         for sop_class in ACCEPTED:
             ae.add_supported_context(sop_class, SYNTAXES)
         ae.add_supported_context(VERIFICATION)
@@ -127,21 +135,22 @@ class Gateway:
         except OSError as err:
             where = f"{self.options.host}:{self.options.port}"
             raise UserError(f"cannot listen on {where} ({err.strerror or err}); is another node on that port?") from err
-        for target, name in ((self._work, "classify"), (self._resend, "resend")):
+        for target, name in ((self._work, "classify"), (self._file, "file")):
             thread = threading.Thread(target=target, name=f"dgla-gateway-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         self._requeue()  # what an earlier run left in the spool
+        self._wake.set()
 
     def stop(self) -> None:
-        """Refuse new associations, classify and file what is queued, then return."""
+        """Refuse new associations, classify what is queued, offer the archive every result once, return."""
         if self._server is not None:
             self._server.shutdown()
         self._stopping.set()
         self._queue.put(None)  # after the images in hand: the worker ends there
         for thread in self._threads:
             thread.join()
-        self._file_spooled()  # a last offer of what the archive has not taken
+        self._file_spooled()  # the last offer (no waits: stopping)
 
     def _ssl_context(self) -> Any:
         if self.options.tls_cert is None:
@@ -169,9 +178,10 @@ class Gateway:
         try:
             dataset = event.dataset
             dataset.file_meta = event.file_meta
-            key = image_key(str(dataset.SOPInstanceUID))
+            digest = hashlib.sha256(str(dataset.SOPInstanceUID).encode()).hexdigest()
         except Exception:  # not even its UIDs parse
             return self._refuse(CANNOT_UNDERSTAND, "the object cannot be parsed", "an object")
+        key = image_key(str(dataset.SOPInstanceUID))
         buffer = io.BytesIO()
         try:
             dataset.save_as(buffer, enforce_file_format=True)
@@ -180,7 +190,7 @@ class Gateway:
         data = buffer.getvalue()
         if problem := self._problem(data):
             return self._refuse(CANNOT_UNDERSTAND, problem, f"image {key}")
-        path = self.incoming / f"{key}.dcm"
+        path = self.incoming / f"{digest}.dcm"
         with self._lock:
             if path in self._pending:  # sent again while in hand: one classification answers both
                 return 0x0000
@@ -205,27 +215,35 @@ class Gateway:
         return status
 
     def _problem(self, data: bytes) -> str | None:
-        """Why an object cannot be classified (decoded as the client will), or None."""
+        """Why an object cannot be classified (decoded as the client will) or its results not filed
+        (the header a report copies), in words that hold no value of the object; or None."""
         from dgla_export.deidentify import refuse_burned_in
-        from dgla_export.preprocess import ImageError, Limits, decode_image
+        from dgla_export.pacs.results import PacsError, check_fileable
+        from dgla_export.preprocess import ImageError, decode_image
 
-        limits = Limits(*(v for v in (self.options.max_pixels, self.options.max_bytes) if v is not None))
         try:
+            check_fileable(data)
             refuse_burned_in(data)
-            decode_image(data, limits, min_side=448)
-        except ImageError as err:
-            return str(err)
+            decode_image(data, self._limits(), min_side=MAP_SIDE)
+        except (ImageError, PacsError) as err:
+            return _safe(err)
         except Exception as err:  # a decoder's own error on a malformed object
             return f"its pixels cannot be decoded ({type(err).__name__})"
         return None
 
-    # -- classifying and filing ----------------------------------------------------------------
+    def _limits(self) -> Any:
+        from dgla_export.preprocess import Limits
+
+        given = {"max_pixels": self.options.max_pixels, "max_bytes": self.options.max_bytes}
+        return Limits(**{key: value for key, value in given.items() if value is not None})
+
+    # -- classifying -----------------------------------------------------------------------------
 
     def _requeue(self) -> None:
-        """Queue the spooled images not queued yet (an earlier run's, or those a server outage kept)."""
+        """Queue the spooled images not queued yet (an earlier run's, or those an outage kept)."""
         for path in sorted(self.incoming.glob("*.dcm")):
             with self._lock:
-                if path in self._pending or self._queue.full():
+                if path in self._pending or self._queue.full() or self._stopping.is_set():
                     continue
                 self._pending.add(path)
                 self._queue.put_nowait(path)
@@ -234,8 +252,8 @@ class Gateway:
         while (path := self._queue.get()) is not None:
             try:
                 self._classify_one(path)
-            except Exception as err:  # kept in the spool, tried again later; the node keeps serving
-                log.error("image %s kept in the spool: %s", path.stem, _safe(err))
+            except Exception as err:  # the node keeps serving; the image is where _classify_one left it
+                log.error("image %s: %s", path.stem[:KEY_DIGITS], _safe(err))
             finally:
                 with self._lock:
                     self._pending.discard(path)
@@ -245,74 +263,116 @@ class Gateway:
         from dgla_export.pacs.results import dicom_results
         from dgla_export.triton.client import ClientError, classify
 
-        options = self.options
-        limits = {k: v for k, v in (("max_pixels", options.max_pixels), ("max_bytes", options.max_bytes)) if v}
-        for attempt in range(options.retries):
-            try:
-                [prediction] = classify(
-                    [path], url=options.url, model=options.model, protocol=options.protocol, timeout=options.timeout,
-                    maps="top1", maps_optional=True, send="pixels", security=options.security, **limits,
-                )  # fmt: skip
-                break
-            except ClientError as err:  # the server is down or slow: wait, then the spool keeps it
-                if attempt + 1 < options.retries and not self._stopping.wait(options.retry_wait * 2**attempt):
-                    continue
-                raise ClientError(f"Triton did not answer ({_safe(err)})") from err
-        if prediction.probs is None:
-            self.counts["failed"] += 1
-            os.replace(path, self.failed / path.name)
-            log.error("image %s not classified (kept in %s): %s", path.stem, self.failed.name, _safe(prediction.error))
+        options, key = self.options, path.stem[:KEY_DIGITS]
+        limits = self._limits()
+        try:
+            [prediction] = classify(
+                [path], url=options.url, model=options.model, protocol=options.protocol, timeout=options.timeout,
+                maps="top1", maps_optional=True, send="pixels", security=options.security,
+                max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
+            )  # fmt: skip
+            error = prediction.error
+        except ClientError as err:  # the server is down, slow or overloaded
+            error = f"Triton did not answer ({_safe(err)})"
+        if error is not None:
+            tries = self._tries[path] = self._tries.get(path, 0) + 1
+            if tries < MAX_TRIES:
+                log.warning("image %s not classified (try %d of %d): %s; kept in the spool, tried again in %g s",
+                            key, tries, MAX_TRIES, _safe(error), options.resend_every)  # fmt: skip
+                return
+            self._set_aside(path, f"not classified after {MAX_TRIES} tries: {_safe(error)}")
             return
-        results = dicom_results(prediction)
-        top1 = int(prediction.probs.argmax())
+        self._tries.pop(path, None)
+        try:
+            results = dicom_results(prediction, limits=limits)
+        except Exception as err:  # its header was checked at intake: not expected, kept for a person to see
+            self._set_aside(path, f"its results could not be made ({type(err).__name__})")
+            return
         for dataset in results.datasets:  # into the spool before the image leaves it: nothing lost
             buffer = io.BytesIO()
             dataset.save_as(buffer, enforce_file_format=True)
             _write_private(self.outgoing / f"{path.stem}.{dataset.Modality.lower()}.dcm", buffer.getvalue())
         path.unlink()
+        _sync_folder(path.parent)
         self.counts["classified"] += 1
-        log.info("classified image %s: %s %.3f", path.stem, prediction.classes[top1], prediction.probs[top1])
-        self._file_spooled()
+        top1 = int(prediction.probs.argmax())  # type: ignore[union-attr]
+        log.info("classified image %s: %s %.3f", key, prediction.classes[top1], prediction.probs[top1])  # type: ignore[index]
+        self._wake.set()
 
-    def _file_spooled(self) -> None:
-        """Offer the archive every result the spool holds, per image, with bounded retries."""
-        import pydicom
+    def _set_aside(self, path: Path, why: str) -> None:
+        """Move a spooled file to ``failed/`` (kept for a person: never deleted, never retried)."""
+        self.counts["failed"] += 1
+        os.replace(path, self.failed / path.name)
+        _sync_folder(self.failed)
+        log.error("image %s set aside in %s: %s", path.stem[:KEY_DIGITS], self.failed, why)
 
-        with self._filing:
-            groups: dict[str, list[Path]] = {}
-            for path in sorted(self.outgoing.glob("*.dcm")):
-                groups.setdefault(path.name.split(".")[0], []).append(path)
-            for key, paths in groups.items():
-                datasets = [pydicom.dcmread(p) for p in paths]
-                for attempt in range(self.options.retries):
-                    try:
-                        self.options.send_to.store(datasets)
-                    except (SendError, OSError) as err:
-                        if attempt + 1 < self.options.retries and not self._stopping.wait(
-                            self.options.retry_wait * 2**attempt
-                        ):
-                            continue
-                        log.warning("image %s: the archive did not take its results (%s); kept in the spool, "
-                                    "offered again in %g s", key, _safe(err), self.options.resend_every)  # fmt: skip
-                        return  # the archive is down: the rest waits too
-                    for path in paths:
-                        path.unlink()
-                    self.counts["filed"] += 1
-                    log.info("image %s: report%s filed to %s", key, " and heatmap" * (len(paths) > 1),
-                             self.options.send_to)  # fmt: skip
-                    break
+    # -- filing ----------------------------------------------------------------------------------
 
-    def _resend(self) -> None:
-        while not self._stopping.wait(self.options.resend_every):
+    def _file(self) -> None:
+        """The filer: offers the spool's results when new ones wait, and every ``resend_every`` s."""
+        while not self._stopping.is_set():
+            self._wake.wait(self.options.resend_every)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
             try:
-                self._requeue()
                 self._file_spooled()
+                self._requeue()
             except Exception as err:
                 log.error("the spool's offer failed: %s", _safe(err))
 
+    def _file_spooled(self) -> None:
+        """Offer the archive every image's results, with bounded retries: an archive that does not
+        answer ends the round (all waits for the next); one that refuses an image's objects sets
+        them aside in ``failed/``."""
+        import pydicom
+
+        groups: dict[str, list[Path]] = {}
+        for path in sorted(self.outgoing.glob("*.dcm")):
+            groups.setdefault(path.name.split(".")[0], []).append(path)
+        for digest, paths in groups.items():
+            key, datasets = digest[:KEY_DIGITS], [pydicom.dcmread(p) for p in paths]
+            for attempt in range(self.options.retries):
+                try:
+                    self.options.send_to.store(datasets)
+                except SendError as err:
+                    if err.refused:
+                        for path in paths:
+                            self._set_aside(path, f"the archive refused it ({_safe(err)})")
+                        break
+                    if attempt + 1 < self.options.retries and not self._stopping.wait(
+                        self.options.retry_wait * 2**attempt
+                    ):
+                        continue
+                    log.warning("image %s: the archive did not take its results (%s); kept in the spool, "
+                                "offered again in %g s", key, _safe(err), self.options.resend_every)  # fmt: skip
+                    return
+                for path in paths:
+                    path.unlink()
+                _sync_folder(self.outgoing)
+                self.counts["filed"] += 1
+                log.info("image %s: report%s filed to %s", key, " and heatmap" * (len(paths) > 1),
+                         self.options.send_to)  # fmt: skip
+                break
+
+
+def _prepare_spool(spool: Path) -> None:
+    """The spool's folders, the user's alone; a folder that holds anything else is refused (the
+    gateway would make it private and fill it with patient data); half-written files of a run that
+    was killed are removed (their complete copies were never acknowledged)."""
+    if spool.exists() and any(p.name not in SPOOL_FOLDERS for p in spool.iterdir()):
+        raise UserError(f"--spool {spool} holds files that are not a dgla-gateway spool's; give a new or empty folder")
+    spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+    spool.chmod(0o700)
+    for name in SPOOL_FOLDERS:
+        (spool / name).mkdir(exist_ok=True, mode=0o700)
+        (spool / name).chmod(0o700)
+        for stale in (spool / name).glob(".*.tmp"):
+            stale.unlink()
+
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write beside and rename into place, readable by the user only (patient data)."""
+    """Write beside and rename into place, readable by the user only (patient data), durably."""
     staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as file:
@@ -320,9 +380,24 @@ def _write_private(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(staging, path)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """A rename or unlink in ``folder`` survives a power cut once the folder itself is synced."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_UID = re.compile(r"\b\d+(?:\.\d+){4,}\b")  # five parts or more: a UID, not an IPv4 address
 
 
 def _safe(err: object, limit: int = 200) -> str:
-    """An error for the log: one line, bounded (a server's echo of a request is not logged whole)."""
-    text = " ".join(str(err).split())
+    """An error for the log: one line, bounded, with what a library quotes of the object (a date, a
+    name, a UID) and any UID replaced: the words stay, the values do not."""
+    text = _UID.sub("<uid>", _QUOTED.sub("<value>", " ".join(str(err).split())))
     return text if len(text) <= limit else text[:limit] + " ..."

@@ -1,7 +1,8 @@
 """The classification of one dermoscopic photo as a DICOM structured report a PACS files and a viewer opens.
 
 The template is TID 1500 (Measurement Report), as IHE's AI Results profile asks of an algorithm's
-results, in a Comprehensive 3D SR (highdicom builds it valid by construction). One measurement group
+results, in a Comprehensive SR (highdicom builds it valid by construction): it has no 3D coordinates,
+and more archives accept Comprehensive SR than Comprehensive 3D SR. One measurement group
 (TID 1501, not tied to a region: the model classifies the whole centre square) holds
 
 - the finding: a skin lesion (SCT 95324001), and as its qualitative evaluation "Classification"
@@ -83,7 +84,7 @@ def classification_report(source: Any, result: Classification, uids: ResultUids)
     from highdicom import coding_schemes
     from highdicom.sr import (
         AlgorithmIdentification,
-        Comprehensive3DSR,
+        ComprehensiveSR,
         DeviceObserverIdentifyingAttributes,
         Measurement,
         MeasurementReport,
@@ -104,8 +105,7 @@ def classification_report(source: Any, result: Classification, uids: ResultUids)
             f"graph SHA-256 {result.graph_sha256}",
             f"precision {result.precision}",
         ],
-        manufacturer=MANUFACTURER,
-    )
+    )  # (its manufacturer row is highdicom 0.28's: the device observer names the manufacturer instead)
     device = DeviceObserverIdentifyingAttributes(
         uid=uids.device, name=result.model_name, manufacturer_name=MANUFACTURER, model_name=result.model_name
     )
@@ -134,7 +134,7 @@ def classification_report(source: Any, result: Classification, uids: ResultUids)
         imaging_measurements=[group],
         referenced_images=[source],
     )
-    return Comprehensive3DSR(
+    return ComprehensiveSR(
         evidence=[source],
         content=report,
         series_instance_uid=uids.report_series,

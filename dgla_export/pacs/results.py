@@ -16,6 +16,7 @@ from dgla_export.errors import UserError
 from dgla_export.pacs.capture import heatmap_capture
 from dgla_export.pacs.report import Classification, classification_report
 from dgla_export.pacs.uids import ResultUids
+from dgla_export.preprocess import Limits
 from dgla_export.triton.client import Prediction
 
 __all__ = [
@@ -104,8 +105,25 @@ class DicomResults:
         return [self.report] + ([self.heatmap] if self.heatmap is not None else [])
 
 
-def dicom_results(prediction: Prediction, data: bytes | None = None) -> DicomResults:
-    """The objects for ``prediction`` of a DICOM photo (``data``: its bytes, else read from its path)."""
+def check_fileable(data: bytes) -> None:
+    """Raise :class:`PacsError` where no report could be filed for the DICOM photo ``data``: UIDs
+    missing, or patient and study attributes a report copies that are not valid DICOM (a report is
+    built from the header, with placeholder answers). The reason names no value of the photo."""
+    check_pacs_extra()
+    source = read_source(data)
+    trial = Classification(("X",), (1.0,), "check", "check", "fp32", "0" * 64, "0" * 64, "check")
+    try:
+        classification_report(source, trial, ResultUids.of(source, "0" * 64))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise PacsError(
+            f"its patient or study attributes are not valid DICOM ({type(err).__name__}: a malformed date, time, "
+            "name or UID): no report could be filed under it"
+        ) from err
+
+
+def dicom_results(prediction: Prediction, data: bytes | None = None, *, limits: Limits | None = None) -> DicomResults:
+    """The objects for ``prediction`` of a DICOM photo (``data``: its bytes, else read from its path;
+    ``limits``: what the photo may be, decoded again for the heatmap; the classification's)."""
     check_pacs_extra()
     if prediction.probs is None:
         raise PacsError(f"{prediction.image}: no answer to file ({prediction.error})")
@@ -133,7 +151,7 @@ def dicom_results(prediction: Prediction, data: bytes | None = None) -> DicomRes
         from dgla_export.overlay import heatmap_panel
         from dgla_export.preprocess import decode_image
 
-        image = decode_image(data, min_side=MAP_SIDE)
+        image = decode_image(data, limits, min_side=MAP_SIDE)
         maps = prediction.labelled_maps("all" if prediction.cam is not None else "top1")
         panel = heatmap_panel(image, maps, prediction.config.architecture.display_size)  # type: ignore[union-attr]
         heatmap = heatmap_capture(

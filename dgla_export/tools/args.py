@@ -72,7 +72,7 @@ def add_model_args(
 def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False, served: bool = False) -> None:
     """--preprocess, --max-pixels and --max-bytes: how images become inputs, and which are refused unread.
     ``served``: a client's, whose default is the served repository's own method."""
-    from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, METHODS
+    from dgla_export.preprocess import METHODS
 
     group = parser.add_argument_group("preprocessing")
     default = "default: as the served repository reads photos, else fast" if served else "fast is the default"
@@ -84,6 +84,13 @@ def add_preprocess_args(parser: argparse.ArgumentParser, *, dali: bool = False, 
         f"(docs/preprocessing.md); exact: every pixel decoded, float filter (the reference); {default}"
         + ("; dali: NVIDIA DALI on the GPU (Triton's DALI backend)" if dali else ""),
     )
+    add_limit_args(group)
+
+
+def add_limit_args(group: argparse._ActionsContainer) -> None:
+    """--max-pixels and --max-bytes: which images are refused unread."""
+    from dgla_export.preprocess import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
     group.add_argument(
         "--max-pixels",
         type=pixel_count,

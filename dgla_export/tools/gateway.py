@@ -22,8 +22,8 @@ from dgla_export.errors import EXIT_INTERRUPTED, UserError, run_command
 from dgla_export.tools.args import (
     add_client_security_args,
     add_common,
+    add_limit_args,
     client_security,
-    pixel_count,
     positive_float,
     positive_int,
 )
@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--spool", type=Path, metavar="DIR",
-        help="where received images and unfiled results wait (patient data: made readable by you only; default "
-        "~/.cache/dgla-export/gateway/AET)",
+        help="where received images and unfiled results wait (patient data: made readable by you only; a new or "
+        "earlier spool folder; default $XDG_STATE_HOME/dgla-export/gateway/AET, else ~/.local/state/...: state, "
+        "not a cache a cleaner may empty)",
     )  # fmt: skip
     parser.add_argument(
         "--allow", action="append", default=[], metavar="AET",
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between offers of what the spool still holds (default 30)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per Triton request (default 30)")
-    parser.add_argument("--max-pixels", type=pixel_count, default=None, help="refuse photos above this many pixels")
+    add_limit_args(parser)
     tls = parser.add_argument_group("TLS on the DICOM port (DICOM PS3.15 B.9: TLS 1.2 or newer)")
     tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="this node's certificate chain")
     tls.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
@@ -107,23 +108,23 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError("--tls-cert and --tls-key go together: give both, or neither")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise UserError("--tls-client-ca checks callers on a TLS port: give --tls-cert and --tls-key too")
-    from dgla_export.io import cache_dir
     from dgla_export.pacs.destination import parse_destination
     from dgla_export.pacs.gateway import Gateway, GatewayOptions
     from dgla_export.pacs.results import check_pacs_extra
-    from dgla_export.triton.client import classify
+    from dgla_export.triton.client import classify, served_model
 
     check_pacs_extra()
     options = GatewayOptions(
         port=args.port, ae_title=args.ae_title, url=args.url, send_to=parse_destination(args.send_to, args.ae_title),
-        spool=args.spool or cache_dir() / "gateway" / args.ae_title, host=args.host, model=args.model,
+        spool=args.spool or default_spool(args.ae_title), host=args.host, model=args.model,
         protocol=args.protocol, timeout=args.timeout, queue_size=args.queue, retries=args.retries,
         retry_wait=args.retry_wait, resend_every=args.resend_every, allowed=tuple(args.allow), tls_cert=args.tls_cert,
         tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, security=client_security(args),
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, max_bytes=args.max_bytes,
     )  # fmt: skip
-    # The server, the model, its key and its outputs, checked before the port opens
+    # The server, the model, its key and its outputs, and the record of what it runs, before the port opens
     classify([], url=options.url, model=options.model, protocol=options.protocol, security=options.security)
+    served = served_model(options.url, model=options.model, protocol=options.protocol, security=options.security)
     _log_own_lines_only()
     stop = threading.Event()
     received: list[int] = []
@@ -139,7 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls = " with TLS" if options.tls_cert else ""
         print(
             f"dgla-gateway: listening on {options.host}:{options.port}{tls} as {options.ae_title}; classifying with "
-            f"{options.model} on {options.url}; filing to {options.send_to}; spool {options.spool} "
+            f"{options.model} version {served.version} ({served.model_name}) on {options.url}; filing to "
+            f"{options.send_to}; spool {options.spool} "
             "(Ctrl-C stops after the images in hand)",
             flush=True,
         )
@@ -154,6 +156,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if received[:1] == [signal.SIGTERM] else EXIT_INTERRUPTED
 
 
+def default_spool(ae_title: str) -> Path:
+    """Where the gateway keeps what it holds by default: the user's state folder (XDG), not a cache."""
+    import os
+
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "dgla-export" / "gateway" / ae_title
+
+
 def _log_own_lines_only() -> None:
     """The gateway's lines on stderr, and no library's: highdicom names the source's UIDs as it copies
     them, pynetdicom describes each object, pydicom logs a decoder's traceback (found by the served
@@ -166,6 +176,7 @@ def _log_own_lines_only() -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
     logging.getLogger().addHandler(logging.NullHandler())  # not Python's last resort (stderr) either
+    logging.captureWarnings(True)  # pydicom warns quoting values ("Invalid value for VR UI: '1.2...'"): dropped too
 
 
 if __name__ == "__main__":

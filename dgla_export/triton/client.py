@@ -43,6 +43,7 @@ __all__ = [
     "ServedModel",
     "classify",
     "served_config",
+    "served_model",
 ]
 
 SEND = ("pixels", "image")  # what the client sends an ensemble: the model's pixels, or the photo's bytes
@@ -340,6 +341,32 @@ def classify(
     finally:
         client.close()
     return [dataclasses.replace(p, config=config, served=served) for p in predictions]
+
+
+def served_model(
+    url: str,
+    *,
+    model: str = "dgla",
+    protocol: str = "grpc",
+    timeout: float = 30.0,
+    security: ClientSecurity | None = None,
+) -> ServedModel:
+    """What ``model`` on the server at ``url`` runs, as its repository records it: for a caller that
+    must name it in what it files (dgla-gateway, before it accepts any photo). Raises
+    :class:`ClientError` where the server, the model or the record is missing."""
+    security = security or ClientSecurity()
+    client, _ = _client(url, protocol, timeout, 1, security)
+    try:
+        _check_server(client, url, protocol, model, security)
+        served = _served_model(client, model, protocol, security.headers(protocol))
+    finally:
+        client.close()
+    if served is None:
+        raise ClientError(
+            f"{model} on {url} does not record the graph it runs (checkpoint and graph SHA-256), which a filed result "
+            "must name: serve a repository written by this version's `dgla-export triton`"
+        )
+    return served
 
 
 def _served_model(client: Any, model: str, protocol: str, headers: Headers) -> ServedModel | None:

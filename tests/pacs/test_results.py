@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from pacs.dermoscopy import PATIENT_ID, PATIENT_NAME, dermoscopy_dicom
-from pacs.orthanc import dciodvfy
+from pacs.orthanc import dciodvfy, require_tools
 
 pytest.importorskip("highdicom", reason="the pacs extra is not installed (pip install -e '.[pacs]')")
 
 from dgla_export.pacs.report import CLASS_SCHEME
-from dgla_export.pacs.results import PacsError, dicom_results, write_results
+from dgla_export.pacs.results import PacsError, check_fileable, dicom_results, write_results
 from dgla_export.triton.client import Prediction, ServedModel
 
 PROBS = np.array([0.61, 0.2, 0.09, 0.04, 0.03, 0.02, 0.01], np.float32)
@@ -52,7 +52,7 @@ def test_the_report_states_the_class_every_probability_and_the_algorithm(tiny, i
 
     original = pydicom.dcmread(source)
     report = _read(dicom_results(_prediction(source, tiny)).report)
-    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
     assert (str(report.PatientName), report.PatientID) == (PATIENT_NAME, PATIENT_ID)
     assert report.StudyInstanceUID == original.StudyInstanceUID and report.StudyDate == "20261207"
     assert report.SeriesInstanceUID != original.SeriesInstanceUID and report.SOPInstanceUID != original.SOPInstanceUID
@@ -91,6 +91,7 @@ def test_the_report_states_the_class_every_probability_and_the_algorithm(tiny, i
 
 
 def test_both_objects_pass_the_reference_checker_and_keep_their_uids(tiny, images, tmp_path) -> None:
+    require_tools()
     source = tmp_path / "lesion.dcm"
     source.write_bytes(dermoscopy_dicom(images[1][1]))
     results = dicom_results(_prediction(source, tiny))
@@ -128,3 +129,15 @@ def test_no_maps_no_heatmap_and_what_cannot_be_filed_says_why(tiny, images, tmp_
     Image.fromarray(images[2][1]).save(jpeg)
     with pytest.raises(PacsError, match="is not DICOM"):
         dicom_results(_prediction(jpeg, tiny))
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"), [("PatientBirthDate", "1970"), ("StudyTime", "9:41"), ("StudyDate", "2026-12-07")]
+)
+def test_a_header_no_report_could_be_filed_under_is_refused_without_its_value(images, keyword, value) -> None:
+    good = dermoscopy_dicom(images[0][1])
+    check_fileable(good)  # the premise: the same photo with a valid header passes
+    with pytest.raises(PacsError, match="not valid DICOM") as caught:
+        check_fileable(dermoscopy_dicom(images[0][1], **{keyword: value}))
+    print(caught.value)
+    assert value not in str(caught.value)

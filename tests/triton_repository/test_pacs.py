@@ -23,12 +23,14 @@ from pacs.orthanc import Orthanc, dciodvfy, free_port, require_tools
 
 pytest.importorskip("pynetdicom", reason="the pacs extra is not installed (pip install -e '.[pacs]')")
 
+from dgla_export.pacs.gateway import image_key
 from dgla_export.pacs.report import CLASS_SCHEME
 from dgla_export.triton.client import classify
 
 pytestmark = pytest.mark.slow
 GATEWAY_AET = "DGLAGW"
-FILE_NAME = "Jane_Example_ID-0042.dcm"  # a file name that identifies: it must not reach the gateway's log
+FILE_NAME = "Jane_Example_ID-0042.dcm"  # a file name that identifies (dgla-client names its results after it)
+BAD_DATE = "1970"  # a birth date no DICOM DA reads: the library's error quotes it
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +197,9 @@ def test_the_gateway_files_to_the_pacs_survives_bad_objects_and_outages_and_logs
         status = store(gateway.port, _malformed(images))
         print(f"malformed object: status {status:#06x}")
         assert status is not None and 0xC000 <= status <= 0xCFFF
+        status = store(gateway.port, dermoscopy_dicom(images[3][1], PatientBirthDate=BAD_DATE))
+        print(f"a header no report could be filed under: status {status:#06x}")
+        assert status is not None and 0xC000 <= status <= 0xCFFF
 
         orthanc.stop()  # the PACS goes down: the image is taken, its results wait in the spool
         assert store(gateway.port, second.read_bytes()) == 0x0000
@@ -222,9 +227,12 @@ def test_the_gateway_files_to_the_pacs_survives_bad_objects_and_outages_and_logs
     said = gateway.said()
     print(said)
     uids = [str(pydicom.dcmread(p).SOPInstanceUID) for p in (first, second, third)]
-    for secret in (PATIENT_NAME, PATIENT_ID, "Jane Example", FILE_NAME, *uids):
+    for secret in (PATIENT_NAME, PATIENT_ID, "Jane Example", BAD_DATE, *uids):
         assert secret not in said, secret
-    assert "refused image" in said and "filed to" in said and "Traceback" not in said
+    assert said.count("refused image") == 2 and "filed to" in said and "Traceback" not in said
+    # the premise of the stop: the third image was still in hand when the signal came
+    assert said.index("stopping") < said.index(f"classified image {image_key(uids[2])}"), said
+    assert not list((tmp_path / "spool" / "failed").iterdir())
 
 
 def test_the_gateway_stores_by_stow_rs_and_speaks_tls(triton_server, orthanc, images, tmp_path) -> None:
