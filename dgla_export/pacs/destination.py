@@ -49,14 +49,20 @@ class CStoreDestination:
         for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
             ae.add_requested_context(sop_class, sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}))
         association = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        # What concerns every object (no answer, an association rejected, a SOP class not taken: a
+        # configuration to mend at the archive) keeps them for the next offer; only an object's own
+        # failure status refuses it.
         if not association.is_established:
-            refused = association.is_rejected
-            why = "rejected the association (is this AE title known to it?)" if refused else "did not answer"
-            raise SendError(f"{self} {why}", refused=refused)
+            why = (
+                f"rejected the association (is {self.calling} known to it?)"
+                if association.is_rejected
+                else "did not answer"
+            )
+            raise SendError(f"{self} {why}")
         try:
             accepted = {str(context.abstract_syntax) for context in association.accepted_contexts}
             if missing := sorted({str(ds.SOPClassUID) for ds in datasets} - accepted):
-                raise SendError(f"{self} does not accept the SOP class {', '.join(missing)}", refused=True)
+                raise SendError(f"{self} does not take the SOP class {', '.join(missing)}; configure it to")
             for dataset in datasets:
                 try:
                     status = association.send_c_store(dataset)

@@ -6,13 +6,14 @@ cannot classify (no pixels, several frames, pixels that may show the patient, a 
 "out of resources" (A700) while its queue is full. The intake check decodes the pixels and builds a
 report from the header, so that what is acknowledged can be filed. A worker takes the spool's images
 in order and classifies each through Triton sending only the pixels the model sees (:func:`classify`,
-as ``dgla-client`` does); an image the server does not answer stays in the spool and is tried again
-(``MAX_TRIES`` times, then set aside in ``failed/``). A filer offers the reports and heatmaps
-(:mod:`dgla_export.pacs.results`) to the archive, C-STORE or STOW-RS, with bounded retries; what the
-archive did not take stays in the spool and is offered again every ``resend_every`` seconds and at
-the next start; what it refuses is set aside in ``failed/``. Nothing acknowledged is deleted before
-the archive took its results. A stop (Ctrl-C, SIGTERM) refuses new associations, classifies the
-images in hand, offers their results once, then returns.
+as ``dgla-client`` does); an image stays in the spool while the server is down, and one it answers
+with an error is tried again (``MAX_TRIES`` times, then set aside in ``failed/``). A filer offers
+the reports and heatmaps (:mod:`dgla_export.pacs.results`) to the archive, C-STORE or STOW-RS, with
+bounded retries; what the archive did not take stays in the spool and is offered again every
+``resend_every`` seconds and at the next start; an object it refuses with a failure status is set
+aside in ``failed/``. Nothing acknowledged is deleted before the archive took its results. A stop
+(Ctrl-C, SIGTERM) refuses new associations, classifies the images in hand, offers their results
+once, then returns.
 
 The spool holds patient data: its folders are the user's alone (0700, files 0600), written durably
 (fsync, rename). The log names images by 12 hex digits of their SOP Instance UID's SHA-256
@@ -61,7 +62,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0xA700, 0xC000
 SPOOL_FOLDERS = ("incoming", "outgoing", "failed")
 KEY_DIGITS = 12  # of an image's digest in the log (its spool file carries all 64)
-MAX_TRIES = 5  # classifications of one image the server did not answer before it is set aside
+MAX_TRIES = 5  # classifications of one image the server answered with an error before it is set aside
 MAX_ASSOCIATIONS = 4  # at once: each holds a photo in memory while it arrives
 MAP_SIDE = 448  # the intake check decodes as the heatmap will, reduced (a JPEG inside its DCT)
 
@@ -272,9 +273,11 @@ class Gateway:
                 max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
             )  # fmt: skip
             error = prediction.error
-        except ClientError as err:  # the server is down, slow or overloaded
-            error = f"Triton did not answer ({_safe(err)})"
-        if error is not None:
+        except ClientError as err:  # the server is down or unreachable: kept, however long it lasts
+            log.warning("image %s kept in the spool, tried again in %g s: Triton did not answer (%s)",
+                        key, options.resend_every, _safe(err))  # fmt: skip
+            return
+        if error is not None:  # the server answered this image with an error (overloaded, or the image's)
             tries = self._tries[path] = self._tries.get(path, 0) + 1
             if tries < MAX_TRIES:
                 log.warning("image %s not classified (try %d of %d): %s; kept in the spool, tried again in %g s",
