@@ -1,7 +1,8 @@
 """What a photo costs the server, sent as the model's pixels or as the photo: server CPU, bytes on the
 wire and client time, for 600x400 and 6000x4000 (24 MP) camera JPEGs, through dgla-client's classify.
 
-A repository of the graph is served by dgla-serve's Triton on this CPU (ONNX Runtime FP32). For each
+A repository of the graph is served by dgla-serve's Triton on this CPU (ONNX Runtime FP32, or with
+``--runtime openvino`` Triton's OpenVINO backend, ``--openvino-bf16`` computing in BF16). For each
 way in (``pixels``: dgla-client's default, only the 16-bit pixels the model sees, to ``dgla_pixels``;
 ``image``: the photo's de-identified bytes, to ``dgla``, decoded by the server) and each size, the
 photos are sent one at a time, ``--rounds`` times over:
@@ -23,6 +24,9 @@ costs the server at most 1.3x the CPU of a 600x400 one; through the image path (
 its server latency within 1.25x of the 600x400 one. Answers of both ways are compared per photo.
 
     python benchmarks/pixels_path.py --onnx build/dgla_resnet50.onnx
+    python benchmarks/pixels_path.py --onnx build/dgla_resnet50.onnx --runtime openvino --openvino-bf16
+
+The first writes pixels-path/results.json, the other pixels-path/openvino-bf16.json (and .md).
 """
 
 from __future__ import annotations
@@ -50,13 +54,13 @@ from benchmarks.triton_cpu import free_ports
 from benchmarks.triton_photos import photos
 from dgla_export.machine import provenance
 from dgla_export.triton.client import classify
-from dgla_export.triton.repository import write_repository
+from dgla_export.triton.repository import TritonOptions, write_repository
 from dgla_export.triton.server import TritonServer
 from dgla_export.triton.supervisor import process_group, stub_processes
 
 SIZES = {"600x400": (600, 400), "6000x4000": (6000, 4000)}
 WAYS = ("pixels", "image")
-RUNTIME = "dgla_onnx"  # the network's model in the repository written here
+NETWORK = {"onnxruntime": "dgla_onnx", "openvino": "dgla_openvino"}  # the network's model in the repository
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -99,7 +103,7 @@ def served_latency(server: TritonServer, model: str) -> tuple[int, int]:
     return int(success["count"]), int(success["ns"])
 
 
-def measure(server: TritonServer, port: int, files: list[Path], way: str, rounds: int) -> dict[str, Any]:
+def measure(server: TritonServer, port: int, files: list[Path], way: str, rounds: int, network: str) -> dict[str, Any]:
     group = server.pid
     assert group is not None
     stubs = stub_processes(group)
@@ -133,7 +137,7 @@ def measure(server: TritonServer, port: int, files: list[Path], way: str, rounds
         "server_cpu_ms_per_photo": sum(used.values()) * 1e3 / sent,
         # what the photo costs the server besides the network, whose own CPU does not depend on the photo
         # (only on how much its threads spin while the client, on the same cores, works)
-        "server_cpu_ms_per_photo_besides_network": sum(v for k, v in per_model.items() if k != RUNTIME),
+        "server_cpu_ms_per_photo_besides_network": sum(v for k, v in per_model.items() if k != network),
         "server_cpu_ms_per_photo_by_process": dict(sorted(per_model.items())),
         # each classify call also asks for the model's metadata and config: counted, they are sent too
         "bytes_on_wire_per_photo": len(recorder.sent) / sent,
@@ -152,10 +156,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "pixels-path")
     parser.add_argument("--rounds", type=int, default=5, help="times each photo is sent per measurement")
     parser.add_argument("--photos", type=int, default=4, help="photos per size (default 4)")
+    parser.add_argument("--runtime", choices=sorted(NETWORK), default="onnxruntime", help="the served network's")
+    parser.add_argument("--openvino-bf16", action="store_true", help="OpenVINO computes in BF16 (a BF16 CPU)")
     args = parse_args(parser)
     args.output.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="dgla-pixels-path-"))
     results: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "rounds": args.rounds, "runs": []}
+    results["runtime"] = args.runtime + (" bf16" if args.openvino_bf16 else "")
+    name = "openvino-bf16" if args.openvino_bf16 else "openvino" if args.runtime == "openvino" else "results"
     try:
         files = {}
         for label, size in SIZES.items():
@@ -165,14 +173,15 @@ def main() -> None:
                 files[label][-1].write_bytes(with_profile(data))
             results.setdefault("jpeg_bytes_mean", {})[label] = statistics.fmean(f.stat().st_size for f in files[label])
         repository = workdir / "repo"
-        write_repository(args.onnx, repository)
+        options = TritonOptions(runtime=args.runtime, openvino_bf16=args.openvino_bf16)
+        write_repository(args.onnx, repository, options=options)
         ports = free_ports()
         with TritonServer(repository, ports) as server:
             server.wait_ready(timeout=600)
             for way in WAYS:
                 for label in SIZES:
                     started = time.monotonic()
-                    row = measure(server, ports.http, files[label], way, args.rounds)
+                    row = measure(server, ports.http, files[label], way, args.rounds, NETWORK[args.runtime])
                     results["runs"].append({"photos": label, **row})
                     print(f"{way} {label}: server {row['server_cpu_ms_per_photo']:.0f} ms CPU, "
                           f"{row['bytes_on_wire_per_photo']:,.0f} bytes, "
@@ -198,7 +207,7 @@ def main() -> None:
         diffs = [max(abs(a - b) for a, b in zip(p, i, strict=True)) for p, i in zip(pixels, image, strict=True)]
         summary[f"pixels_vs_image_max_abs_prob_{label}"] = max(diffs)
     results["summary"] = summary
-    (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| way in | photos | server CPU ms/photo | of which besides the network | bytes on the wire/photo | "
              "server latency ms/photo | client ms/photo (median) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
@@ -212,7 +221,7 @@ def main() -> None:
               f"({summary[way]['server_cpu_besides_network_ratio_24mp_vs_600x400']:.2f}x besides the network), "
               f"{summary[way]['server_latency_ratio_24mp_vs_600x400']:.2f}x server latency, "
               f"{summary[way]['client_time_ratio_24mp_vs_600x400']:.2f}x client time" for way in WAYS]  # fmt: skip
-    (args.output / "results.md").write_text("\n".join(lines) + "\n")
+    (args.output / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -309,6 +309,7 @@ def classify(
         raise ClientError(f"send must be one of {', '.join(SEND)}, got {send!r}")
     security = security or ClientSecurity()
     headers = security.headers(protocol)
+    asked = model  # what a filed result names (an ensemble's pixels entry point runs the same graph)
     client, module = _client(url, protocol, timeout, concurrency, security)
     try:
         _check_server(client, url, protocol, model, security)
@@ -322,7 +323,7 @@ def classify(
                 # the pixels as the server's image entry point would read the photo (its repository's --preprocess)
                 preprocess = preprocess or _parameters(client, model, protocol, headers).get(PIXELS_METHOD, "fast")
             config = served_config(client, model, protocol, url, headers)
-            served = _served_model(client, model, protocol, headers)
+            served = _served_model(client, model, protocol, headers, name=asked)
         except InferenceServerException as err:
             if "restricted" not in _short(err).lower():
                 raise
@@ -369,13 +370,13 @@ def served_model(
     return served
 
 
-def _served_model(client: Any, model: str, protocol: str, headers: Headers) -> ServedModel | None:
+def _served_model(client: Any, model: str, protocol: str, headers: Headers, name: str = "") -> ServedModel | None:
     """What the repository records of the graph ``model`` runs and of the version it serves; None for a
     repository written before it was recorded."""
     text = _parameters(client, model, protocol, headers).get(SERVED_PARAMETER)
     if not text:
         return None
-    return ServedModel.from_parameter(model, text)
+    return ServedModel.from_parameter(name or model, text)
 
 
 def _pixels_entry(client: Any, url: str, model: str, headers: Headers) -> str:

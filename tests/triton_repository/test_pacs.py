@@ -121,6 +121,7 @@ def test_file_mode_writes_a_report_and_a_heatmap_each_passing_dciodvfy(triton_se
     assert error < 1e-6 and report.StudyInstanceUID == pydicom.dcmread(source).StudyInstanceUID
     texts = [str(getattr(i, "TextValue", "")) for i in report.ContentSequence[-1].ContentSequence[0].ContentSequence]
     assert any(t.startswith("checkpoint SHA-256 ") and len(t) > 40 for t in texts), texts
+    assert any(t.startswith("dgla version 1; dgla-export ") for t in texts), texts  # the model asked for, served
     # a JPEG among the photos: refused before anything is sent, naming it
     jpeg = inputs / "skin.jpg"
     jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 200)
