@@ -113,7 +113,11 @@ def main() -> None:
 
     args.output.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="dgla-gateway-bench-"))
-    results: dict[str, Any] = {**provenance(), "onnx": str(args.onnx), "runs": []}
+    import importlib.metadata
+
+    versions = {name: importlib.metadata.version(name) for name in ("highdicom", "pynetdicom")}
+    orthanc = subprocess.run(["Orthanc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    results: dict[str, Any] = {**provenance(), **versions, "orthanc": orthanc, "onnx": str(args.onnx), "runs": []}
     pacs = Orthanc(workdir)
     pacs.start()
     gateway = None
