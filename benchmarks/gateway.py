@@ -34,7 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from pacs.orthanc import Orthanc, free_port, require_tools  # tests/pacs/orthanc.py: the PACS the tests use
+from pacs.dermoscopy import camera_dicom  # tests/pacs/: the DICOM photos and the PACS the tests use
+from pacs.orthanc import Orthanc, free_port, require_tools
 
 from benchmarks.common import RESULTS, parse_args
 from benchmarks.triton_cpu import free_ports
@@ -46,33 +47,6 @@ from dgla_export.triton.server import TritonServer
 SIZES = {"600x400": (600, 400), "6000x4000": (6000, 4000)}
 TICK = os.sysconf("SC_CLK_TCK")
 AET = "DGLAGW"
-
-
-def dicom_photo(jpeg: bytes, index: int) -> bytes:
-    """A camera JPEG as a VL Photographic Image, its frame as written (no re-encoding)."""
-    import pydicom
-    from PIL import Image
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit, VLPhotographicImageStorage, generate_uid
-
-    with Image.open(io.BytesIO(jpeg)) as image:
-        width, height = image.size
-    ds = Dataset()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"BENCH^{index}", f"B{index}", "", ""
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.StudyDate, ds.StudyTime, ds.StudyID = "20261207", "1200", "1"
-    ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
-    ds.SOPClassUID, ds.Modality, ds.InstanceNumber = VLPhotographicImageStorage, "XC", 1
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = height, width, 3, "YBR_FULL_422"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.PlanarConfiguration = 8, 8, 7, 0, 0
-    ds.PixelData = encapsulate([jpeg])
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -141,7 +115,7 @@ def main() -> None:
             outputs = [o.name for o in onnx.load(str(args.onnx), load_external_data=False).graph.output]
             expected = 2 if "cam_top1" in outputs else 1  # the report, and the heatmap of an explained graph
             for label, size in SIZES.items():
-                files = [dicom_photo(jpeg, i) for i, jpeg in enumerate(photos(size, args.photos))]
+                files = [camera_dicom(jpeg, i) for i, jpeg in enumerate(photos(size, args.photos))]
                 send(port, files[0])  # warm: the gateway's first photo pays its imports
                 study = str(pydicom.dcmread(io.BytesIO(files[0])).StudyInstanceUID)
                 while filed(pacs, study) < expected:

@@ -217,7 +217,7 @@ def decode_image(
     limits.check_bytes(len(data))
     try:
         if sniff(data) == "DICOM":
-            img, profile = _dicom_image(data, limits)
+            img, profile = _dicom_image(data, limits, min_side)
             return _as_shown(img, profile, min_side, square)
         with open_image(data) as img:
             limits.check_pixels(*img.size)
@@ -318,8 +318,10 @@ def _read_dicom(data: bytes, *, pixels: bool = False) -> Any:
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
 
 
-def _dicom_image(data: bytes, limits: Limits) -> tuple[Image.Image, bytes | None]:
-    """One DICOM frame as a Pillow image (YBR read as RGB by pydicom) and its ICC profile."""
+def _dicom_image(data: bytes, limits: Limits, min_side: int | None = None) -> tuple[Image.Image, bytes | None]:
+    """One DICOM frame as a Pillow image (YBR read as RGB by pydicom) and its ICC profile. With
+    ``min_side`` (the fast path), a camera's JPEG frame is decoded at reduced scale as the same JPEG
+    file would be (:func:`_camera_frame`)."""
     dataset = _read_dicom(data, pixels=True)
     if "Rows" not in dataset:
         raise ImageError("the DICOM file holds no image (no pixel data)")
@@ -327,6 +329,13 @@ def _dicom_image(data: bytes, limits: Limits) -> tuple[Image.Image, bytes | None
     if frames > 1:
         raise ImageError(f"the DICOM file holds {frames} frames; give one photograph per file (one frame)")
     limits.check_pixels(int(dataset.Columns), int(dataset.Rows))  # before pixel_array decodes anything
+    profile = dataset.get("ICCProfile")
+    if min_side is not None and (frame := _camera_frame(dataset)) is not None:
+        img = open_image(frame)
+        if img.format == "JPEG" and img.mode == "RGB" and img.size == (int(dataset.Columns), int(dataset.Rows)):
+            _draft(img, min_side)
+            img.load()
+            return img, bytes(profile) if profile else None
     photometric = str(dataset.PhotometricInterpretation)
     pixels = dataset.pixel_array  # pydicom 3 converts YBR_FULL(_422) to RGB
     if photometric == "PALETTE COLOR":
@@ -343,6 +352,23 @@ def _dicom_image(data: bytes, limits: Limits) -> tuple[Image.Image, bytes | None
     img = Image.fromarray(np.ascontiguousarray(pixels))
     profile = dataset.get("ICCProfile")
     return img, bytes(profile) if profile else None
+
+
+def _camera_frame(dataset: Any) -> bytes | None:
+    """The frame of a DICOM that wraps a camera's JPEG (JPEG Baseline, 8-bit YCbCr, what cameras and
+    most archives write), for libjpeg to decode at reduced scale as it does the JPEG file: pydicom
+    decodes every pixel (1.6 s for a 24 MP frame here, against 61 ms for the JPEG at 1/8). None for
+    any other encoding, decoded by pydicom. Its APP segments (EXIF orientation too) are not read:
+    the DICOM's attributes say what the frame is."""
+    if str(dataset.file_meta.get("TransferSyntaxUID", "")) != "1.2.840.10008.1.2.4.50":
+        return None
+    if str(dataset.get("PhotometricInterpretation", "")) not in ("YBR_FULL_422", "YBR_FULL"):
+        return None
+    if int(dataset.get("SamplesPerPixel", 0)) != 3 or int(dataset.get("BitsAllocated", 0)) != 8:
+        return None
+    from pydicom.encaps import generate_frames
+
+    return next(generate_frames(dataset.PixelData, number_of_frames=1), None)
 
 
 def dali_problem(data: bytes, limits: Limits | None = None) -> str | None:
