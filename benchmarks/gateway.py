@@ -73,7 +73,7 @@ def send(port: int, data: bytes) -> tuple[int, float]:
 
 def filed(pacs: Orthanc, study: str) -> int:
     """The PACS's instances of ``study``."""
-    return sum(1 for i in pacs.instances() if i.get("StudyInstanceUID") == study)
+    return len(pacs.study(study))
 
 
 def main() -> None:

@@ -97,13 +97,9 @@ class Orthanc:
         with urllib.request.urlopen(f"{self.url}/instances/{instance}/file", timeout=10) as answer:
             return answer.read()
 
-    def instances(self) -> list[dict]:
-        """Every stored instance's tags (simplified) with its Orthanc ID."""
-        return [self.get(f"/instances/{i}/simplified-tags") | {"ID": i} for i in self.get("/instances")]  # type: ignore[union-attr]
-
-    def wait_for(self, count: int, timeout: float = 60) -> list[dict]:
-        """The instances once there are at least ``count`` (else the ones there after ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while len(instances := self.instances()) < count and time.monotonic() < deadline:
-            time.sleep(0.25)
-        return instances
+    def study(self, study_uid: str) -> list[str]:
+        """The Orthanc IDs of the instances of ``study_uid`` (one query, however full the PACS)."""
+        query = json.dumps({"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}}).encode()
+        request = urllib.request.Request(self.url + "/tools/find", data=query, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())

@@ -52,9 +52,9 @@ def _study(pacs: Orthanc, study_uid: str, count: int, timeout: float = 60) -> li
     """The instances of ``study_uid`` in the PACS, once there are ``count`` (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [i for i in pacs.instances() if i.get("StudyInstanceUID") == study_uid]
+        found = pacs.study(study_uid)
         if len(found) >= count or time.monotonic() > deadline:
-            return found
+            return [pacs.get(f"/instances/{i}/simplified-tags") | {"ID": i} for i in found]
         time.sleep(0.25)
 
 
