@@ -15,11 +15,21 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dgla_export.preprocess import centre_box, to_rgb_float
 
-__all__ = ["COLORMAP", "colour_bar", "heatmap_panel", "normalise_maps", "overlay", "photo_with_crop", "side_by_side"]
+__all__ = [
+    "COLORMAP",
+    "SHOWN_SIDE",
+    "colour_bar",
+    "heatmap_panel",
+    "normalise_maps",
+    "overlay",
+    "photo_with_crop",
+    "side_by_side",
+]
 
 COLORMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind viewers
 SIZE = 448  # the default panel side (a model's finest input: 448 for the dual-branch ones)
 ALPHA = 0.6  # the map's opacity at its hottest cell; 0 at its coldest
+SHOWN_SIDE = 896  # a photo is decoded for a panel at reduced scale, its short side kept >= this
 
 
 def normalise_maps(maps: np.ndarray) -> np.ndarray:

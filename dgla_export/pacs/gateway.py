@@ -64,7 +64,7 @@ SPOOL_FOLDERS = ("incoming", "outgoing", "failed")
 KEY_DIGITS = 12  # of an image's digest in the log (its spool file carries all 64)
 MAX_TRIES = 5  # classifications of one image the server answered with an error before it is set aside
 MAX_ASSOCIATIONS = 4  # at once: each holds a photo in memory while it arrives
-MAP_SIDE = 448  # the intake check decodes as the heatmap will, reduced (a JPEG inside its DCT)
+INTAKE_SIDE = 448  # the intake decodes at reduced scale (a JPEG inside its DCT): a check, not the pixels sent
 
 
 def image_key(sop_instance_uid: str) -> str:
@@ -225,7 +225,7 @@ class Gateway:
         try:
             check_fileable(data)
             refuse_burned_in(data)
-            decode_image(data, self._limits(), min_side=MAP_SIDE)
+            decode_image(data, self._limits(), min_side=INTAKE_SIDE)
         except (ImageError, PacsError) as err:
             return _safe(err)
         except Exception as err:  # a decoder's own error on a malformed object

@@ -34,7 +34,6 @@ TYPE_2 = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
     "StudyID", "AccessionNumber",
 )  # fmt: skip
-MAP_SIDE = 896  # the photo is decoded for the panel as dgla-client --heatmap decodes it
 
 
 class PacsError(UserError):
@@ -148,10 +147,10 @@ def dicom_results(prediction: Prediction, data: bytes | None = None, *, limits: 
     uids = ResultUids.of(source, served.graph_sha256)
     heatmap = None
     if prediction.cam_top1 is not None:
-        from dgla_export.overlay import heatmap_panel
+        from dgla_export.overlay import SHOWN_SIDE, heatmap_panel
         from dgla_export.preprocess import decode_image
 
-        image = decode_image(data, limits, min_side=MAP_SIDE)
+        image = decode_image(data, limits, min_side=SHOWN_SIDE)
         maps = prediction.labelled_maps("all" if prediction.cam is not None else "top1")
         panel = heatmap_panel(image, maps, prediction.config.architecture.display_size)  # type: ignore[union-attr]
         heatmap = heatmap_capture(

@@ -179,7 +179,7 @@ def _write_heatmaps(
     names and at its finest input's size. Returns where each photo's heatmap is (None: no answer)."""
     from dgla_export.data import file_names
     from dgla_export.io import replace_folder
-    from dgla_export.overlay import heatmap_panel
+    from dgla_export.overlay import SHOWN_SIDE, heatmap_panel
     from dgla_export.preprocess import decode_image
 
     written: list[Path | None] = []
@@ -189,7 +189,7 @@ def _write_heatmaps(
             if prediction.probs is None:
                 continue
             file_name = f"{name}.png"
-            image = decode_image(prediction.image.read_bytes(), min_side=896)  # as shown; a display: reduced
+            image = decode_image(prediction.image.read_bytes(), min_side=SHOWN_SIDE)  # as shown; a display: reduced
             size = prediction.config.architecture.display_size
             heatmap_panel(image, prediction.labelled_maps(which), size).save(staging / file_name)
             written[-1] = folder / file_name
