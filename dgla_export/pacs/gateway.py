@@ -183,12 +183,10 @@ class Gateway:
         except Exception:  # not even its UIDs parse
             return self._refuse(CANNOT_UNDERSTAND, "the object cannot be parsed", "an object")
         key = image_key(str(dataset.SOPInstanceUID))
-        buffer = io.BytesIO()
         try:
-            dataset.save_as(buffer, enforce_file_format=True)
+            data = _encoded(dataset)
         except Exception:
             return self._refuse(CANNOT_UNDERSTAND, "the object cannot be written as a DICOM file", f"image {key}")
-        data = buffer.getvalue()
         if problem := self._problem(data):
             return self._refuse(CANNOT_UNDERSTAND, problem, f"image {key}")
         path = self.incoming / f"{digest}.dcm"
@@ -292,9 +290,7 @@ class Gateway:
             self._set_aside(path, f"its results could not be made ({type(err).__name__})")
             return
         for dataset in results.datasets:  # into the spool before the image leaves it: nothing lost
-            buffer = io.BytesIO()
-            dataset.save_as(buffer, enforce_file_format=True)
-            _write_private(self.outgoing / f"{path.stem}.{dataset.Modality.lower()}.dcm", buffer.getvalue())
+            _write_private(self.outgoing / f"{path.stem}.{dataset.Modality.lower()}.dcm", _encoded(dataset))
         path.unlink()
         _sync_folder(path.parent)
         self.counts["classified"] += 1
@@ -304,6 +300,7 @@ class Gateway:
 
     def _set_aside(self, path: Path, why: str) -> None:
         """Move a spooled file to ``failed/`` (kept for a person: never deleted, never retried)."""
+        self._tries.pop(path, None)  # the same photo sent again later starts its count anew
         self.counts["failed"] += 1
         os.replace(path, self.failed / path.name)
         _sync_folder(self.failed)
@@ -372,6 +369,13 @@ def _prepare_spool(spool: Path) -> None:
         (spool / name).chmod(0o700)
         for stale in (spool / name).glob(".*.tmp"):
             stale.unlink()
+
+
+def _encoded(dataset: Any) -> bytes:
+    """A dataset as the bytes of a DICOM file (its file meta, the preamble)."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _write_private(path: Path, data: bytes) -> None:

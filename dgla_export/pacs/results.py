@@ -22,6 +22,7 @@ from dgla_export.triton.client import Prediction
 __all__ = [
     "DicomResults",
     "PacsError",
+    "check_fileable",
     "check_pacs_extra",
     "check_sources",
     "dicom_results",
@@ -76,6 +77,7 @@ def check_sources(paths: Sequence[Path], shown: Sequence[str] | None = None) -> 
     result is filed under) and the pacs extra is installed. ``shown``: the names to print (None:
     the files' count only, for names that may identify a patient)."""
     check_pacs_extra()
+    from dgla_export.decode import sniff
     from dgla_export.errors import listed
 
     problems = []
@@ -83,7 +85,7 @@ def check_sources(paths: Sequence[Path], shown: Sequence[str] | None = None) -> 
         name = shown[index] if shown is not None else f"photo {index + 1}"
         with open(path, "rb") as file:  # the header only: the pixels are read when the photo is sent
             head = file.read(132)
-        if head[128:132] != b"DICM":
+        if sniff(head) != "DICOM":
             problems.append(name)
     if problems:
         raise PacsError(
@@ -96,7 +98,7 @@ def check_sources(paths: Sequence[Path], shown: Sequence[str] | None = None) -> 
 class DicomResults:
     """The report (always) and the heatmap (a graph exported with ``--explain``, asked for maps)."""
 
-    report: Any  # highdicom Comprehensive3DSR
+    report: Any  # highdicom ComprehensiveSR
     heatmap: Any | None  # highdicom SCImage
 
     @property

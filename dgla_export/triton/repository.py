@@ -177,9 +177,6 @@ def write_repository(
     configs[normalise] = normalise_config(inputs, max_batch, options)
     configs[pixels] = pixels_config(runtime, inputs, outputs, max_batch, options)
     entry_points = (onnx_name, options.model("trt"), ensemble, pixels)
-    for name in entry_points:  # what a client needs to know of the model
-        if name in configs:
-            configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
     admission = admit(onnx_path, digest, validation, unvalidated=unvalidated)
     kept, version = _kept_models(output, options.model(""), set(configs), force) if add else ([], 1)
     serve_version(configs, version)
@@ -188,8 +185,9 @@ def write_repository(
         "precision": served_precision(metadata, options.openvino_bf16), "graph_sha256": digest,
         "checkpoint_sha256": metadata.get("checkpoint_sha256") or "unrecorded", "tool": f"dgla-export {__version__}",
     }  # fmt: skip
-    for name in entry_points:
+    for name in entry_points:  # what a client needs to know of the model, and of what answers
         if name in configs:
+            configs[name].parameters[CONFIG_PARAMETER].string_value = metadata["config"]
             configs[name].parameters[SERVED_PARAMETER].string_value = json.dumps(served)
     from google.protobuf import text_format
 
