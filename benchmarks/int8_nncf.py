@@ -10,9 +10,15 @@ probability error against the FP32 graph on the calibration images, its ``max_dr
 int8 tolerance's probs_abs), so both searches chase the same bound on the same images and are
 then judged on images neither saw. NNCF works on OpenVINO's model of the graph and returns an
 OpenVINO model (FakeQuantize), which only OpenVINO runs; the package's Q/DQ graph runs on ONNX
-Runtime and on OpenVINO, both timed. Everything is timed interleaved in one run at batch 1 and 4.
+Runtime and on OpenVINO, both timed. Beside them, ``nncf_onnx``: NNCF on the ONNX graph (its ONNX
+backend, what ``dgla-export onnx --precision int8 --int8-target openvino`` runs), a Q/DQ graph
+timed on OpenVINO and ONNX Runtime, to show whether it runs as fast in OpenVINO as NNCF's own IR;
+and OpenVINO's FP32 graph in BF16 where the CPU computes it natively, the precision INT8 must beat.
+Everything is timed interleaved in one run at batch 1 and 4.
 
-    python benchmarks/int8_nncf.py --onnx build/dgla_resnet50.onnx
+    python benchmarks/int8_nncf.py --onnx build/dgla_resnet50.onnx --record int8-cpu/nncf-HOST.json
+
+Accuracy control is run only with --accuracy-control (it did not finish in 15 minutes on 2 cores).
 
 Each NNCF run is given at most --limit-minutes in a process of its own (accuracy control on 2
 cores can take far longer: it compiles and scores a model for each of ~150 quantizer groups, and
@@ -46,7 +52,7 @@ from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.compare import softmax
 from dgla_export.models.config import ModelConfig
 from dgla_export.quantize import QuantizationOptions, quantize_onnx, runner_logits
-from dgla_export.runtimes.openvino import OpenVINORunner
+from dgla_export.runtimes.openvino import OpenVINORunner, openvino_problem
 
 MAX_DROP = 0.05
 
@@ -86,6 +92,28 @@ def nncf_quantize(onnx_path: Path, inputs: dict[str, np.ndarray], accuracy_contr
     return seconds
 
 
+def nncf_quantize_onnx(onnx_path: Path, inputs: dict[str, np.ndarray], output: Path) -> float:
+    """NNCF on the ONNX graph (its ONNX backend), as ``--int8-target openvino`` runs it without labels:
+    a Q/DQ graph saved to ``output``. Returns the seconds it took."""
+    import onnx
+
+    from dgla_export.quantize import explanation_nodes
+    from dgla_export.quantize_nncf import _nncf
+
+    nncf = _nncf()
+    graph = onnx.load(str(onnx_path))
+    count = len(next(iter(inputs.values())))
+    dataset = nncf.Dataset([{name: array[i : i + 1] for name, array in inputs.items()} for i in range(count)])
+    started = time.perf_counter()
+    quantized = nncf.quantize(
+        graph, dataset, subset_size=count, target_device=nncf.TargetDevice.CPU,
+        ignored_scope=nncf.IgnoredScope(names=explanation_nodes(graph)),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    onnx.save_model(quantized, str(output))
+    return seconds
+
+
 def bounded(job: Any, limit_s: float) -> tuple[Any, str | None]:
     """``job()`` in a fresh process, given up after ``limit_s`` seconds: (result, None) or (None, why)."""
     context = multiprocessing.get_context("spawn")
@@ -118,6 +146,8 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=4.0, help="timing per graph, batch and round")
     parser.add_argument("--limit-minutes", type=float, default=25.0, help="the most each NNCF run may take")
     parser.add_argument("--save-own", type=Path, metavar="FILE", help="also keep the own search's INT8 graph there")
+    parser.add_argument("--accuracy-control", action="store_true", help="also run NNCF's accuracy control (long)")
+    parser.add_argument("--record", default="int8-cpu/nncf.json", help="where under benchmarks/results to write")
     args = parse_args(parser)
     graph = load_graph(args.onnx)
     config = ModelConfig.from_dict(json.loads(graph_metadata(graph)["config"]))
@@ -139,7 +169,14 @@ def main() -> int:
             "int8_mac_share": report.int8_mac_share,
             "runners": {"onnxruntime": loaded(own), "openvino": ready(OpenVINORunner(own, "int8"))},
         }
-        for accuracy_control in (False, True):
+        print("nncf_onnx (NNCF's ONNX backend, Q/DQ) ...", flush=True)
+        qdq = Path(tmp) / "nncf_onnx.onnx"
+        candidates["nncf_onnx"] = {
+            "method": "nncf.quantize on the ONNX graph (Q/DQ ONNX, the package's --int8-target openvino)",
+            "quantize_s": nncf_quantize_onnx(args.onnx, sets["calibration"], qdq),
+            "runners": {"onnxruntime": loaded(qdq), "openvino": ready(OpenVINORunner(qdq, "int8"))},
+        }
+        for accuracy_control in (False, True) if args.accuracy_control else (False,):
             label = "nncf_accuracy_control" if accuracy_control else "nncf"
             method = "nncf.quantize_with_accuracy_control" if accuracy_control else "nncf.quantize"
             print(f"{label} (at most {args.limit_minutes:.0f} min) ...", flush=True)
@@ -161,6 +198,8 @@ def main() -> int:
             }
             print(label, json.dumps(candidate["scores"]), flush=True)
         timed = {"onnxruntime_fp32": fp32, "openvino_fp32": ov_fp32}
+        if openvino_problem("bf16") is None:
+            timed["openvino_bf16"] = ready(OpenVINORunner(args.onnx, "bf16"))
         for label, candidate in finished.items():
             timed |= {f"{runtime}_{label}": runner for runtime, runner in candidate["runners"].items()}
         timing = {}
@@ -175,7 +214,8 @@ def main() -> int:
         "commit": commit(),
         "tools": {
             "own": f"dgla_export.quantize (onnxruntime {onnxruntime.__version__} quantize_static, QDQ, target cpu)",
-            "nncf": f"nncf {nncf.__version__} on openvino {openvino.get_version()}, target_device CPU",
+            "nncf": f"nncf {nncf.__version__}, target_device CPU: on OpenVINO {openvino.get_version()}'s model "
+            "(nncf), on the ONNX graph (nncf_onnx)",
         },
         "onnx": str(args.onnx),
         "reference": "ONNX Runtime CPU FP32 (the FP32 graph)",
@@ -185,7 +225,7 @@ def main() -> int:
         "candidates": candidates,
         "timing_p50_ms": timing,
     }
-    path = write_json("int8-cpu/nncf.json", record)
+    path = write_json(args.record, record)
     print(f"wrote {path}")
     return 0
 

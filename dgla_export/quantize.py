@@ -55,7 +55,7 @@ __all__ = [
     "search_mixed_precision",
 ]
 
-Target = Literal["cpu", "tensorrt"]
+Target = Literal["cpu", "tensorrt", "openvino"]
 Progress = Callable[[str], None]
 QUANTIZED_OPS = ("Conv", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -69,7 +69,8 @@ class QuantizationError(MismatchError):
 class QuantizationOptions:
     """``target`` picks the Q/DQ flavour: ``cpu`` = unsigned asymmetric activations with 7-bit
     weights (fastest on x86 and safe from the int16 saturation of AVX2 without VNNI);
-    ``tensorrt`` = signed symmetric activations and weights, the only form TensorRT accepts."""
+    ``tensorrt`` = signed symmetric activations and weights, the only form TensorRT accepts;
+    ``openvino`` = NNCF's placement for OpenVINO's CPU plugin (:mod:`dgla_export.quantize_nncf`)."""
 
     target: Target = "cpu"
     method: str = "minmax"
@@ -81,14 +82,16 @@ class QuantizationOptions:
     max_drop: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.target not in ("cpu", "tensorrt"):
-            raise OptionError(f"target must be cpu or tensorrt, got {self.target!r}")
+        if self.target not in ("cpu", "tensorrt", "openvino"):
+            raise OptionError(f"target must be cpu, tensorrt or openvino, got {self.target!r}")
         if self.method not in CALIBRATION_METHODS:
             raise OptionError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
 
     def describe(self) -> dict[str, str]:
         if self.target == "cpu":
             activations, weights = "uint8 asymmetric per-tensor", "int8 symmetric per-channel, 7-bit range"
+        elif self.target == "openvino":
+            activations, weights = "NNCF's CPU preset: symmetric per-tensor", "int8 symmetric per-channel"
         else:
             activations, weights = "int8 symmetric per-tensor", "int8 symmetric per-channel"
         return {"activations": activations, "weights": weights, "preprocessing": self.preprocess}
@@ -286,6 +289,8 @@ def quantize_onnx(
     ``images`` with the most MACs in INT8 that the sensitivity order allows."""
     import onnxruntime
 
+    if options.target == "openvino":
+        raise OptionError("the openvino target is NNCF's placement: dgla_export.quantize_nncf.quantize_nncf writes it")
     require_calibration_cache()
     fp32_path, output = Path(fp32_path), Path(output)
     tolerance = options.tolerance or config.tolerances["int8"]

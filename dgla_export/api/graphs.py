@@ -44,12 +44,13 @@ __all__ = ["Int8Options", "debug", "export_onnx", "validate"]
 @dataclasses.dataclass(frozen=True)
 class Int8Options:
     """INT8 export: calibration images (default: the bundled photos, which are not dermoscopy),
-    the Q/DQ flavour, the calibration method, and the probability bound the search aims for
-    (default: the model config's int8 tolerance)."""
+    the Q/DQ flavour (``openvino``: NNCF's placement for OpenVINO's CPU plugin, under its accuracy
+    control), the calibration method, and the probability bound the search aims for (default: the
+    model config's int8 tolerance)."""
 
     calibration_images: Images = None
     calibration_count: int | None = None
-    target: Literal["cpu", "tensorrt"] = "cpu"
+    target: Literal["cpu", "tensorrt", "openvino"] = "cpu"
     method: str = "minmax"
     accuracy_target: float | None = None
 
@@ -66,7 +67,7 @@ def export_onnx(
     validate: bool = True,
     images: ImageOptions | Images = None,
     device: str = "cpu",
-    runtime: str = "onnxruntime",
+    runtime: str | None = None,
     batches: list[int] | None = None,
     int8: Int8Options | None = None,
     report: str | Path | None = None,
@@ -75,7 +76,9 @@ def export_onnx(
     warn: Progress = python_warning,
 ) -> ExportResult:
     """Export ``model`` to one self-contained ONNX file with a dynamic batch, then validate it with
-    ``runtime`` (ONNX Runtime on ``device``, or OpenVINO) against the FP32 PyTorch model on ``images``.
+    ``runtime`` (ONNX Runtime on ``device``, or OpenVINO; default: where the graph is meant to run,
+    OpenVINO for INT8 of the openvino target, else ONNX Runtime) against the FP32 PyTorch model on
+    ``images``.
 
     The graph reaches ``output`` only when validation passes; one that fails is kept as
     ``NAME.failed.onnx`` and :class:`ValidationFailedError` is raised. INT8 exports the FP32 graph,
@@ -105,6 +108,7 @@ def export_onnx(
     checked = inputs.load(config, warn) if validate else None  # inputs first
     drops = inputs.acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
+    runtime = runtime or ("openvino" if int8 is not None and int8.target == "openvino" else "onnxruntime")
     calibration: list[tuple[str, np.ndarray]] = []
     if int8 is not None:
         from dgla_export.data import split_held_out
@@ -137,6 +141,7 @@ def export_onnx(
         quantization = None
         if int8 is not None:
             from dgla_export.quantize import QuantizationError, QuantizationOptions, quantize_onnx
+            from dgla_export.quantize_nncf import quantize_nncf
 
             quantize = QuantizationOptions(
                 target=int8.target,
@@ -147,7 +152,7 @@ def export_onnx(
                 max_drop=drops,
             )
             try:
-                quantization = quantize_onnx(
+                quantization = (quantize_nncf if int8.target == "openvino" else quantize_onnx)(
                     exported, staged, network.config, calibration, options=quantize, progress=progress
                 )
             except QuantizationError as err:

@@ -49,6 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite --output (and --report) if they exist")
     parser.add_argument("--no-validate", action="store_true", help="write the graph without validating it")
     add_validation_args(parser)
+    parser.set_defaults(runtime=None)  # where the graph runs: OpenVINO for --int8-target openvino
     int8 = parser.add_argument_group("int8 (with --precision int8)")
     int8.add_argument(
         "--calibration-images",
@@ -72,9 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     int8.add_argument(
         "--int8-target",
         default="cpu",
-        choices=["cpu", "tensorrt"],
+        choices=["cpu", "tensorrt", "openvino"],
         help="cpu: unsigned activations, fastest in ONNX Runtime on x86 (default); tensorrt: signed symmetric "
-        "activations, the only INT8 form TensorRT builds",
+        "activations, the only INT8 form TensorRT builds; openvino: NNCF places the quantizers where OpenVINO's "
+        "CPU plugin fuses them (VNNI, AMX) and its accuracy control reverts layers to FP32 until the target holds "
+        "on OpenVINO (with --labels and --max-drop, the clinical drops too); validated with OpenVINO unless "
+        "--runtime says otherwise (the openvino extra)",
     )
     int8.add_argument(
         "--accuracy-target",

@@ -1,0 +1,129 @@
+"""INT8 for OpenVINO through NNCF (--int8-target openvino): the accuracy target as NNCF's metric,
+its telemetry off, and on the tiny model a graph that OpenVINO runs within the int8 tolerance of
+PyTorch, recorded as what it is."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dgla_export.artefacts.graph import graph_metadata
+from dgla_export.models.config import Tolerance
+from dgla_export.quantize_nncf import FAILED, AccuracyBounds, quantized_nodes
+
+needs_nncf = pytest.mark.skipif(
+    importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None,
+    reason="needs NNCF and OpenVINO (pip install 'dgla-export[openvino]')",
+)
+CLASSES = ("MEL", "NV", "BCC")
+NAMES = ["a", "b", "c", "d"]
+REFERENCE = np.log(
+    np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+)  # every top-1 margin >= 0.5
+
+
+def bounds(**kwargs) -> AccuracyBounds:
+    tolerance = Tolerance(logits_rel=10.0, probs_abs=0.05, min_flip_margin=0.05)
+    return AccuracyBounds(REFERENCE, NAMES, tolerance, CLASSES, **kwargs)
+
+
+def shifted(probs_delta: float, row: int = 0) -> np.ndarray:
+    probs = np.exp(REFERENCE)
+    probs[row, 0] -= probs_delta
+    probs[row, 1] += probs_delta
+    return np.log(probs)
+
+
+def test_the_slack_is_the_room_left_under_the_probability_bound() -> None:
+    rows = range(len(NAMES))
+    assert bounds().slack(REFERENCE, rows) == pytest.approx(0.05) == bounds().best
+    for delta in (0.01, 0.049, 0.08):
+        measured = bounds().slack(shifted(delta), rows)
+        print(f"probability error {delta}: slack {measured:.6f}")
+        assert measured == pytest.approx(0.05 - delta, abs=1e-9)
+    # NNCF keeps a graph while the drop, best - slack, is at most best: exactly while slack >= 0
+    assert bounds().slack(shifted(0.049), rows) >= 0 > bounds().slack(shifted(0.051), rows)
+
+
+def test_a_flip_or_a_non_finite_output_fails_whatever_the_probability_error() -> None:
+    flipped = REFERENCE.copy()
+    flipped[3] = np.log([0.2, 0.7, 0.1])  # a flip where FP32's margin is 0.5; error 0.5 too
+    assert bounds().slack(flipped, range(4)) < 0
+    wild = REFERENCE.copy()
+    wild[1, 0] = np.nan
+    assert bounds().slack(wild, range(4)) == FAILED
+
+
+def test_clinical_drops_bound_the_metric_on_the_whole_labelled_set() -> None:
+    labels = {"a": 0, "b": 1, "c": 2, "d": 1}  # d is NV, which FP32 calls MEL: sensitivity of NV 0.5
+    held = bounds(labels=labels, max_drop={"balanced_accuracy": 0.02})
+    assert held.best == pytest.approx(0.02)  # the tighter of the two bounds
+    assert held.slack(REFERENCE, range(4)) == pytest.approx(0.02)
+    worse = np.log(np.array([[0.9, 0.05, 0.05], [0.53, 0.46, 0.01], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]]))
+    # image b now called MEL with FP32's margin 0.7 (a flip: fails in any case) ...
+    assert held.slack(worse, range(4)) < 0
+    # ... and a drop of a clinical score alone fails on the whole set, not on a part of it
+    loose = AccuracyBounds(
+        REFERENCE, NAMES, Tolerance(logits_rel=10.0, probs_abs=1.0, max_top1_flips=4), CLASSES,
+        labels=labels, max_drop={"balanced_accuracy": 0.02},
+    )  # fmt: skip
+    measured = loose.slack(worse, range(4))
+    print(f"balanced accuracy drop 1/6 against 0.02 allowed: slack {measured:.4f}")
+    assert measured == pytest.approx(0.02 - 1 / 6, abs=1e-9)
+    assert loose.slack(worse[:2], range(2)) > 0  # a part: the probability bound only
+
+
+def test_nncf_is_imported_with_its_telemetry_off() -> None:
+    """In a process of its own (NNCF turns its telemetry off by itself under pytest)."""
+    if importlib.util.find_spec("nncf") is None:
+        pytest.skip("needs NNCF")
+    probe = "import sys; {before}from nncf.telemetry import telemetry; print(type(telemetry).__name__)"
+    premise = subprocess.run([sys.executable, "-c", probe.format(before="")], capture_output=True, text=True)
+    ours = subprocess.run(
+        [sys.executable, "-c", probe.format(before="from dgla_export.quantize_nncf import _nncf; _nncf(); ")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    print("imported plainly:", premise.stdout.strip(), "| through dgla_export:", ours.stdout.strip())
+    assert premise.stdout.strip() == "NNCFTelemetry" and ours.stdout.strip() == "MagicMock", (premise, ours)
+
+
+@needs_nncf
+@pytest.mark.slow
+def test_cli_exports_an_int8_graph_for_openvino_validated_on_openvino(tmp_path, tiny, held_out, capsys) -> None:
+    from dgla_export.runtimes.openvino import OpenVINORunner
+    from dgla_export.tools.export import main
+
+    output, report = tmp_path / "ov.onnx", tmp_path / "ov.json"
+    argv = ["onnx", "--model", "dgla_tiny", "--precision", "int8", "--int8-target", "openvino", "--batch", "1:8"]
+    assert main([*argv, "--output", str(output), "--report", str(report), "--images", str(held_out)]) == 0
+    printed = " ".join((capsys.readouterr().err).split())
+    assert "NNCF" in printed and "validation passed" in printed, printed
+    record = json.loads(report.read_text())
+    assert record["passed"] and record["runtime"].startswith("openvino"), record["runtime"]
+    quantization = record["quantization"]
+    assert quantization["target"] == "openvino" and quantization["method"] == "nncf"
+    print("calibration check:", quantization["calibration_check"], "INT8 MAC share", quantization["int8_mac_share"])
+    assert quantization["calibration_check"]["probs_max_abs"] <= tiny.config.tolerances["int8"].probs_abs
+    graph = onnx.load(str(output))
+    metadata = graph_metadata(graph)
+    assert metadata["precision"] == "int8" and metadata["int8_target"] == "openvino"
+    assert json.loads(metadata["quantization"])["tool"].startswith("nncf ")
+    # weights stored in INT8, computed in INT8 by the convolutions that read them
+    nodes = quantized_nodes(graph)
+    assert len(nodes) == quantization["quantized_nodes"] > 0
+    dequantized = {n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    stored = [numpy_helper.to_array(t).dtype for t in graph.graph.initializer if t.name in dequantized]
+    assert np.dtype("int8") in stored, set(stored)
+    assert 0 < quantization["int8_mac_share"] <= 1
+    # the explanation's nodes (none in this graph) and the contract: OpenVINO runs it at any batch
+    with OpenVINORunner(output, "int8") as runner:
+        shapes = {n: tuple(s) for n, s in zip(tiny.config.input_names, tiny.config.input_shapes(3), strict=True)}
+        probs = runner.infer({n: np.zeros(s, np.float32) for n, s in shapes.items()})["probs"]
+    assert probs.shape == (3, len(tiny.config.class_names)) and np.allclose(probs.sum(-1), 1, atol=1e-4)
