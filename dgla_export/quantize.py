@@ -86,6 +86,8 @@ class QuantizationOptions:
             raise OptionError(f"target must be cpu, tensorrt or openvino, got {self.target!r}")
         if self.method not in CALIBRATION_METHODS:
             raise OptionError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
+        if self.target == "openvino" and self.method != "minmax":
+            raise OptionError("--calibration-method is ONNX Runtime's quantizer's; NNCF chooses its own ranges")
 
     def describe(self) -> dict[str, str]:
         if self.target == "cpu":

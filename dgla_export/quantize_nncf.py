@@ -162,8 +162,6 @@ def quantize_nncf(
         raise UserError(f"--int8-target openvino needs NNCF: {problem}")
     if options.target != "openvino":
         raise OptionError(f"quantize_nncf writes the openvino target, not {options.target!r}")
-    if options.method != "minmax":
-        raise OptionError("--calibration-method is ONNX Runtime's quantizer's; NNCF chooses its own ranges")
     nncf = _nncf()
     fp32_path, output = Path(fp32_path), Path(output)
     tolerance = options.tolerance or config.tolerances["int8"]

@@ -108,6 +108,10 @@ def export_onnx(
     checked = inputs.load(config, warn) if validate else None  # inputs first
     drops = inputs.acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
+    if int8 is not None:  # its options checked before any slow work
+        from dgla_export.quantize import QuantizationOptions
+
+        QuantizationOptions(target=int8.target, method=int8.method)
     runtime = runtime or ("openvino" if int8 is not None and int8.target == "openvino" else "onnxruntime")
     calibration: list[tuple[str, np.ndarray]] = []
     if int8 is not None:
