@@ -23,7 +23,8 @@ Accuracy control is run only with --accuracy-control (it did not finish in 15 mi
 Each NNCF run is given at most --limit-minutes in a process of its own (accuracy control on 2
 cores can take far longer: it compiles and scores a model for each of ~150 quantizer groups, and
 ranks again after each revert); one that does not finish is recorded as such. Writes
-benchmarks/results/int8-cpu/nncf.json. NNCF's usage telemetry is off for the run (NNCF_CI);
+benchmarks/results/int8-cpu/nncf.json (or --record). NNCF's usage telemetry is off for the run
+(dgla_export.quantize_nncf imports it so);
 OpenVINO's runtime sends none.
 """
 
@@ -34,7 +35,6 @@ import concurrent.futures
 import functools
 import json
 import multiprocessing
-import os
 import shutil
 import sys
 import tempfile
@@ -52,6 +52,7 @@ from dgla_export.artefacts.graph import graph_metadata, load_graph
 from dgla_export.compare import softmax
 from dgla_export.models.config import ModelConfig
 from dgla_export.quantize import QuantizationOptions, quantize_onnx, runner_logits
+from dgla_export.quantize_nncf import import_nncf
 from dgla_export.runtimes.openvino import OpenVINORunner, openvino_problem
 
 MAX_DROP = 0.05
@@ -66,10 +67,9 @@ def nncf_quantize(onnx_path: Path, inputs: dict[str, np.ndarray], accuracy_contr
     """NNCF on OpenVINO's model of the graph, calibrated on ``inputs``, saved to ``output`` (IR);
     with ``accuracy_control`` layers are reverted to float until the probability error on
     ``inputs`` is within MAX_DROP. Returns the seconds it took."""
-    import nncf
     import openvino
 
-    os.environ.setdefault("NNCF_CI", "1")  # no usage telemetry from NNCF (also in a spawned process)
+    nncf = import_nncf()  # no usage telemetry (in the spawned process too)
     model = openvino.Core().read_model(str(onnx_path))
     count = len(next(iter(inputs.values())))
     items = [{name: array[i : i + 1] for name, array in inputs.items()} for i in range(count)]
@@ -98,9 +98,8 @@ def nncf_quantize_onnx(onnx_path: Path, inputs: dict[str, np.ndarray], output: P
     import onnx
 
     from dgla_export.quantize import explanation_nodes
-    from dgla_export.quantize_nncf import _nncf
 
-    nncf = _nncf()
+    nncf = import_nncf()
     graph = onnx.load(str(onnx_path))
     count = len(next(iter(inputs.values())))
     dataset = nncf.Dataset([{name: array[i : i + 1] for name, array in inputs.items()} for i in range(count)])
@@ -137,7 +136,7 @@ def interleaved(runners: dict[str, Any], feed: dict[str, np.ndarray], seconds: f
 
 
 def main() -> int:
-    import nncf
+    nncf = import_nncf()  # before anything imports it: no usage telemetry
     import onnxruntime
     import openvino
 

@@ -52,6 +52,7 @@ __all__ = [
     "quantization_units",
     "quantize_onnx",
     "runner_logits",
+    "save_int8_graph",
     "search_mixed_precision",
 ]
 
@@ -59,6 +60,7 @@ Target = Literal["cpu", "tensorrt", "openvino"]
 Progress = Callable[[str], None]
 QUANTIZED_OPS = ("Conv", "Gemm")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+NNCF_RANGES = "--calibration-method is ONNX Runtime's quantizer's; NNCF chooses its own ranges (--int8-target openvino)"
 
 
 class QuantizationError(MismatchError):
@@ -87,7 +89,7 @@ class QuantizationOptions:
         if self.method not in CALIBRATION_METHODS:
             raise OptionError(f"calibration method must be one of {CALIBRATION_METHODS}, got {self.method!r}")
         if self.target == "openvino" and self.method != "minmax":
-            raise OptionError("--calibration-method is ONNX Runtime's quantizer's; NNCF chooses its own ranges")
+            raise OptionError(NNCF_RANGES)
 
     def describe(self) -> dict[str, str]:
         if self.target == "cpu":
@@ -278,6 +280,41 @@ def search_mixed_precision(passes: Callable[[int], bool], count: int, progress: 
     return high
 
 
+def save_int8_graph(
+    quantized: onnx.ModelProto,
+    fp32: onnx.ModelProto,
+    output: Path,
+    *,
+    tool: str,
+    options: QuantizationOptions,
+    report: QuantizationReport,
+    images: Sequence[tuple[str, np.ndarray]],
+) -> None:
+    """Write ``quantized`` with the FP32 graph's metadata, marked INT8 and carrying how it was made
+    (``quantization``: the tool, the Q/DQ flavour, the calibration images' digests, what stayed in
+    float), in one step."""
+    props = {p.key: p.value for p in fp32.metadata_props}
+    props["precision"] = "int8"
+    props["int8_target"] = options.target
+    props["quantization"] = json.dumps(
+        {
+            "tool": tool,
+            **options.describe(),
+            "calibration_method": report.method,
+            "calibration_count": len(images),
+            "calibration_digest": report.calibration_digest,
+            "calibration_pixels": [pixels_digest(image) for _, image in images],
+            "kept_out": list(report.kept_out),
+            "int8_mac_share": round(report.int8_mac_share, 4),
+        }
+    )
+    del quantized.metadata_props[:]
+    onnx.helper.set_model_props(quantized, props)
+    quantized.producer_name, quantized.producer_version = fp32.producer_name, fp32.producer_version
+    with atomic_path(output) as tmp_path:
+        onnx.save_model(quantized, str(tmp_path))
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     output: str | Path,
@@ -359,23 +396,6 @@ def quantize_onnx(
             },
         )
         quantized_graph = onnx.load(str(Path(tmp) / f"kept{kept}.onnx"))
-    props = {p.key: p.value for p in graph.metadata_props}
-    props["precision"] = "int8"
-    props["int8_target"] = options.target
-    props["quantization"] = json.dumps(
-        {
-            "tool": f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, quantize_static)",
-            **options.describe(),
-            "calibration_method": options.method,
-            "calibration_count": len(names),
-            "calibration_digest": report.calibration_digest,
-            "calibration_pixels": [pixels_digest(image) for _, image in images],
-            "kept_out": list(kept_out),
-            "int8_mac_share": round(report.int8_mac_share, 4),
-        }
-    )
-    onnx.helper.set_model_props(quantized_graph, props)
-    quantized_graph.producer_name, quantized_graph.producer_version = graph.producer_name, graph.producer_version
-    with atomic_path(output) as tmp_path:
-        onnx.save_model(quantized_graph, str(tmp_path))
+    tool = f"onnxruntime.quantization {onnxruntime.__version__} (QDQ, quantize_static)"
+    save_int8_graph(quantized_graph, graph, output, tool=tool, options=options, report=report, images=images)
     return report

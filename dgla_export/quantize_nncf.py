@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -42,11 +41,9 @@ import onnx
 
 from dgla_export.artefacts.graph import graph_macs
 from dgla_export.clinical import clinical_check
-from dgla_export.compare import compare_logits
-from dgla_export.data import pixels_digest
+from dgla_export.compare import compare_logits, softmax
 from dgla_export.errors import OptionError, UserError
 from dgla_export.install import install_command
-from dgla_export.io import atomic_path
 from dgla_export.models.config import ModelConfig, Tolerance
 from dgla_export.preprocess import preprocess_batch
 from dgla_export.quantize import (
@@ -57,6 +54,7 @@ from dgla_export.quantize import (
     calibration_digest,
     explanation_nodes,
     quantization_units,
+    save_int8_graph,
 )
 from dgla_export.runtimes.openvino import OpenVINORunner, openvino_problem
 from dgla_export.validation import run_batched
@@ -65,7 +63,7 @@ __all__ = ["NNCF_INSTALL_HINT", "AccuracyBounds", "nncf_problem", "quantize_nncf
 
 NNCF_INSTALL_HINT = install_command("openvino")
 OPENVINO = QuantizationOptions(target="openvino")
-FAILED = -1.0  # the metric of a graph that misses a bound other than by its probability error
+FAILED = -1.0  # the slack of a graph that misses a bound, before how far it misses
 
 
 def nncf_problem() -> str | None:
@@ -76,17 +74,27 @@ def nncf_problem() -> str | None:
     return problem
 
 
-def _nncf() -> Any:
-    os.environ["NNCF_CI"] = "1"  # read when nncf is first imported: no usage telemetry
-    return importlib.import_module("nncf")
+def import_nncf() -> Any:
+    """NNCF with its usage telemetry off: ``NNCF_CI`` for NNCF, and the telemetry package hidden
+    from it (which would otherwise write a client ID under ~/intel even so); where NNCF was imported
+    before, its telemetry objects are replaced by its own stub."""
+    os.environ["NNCF_CI"] = "1"
+    if "nncf" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    nncf = importlib.import_module("nncf")
+    from nncf.telemetry import decorator, wrapper
+
+    stub = wrapper.NNCFTelemetryStub()
+    for module in (wrapper, decorator, sys.modules["nncf.telemetry"]):
+        module.telemetry = stub  # type: ignore[attr-defined]
+    return nncf
 
 
 @dataclasses.dataclass
 class AccuracyBounds:
-    """The accuracy target as NNCF's metric: on ``names`` (the images NNCF validates on), the int8
-    ``tolerance`` against ``reference`` (FP32 logits), and with ``labels`` the clinical ``max_drop``.
-
-    :meth:`slack` is the least margin left under any bound (a flip or a non-finite output: -1)."""
+    """The accuracy target as NNCF's metric: on ``names`` (the calibration images), the int8
+    ``tolerance`` against ``reference`` (FP32 logits), and with ``labels`` (some of them) the
+    clinical ``max_drop``. :meth:`slack` is what NNCF drives."""
 
     reference: np.ndarray
     names: list[str]
@@ -98,29 +106,30 @@ class AccuracyBounds:
     @property
     def best(self) -> float:
         """The FP32 graph's own slack: the room NNCF may use (its ``max_drop``)."""
-        return (
-            min([self.tolerance.probs_abs, *(self.max_drop or {}).values()])
-            if self.labels
-            else self.tolerance.probs_abs
-        )
+        drops = (self.max_drop or {}).values() if self.labels else ()
+        return min([self.tolerance.probs_abs, *drops])
 
-    def slack(self, logits: np.ndarray, rows: Sequence[int]) -> float:
+    def slack(self, logits: np.ndarray, rows: Sequence[int]) -> tuple[float, list[float]]:
+        """The least margin left under any bound on ``rows`` (>= 0 exactly when every bound holds; a
+        graph that misses one is below -1 by how far it misses, so a nearer miss ranks higher), and
+        per image its margin under the probability bound. The clinical scores need the whole set."""
         reference, names = self.reference[list(rows)], [self.names[i] for i in rows]
         check = compare_logits(
             reference, logits, tolerance=self.tolerance, image_names=names, class_names=self.class_names
         )
-        error = check.probs.max_abs
-        least = self.tolerance.probs_abs - error if np.isfinite(error) else FAILED  # < 0: beyond the tolerance
-        if not check.passed and least >= 0:  # a flip, the logits' bound, a non-finite output
-            least = FAILED
-        if self.labels and self.max_drop and len(rows) == len(self.names):  # scores need the whole set
+        errors = np.abs(softmax(logits.astype(np.float64)) - softmax(reference.astype(np.float64))).max(axis=1)
+        per_image = [float(self.tolerance.probs_abs - e) if np.isfinite(e) else FAILED for e in errors]
+        least = min(per_image)
+        if self.labels and self.max_drop and len(rows) == len(self.names):
             clinical = clinical_check(
                 reference, logits, names, self.labels, self.class_names, max_drop=self.max_drop, rounds=0
             )
             for metric, allowed in self.max_drop.items():
                 delta = clinical.differences[metric].delta
                 least = min(least, FAILED if delta is None else allowed + delta)
-        return float(least)
+        if not check.passed:  # a flip, the logits' bound, a non-finite output, the probability bound
+            least = FAILED + min(least, 0.0)
+        return float(least), per_image
 
 
 def quantized_nodes(graph: onnx.ModelProto) -> list[str]:
@@ -162,71 +171,78 @@ def quantize_nncf(
         raise UserError(f"--int8-target openvino needs NNCF: {problem}")
     if options.target != "openvino":
         raise OptionError(f"quantize_nncf writes the openvino target, not {options.target!r}")
-    nncf = _nncf()
+    nncf = import_nncf()
     fp32_path, output = Path(fp32_path), Path(output)
     tolerance = options.tolerance or config.tolerances["int8"]
     graph = onnx.load(str(fp32_path))
     names = [name for name, _ in images]
     arrays = preprocess_batch([image for _, image in images], config, method=options.preprocess)
     inputs = dict(zip(config.input_names, arrays, strict=True))
-    labelled = [i for i, name in enumerate(names) if options.labels and name in options.labels]
+    controlled = bool(options.max_drop and any(name in (options.labels or {}) for name in names))
     with tempfile.TemporaryDirectory(prefix="dgla-nncf.") as tmp:
         outputs_of = _OpenVINOOutputs(inputs, Path(tmp))
         reference = outputs_of(fp32_path)["logits"]
-        # the clinical bounds where labelled calibration images exist, else the tolerance on all
-        rows = labelled if labelled and options.max_drop else list(range(len(names)))
-        bounds = AccuracyBounds(
-            reference[rows], [names[i] for i in rows], tolerance, config.class_names,
-            labels=options.labels if rows is labelled else None, max_drop=options.max_drop,
-        )  # fmt: skip
+        labels = options.labels if controlled else None
+        bounds = AccuracyBounds(reference, names, tolerance, config.class_names, labels, options.max_drop)
+        if controlled:  # a bound NNCF cannot measure would let it stop at once
+            undefined = clinical_check(reference, reference, names, labels or {}, config.class_names,
+                                       max_drop=options.max_drop, rounds=0).failures  # fmt: skip
+            if undefined:
+                raise OptionError(
+                    f"--max-drop: {'; '.join(undefined)} on the labelled calibration images, so NNCF's accuracy "
+                    "control could not hold it; label more calibration images, or bound other scores"
+                )
         feeds = [{k: v[i : i + 1] for k, v in inputs.items()} for i in range(len(names))]
-        calibration = nncf.Dataset(feeds)
         settings = {
             "subset_size": len(names),
             "target_device": nncf.TargetDevice.CPU,
             "ignored_scope": nncf.IgnoredScope(names=explanation_nodes(graph)),  # the maps stay FP32
         }
-        controlled = bool(labelled and options.max_drop)
         with _nncf_output():
             if controlled:
                 progress(
                     f"NNCF: quantizing for OpenVINO on {len(names)} images, then reverting layers to FP32 until the "
-                    f"clinical drops and the probability bound hold on the {len(rows)} labelled ones (each revert "
-                    "compiles and scores the graph once per remaining layer group: minutes to hours)"
+                    f"probability bound holds on them and the clinical drops on the {len(labels or {})} labelled "
+                    "ones (it ranks the remaining layer groups by compiling and scoring the graph once per "
+                    "group: minutes to hours)"
                 )
 
-                def metric(candidate: onnx.ModelProto, items: Any) -> tuple[float, None]:
-                    picked = [int(index) for index in items]
-                    return bounds.slack(outputs_of(candidate, [rows[i] for i in picked])["logits"], picked), None
+                def metric(candidate: onnx.ModelProto, items: Any) -> tuple[float, list[float]]:
+                    picked = [int(index) for index in items]  # the dataset's items are their indices
+                    return bounds.slack(outputs_of(candidate, picked)["logits"], picked)
 
                 quantized = nncf.quantize_with_accuracy_control(
-                    graph, calibration, nncf.Dataset(list(range(len(rows)))), metric,
+                    graph, nncf.Dataset(feeds), nncf.Dataset(list(range(len(names))), feeds.__getitem__), metric,
                     max_drop=bounds.best, drop_type=nncf.DropType.ABSOLUTE, **settings,
                 )  # fmt: skip
             else:
                 progress(f"NNCF: quantizing for OpenVINO on {len(names)} images")
-                quantized = nncf.quantize(graph, calibration, **settings)
+                quantized = nncf.quantize(graph, nncf.Dataset(feeds), **settings)
         logits = outputs_of(quantized)["logits"]
         chosen = compare_logits(
             reference, logits, tolerance=tolerance, image_names=names, class_names=config.class_names
         )
         failures = list(chosen.failures)
-        if labelled and options.max_drop:
-            clinical = clinical_check(
-                reference, logits, names, options.labels or {}, config.class_names, max_drop=options.max_drop
-            )
-            failures += clinical.failures
+        if controlled:
+            failures += clinical_check(
+                reference, logits, names, labels or {}, config.class_names, max_drop=options.max_drop
+            ).failures
+        way = (
+            "calibrate on images of the model's domain (--calibration-images)"
+            if controlled
+            else "give labels and drop bounds (--labels, --max-drop) for NNCF's accuracy control"
+        )
         if failures:
-            way = (
-                "calibrate on images of the model's domain (--calibration-images)"
-                if controlled
-                else "give labels and drop bounds (--labels, --max-drop) for NNCF's accuracy control"
-            )
             raise QuantizationError(
                 f"NNCF's INT8 graph misses the target on the {len(names)} calibration images on OpenVINO "
                 f"({'; '.join(failures)}); {way}, or use --int8-target cpu (the package's own search)"
             )
     quantized_names = set(quantized_nodes(quantized))
+    if not quantized_names:
+        raise QuantizationError(
+            "NNCF's accuracy control reverted every layer to FP32: no INT8 graph meets the target on the "
+            f"{len(names)} calibration images; deploy FP32 or FP16, or use --int8-target cpu"
+        )
     units = quantization_units(graph)
     macs = graph_macs(graph)
     report = QuantizationReport(
@@ -244,40 +260,28 @@ def quantize_nncf(
             "flips": [dataclasses.asdict(flip) for flip in chosen.flips],
         },
     )
-    props = {p.key: p.value for p in graph.metadata_props}
-    props["precision"] = "int8"
-    props["int8_target"] = "openvino"
-    props["quantization"] = json.dumps(
-        {
-            "tool": f"nncf {nncf.__version__} (ONNX backend, target_device CPU, quantize_with_accuracy_control)",
-            **options.describe(),
-            "calibration_method": "nncf",
-            "calibration_count": len(names),
-            "calibration_digest": report.calibration_digest,
-            "calibration_pixels": [pixels_digest(image) for _, image in images],
-            "kept_out": list(report.kept_out),
-            "int8_mac_share": round(report.int8_mac_share, 4),
-        }
-    )
-    del quantized.metadata_props[:]
-    onnx.helper.set_model_props(quantized, props)
-    quantized.producer_name, quantized.producer_version = graph.producer_name, graph.producer_version
-    with atomic_path(output) as tmp_path:
-        onnx.save_model(quantized, str(tmp_path))
+    method = "quantize_with_accuracy_control" if controlled else "quantize"
+    tool = f"nncf {nncf.__version__} (ONNX backend, target_device CPU, {method})"
+    save_int8_graph(quantized, graph, output, tool=tool, options=options, report=report, images=images)
     return report
 
 
 class _nncf_output:
-    """NNCF's progress bars (its steps, with their estimates) to stderr beside the command's own
-    progress, not into stdout, where results go; its log lines below warnings left out."""
+    """NNCF's progress bars (its steps, with their estimates) and warnings to stderr beside the
+    command's own progress, not into stdout, where results go; its log lines below warnings left out."""
 
     def __enter__(self) -> None:
         self.logger = logging.getLogger("nncf")
         self.level = self.logger.level
         self.logger.setLevel(logging.WARNING)
+        streams = [h for h in self.logger.handlers if isinstance(h, logging.StreamHandler)]
+        self.streams = [(handler, handler.setStream(sys.stderr)) for handler in streams]
         self.redirect = contextlib.redirect_stdout(sys.stderr)
         self.redirect.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         self.redirect.__exit__(*exc)
+        for handler, stream in self.streams:
+            if stream is not None:
+                handler.setStream(stream)
         self.logger.setLevel(self.level)

@@ -45,8 +45,8 @@ __all__ = ["Int8Options", "debug", "export_onnx", "validate"]
 class Int8Options:
     """INT8 export: calibration images (default: the bundled photos, which are not dermoscopy),
     the Q/DQ flavour (``openvino``: NNCF's placement for OpenVINO's CPU plugin, under its accuracy
-    control), the calibration method, and the probability bound the search aims for (default: the
-    model config's int8 tolerance)."""
+    control where labels and drop bounds are given), the calibration method, and the probability
+    bound the graph must meet (default: the model config's int8 tolerance)."""
 
     calibration_images: Images = None
     calibration_count: int | None = None
@@ -77,7 +77,7 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` to one self-contained ONNX file with a dynamic batch, then validate it with
     ``runtime`` (ONNX Runtime on ``device``, or OpenVINO; default: where the graph is meant to run,
-    OpenVINO for INT8 of the openvino target, else ONNX Runtime) against the FP32 PyTorch model on
+    OpenVINO for INT8 of the openvino target on the CPU, else ONNX Runtime) against the FP32 PyTorch model on
     ``images``.
 
     The graph reaches ``output`` only when validation passes; one that fails is kept as
@@ -108,11 +108,16 @@ def export_onnx(
     checked = inputs.load(config, warn) if validate else None  # inputs first
     drops = inputs.acceptance.drops()
     int8 = int8 or Int8Options() if precision == "int8" else None
-    if int8 is not None:  # its options checked before any slow work
+    for_openvino = int8 is not None and int8.target == "openvino"
+    runtime = runtime or ("openvino" if for_openvino and device == "cpu" else "onnxruntime")
+    if int8 is not None:  # its options, and NNCF for the openvino target, checked before any slow work
         from dgla_export.quantize import QuantizationOptions
+        from dgla_export.quantize_nncf import nncf_problem
 
         QuantizationOptions(target=int8.target, method=int8.method)
-    runtime = runtime or ("openvino" if int8 is not None and int8.target == "openvino" else "onnxruntime")
+        problem = nncf_problem() if for_openvino else None
+        if problem:
+            raise UserError(f"--int8-target openvino needs NNCF: {problem}")
     calibration: list[tuple[str, np.ndarray]] = []
     if int8 is not None:
         from dgla_export.data import split_held_out

@@ -66,9 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     int8.add_argument(
         "--calibration-method",
-        default="minmax",
         choices=["minmax", "percentile", "entropy"],
-        help="how activation ranges are chosen from the calibration images (default minmax)",
+        help="how ONNX Runtime's quantizer chooses activation ranges from the calibration images (default "
+        "minmax; not with --int8-target openvino, where NNCF chooses them)",
     )
     int8.add_argument(
         "--int8-target",
@@ -76,9 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["cpu", "tensorrt", "openvino"],
         help="cpu: unsigned activations, fastest in ONNX Runtime on x86 (default); tensorrt: signed symmetric "
         "activations, the only INT8 form TensorRT builds; openvino: NNCF places the quantizers where OpenVINO's "
-        "CPU plugin fuses them (VNNI, AMX) and its accuracy control reverts layers to FP32 until the target holds "
-        "on OpenVINO (with --labels and --max-drop, the clinical drops too); validated with OpenVINO unless "
-        "--runtime says otherwise (the openvino extra)",
+        "CPU plugin fuses them (VNNI, AMX); the graph must meet the target on OpenVINO, and with --labels and "
+        "--max-drop NNCF's accuracy control first reverts layers to FP32 until the clinical drops hold too "
+        "(hours for the full model on 2 cores); validated with OpenVINO unless --runtime says otherwise (the "
+        "openvino extra)",
     )
     int8.add_argument(
         "--accuracy-target",
@@ -93,16 +94,19 @@ def run(args: argparse.Namespace) -> int:
     from dgla_export.api import Int8Options, ValidationFailedError, export_onnx
     from dgla_export.console import PLAIN_WIDTH, Console
     from dgla_export.errors import OptionError
+    from dgla_export.quantize import NNCF_RANGES
     from dgla_export.tools import render
 
     console = Console("dgla-export")
     int8 = None
     if args.precision == "int8":
+        if args.calibration_method and args.int8_target == "openvino":
+            raise OptionError(NNCF_RANGES)
         int8 = Int8Options(
             calibration_images=args.calibration_images,
             calibration_count=args.calibration_count,
             target=args.int8_target,
-            method=args.calibration_method,
+            method=args.calibration_method or "minmax",
             accuracy_target=args.accuracy_target,
         )
     elif args.calibration_images or args.calibration_count or args.accuracy_target:
