@@ -153,7 +153,7 @@ def test_an_int8_graph_for_openvino_is_written_recorded_and_servable(tmp_path, t
         probs = runner.infer({n: np.zeros(s, np.float32) for n, s in shapes.items()})["probs"]
     assert probs.shape == (3, len(tiny.config.class_names)) and np.allclose(probs.sum(-1), 1, atol=1e-4)
     write_repository(output, tmp_path / "repo", options=TritonOptions(runtime="openvino"), unvalidated=True)
-    assert (tmp_path / "repo" / "dgla_tiny_int8_openvino" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "repo" / "dgla_openvino" / "1" / "model.onnx").is_file()
 
 
 @needs_nncf
