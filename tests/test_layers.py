@@ -23,6 +23,7 @@ LAYERS = [
     ["export", "runtimes"],
     ["validation", "localise"],
     ["quantize", "golden"],
+    ["quantize_nncf"],  # NNCF's INT8 for OpenVINO, written and judged as the own search's graphs are
     ["benchmarking", "triton"],
     ["deploy", "pacs"],
     ["api"],

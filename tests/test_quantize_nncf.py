@@ -121,7 +121,9 @@ LOOSE = Tolerance(logits_rel=10.0, probs_abs=0.95, max_top1_flips=6, min_flip_ma
 
 @needs_nncf
 @pytest.mark.slow
-def test_an_int8_graph_for_openvino_is_written_recorded_and_servable(tmp_path, tiny, tiny_onnx, images) -> None:
+def test_an_int8_graph_for_openvino_is_written_recorded_servable_and_benched(
+    tmp_path, tiny, tiny_onnx, images, held_out
+) -> None:
     from dgla_export.quantize import QuantizationOptions
     from dgla_export.quantize_nncf import quantize_nncf
     from dgla_export.runtimes.openvino import OpenVINORunner
@@ -154,6 +156,22 @@ def test_an_int8_graph_for_openvino_is_written_recorded_and_servable(tmp_path, t
     assert probs.shape == (3, len(tiny.config.class_names)) and np.allclose(probs.sum(-1), 1, atol=1e-4)
     write_repository(output, tmp_path / "repo", options=TritonOptions(runtime="openvino"), unvalidated=True)
     assert (tmp_path / "repo" / "dgla_openvino" / "1" / "model.onnx").is_file()
+    # dgla-bench holds it to the model's own int8 tolerance, which this graph misses (the premise):
+    # judged, not timed, not recommended
+    from dgla_export.errors import EXIT_MISMATCH
+    from dgla_export.tools.bench import main
+
+    assert report.calibration_check["probs_max_abs"] > tiny.config.tolerances["int8"].probs_abs
+    argv = [
+        "--model", "dgla_tiny", "--onnx-int8", str(output), "--backends", "openvino-cpu-int8", "--batches", "1",
+        "--min-seconds", "0.1", "--min-runs", "2", "--output", str(tmp_path / "bench"), "--in-process",
+        "--images", str(held_out),
+    ]  # fmt: skip
+    assert main(argv) == EXIT_MISMATCH
+    backend = json.loads((tmp_path / "bench" / "results.json").read_text())["backends"][0]
+    print("bench parity on held-out images:", backend["parity"]["probs"]["max_abs"], backend["parity"]["failures"])
+    assert backend["backend"] == "openvino-cpu-int8" and backend["verdict"] == "failed" and "timing" not in backend
+    assert "parity FAILED openvino-cpu-int8 (not timed, not ranked)" in (tmp_path / "bench" / "results.md").read_text()
 
 
 @needs_nncf
