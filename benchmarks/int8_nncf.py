@@ -24,8 +24,8 @@ Each NNCF run is given at most --limit-minutes in a process of its own (accuracy
 cores can take far longer: it compiles and scores a model for each of ~150 quantizer groups, and
 ranks again after each revert); one that does not finish is recorded as such. Writes
 benchmarks/results/int8-cpu/nncf.json (or --record). NNCF's usage telemetry is off for the run
-(dgla_export.quantize_nncf imports it so);
-OpenVINO's runtime sends none.
+(dgla_export.quantize_nncf imports it so, and OpenVINO, whose import
+would send one, before anything else does).
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def nncf_quantize(onnx_path: Path, inputs: dict[str, np.ndarray], accuracy_contr
     """NNCF on OpenVINO's model of the graph, calibrated on ``inputs``, saved to ``output`` (IR);
     with ``accuracy_control`` layers are reverted to float until the probability error on
     ``inputs`` is within MAX_DROP. Returns the seconds it took."""
+    nncf = import_nncf()  # no usage telemetry from NNCF or OpenVINO (in the spawned process too)
     import openvino
 
-    nncf = import_nncf()  # no usage telemetry (in the spawned process too)
     model = openvino.Core().read_model(str(onnx_path))
     count = len(next(iter(inputs.values())))
     items = [{name: array[i : i + 1] for name, array in inputs.items()} for i in range(count)]

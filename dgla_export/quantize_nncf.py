@@ -56,7 +56,7 @@ from dgla_export.quantize import (
     quantization_units,
     save_int8_graph,
 )
-from dgla_export.runtimes.openvino import OpenVINORunner, openvino_problem
+from dgla_export.runtimes.openvino import OpenVINORunner, import_openvino, openvino_problem
 from dgla_export.validation import run_batched
 
 __all__ = ["NNCF_INSTALL_HINT", "AccuracyBounds", "nncf_problem", "quantize_nncf", "quantized_nodes"]
@@ -79,8 +79,7 @@ def import_nncf() -> Any:
     from it (which would otherwise write a client ID under ~/intel even so); where NNCF was imported
     before, its telemetry objects are replaced by its own stub."""
     os.environ["NNCF_CI"] = "1"
-    if "nncf" not in sys.modules:
-        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import_openvino()  # which hides the telemetry package from NNCF too
     nncf = importlib.import_module("nncf")
     from nncf.telemetry import decorator, wrapper
 
@@ -127,15 +126,21 @@ class AccuracyBounds:
             for metric, allowed in self.max_drop.items():
                 delta = clinical.differences[metric].delta
                 least = min(least, FAILED if delta is None else allowed + delta)
-        if not check.passed:  # a flip, the logits' bound, a non-finite output, the probability bound
+        if least < 0 or not check.passed:  # a bound missed: a flip, the logits', a non-finite output too
             least = FAILED + min(least, 0.0)
         return float(least), per_image
 
 
 def quantized_nodes(graph: onnx.ModelProto) -> list[str]:
-    """The Conv/Gemm nodes whose weights come through a DequantizeLinear: those computed in INT8."""
+    """The nodes computed in INT8: Conv/Gemm whose weights come through a DequantizeLinear, and the
+    attention's MatMuls whose inputs do."""
     dequantized = {o for node in graph.graph.node if node.op_type == "DequantizeLinear" for o in node.output}
-    return [n.name for n in graph.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in dequantized]
+    return [
+        n.name
+        for n in graph.graph.node
+        if (n.op_type in ("Conv", "Gemm") and n.input[1] in dequantized)
+        or (n.op_type == "MatMul" and dequantized & set(n.input))
+    ]
 
 
 class _OpenVINOOutputs:
@@ -240,8 +245,8 @@ def quantize_nncf(
     quantized_names = set(quantized_nodes(quantized))
     if not quantized_names:
         raise QuantizationError(
-            "NNCF's accuracy control reverted every layer to FP32: no INT8 graph meets the target on the "
-            f"{len(names)} calibration images; deploy FP32 or FP16, or use --int8-target cpu"
+            f"NNCF left no layer in INT8 ({'its accuracy control reverted them all' if controlled else 'none placed'});"
+            " deploy FP32 or FP16, or use --int8-target cpu"
         )
     units = quantization_units(graph)
     macs = graph_macs(graph)
@@ -261,7 +266,8 @@ def quantize_nncf(
         },
     )
     method = "quantize_with_accuracy_control" if controlled else "quantize"
-    tool = f"nncf {nncf.__version__} (ONNX backend, target_device CPU, {method})"
+    judge = f"judged on OpenVINO {import_openvino().get_version()}"
+    tool = f"nncf {nncf.__version__} (ONNX backend, target_device CPU, {method}; {judge})"
     save_int8_graph(quantized, graph, output, tool=tool, options=options, report=report, images=images)
     return report
 

@@ -136,7 +136,9 @@ def _onnxruntime(precision: str, size: int) -> Callable[[], object]:
 def _openvino(precision: str, size: int) -> Callable[[], object]:
     """One MatMul against a constant, compiled for the CPU at ``precision`` (OpenVINO's precision
     hint: BF16 runs its AMX or AVX512_BF16 kernels)."""
-    import openvino as ov
+    from dgla_export.runtimes.openvino import import_openvino
+
+    ov = import_openvino()
     import openvino.opset13 as ops
 
     a = _matrix(size)

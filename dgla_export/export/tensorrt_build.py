@@ -58,8 +58,8 @@ def check_engine_graph(onnx_path: Path, metadata: dict[str, str], precision: str
         )
     if precision == "int8" and metadata.get("int8_target") != "tensorrt":
         raise GraphPrecisionError(
-            f"{onnx_path} was quantized for --int8-target {metadata.get('int8_target')} (unsigned activations, "
-            "which TensorRT rejects); export it with --int8-target tensorrt"
+            f"{onnx_path} was quantized for --int8-target {metadata.get('int8_target')} (its Q/DQ form is not the "
+            "signed symmetric one TensorRT builds); export it with --int8-target tensorrt"
         )
 
 

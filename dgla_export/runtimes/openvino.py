@@ -8,13 +8,16 @@ CPU computes it natively; elsewhere it would silently run FP32, so it is refused
 
 Throughput hint: the batch is split over OpenVINO's optimal number of infer requests, run at once
 (its streams), as a server with that many requests in flight would. Imports numpy only at module
-level, so the Triton stand-in that uses it loads no torch.
+level, so the Triton stand-in that uses it loads no torch. OpenVINO is imported without its usage
+telemetry (:func:`import_openvino`).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +27,7 @@ from dgla_export.install import install_command
 from dgla_export.runtimes.base import Feed, Runner
 from dgla_export.runtimes.onnxruntime import available_cpus
 
-__all__ = ["HINTS", "PRECISIONS", "OpenVINORunner", "cpu_capabilities", "openvino_problem"]
+__all__ = ["HINTS", "PRECISIONS", "OpenVINORunner", "cpu_capabilities", "import_openvino", "openvino_problem"]
 
 Precision = Literal["fp32", "bf16", "int8"]
 Hint = Literal["latency", "throughput"]
@@ -34,11 +37,21 @@ INSTALL_HINT = install_command("openvino")
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
+def import_openvino() -> Any:
+    """OpenVINO without its usage telemetry. Importing openvino (2026.4) imports its model
+    converter, which sends a usage event and writes a client ID under ~/intel unless the users'
+    consent file says no; NNCF does the same. Both fall back to a stub where the telemetry package
+    cannot be imported, so it is hidden from them before OpenVINO is imported: this package imports
+    OpenVINO only through here. (Where the caller's process imported OpenVINO earlier, that import
+    has already sent its event.)"""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    return importlib.import_module("openvino")
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_capabilities() -> tuple[str, ...]:
     """What OpenVINO's CPU plugin says this CPU computes natively (FP32, BF16, INT8, ...)."""
-    import openvino
-
+    openvino = import_openvino()
     return tuple(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
@@ -74,8 +87,7 @@ class OpenVINORunner(Runner):
         return openvino_problem(self.precision)
 
     def load(self) -> None:
-        import openvino
-
+        openvino = import_openvino()
         problem = self.unavailable()
         if problem:
             raise RuntimeError(problem)
@@ -107,8 +119,7 @@ class OpenVINORunner(Runner):
         return {name: np.concatenate([answer[name] for answer in answers]) for name in self.outputs}
 
     def details(self) -> dict[str, Any]:
-        import openvino
-
+        openvino = import_openvino()
         return {
             "openvino": openvino.get_version(),
             "inference_precision": self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),

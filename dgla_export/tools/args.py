@@ -149,8 +149,7 @@ def add_validation_args(parser: argparse.ArgumentParser, *, runtimes: bool = Tru
             "--runtime",
             default="onnxruntime",
             choices=GRAPH_RUNTIMES,
-            help="what runs the graph: ONNX Runtime (default, on --device; OpenVINO for an --int8-target openvino "
-            "export), or OpenVINO on the CPU "
+            help="what runs the graph: ONNX Runtime (default, on --device), or OpenVINO on the CPU "
             "(the openvino extra: pip install -e '.[openvino]' in this clone); openvino-bf16 computes in BF16, "
             "only where the CPU has it natively",
         )

@@ -30,7 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         choices=["fp32", "fp16", "int8"],
         help="fp32 (default); fp16 with FP32 attention islands, for TensorRT; int8: Q/DQ from real-image "
-        "calibration, the most sensitive layers kept in FP32 until the accuracy target holds (minutes)",
+        "calibration, the most sensitive layers kept in FP32 until the accuracy target holds (minutes; "
+        "--int8-target openvino: NNCF's placement, judged against the same target)",
     )
     parser.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default 18)")
     parser.add_argument(
@@ -76,10 +77,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["cpu", "tensorrt", "openvino"],
         help="cpu: unsigned activations, fastest in ONNX Runtime on x86 (default); tensorrt: signed symmetric "
         "activations, the only INT8 form TensorRT builds; openvino: NNCF places the quantizers where OpenVINO's "
-        "CPU plugin fuses them (VNNI, AMX); the graph must meet the target on OpenVINO, and with --labels and "
-        "--max-drop NNCF's accuracy control first reverts layers to FP32 until the clinical drops hold too "
-        "(hours for the full model on 2 cores); validated with OpenVINO unless --runtime says otherwise (the "
-        "openvino extra)",
+        "CPU plugin fuses them (VNNI, AMX); the graph must meet the target on OpenVINO, and with --labels covering "
+        "calibration images and --max-drop NNCF's accuracy control first reverts layers to FP32 until the clinical "
+        "drops hold too (hours for the full model on 2 cores); validated with OpenVINO (on --device cpu) unless "
+        "--runtime says otherwise (the openvino extra)",
     )
     int8.add_argument(
         "--accuracy-target",
@@ -111,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.calibration_images or args.calibration_count or args.accuracy_target:
         raise OptionError("--calibration-images, --calibration-count and --accuracy-target need --precision int8")
-    steps = "exporting" + (", calibrating and searching INT8 (minutes)" if int8 else "") + " and validating"
+    nncf = args.int8_target == "openvino"
+    quantizing = ", quantizing with NNCF" if nncf else ", calibrating and searching INT8 (minutes)"
+    steps = "exporting" + (quantizing if int8 else "") + " and validating"
     try:
         with console.status(steps):  # each step names itself (and its seconds) as it ends
             result = export_onnx(

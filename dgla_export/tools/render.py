@@ -134,21 +134,25 @@ def clinical(checks: dict[str, ClinicalCheck], console: Any) -> None:
 
 
 def quantization(report: QuantizationReport, console: Any) -> None:
-    """The INT8 search: each unit's sensitivity, which stayed FP32, the INT8 share of MACs."""
-    table = Table(title=f"INT8 sensitivity ({len(report.sensitivity)} units, logits RMS error when only it is INT8)")
-    for column in ("unit", "error", "precision"):
-        table.add_column(column)
-    for unit, error in report.sensitivity.items():
-        table.add_row(
-            unit, f"{error:.4f}", Text("fp32 (kept out)", style="yellow") if unit in report.kept_out else "int8"
-        )
-    console.print(table)
+    """The INT8 graph: each unit's sensitivity where the package's search measured it (NNCF's
+    placement has none), which stayed FP32, the INT8 share of MACs, the check on the calibration images."""
+    if report.sensitivity:
+        title = f"INT8 sensitivity ({len(report.sensitivity)} units, logits RMS error when only it is INT8)"
+        table = Table(title=title)
+        for column in ("unit", "error", "precision"):
+            table.add_column(column)
+        for unit, error in report.sensitivity.items():
+            kept = unit in report.kept_out
+            table.add_row(unit, f"{error:.4f}", Text("fp32 (kept out)", style="yellow") if kept else "int8")
+        console.print(table)
+        kept_out = f"{len(report.kept_out)} of {len(report.sensitivity)} units kept in FP32"
+    else:
+        kept_out = f"{report.method}: {len(report.kept_out)} units left wholly in FP32"
     check = report.calibration_check
     console.print(
-        f"INT8 ({report.target}): {len(report.kept_out)} of {len(report.sensitivity)} units kept in FP32; "
-        f"{report.int8_mac_share:.1%} of MACs in INT8 ({report.quantized_nodes} Conv/Gemm nodes); on the "
-        f"{len(report.calibration_images)} calibration images: probs max abs error {check['probs_max_abs']:.3g}, "
-        f"{len(check['flips'])} top-1 flips"
+        f"INT8 ({report.target}): {kept_out}; {report.int8_mac_share:.1%} of MACs in INT8 "
+        f"({report.quantized_nodes} nodes); on the {len(report.calibration_images)} calibration images: probs max "
+        f"abs error {check['probs_max_abs']:.3g}, {len(check['flips'])} top-1 flips"
     )
 
 

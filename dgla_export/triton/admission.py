@@ -47,19 +47,23 @@ class Admission:
         return self.report is None
 
 
-def admit(onnx_path: Path, digest: str, validation: Path | None, *, unvalidated: bool) -> Admission:
+def admit(
+    onnx_path: Path, digest: str, validation: Path | None, *, unvalidated: bool, runtime: str | None = None
+) -> Admission:
     """The graph's report (``validation``, else the one beside the graph), checked to be of this very
-    graph (``digest``) and passed; with ``unvalidated``, a graph without such a report is admitted
-    without one (the caller records it)."""
+    graph (``digest``) and passed, and for an INT8 graph passed on the ``runtime`` that will serve
+    it (``onnxruntime``, ``openvino``): INT8 arithmetic differs between runtimes (the same Q/DQ
+    graph 0.31 off FP32 on one and 0.19 on the other, docs/cpu.md). With ``unvalidated``, a graph
+    without such a report is admitted without one (the caller records it)."""
     try:
-        return _admitted(onnx_path, digest, validation)
+        return _admitted(onnx_path, digest, validation, runtime)
     except AdmissionError:
         if unvalidated:
             return Admission(None, None)
         raise
 
 
-def _admitted(onnx_path: Path, digest: str, validation: Path | None) -> Admission:
+def _admitted(onnx_path: Path, digest: str, validation: Path | None, runtime: str | None) -> Admission:
     validate_hint = f"dgla-export validate {onnx_path}"
     path = validation if validation is not None else report_beside(onnx_path)
     if validation is None and not path.is_file():
@@ -81,6 +85,13 @@ def _admitted(onnx_path: Path, digest: str, validation: Path | None) -> Admissio
         )
     if report.get("passed") is not True:
         raise AdmissionError(f"{path} says the graph FAILED validation ({report.get('verdict')}); it is not served")
+    validated_on = str(report.get("runtime", ""))
+    if runtime and report.get("precision") == "int8" and not validated_on.startswith(runtime):
+        raise AdmissionError(
+            f"{path} validated this INT8 graph on {validated_on or 'an unnamed runtime'}, and it is to be served on "
+            f"{runtime}, whose INT8 arithmetic differs: validate it there (`{validate_hint} --runtime {runtime}` "
+            f"writes {path.name}), or serve it with the runtime it was validated on"
+        )
     golden = report.pop("golden", None)
     if not (isinstance(golden, dict) and isinstance(golden.get("answers"), dict) and golden.get("photos")):
         raise AdmissionError(

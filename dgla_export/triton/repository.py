@@ -177,7 +177,8 @@ def write_repository(
     configs[normalise] = normalise_config(inputs, max_batch, options)
     configs[pixels] = pixels_config(runtime, inputs, outputs, max_batch, options)
     entry_points = (onnx_name, options.model("trt"), ensemble, pixels)
-    admission = admit(onnx_path, digest, validation, unvalidated=unvalidated)
+    served_on = None if engine is not None else options.runtime  # an engine is judged by its own manifest
+    admission = admit(onnx_path, digest, validation, unvalidated=unvalidated, runtime=served_on)
     kept, version = _kept_models(output, options.model(""), set(configs), force) if add else ([], 1)
     serve_version(configs, version)
     served = {  # what answers, for the results a client files (dgla_export.triton.client.ServedModel)

@@ -3,6 +3,10 @@ refused where the CPU would only pretend, and the throughput hint splitting a ba
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -71,3 +75,32 @@ def test_bf16_only_where_the_cpu_computes_it() -> None:
         with pytest.raises(RuntimeError, match="no native BF16"):
             OpenVINORunner("unused.onnx", "bf16").load()
     assert openvino_problem("fp16") is not None
+
+
+def test_openvino_is_imported_without_its_usage_telemetry(tmp_path) -> None:
+    """Importing openvino imports its model converter, which sends a usage event and writes a client
+    ID under ~/intel. In processes of their own, with homes of their own and no CI switches: the
+    premise (a plain import writes the ID and sends, here to a recorder put in its sender's place,
+    so the test sends nothing), then the package's import, which hides the telemetry package."""
+    recorder = (
+        "import openvino_telemetry; "
+        "openvino_telemetry.Telemetry.send_event = lambda self, *a, **k: print('EVENT', *a[:3]); "
+    )
+    scripts = {
+        "plain": recorder + "import openvino",
+        "ours": "import sys; from dgla_export.runtimes.openvino import import_openvino; import_openvino(); "
+        "import openvino.tools.ovc; print('hidden' if sys.modules['openvino_telemetry'] is None else 'present')",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI", "NNCF_DEV", "TF_BUILD", "JENKINS_URL")}
+    runs = {}
+    for name, script in scripts.items():
+        home = tmp_path / name
+        home.mkdir()
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env={**env, "HOME": str(home)}
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[name] = (done.stdout.split(), sorted(p.name for p in (home / "intel").glob("*")))
+    print(runs)
+    assert "EVENT" in runs["plain"][0] and runs["plain"][1], runs  # the premise: it sends, and writes an ID
+    assert runs["ours"] == (["hidden"], []), runs

@@ -189,6 +189,21 @@ def test_a_report_that_is_not_a_pass_with_golden_answers_is_refused(tiny_onnx, t
         assert code == 2 and said in err, (case, err)
 
 
+def test_an_int8_graph_is_served_only_on_the_runtime_it_passed_on(tiny_onnx, tiny_int8, tmp_path, capsys) -> None:
+    """INT8 arithmetic differs between runtimes: a pass on ONNX Runtime admits no OpenVINO serving."""
+    graph = tmp_path / "int8.onnx"
+    shutil.copyfile(tiny_int8["cpu"][0], graph)
+    report = json.loads(report_beside(tiny_onnx["fp32"]).read_text())
+    report |= {"graph_sha256": sha256_file(graph), "precision": "int8", "runtime": "onnxruntime-cpu-int8"}
+    report_beside(graph).write_text(json.dumps(report))
+    argv = ["triton", "--onnx", str(graph)]
+    assert export_main([*argv, "--runtime", "openvino", "--output", str(tmp_path / "ov")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "validated this INT8 graph on onnxruntime-cpu-int8" in err and "--runtime openvino" in err, err
+    assert not (tmp_path / "ov").exists()
+    assert export_main([*argv, "--output", str(tmp_path / "ort")]) == 0  # the premise: the report admits it there
+
+
 @NEEDS_TRITON
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs OpenVINO")
